@@ -1,0 +1,3 @@
+module github.com/idepool/idepool
+
+go 1.26.8
