@@ -1,0 +1,86 @@
+package idepool
+
+import "time"
+
+// Assignment binds a container to a workspace. It is sent to the agent over
+// its control connection and is the only way S3 credentials reach a
+// container.
+type Assignment struct {
+	Generation  int64       `json:"generation"`
+	Workspace   Workspace   `json:"workspace"`
+	UserID      string      `json:"userId,omitempty"`
+	Credentials Credentials `json:"credentials"`
+	// S3Endpoint is a custom S3-compatible endpoint (path-style); empty
+	// means AWS.
+	S3Endpoint  string `json:"s3Endpoint,omitempty"`
+	VNCPassword string `json:"vncPassword,omitempty"`
+}
+
+// AgentReportKind names what an agent reported.
+type AgentReportKind string
+
+// Agent report kinds.
+const (
+	// AgentHello: the agent connected (or reconnected) and said who it is;
+	// Workspace and Generation say what it believes it is assigned to.
+	AgentHello AgentReportKind = "hello"
+	// AgentReady: every route's workload answers locally.
+	AgentReady AgentReportKind = "ready"
+	// AgentHeartbeat: periodic liveness with activity and process states.
+	AgentHeartbeat AgentReportKind = "heartbeat"
+	// AgentSynced: the initial pull of the assigned workspace finished.
+	AgentSynced AgentReportKind = "synced"
+	// AgentFlushed: every pending change was pushed (answer to a flush).
+	AgentFlushed AgentReportKind = "flushed"
+	// AgentSyncEvent: sync figures, a conflict or an error.
+	AgentSyncEvent AgentReportKind = "sync"
+	// AgentGone: the control connection closed.
+	AgentGone AgentReportKind = "gone"
+)
+
+// ProcessStatus is one supervised workload process as the agent sees it.
+type ProcessStatus struct {
+	Name     string    `json:"name"`
+	State    string    `json:"state"` // running, restarting, exited, failed
+	PID      int       `json:"pid,omitempty"`
+	Restarts int       `json:"restarts"`
+	Since    time.Time `json:"since,omitzero"`
+	Message  string    `json:"message,omitempty"`
+}
+
+// SyncStats are an agent's workspace sync figures since it was assigned.
+type SyncStats struct {
+	BytesUp      int64         `json:"bytesUp"`
+	BytesDown    int64         `json:"bytesDown"`
+	ObjectsUp    int64         `json:"objectsUp"`
+	ObjectsDown  int64         `json:"objectsDown"`
+	Conflicts    int64         `json:"conflicts"`
+	Errors       int64         `json:"errors"`
+	Pending      int           `json:"pending"`
+	Lag          time.Duration `json:"lag"`
+	LastSync     time.Time     `json:"lastSync,omitzero"`
+	LastError    string        `json:"lastError,omitempty"`
+	LastConflict string        `json:"lastConflict,omitempty"`
+}
+
+// AgentReport is one message from an agent, as the orchestrator consumes it.
+type AgentReport struct {
+	ContainerID string          `json:"containerId"`
+	Kind        AgentReportKind `json:"kind"`
+	Time        time.Time       `json:"time"`
+	// Generation and Workspace: what the agent is assigned to (hello,
+	// synced, flushed).
+	Generation int64      `json:"generation,omitempty"`
+	Workspace  *Workspace `json:"workspace,omitempty"`
+	// Ready is the agent's readiness at hello/heartbeat time.
+	Ready bool `json:"ready,omitempty"`
+	// LastActivity is the newest user activity the agent saw (workspace
+	// writes, workload sessions).
+	LastActivity time.Time       `json:"lastActivity,omitzero"`
+	Processes    []ProcessStatus `json:"processes,omitempty"`
+	Sync         *SyncStats      `json:"sync,omitempty"`
+	// Event is a sync event's type (conflict, error, limit) and Message its text.
+	Event   string `json:"event,omitempty"`
+	Message string `json:"message,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
