@@ -1,0 +1,485 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/control"
+)
+
+const (
+	testID    = "abcd1"
+	testToken = "secret-agent-token"
+)
+
+// verifier accepts testToken for testID and counts attempts.
+type verifier struct{ calls atomic.Int64 }
+
+func (v *verifier) VerifyAgent(id, token string) bool {
+	v.calls.Add(1)
+	return id == testID && token == testToken
+}
+
+// recorder is an Observer that keeps every report.
+type recorder struct {
+	mu      sync.Mutex
+	reports []idepool.AgentReport
+	changed chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
+
+func (r *recorder) AgentReport(rep idepool.AgentReport) {
+	r.mu.Lock()
+	r.reports = append(r.reports, rep)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reports)
+}
+
+// waitFor returns the first report at index >= from matching ok, and the
+// index after it.
+func (r *recorder) waitFor(t *testing.T, from int, what string, ok func(idepool.AgentReport) bool) (idepool.AgentReport, int) {
+	t.Helper()
+	deadline := time.After(60 * time.Second) // a hang guard, not a timing assertion
+	for {
+		r.mu.Lock()
+		for i := from; i < len(r.reports); i++ {
+			if ok(r.reports[i]) {
+				rep := r.reports[i]
+				r.mu.Unlock()
+				return rep, i + 1
+			}
+		}
+		ch := r.changed
+		n := len(r.reports)
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("no %s report among %d", what, n)
+		}
+	}
+}
+
+func kind(k idepool.AgentReportKind) func(idepool.AgentReport) bool {
+	return func(r idepool.AgentReport) bool { return r.Kind == k }
+}
+
+type hubEnv struct {
+	hub *control.Hub
+	srv *httptest.Server
+	rec *recorder
+	ver *verifier
+}
+
+// startHub serves a hub on addr ("" = any free port).
+func startHub(t *testing.T, addr string) *hubEnv {
+	t.Helper()
+	e := &hubEnv{rec: newRecorder(), ver: &verifier{}}
+	e.hub = control.NewHub(control.Options{Verifier: e.ver, Observer: e.rec})
+	mux := http.NewServeMux()
+	mux.Handle(control.Path, e.hub)
+	e.srv = httptest.NewUnstartedServer(mux)
+	if addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listen again on %s: %v", addr, err)
+		}
+		e.srv.Listener.Close()
+		e.srv.Listener = ln
+	}
+	e.srv.Start()
+	t.Cleanup(e.stop)
+	return e
+}
+
+func (e *hubEnv) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e.hub.Close(ctx)
+	e.srv.Close()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// fakeSyncer records what the agent asks of it.
+type fakeSyncer struct {
+	mu      sync.Mutex
+	starts  []idepool.Assignment
+	flushes int
+	stops   int
+	report  func(idepool.AgentReport)
+}
+
+func (f *fakeSyncer) Start(_ context.Context, a idepool.Assignment, report func(idepool.AgentReport)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.starts = append(f.starts, a)
+	f.report = report
+	return nil
+}
+
+func (f *fakeSyncer) Flush(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushes++
+	return nil
+}
+
+func (f *fakeSyncer) Stats() idepool.SyncStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return idepool.SyncStats{ObjectsDown: int64(len(f.starts))}
+}
+
+func (f *fakeSyncer) Stop(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stops++
+	return nil
+}
+
+func (f *fakeSyncer) counts() (starts, flushes, stops int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.starts), f.flushes, f.stops
+}
+
+func testConfig(t *testing.T, url string) Config {
+	t.Helper()
+	ws := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ws, "hello.txt"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Config{
+		URL:               url,
+		Token:             testToken,
+		ContainerID:       testID,
+		WorkspaceDir:      ws,
+		StateDir:          t.TempDir(),
+		Routes:            []idepool.Route{{Name: "code", Port: freePort(t)}},
+		ListenHost:        "127.0.0.1",
+		HeartbeatInterval: 10 * time.Millisecond,
+		ReconnectMax:      50 * time.Millisecond,
+		FlushTimeout:      10 * time.Second,
+		KillGrace:         5 * time.Second,
+		Logger:            slog.New(slog.DiscardHandler),
+	}
+}
+
+// runAgent runs the agent until the test ends (or the returned cancel).
+func runAgent(t *testing.T, cfg Config) (cancel func(), done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-ch:
+		case <-time.After(60 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+	return cancel, ch
+}
+
+func wait(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent did not stop")
+		return nil
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL) // http URL: the agent adds ws and the path
+	fs := &fakeSyncer{}
+	cfg.NewSyncer = func(ws, st string, _ *slog.Logger) Syncer {
+		if ws != cfg.WorkspaceDir || st != cfg.StateDir {
+			t.Errorf("syncer dirs %s %s", ws, st)
+		}
+		return fs
+	}
+	cancel, done := runAgent(t, cfg)
+	ctx := context.Background()
+
+	hello, i := e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	if hello.ContainerID != testID || hello.Workspace != nil || hello.Generation != 0 {
+		t.Fatalf("hello of a warm agent: %+v", hello)
+	}
+	if !hello.Ready {
+		e.rec.waitFor(t, i, "ready", kind(idepool.AgentReady))
+	}
+	_, i = e.rec.waitFor(t, i, "ready heartbeat", func(r idepool.AgentReport) bool { return r.Kind == idepool.AgentHeartbeat && r.Ready })
+
+	// Assignment: ack, persisted without secrets, syncer started, synced.
+	w := idepool.Workspace{Bucket: "bucket-a", Prefix: "users/7/"}
+	asg := idepool.Assignment{Generation: 1, Workspace: w, UserID: "u7",
+		Credentials: idepool.Credentials{AccessKeyID: "AKIAEXAMPLE", SecretAccessKey: "very-secret-key"}, VNCPassword: "vnc-pass"}
+	if err := e.hub.Assign(ctx, testID, asg); err != nil {
+		t.Fatalf("assign: %v", err)
+	}
+	synced, i := e.rec.waitFor(t, i, "synced", kind(idepool.AgentSynced))
+	if synced.Generation != 1 || synced.Workspace == nil || *synced.Workspace != w || synced.Error != "" {
+		t.Fatalf("synced: %+v", synced)
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.StateDir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"very-secret-key", "AKIAEXAMPLE", "vnc-pass"} {
+		if strings.Contains(string(b), secret) {
+			t.Fatalf("persisted state holds a secret: %s", b)
+		}
+	}
+	if !strings.Contains(string(b), "bucket-a") {
+		t.Fatalf("persisted state lacks the workspace: %s", b)
+	}
+	if fs.starts[0].Credentials.SecretAccessKey != "very-secret-key" {
+		t.Fatal("the syncer did not get the credentials")
+	}
+
+	// Same generation again: acknowledged, no second syncer; stale: refused.
+	if err := e.hub.Assign(ctx, testID, asg); err != nil {
+		t.Fatalf("repeated assign: %v", err)
+	}
+	_, i = e.rec.waitFor(t, i, "synced again", kind(idepool.AgentSynced))
+	if err := e.hub.Assign(ctx, testID, idepool.Assignment{Generation: 0}); idepool.ErrorCode(err) != idepool.EConflict {
+		t.Fatalf("stale assign: %v", err)
+	}
+	if s, _, _ := fs.counts(); s != 1 {
+		t.Fatalf("syncer started %d times", s)
+	}
+
+	// Syncer reports are relayed.
+	fs.mu.Lock()
+	report := fs.report
+	fs.mu.Unlock()
+	report(idepool.AgentReport{Kind: idepool.AgentSyncEvent, Event: "conflict", Message: "a.txt"})
+	ev, i := e.rec.waitFor(t, i, "sync", kind(idepool.AgentSyncEvent))
+	if ev.Event != "conflict" || ev.Generation != 1 {
+		t.Fatalf("sync event: %+v", ev)
+	}
+
+	// Flush.
+	if err := e.hub.Flush(ctx, testID); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	_, i = e.rec.waitFor(t, i, "flushed", kind(idepool.AgentFlushed))
+	if _, f, _ := fs.counts(); f != 1 {
+		t.Fatalf("flushes = %d", f)
+	}
+
+	// Activity on the placeholder shows in heartbeats.
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(cfg.Routes[0].Port) + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	hb, _ := e.rec.waitFor(t, i, "heartbeat with activity", func(r idepool.AgentReport) bool {
+		return r.Kind == idepool.AgentHeartbeat && !r.LastActivity.IsZero()
+	})
+	if hb.Sync == nil || hb.Generation != 1 {
+		t.Fatalf("heartbeat: %+v", hb)
+	}
+
+	// The orchestrator restarts: the agent reconnects and says what it is.
+	addr := e.srv.Listener.Addr().String()
+	e.stop()
+	e.rec.waitFor(t, 0, "gone", kind(idepool.AgentGone))
+	e2 := startHub(t, addr)
+	hello, j := e2.rec.waitFor(t, 0, "hello after reconnect", kind(idepool.AgentHello))
+	if !hello.Ready || hello.Generation != 1 || hello.Workspace == nil || *hello.Workspace != w {
+		t.Fatalf("hello after reconnect: %+v", hello)
+	}
+	_, j = e2.rec.waitFor(t, j, "synced after reconnect", kind(idepool.AgentSynced))
+
+	// SIGTERM: flush, report flushed, stop.
+	cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	e2.rec.waitFor(t, j, "final flushed", kind(idepool.AgentFlushed))
+	if _, f, s := fs.counts(); f != 2 || s != 1 {
+		t.Fatalf("flushes %d, stops %d", f, s)
+	}
+}
+
+func TestStopMessage(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL)
+	_, done := runAgent(t, cfg)
+	_, i := e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	if err := e.hub.Assign(context.Background(), testID, idepool.Assignment{Generation: 3, Workspace: idepool.Workspace{Bucket: "bucket-b"}}); err != nil {
+		t.Fatal(err)
+	}
+	// No syncer: synced at once.
+	_, i = e.rec.waitFor(t, i, "synced", kind(idepool.AgentSynced))
+	if err := e.hub.Stop(context.Background(), testID); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	fl, _ := e.rec.waitFor(t, i, "flushed", kind(idepool.AgentFlushed))
+	if fl.Generation != 3 {
+		t.Fatalf("flushed: %+v", fl)
+	}
+	e.rec.waitFor(t, i, "gone", kind(idepool.AgentGone))
+}
+
+func TestRestartedAgentKnowsItsAssignment(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL)
+	w := idepool.Workspace{Bucket: "bucket-c", Prefix: "p/"}
+	if err := saveState(cfg.StateDir, stateOf(idepool.Assignment{Generation: 5, Workspace: w})); err != nil {
+		t.Fatal(err)
+	}
+	fs := &fakeSyncer{}
+	cfg.NewSyncer = func(string, string, *slog.Logger) Syncer { return fs }
+	runAgent(t, cfg)
+	hello, i := e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	if hello.Generation != 5 || hello.Workspace == nil || *hello.Workspace != w {
+		t.Fatalf("hello: %+v", hello)
+	}
+	// The orchestrator re-sends the assignment (with credentials): the
+	// agent, having no syncer yet in this process, starts one.
+	if err := e.hub.Assign(context.Background(), testID, idepool.Assignment{Generation: 5, Workspace: w}); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.waitFor(t, i, "synced", kind(idepool.AgentSynced))
+	if s, _, _ := fs.counts(); s != 1 {
+		t.Fatalf("syncer starts: %d", s)
+	}
+}
+
+func TestBadTokenKeepsRetrying(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL+control.Path)
+	cfg.Token = "wrong"
+	cancel, done := runAgent(t, cfg)
+	for e.ver.calls.Load() < 3 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if e.hub.Connected(testID) || e.rec.len() != 0 {
+		t.Fatal("an agent with a bad token got in")
+	}
+	cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	base := map[string]string{
+		idepool.EnvAgentURL:   "http://orch:3001",
+		idepool.EnvAgentToken: "t",
+		idepool.EnvAgentID:    "abcd1",
+		idepool.EnvStateDir:   "/state",
+	}
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "defaults", check: func(t *testing.T, c Config) {
+			if len(c.Routes) != 3 || c.Routes[0].Port != 8080 || c.WorkspaceDir != "/workspace" || len(c.Workloads) != 0 {
+				t.Fatalf("%+v", c)
+			}
+			if u, _ := controlURL(c.URL); u != "ws://orch:3001/agent/v1/connect" {
+				t.Fatalf("url %s", u)
+			}
+		}},
+		{name: "routes and ports", env: map[string]string{
+			idepool.EnvRoutes:       `[{"name":"code","port":8080},{"name":"web-2","port":3000}]`,
+			"IDEPOOL_PORT_CODE":     "41000",
+			"IDEPOOL_PORT_WEB_2":    "41001",
+			idepool.EnvWorkloads:    `[{"name":"ide","command":["sh","-c","true"]}]`,
+			idepool.EnvWorkspaceDir: "/w",
+			EnvListenHost:           "127.0.0.1",
+		}, check: func(t *testing.T, c Config) {
+			if c.Routes[0].Port != 41000 || c.Routes[1].Port != 41001 || c.Workloads[0].Name != "ide" || c.WorkspaceDir != "/w" || c.ListenHost != "127.0.0.1" {
+				t.Fatalf("%+v", c)
+			}
+		}},
+		{name: "no url", env: map[string]string{idepool.EnvAgentURL: ""}, wantErr: idepool.EnvAgentURL},
+		{name: "bad scheme", env: map[string]string{idepool.EnvAgentURL: "ftp://x"}, wantErr: "want http"},
+		{name: "no token", env: map[string]string{idepool.EnvAgentToken: ""}, wantErr: idepool.EnvAgentToken},
+		{name: "bad id", env: map[string]string{idepool.EnvAgentID: "A/B"}, wantErr: idepool.EnvAgentID},
+		{name: "bad port", env: map[string]string{"IDEPOOL_PORT_CODE": "99999"}, wantErr: "IDEPOOL_PORT_CODE"},
+		{name: "bad routes", env: map[string]string{idepool.EnvRoutes: "{"}, wantErr: idepool.EnvRoutes},
+		{name: "bad workloads", env: map[string]string{idepool.EnvWorkloads: `[{"name":""}]`}, wantErr: "workload"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range base {
+				env[k] = v
+			}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := ConfigFromEnv(func(k string) string { return env[k] })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error with %q, got %v", tc.wantErr, err)
+				}
+				if strings.Contains(err.Error(), "t\"") {
+					t.Fatalf("error leaks the token: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestBackoffBounds(t *testing.T) {
+	for attempt := range 20 {
+		d := backoff(attempt, 100*time.Millisecond, 5*time.Second)
+		if d <= 0 || d > 5*time.Second {
+			t.Fatalf("attempt %d: %v", attempt, d)
+		}
+		if attempt >= 6 && d < 2500*time.Millisecond {
+			t.Fatalf("attempt %d: %v below half the cap", attempt, d)
+		}
+	}
+}
+
+var _ = errors.New

@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/idepool/idepool"
+)
+
+// stateFile holds the current assignment, minus its secrets, so a restarted
+// agent knows its workspace and generation.
+const stateFile = "assignment.json"
+
+type savedState struct {
+	Generation int64             `json:"generation"`
+	Workspace  idepool.Workspace `json:"workspace"`
+	UserID     string            `json:"userId,omitempty"`
+	S3Endpoint string            `json:"s3Endpoint,omitempty"`
+}
+
+func stateOf(a idepool.Assignment) savedState {
+	// Credentials and the VNC password are deliberately left out.
+	return savedState{Generation: a.Generation, Workspace: a.Workspace, UserID: a.UserID, S3Endpoint: a.S3Endpoint}
+}
+
+func loadState(dir string) (savedState, error) {
+	var st savedState
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("agent: reading saved assignment: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return savedState{}, fmt.Errorf("agent: saved assignment %s is corrupt: %w", filepath.Join(dir, stateFile), err)
+	}
+	return st, nil
+}
+
+// saveState writes atomically (temp file, fsync, rename).
+func saveState(dir string, st savedState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("agent: state dir: %w", err)
+	}
+	f, err := os.CreateTemp(dir, stateFile+".tmp*")
+	if err != nil {
+		return fmt.Errorf("agent: saving assignment: %w", err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(b)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, filepath.Join(dir, stateFile))
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("agent: saving assignment: %w", werr)
+	}
+	return nil
+}

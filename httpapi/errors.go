@@ -1,0 +1,111 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// statusOf is THE table mapping an error code to its HTTP status. A code
+// missing here answers 500.
+var statusOf = map[idepool.Code]int{
+	idepool.ENotFound:           http.StatusNotFound,
+	idepool.EInvalidBucket:      http.StatusBadRequest,
+	idepool.EInvalid:            http.StatusBadRequest,
+	idepool.EUnauthorized:       http.StatusUnauthorized,
+	idepool.EStartFailed:        http.StatusInternalServerError,
+	idepool.EStopFailed:         http.StatusInternalServerError,
+	idepool.ERuntime:            http.StatusInternalServerError,
+	idepool.EInternal:           http.StatusInternalServerError,
+	idepool.ECapacity:           http.StatusServiceUnavailable,
+	idepool.ERouteNotFound:      http.StatusNotFound,
+	idepool.ERateLimited:        http.StatusTooManyRequests,
+	idepool.ETooLarge:           http.StatusRequestEntityTooLarge,
+	idepool.EUnknownProfile:     http.StatusBadRequest,
+	idepool.EConflict:           http.StatusConflict,
+	idepool.EExists:             http.StatusConflict,
+	idepool.EUnavailable:        http.StatusServiceUnavailable,
+	idepool.ETimeout:            http.StatusGatewayTimeout,
+	idepool.EMethodNotAllowed:   http.StatusMethodNotAllowed,
+	idepool.EUnsupportedMedia:   http.StatusUnsupportedMediaType,
+	idepool.EQueueFull:          http.StatusServiceUnavailable,
+	idepool.ELimitExceeded:      http.StatusTooManyRequests,
+	idepool.EForbidden:          http.StatusForbidden,
+	idepool.ENotReady:           http.StatusConflict,
+	idepool.EAgentUnavailable:   http.StatusServiceUnavailable,
+	idepool.EMisconfigured:      http.StatusInternalServerError,
+	idepool.EClientClosed:       499,
+	idepool.ERuntimeUnreachable: http.StatusServiceUnavailable,
+}
+
+// HTTPStatus returns the HTTP status for an error code (500 when unknown).
+func HTTPStatus(c idepool.Code) int {
+	if s, ok := statusOf[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// ErrorBody is the error envelope, the original's shape.
+type ErrorBody struct {
+	Error     ErrorDetail `json:"error"`
+	Timestamp string      `json:"timestamp"`
+	Path      string      `json:"path"`
+}
+
+// ErrorDetail is the inside of the envelope.
+type ErrorDetail struct {
+	Code    idepool.Code   `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// timestamp formats t as JavaScript's toISOString does, like the original.
+func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// writeError answers err in the envelope. Non-idepool errors become a bare
+// INTERNAL_ERROR; their text (which may hold internals) is only logged.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := idepool.ErrorCode(err)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		code = idepool.EClientClosed
+	}
+	status := HTTPStatus(code)
+	msg := idepool.ErrorMessage(err)
+	if code == idepool.EClientClosed {
+		msg = "client closed the request"
+	}
+	if status >= 500 {
+		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
+			slog.String("request_id", RequestID(r.Context())), slog.String("code", string(code)), slog.String("error", err.Error()))
+	}
+	if code == idepool.EUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="idepool"`)
+	}
+	s.writeJSON(w, status, ErrorBody{
+		Error:     ErrorDetail{Code: code, Message: msg, Details: idepool.ErrorDetails(err)},
+		Timestamp: timestamp(s.clock.Now()),
+		Path:      r.URL.Path,
+	})
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Our own types always marshal; this is a programming error.
+		s.log.Error("encode response", slog.String("error", err.Error()))
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"INTERNAL_ERROR","message":"internal error"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

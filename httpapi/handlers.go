@@ -1,0 +1,650 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// Limits on request fields, so no field can be used to push huge values
+// into labels, logs or assignments.
+const (
+	maxUserID      = 256
+	maxBucketID    = 256
+	maxVNCPassword = 256
+	maxAccessKey   = 256
+	maxSecretKey   = 1024
+	maxSessionTok  = 4096
+	maxPoolTarget  = 1000
+	defaultLimit   = 50
+	maxLimit       = 500
+)
+
+func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request) error {
+	s.writeJSON(w, http.StatusOK, map[string]string{"name": "idepool", "version": s.o.Version, "status": "running"})
+	return nil
+}
+
+// healthBody is GET /api/health: the original's fields plus runtime and pools.
+type healthBody struct {
+	Status    string               `json:"status"`
+	Timestamp string               `json:"timestamp"`
+	Version   string               `json:"version"`
+	Runtime   runtimeHealth        `json:"runtime"`
+	Docker    dockerHealth         `json:"docker"`
+	Resources Resources            `json:"resources"`
+	Queue     queueBody            `json:"queue"`
+	Pools     []idepool.PoolStatus `json:"pools"`
+}
+
+type runtimeHealth struct {
+	Name      string `json:"name"`
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
+}
+
+type dockerHealth struct {
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
+}
+
+type queueBody struct {
+	PreWarmed    int `json:"preWarmed"`
+	WithS3Bucket int `json:"withS3Bucket"`
+	TargetSize   int `json:"targetSize"`
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	rep := HealthReport{Connected: true}
+	if s.o.Health != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		rep = s.o.Health.Health(ctx)
+		cancel()
+	}
+	if rep.Pools == nil {
+		rep.Pools = s.o.Orchestrator.Pools()
+	}
+	if rep.Pools == nil {
+		rep.Pools = []idepool.PoolStatus{}
+	}
+	b := healthBody{
+		Status:    "ok",
+		Timestamp: timestamp(s.clock.Now()),
+		Version:   s.o.Version,
+		Runtime:   runtimeHealth{Name: rep.Runtime, Connected: rep.Connected, Error: rep.Error},
+		Docker:    dockerHealth{Connected: rep.Connected, Error: rep.Error},
+		Resources: rep.Resources,
+		Pools:     rep.Pools,
+	}
+	for _, p := range rep.Pools {
+		b.Queue.PreWarmed += p.Warm
+		b.Queue.WithS3Bucket += p.Claimed
+		b.Queue.TargetSize += p.Target
+	}
+	if b.Resources.Containers.Total == 0 {
+		for _, p := range rep.Pools {
+			b.Resources.Containers.Running += p.Claimed
+			b.Resources.Containers.Total += p.Warm + p.Starting + p.Claimed
+		}
+	}
+	status := http.StatusOK
+	if !rep.Connected {
+		b.Status = "degraded"
+		status = http.StatusServiceUnavailable
+	}
+	s.writeJSON(w, status, b)
+	return nil
+}
+
+type profileBody struct {
+	Name        string          `json:"name"`
+	Routes      []idepool.Route `json:"routes"`
+	CPULimit    float64         `json:"cpuLimit"`
+	MemoryLimit int64           `json:"memoryLimit"`
+	PoolTarget  int             `json:"poolTarget"`
+	IdleTimeout float64         `json:"idleTimeoutSeconds,omitempty"`
+}
+
+func (s *Server) handleProfiles(w http.ResponseWriter, r *http.Request) error {
+	out := []profileBody{}
+	for _, p := range s.o.Orchestrator.Profiles() {
+		out = append(out, profileBody{Name: p.Name, Routes: p.Routes, CPULimit: p.CPULimit, MemoryLimit: p.MemoryLimit,
+			PoolTarget: p.PoolTarget, IdleTimeout: p.IdleTimeout.Seconds()})
+	}
+	s.writeJSON(w, http.StatusOK, map[string]any{"profiles": out})
+	return nil
+}
+
+// startBody is POST /api/containers/start: the original's fields plus ours.
+type startBody struct {
+	S3Bucket           string `json:"s3Bucket"`
+	S3Region           string `json:"s3Region"`
+	S3BucketID         string `json:"s3BucketId"`
+	S3Prefix           string `json:"s3Prefix"`
+	UserID             string `json:"userId"`
+	AWSAccessKeyID     string `json:"awsAccessKeyId"`
+	AWSSecretAccessKey string `json:"awsSecretAccessKey"`
+	AWSSessionToken    string `json:"awsSessionToken"`
+	VNCPassword        string `json:"vncPassword"`
+	Profile            string `json:"profile"`
+	IdleExempt         bool   `json:"idleExempt"`
+}
+
+// startRequest validates the body and turns it into a StartRequest.
+func (s *Server) startRequest(b startBody) (idepool.StartRequest, error) {
+	req := idepool.StartRequest{
+		Workspace:   idepool.Workspace{Bucket: b.S3Bucket, Prefix: b.S3Prefix, Region: b.S3Region, BucketID: b.S3BucketID},
+		Profile:     b.Profile,
+		UserID:      b.UserID,
+		Credentials: idepool.Credentials{AccessKeyID: b.AWSAccessKeyID, SecretAccessKey: b.AWSSecretAccessKey, SessionToken: b.AWSSessionToken},
+		VNCPassword: b.VNCPassword,
+		IdleExempt:  b.IdleExempt,
+	}
+	if err := req.Workspace.Validate(); err != nil {
+		return req, err
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{
+		{"userId", b.UserID, maxUserID}, {"s3BucketId", b.S3BucketID, maxBucketID}, {"vncPassword", b.VNCPassword, maxVNCPassword},
+		{"awsAccessKeyId", b.AWSAccessKeyID, maxAccessKey}, {"awsSecretAccessKey", b.AWSSecretAccessKey, maxSecretKey},
+		{"awsSessionToken", b.AWSSessionToken, maxSessionTok},
+	} {
+		if len(f.v) > f.max {
+			return req, &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("field %s: at most %d characters", f.name, f.max),
+				Details: map[string]any{"field": f.name}}
+		}
+		if strings.ContainsFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return req, &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("field %s: control characters are not allowed", f.name),
+				Details: map[string]any{"field": f.name}}
+		}
+	}
+	if (b.AWSAccessKeyID == "") != (b.AWSSecretAccessKey == "") {
+		return req, idepool.Errorf(idepool.EInvalid, "awsAccessKeyId and awsSecretAccessKey go together: give both or neither")
+	}
+	if b.AWSSessionToken != "" && b.AWSAccessKeyID == "" {
+		return req, idepool.Errorf(idepool.EInvalid, "awsSessionToken needs awsAccessKeyId and awsSecretAccessKey")
+	}
+	if b.Profile != "" {
+		if _, ok := s.profile(b.Profile); !ok {
+			return req, s.unknownProfile(b.Profile)
+		}
+	}
+	return req, nil
+}
+
+func (s *Server) profile(name string) (idepool.Profile, bool) {
+	for _, p := range s.o.Orchestrator.Profiles() {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return idepool.Profile{Name: name}, false
+}
+
+func (s *Server) unknownProfile(name string) error {
+	names := []string{}
+	for _, p := range s.o.Orchestrator.Profiles() {
+		names = append(names, p.Name)
+	}
+	return &idepool.Error{Code: idepool.EUnknownProfile, Message: fmt.Sprintf("unknown profile %q", truncate(name, 64)),
+		Details: map[string]any{"profiles": names}}
+}
+
+// waitOptions parses ?wait=ready&timeout=.
+func (s *Server) waitOptions(r *http.Request) (bool, time.Duration, error) {
+	q := r.URL.Query()
+	wait := false
+	switch v := q.Get("wait"); v {
+	case "":
+	case "ready", "true", "1":
+		wait = true
+	default:
+		return false, 0, &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("wait=%q: the only value is \"ready\"", truncate(v, 32)),
+			Details: map[string]any{"field": "wait"}}
+	}
+	timeout := s.o.DefaultWait
+	if v := q.Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			secs, err2 := strconv.ParseFloat(v, 64)
+			if err2 != nil || secs != secs || secs <= 0 {
+				return false, 0, &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("timeout=%q: want seconds or a duration such as 30s", truncate(v, 32)),
+					Details: map[string]any{"field": "timeout"}}
+			}
+			if secs > s.o.MaxWait.Seconds() {
+				secs = s.o.MaxWait.Seconds() + 1
+			}
+			d = time.Duration(secs * float64(time.Second))
+		}
+		if d <= 0 || d > s.o.MaxWait {
+			return false, 0, &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("timeout must be above 0 and at most %s", s.o.MaxWait),
+				Details: map[string]any{"field": "timeout", "max": s.o.MaxWait.Seconds()}}
+		}
+		timeout = d
+	}
+	return wait, timeout, nil
+}
+
+// legacyURLs are the original's URL field names.
+type legacyURLs struct {
+	VNC        string `json:"vnc,omitempty"`
+	CodeServer string `json:"codeServer,omitempty"`
+	WebServer  string `json:"webServer,omitempty"`
+	Terminal   string `json:"terminal,omitempty"`
+}
+
+func toLegacyURLs(routes map[string]string) legacyURLs {
+	u := legacyURLs{VNC: routes["vnc"], CodeServer: routes["code"], WebServer: routes["web"], Terminal: routes["terminal"]}
+	if u.Terminal == "" {
+		u.Terminal = u.CodeServer
+	}
+	return u
+}
+
+// startResponse is the answer to a start.
+type startResponse struct {
+	ID          string            `json:"id"`
+	ServiceName string            `json:"serviceName"`
+	Status      string            `json:"status"`
+	State       idepool.State     `json:"state"`
+	Ready       bool              `json:"ready"`
+	URLs        legacyURLs        `json:"urls"`
+	Routes      map[string]string `json:"routes"`
+	Message     string            `json:"message"`
+	IsPreWarmed bool              `json:"isPreWarmed"`
+	IsReused    bool              `json:"isReused"`
+	Claim       idepool.ClaimKind `json:"claim"`
+	Profile     string            `json:"profile"`
+	S3Bucket    string            `json:"s3Bucket"`
+	S3Prefix    string            `json:"s3Prefix,omitempty"`
+	Generation  int64             `json:"generation"`
+	CreatedAt   time.Time         `json:"createdAt"`
+}
+
+func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
+	wait, timeout, err := s.waitOptions(r)
+	if err != nil {
+		return err
+	}
+	var b startBody
+	if err := s.decodeJSON(w, r, &b); err != nil {
+		return err
+	}
+	req, err := s.startRequest(b)
+	if err != nil {
+		return err
+	}
+	claim, err := s.o.Orchestrator.Start(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	c := claim.Container
+	timedOut := false
+	if wait && c.State != idepool.StateRunning {
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		ready, err := s.o.Orchestrator.WaitReady(ctx, c.ID)
+		cancel()
+		switch {
+		case err == nil:
+			c = ready
+		case r.Context().Err() != nil:
+			return r.Context().Err()
+		case errors.Is(err, context.DeadlineExceeded) || idepool.ErrorCode(err) == idepool.ETimeout:
+			// Started but not ready in time: answer 202 with the URLs (their
+			// tokens are only handed out here) so the client can poll.
+			timedOut = true
+			if now, err := s.o.Orchestrator.Get(r.Context(), c.ID); err == nil {
+				c = now
+			}
+		default:
+			return err
+		}
+	}
+	p, _ := s.profile(c.Profile)
+	routes := map[string]string{}
+	if s.o.URLs != nil {
+		if routes, err = s.o.URLs.RouteURLs(c, p); err != nil {
+			return idepool.WrapError(idepool.EInternal, err, "could not make route URLs")
+		}
+	}
+	resp := startResponse{
+		ID: c.ID, ServiceName: serviceName(c.ID), Status: legacyStatus(c.State), State: c.State,
+		Ready: c.State == idepool.StateRunning, URLs: toLegacyURLs(routes), Routes: routes,
+		IsPreWarmed: c.PreWarmed || claim.Kind == idepool.ClaimWarm, IsReused: claim.Kind == idepool.ClaimReused,
+		Claim: claim.Kind, Profile: c.Profile, Generation: c.Generation, CreatedAt: c.CreatedAt,
+	}
+	if c.Workspace != nil {
+		resp.S3Bucket, resp.S3Prefix = c.Workspace.Bucket, c.Workspace.Prefix
+	}
+	status := http.StatusCreated
+	switch {
+	case timedOut:
+		status = http.StatusAccepted
+		resp.Message = fmt.Sprintf("Container started but not ready within %s; poll GET /api/containers/%s", timeout, c.ID)
+	case claim.Kind == idepool.ClaimReused:
+		status = http.StatusOK
+		resp.Message = "Existing container reused for this workspace"
+	case claim.Kind == idepool.ClaimWarm:
+		// The original answered "running" for a warm claim.
+		resp.Status = "running"
+		resp.Message = "Container assigned from the pre-warmed pool"
+	default:
+		resp.Message = "Container is starting"
+	}
+	s.writeJSON(w, status, resp)
+	return nil
+}
+
+func serviceName(id string) string { return "idepool-" + id }
+
+// legacyStatus maps a state onto the original's four statuses.
+func legacyStatus(st idepool.State) string {
+	switch st {
+	case idepool.StateWarm, idepool.StateRunning:
+		return "running"
+	case idepool.StateStopping, idepool.StateStopped:
+		return "stopped"
+	case idepool.StateFailed:
+		return "failed"
+	}
+	return "starting"
+}
+
+// parseStatuses reads ?status= (comma-separated): the original's four
+// statuses keep their meaning (starting = creating, starting or syncing;
+// running = warm or running; stopped = stopping or stopped), and our other
+// states (creating, warm, syncing, stopping) are accepted too. With exact
+// set, every word is one of our states (?state=).
+func parseStatuses(v string, exact bool) ([]idepool.State, error) {
+	var out []idepool.State
+	add := func(sts ...idepool.State) {
+		for _, st := range sts {
+			if !slices.Contains(out, st) {
+				out = append(out, st)
+			}
+		}
+	}
+	for _, f := range strings.Split(v, ",") {
+		f = strings.ToLower(strings.TrimSpace(f))
+		if f == "" {
+			continue
+		}
+		legacy := false
+		for _, st := range idepool.AllStates {
+			if !exact && legacyStatus(st) == f {
+				add(st)
+				legacy = true
+			}
+		}
+		if st := idepool.State(f); !legacy && st.Valid() {
+			add(st)
+			continue
+		}
+		if !legacy {
+			accepted := []string{"running", "starting", "stopped", "failed"}
+			for _, st := range idepool.AllStates {
+				accepted = append(accepted, string(st))
+			}
+			field := "status"
+			if exact {
+				field, accepted = "state", accepted[4:]
+			}
+			return nil, &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("%s %q is not known", field, truncate(f, 32)),
+				Details: map[string]any{"field": field, "accepted": accepted}}
+		}
+	}
+	return out, nil
+}
+
+func intParam(q map[string][]string, name string, def, lo, hi int) (int, error) {
+	vs := q[name]
+	if len(vs) == 0 || vs[0] == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(vs[0])
+	if err != nil || n < lo || n > hi {
+		return 0, &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("%s=%q: want an integer from %d to %d", name, truncate(vs[0], 32), lo, hi),
+			Details: map[string]any{"field": name}}
+	}
+	return n, nil
+}
+
+// containerBody is a container in GET answers: the original's detail fields
+// plus ours. Its URLs carry no token.
+type containerBody struct {
+	ID             string             `json:"id"`
+	ServiceName    string             `json:"serviceName"`
+	Status         string             `json:"status"`
+	State          idepool.State      `json:"state"`
+	Profile        string             `json:"profile"`
+	URLs           legacyURLs         `json:"urls"`
+	Routes         map[string]string  `json:"routes"`
+	S3Bucket       string             `json:"s3Bucket"`
+	Workspace      *idepool.Workspace `json:"workspace,omitempty"`
+	UserID         string             `json:"userId,omitempty"`
+	Generation     int64              `json:"generation"`
+	CreatedAt      time.Time          `json:"createdAt"`
+	StartedAt      *time.Time         `json:"startedAt"`
+	StoppedAt      *time.Time         `json:"stoppedAt"`
+	LastActivity   *time.Time         `json:"lastActivity"`
+	Uptime         int64              `json:"uptime"`
+	ShutdownReason string             `json:"shutdownReason,omitempty"`
+	Message        string             `json:"message,omitempty"`
+	ResourceLimits resourceLimits     `json:"resourceLimits"`
+	Health         healthDetail       `json:"health"`
+	IsPreWarmed    bool               `json:"isPreWarmed"`
+	IdleExempt     bool               `json:"idleExempt"`
+	Node           string             `json:"node,omitempty"`
+}
+
+type resourceLimits struct {
+	CPULimit    float64 `json:"cpuLimit"`
+	MemoryLimit int64   `json:"memoryLimit"`
+}
+
+type healthDetail struct {
+	Status              idepool.HealthStatus `json:"status"`
+	LastCheck           *time.Time           `json:"lastCheck"`
+	Checks              map[string]string    `json:"checks"`
+	ConsecutiveFailures int                  `json:"consecutiveFailures"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (s *Server) containerBody(c idepool.Container) containerBody {
+	p, _ := s.profile(c.Profile)
+	routes := map[string]string{}
+	if s.o.URLs != nil && c.State.Claimed() {
+		routes = s.o.URLs.BaseURLs(c, p)
+	}
+	started := c.ClaimedAt
+	if started.IsZero() {
+		started = c.ReadyAt
+	}
+	end := s.clock.Now()
+	if !c.StoppedAt.IsZero() {
+		end = c.StoppedAt
+	}
+	var uptime int64
+	if !started.IsZero() && end.After(started) {
+		uptime = int64(end.Sub(started).Seconds())
+	}
+	checks := c.Health.Checks
+	if checks == nil {
+		checks = map[string]string{}
+	}
+	hs := c.Health.Status
+	if hs == "" {
+		hs = idepool.HealthUnknown
+	}
+	b := containerBody{
+		ID: c.ID, ServiceName: serviceName(c.ID), Status: legacyStatus(c.State), State: c.State, Profile: c.Profile,
+		URLs: toLegacyURLs(routes), Routes: routes, Workspace: c.Workspace, UserID: c.UserID, Generation: c.Generation,
+		CreatedAt: c.CreatedAt, StartedAt: timePtr(started), StoppedAt: timePtr(c.StoppedAt), LastActivity: timePtr(c.LastActivity),
+		Uptime: uptime, ShutdownReason: c.StopReason, Message: c.Message,
+		ResourceLimits: resourceLimits{CPULimit: p.CPULimit, MemoryLimit: p.MemoryLimit},
+		Health:         healthDetail{Status: hs, LastCheck: timePtr(c.Health.LastCheck), Checks: checks, ConsecutiveFailures: c.Health.ConsecutiveFailures},
+		IsPreWarmed:    c.PreWarmed, IdleExempt: c.IdleExempt, Node: c.Node,
+	}
+	if c.Workspace != nil {
+		b.S3Bucket = c.Workspace.Bucket
+	}
+	return b
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	var f idepool.ContainerFilter
+	var err error
+	if f.States, err = parseStatuses(q.Get("status"), false); err != nil {
+		return err
+	}
+	exact, err := parseStatuses(q.Get("state"), true)
+	if err != nil {
+		return err
+	}
+	for _, st := range exact {
+		if !slices.Contains(f.States, st) {
+			f.States = append(f.States, st)
+		}
+	}
+	if p := q.Get("profile"); p != "" {
+		if _, ok := s.profile(p); !ok {
+			return s.unknownProfile(p)
+		}
+		f.Profile = p
+	}
+	if f.Limit, err = intParam(q, "limit", defaultLimit, 1, maxLimit); err != nil {
+		return err
+	}
+	if f.Offset, err = intParam(q, "offset", 0, 0, 1<<30); err != nil {
+		return err
+	}
+	cs, total, err := s.o.Orchestrator.List(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]containerBody, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, s.containerBody(c))
+	}
+	s.writeJSON(w, http.StatusOK, map[string]any{"containers": out, "total": total, "limit": f.Limit, "offset": f.Offset})
+	return nil
+}
+
+// pathID returns the {id} path value, or a 404 when it cannot be an id.
+func pathID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !idepool.ValidID(id) {
+		return "", idepool.Errorf(idepool.ENotFound, "container %q not found", truncate(id, 64))
+	}
+	return id, nil
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	c, err := s.o.Orchestrator.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, http.StatusOK, s.containerBody(c))
+	return nil
+}
+
+type stopResponse struct {
+	Message   string    `json:"message"`
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	StoppedAt time.Time `json:"stoppedAt"`
+	Reason    string    `json:"reason"`
+}
+
+func (s *Server) stop(w http.ResponseWriter, r *http.Request, reason string) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	c, err := s.o.Orchestrator.Stop(r.Context(), id, reason)
+	if err != nil {
+		return err
+	}
+	at := c.StoppedAt
+	if at.IsZero() {
+		at = s.clock.Now()
+	}
+	s.writeJSON(w, http.StatusOK, stopResponse{Message: "Container stopped successfully", ID: id, Status: "stopped", StoppedAt: at, Reason: reason})
+	return nil
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) error {
+	return s.stop(w, r, idepool.ReasonManual)
+}
+
+// handleInactivity is the original's webhook, now behind an API key: an
+// open one let anyone stop anyone's container.
+func (s *Server) handleInactivity(w http.ResponseWriter, r *http.Request) error {
+	var b struct {
+		Reason string `json:"reason"`
+	}
+	if err := s.decodeJSON(w, r, &b); err != nil {
+		return err
+	}
+	return s.stop(w, r, idepool.ReasonInactivity)
+}
+
+func (s *Server) handlePools(w http.ResponseWriter, r *http.Request) error {
+	ps := s.o.Orchestrator.Pools()
+	if ps == nil {
+		ps = []idepool.PoolStatus{}
+	}
+	s.writeJSON(w, http.StatusOK, map[string]any{"pools": ps, "timestamp": timestamp(s.clock.Now())})
+	return nil
+}
+
+func (s *Server) handleSetTarget(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("profile")
+	var b struct {
+		Target *int `json:"target"`
+	}
+	if err := s.decodeJSON(w, r, &b); err != nil {
+		return err
+	}
+	if _, ok := s.profile(name); !ok {
+		return s.unknownProfile(name)
+	}
+	if b.Target == nil {
+		return &idepool.Error{Code: idepool.EInvalid, Message: "field target is required", Details: map[string]any{"field": "target"}}
+	}
+	if *b.Target < 0 || *b.Target > maxPoolTarget {
+		return &idepool.Error{Code: idepool.EInvalid, Message: fmt.Sprintf("field target: want 0 to %d", maxPoolTarget),
+			Details: map[string]any{"field": "target"}}
+	}
+	if err := s.o.Orchestrator.SetTarget(r.Context(), name, *b.Target); err != nil {
+		return err
+	}
+	st := idepool.PoolStatus{Profile: name, Target: *b.Target}
+	for _, p := range s.o.Orchestrator.Pools() {
+		if p.Profile == name {
+			st = p
+		}
+	}
+	s.writeJSON(w, http.StatusOK, st)
+	return nil
+}

@@ -1,0 +1,53 @@
+package httpapi
+
+import "strings"
+
+// Route describes one API route. Every route under /api/ is also served
+// without the prefix (/containers, /health, ...), like the original.
+type Route struct {
+	Method string
+	// Path is a Go 1.22 ServeMux pattern path ("/api/containers/{id}").
+	Path string
+	// Auth is true when an API key is required.
+	Auth    bool
+	Summary string
+	handler apiHandler
+}
+
+// paths returns where the route is mounted: Path and, for /api/ paths, the
+// same path without /api.
+func (rt Route) paths() []string {
+	if p, ok := strings.CutPrefix(rt.Path, "/api/"); ok {
+		return []string{rt.Path, "/" + p}
+	}
+	return []string{rt.Path}
+}
+
+// Paths returns every path the route is mounted at.
+func (rt Route) Paths() []string { return rt.paths() }
+
+// routes is THE table of the API. The OpenAPI test checks it.
+func (s *Server) routes() []Route {
+	return []Route{
+		{"GET", "/{$}", false, "Service name, version and status.", s.handleRoot},
+		{"GET", "/api/health", false, "Health: runtime reachability, resources, pool counts. 503 when degraded. No secrets.", s.handleHealth},
+		{"GET", "/api/profiles", true, "Profiles: name, routes and limits.", s.handleProfiles},
+		{"POST", "/api/containers/start", true, "Start (claim) a container for a workspace; ?wait=ready&timeout=60s waits until it runs.", s.handleStart},
+		{"GET", "/api/containers", true, "List containers: ?status=running,starting (or exact ?state=warm,syncing)&profile=&limit=50&offset=0, with the true total.", s.handleList},
+		{"GET", "/api/containers/{id}", true, "One container's details (URLs without tokens).", s.handleGet},
+		{"DELETE", "/api/containers/{id}", true, "Stop a container (flush, remove). Unknown or gone: 404.", s.handleDelete},
+		{"POST", "/api/containers/{id}/inactivity-shutdown", true, "The original's inactivity webhook; now requires an API key.", s.handleInactivity},
+		{"GET", "/api/pool", true, "Every profile's pool: target, warm, starting, claimed, failed.", s.handlePools},
+		{"PUT", "/api/pool/{profile}", true, "Change a profile's pool target: {\"target\": n}.", s.handleSetTarget},
+	}
+}
+
+// Routes returns the API table (handlers left out), for documentation and
+// tests.
+func (s *Server) Routes() []Route {
+	rs := s.routes()
+	for i := range rs {
+		rs[i].handler = nil
+	}
+	return rs
+}

@@ -1,0 +1,224 @@
+// Package httpapi is idepool's REST API: the original system's paths, bodies,
+// response fields and error envelope, behind bearer API keys compared in
+// constant time. routes.go lists the whole API in one table.
+package httpapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// Orchestrator is what the API drives (implemented by *pool.Manager). It is
+// the PLAN's orchestrator surface minus Lookup and Touch, which only the
+// router uses.
+type Orchestrator interface {
+	Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error)
+	Get(ctx context.Context, id string) (idepool.Container, error)
+	List(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error)
+	Stop(ctx context.Context, id, reason string) (idepool.Container, error)
+	WaitReady(ctx context.Context, id string) (idepool.Container, error)
+	Pools() []idepool.PoolStatus
+	SetTarget(ctx context.Context, profile string, n int) error
+	Profiles() []idepool.Profile
+}
+
+// URLs builds the public URLs of a container's routes (implemented by
+// *proxy.Router).
+type URLs interface {
+	// RouteURLs returns route name → URL carrying a fresh one-time token.
+	// Only the start answer uses it.
+	RouteURLs(c idepool.Container, profile idepool.Profile) (map[string]string, error)
+	// BaseURLs returns route name → URL without a token (GET answers).
+	BaseURLs(c idepool.Container, profile idepool.Profile) map[string]string
+}
+
+// HealthReporter says how the orchestrator's dependencies are doing.
+type HealthReporter interface {
+	Health(ctx context.Context) HealthReport
+}
+
+// HealthReport is what a HealthReporter returns.
+type HealthReport struct {
+	// Runtime is the runtime's name (process, swarm, fake).
+	Runtime string
+	// Connected is false when the runtime cannot be reached; the health
+	// endpoint then answers 503 "degraded".
+	Connected bool
+	// Error says why the runtime is unreachable; it must hold no secret.
+	Error     string
+	Resources Resources
+	// Pools may be nil: the API then asks the Orchestrator.
+	Pools []idepool.PoolStatus
+}
+
+// Resources are host figures in the original's shape. Zero values are fine
+// while no sampler exists.
+type Resources struct {
+	CPU        CPUUsage        `json:"cpu"`
+	Memory     Usage           `json:"memory"`
+	Disk       Usage           `json:"disk"`
+	Containers ContainerCounts `json:"containers"`
+}
+
+// CPUUsage is CPU load.
+type CPUUsage struct {
+	Cores        float64 `json:"cores"`
+	UsagePercent float64 `json:"usagePercent"`
+}
+
+// Usage is a memory or disk figure, in bytes.
+type Usage struct {
+	Total        int64   `json:"total"`
+	Used         int64   `json:"used"`
+	Available    int64   `json:"available"`
+	UsagePercent float64 `json:"usagePercent"`
+}
+
+// ContainerCounts counts containers.
+type ContainerCounts struct {
+	Running int `json:"running"`
+	Total   int `json:"total"`
+}
+
+// Options configure a Server.
+type Options struct {
+	Orchestrator Orchestrator
+	// Keys are the accepted API keys; only their SHA-256 is kept. No keys
+	// means every authenticated route answers 401.
+	Keys   []string
+	URLs   URLs           // nil: answers carry no URLs
+	Health HealthReporter // nil: the runtime is assumed reachable
+	Logger *slog.Logger
+	Clock  idepool.Clock
+	// MaxBodyBytes bounds request bodies (default 1 MiB); more → 413.
+	MaxBodyBytes int64
+	Version      string
+	// Fallback serves requests that match no API route (the router,
+	// ForwardAuth, the agent endpoint are mounted by the server instead);
+	// nil → 404 in the envelope.
+	Fallback http.Handler
+	// Middleware wraps every authenticated route, inside authentication
+	// (KeyID(ctx) is set): room for the per-key rate limit.
+	Middleware []func(http.Handler) http.Handler
+	// DefaultWait and MaxWait bound POST /api/containers/start?wait=ready
+	// (defaults 60 s and 5 min).
+	DefaultWait time.Duration
+	MaxWait     time.Duration
+}
+
+// Server is the REST API. It is an http.Handler.
+type Server struct {
+	o       Options
+	log     *slog.Logger
+	clock   idepool.Clock
+	keys    keyring
+	mux     *http.ServeMux
+	handler http.Handler
+}
+
+var _ http.Handler = (*Server)(nil)
+
+const (
+	defaultMaxBody = 1 << 20
+	defaultWait    = 60 * time.Second
+	defaultMaxWait = 5 * time.Minute
+)
+
+// New returns the API server. o.Orchestrator is required.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Clock == nil {
+		o.Clock = idepool.SystemClock{}
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = defaultMaxBody
+	}
+	if o.DefaultWait <= 0 {
+		o.DefaultWait = defaultWait
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = defaultMaxWait
+	}
+	if o.DefaultWait > o.MaxWait {
+		o.DefaultWait = o.MaxWait
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	s := &Server{o: o, log: o.Logger, clock: o.Clock, keys: newKeyring(o.Keys), mux: http.NewServeMux()}
+	for _, rt := range s.routes() {
+		h := http.Handler(s.adapt(rt.handler))
+		if rt.Auth {
+			for i := len(o.Middleware) - 1; i >= 0; i-- {
+				h = o.Middleware[i](h)
+			}
+			h = s.requireKey(h)
+		}
+		for _, p := range rt.paths() {
+			s.mux.Handle(rt.Method+" "+p, h)
+		}
+	}
+	s.handler = s.requestID(s.accessLog(s.recoverPanic(http.HandlerFunc(s.dispatch))))
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// dispatch sends a request to its route, or answers 404/405 in the envelope
+// (ServeMux's own answers are plain text), or hands it to Fallback.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	// No pattern: ServeMux would answer 404 or 405; ask it which, quietly.
+	probe := &probeWriter{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		s.writeError(w, r, idepool.Errorf(idepool.EMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
+	if s.o.Fallback != nil {
+		s.o.Fallback.ServeHTTP(w, r)
+		return
+	}
+	s.writeError(w, r, idepool.Errorf(idepool.ERouteNotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// probeWriter records what ServeMux's not-found/not-allowed handler would say.
+type probeWriter struct {
+	header http.Header
+	code   int
+}
+
+func (p *probeWriter) Header() http.Header { return p.header }
+func (p *probeWriter) WriteHeader(c int) {
+	if p.code == 0 {
+		p.code = c
+	}
+}
+func (p *probeWriter) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
+
+// apiHandler is a handler that returns its error for the envelope.
+type apiHandler func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) adapt(h apiHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}

@@ -1,0 +1,174 @@
+package pool
+
+import (
+	"context"
+	"crypto/subtle"
+	"slices"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// VerifyAgent reports whether token is the agent token of container id. The
+// token's hash is in the container's labels, so this survives restarts.
+func (m *Manager) VerifyAgent(id, token string) bool {
+	m.mu.Lock()
+	e := m.containers[id]
+	var want string
+	if e != nil {
+		want = e.tokenHash
+	}
+	m.mu.Unlock()
+	if want == "" || token == "" {
+		return false
+	}
+	got := hashToken(token)
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// AgentReport consumes one message from an agent (control.Observer). It
+// never blocks on the agent: deliveries it triggers run in the background,
+// since the caller is the agent's connection.
+func (m *Manager) AgentReport(r idepool.AgentReport) {
+	var evs []idepool.Event
+	var deliver *entry
+	m.mu.Lock()
+	e := m.containers[r.ContainerID]
+	if e == nil {
+		m.mu.Unlock()
+		return
+	}
+	now := m.clock.Now()
+	switch r.Kind {
+	case idepool.AgentHello, idepool.AgentReady, idepool.AgentHeartbeat:
+		if r.Kind == idepool.AgentHello && !e.agentConnected {
+			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
+				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
+		}
+		e.agentConnected = true
+		e.helloSeen = true
+		e.adoptDeadline = time.Time{}
+		if r.LastActivity.After(e.c.LastActivity) {
+			e.c.LastActivity = r.LastActivity
+		}
+		if r.Processes != nil {
+			e.processes = slices.Clone(r.Processes)
+		}
+		ready := r.Ready || r.Kind == idepool.AgentReady
+		deliver = m.onAlive(e, r, ready, &evs)
+	case idepool.AgentSynced:
+		if e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation) {
+			e.pendingAssign = false
+			if e.c.ReadyAt.IsZero() {
+				e.c.ReadyAt = now
+			}
+			m.setState(e, idepool.StateRunning, "", &evs)
+		}
+		evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
+			State: e.c.State, Message: "synced"})
+	case idepool.AgentFlushed:
+		evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
+			State: e.c.State, Message: "flushed"})
+	case idepool.AgentSyncEvent:
+		t := idepool.EventSync
+		switch r.Event {
+		case "conflict":
+			t = idepool.EventConflict
+		case "error", "limit":
+			t = idepool.EventSyncError
+		}
+		ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
+			Reason: r.Event, Message: r.Message}
+		if r.Sync != nil {
+			ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
+				"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
+		}
+		evs = append(evs, ev)
+	case idepool.AgentGone:
+		if e.agentConnected {
+			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
+				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": false}})
+		}
+		e.agentConnected = false
+	}
+	m.mu.Unlock()
+	m.publish(evs)
+	if deliver != nil {
+		m.goBG(func(ctx context.Context) { m.deliver(ctx, deliver) })
+	}
+}
+
+// onAlive handles an agent that said it is there (hello, ready, heartbeat).
+// It returns e when its assignment must be (re)sent. Caller holds m.mu.
+func (m *Manager) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]idepool.Event) *entry {
+	if e.stopDone != nil || e.c.State == idepool.StateFailed {
+		return nil
+	}
+	if e.doomed != "" {
+		m.kick() // its stop waited for the agent, to flush first
+		return nil
+	}
+	if e.c.Workspace == nil {
+		// An unclaimed container whose agent holds a workspace was claimed
+		// by an orchestrator that crashed before recording it: it may hold
+		// someone's files and credentials, so it never joins the pool (the
+		// original's queue poisoning).
+		if r.Workspace != nil && !r.Workspace.IsZero() {
+			m.fail(e, "agent reports a workspace the labels do not record", evs)
+			m.kick()
+			return nil
+		}
+		if ready {
+			m.becomeWarm(e, evs)
+		}
+		return nil
+	}
+	// Claimed. Deliver a pending assignment once the agent is ready, and
+	// re-send it when the agent lost it (it restarted).
+	if r.Kind == idepool.AgentHello && !e.pendingAssign {
+		same := r.Workspace != nil && r.Workspace.Key() == e.c.Workspace.Key() && r.Generation == e.c.Generation
+		if !same {
+			e.pendingAssign = true
+		}
+	}
+	if !e.pendingAssign || e.delivering || !ready {
+		if e.c.State == idepool.StateCreating && r.Kind == idepool.AgentHello {
+			m.setState(e, idepool.StateStarting, "", evs)
+		}
+		return nil
+	}
+	if e.assignment == nil {
+		a := idepool.Assignment{Generation: e.c.Generation, Workspace: *e.c.Workspace, UserID: e.c.UserID,
+			Credentials: m.opts.DefaultCredentials, S3Endpoint: m.opts.S3Endpoint}
+		e.assignment = &a
+	}
+	e.delivering = true
+	m.setState(e, idepool.StateSyncing, "", evs)
+	return e
+}
+
+// deliver sends a claimed container's assignment to its agent. On failure
+// the container waits for its agent's next hello (or CreateTimeout).
+func (m *Manager) deliver(ctx context.Context, e *entry) {
+	m.mu.Lock()
+	id, a := e.c.ID, *e.assignment
+	m.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, m.opts.AssignTimeout)
+	err := m.agents.Assign(actx, id, a)
+	cancel()
+	var evs []idepool.Event
+	m.mu.Lock()
+	e.delivering = false
+	if err == nil {
+		e.pendingAssign = false
+	} else if e.c.State == idepool.StateSyncing && e.stopDone == nil {
+		m.setState(e, idepool.StateStarting, "", &evs)
+	}
+	m.mu.Unlock()
+	m.publish(evs)
+	if err != nil {
+		m.log.Warn("assignment not delivered; waiting for the agent", "container", id, "err", err)
+	} else {
+		m.log.Info("assignment delivered", "container", id, "generation", a.Generation)
+	}
+}

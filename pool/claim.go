@@ -1,0 +1,364 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// maxWarmTries bounds how many warm containers one start tries before it
+// creates one cold (each failed try stops the container it took).
+const maxWarmTries = 3
+
+// Start serves a start request exactly once: the workspace's live container
+// if it has one (Kind reused), else a warm container of the profile (Kind
+// warm), else a cold create if capacity admits it (Kind cold). Concurrent
+// starts for one workspace return the same container.
+func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
+	if err := req.Workspace.Validate(); err != nil {
+		return idepool.Claim{}, err
+	}
+	p, err := m.profile(req.Profile)
+	if err != nil {
+		return idepool.Claim{}, err
+	}
+	req.Workspace.Prefix = idepool.NormalizePrefix(req.Workspace.Prefix)
+	key := req.Workspace.Key()
+
+	// Register this start for the workspace before any slow work; others
+	// wait for it and then find its container. Bounded: each round either
+	// returns or waits for a start or stop that really ended.
+	var call *startCall
+	for round := 0; call == nil; round++ {
+		if round > 100 {
+			return idepool.Claim{}, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
+		}
+		m.mu.Lock()
+		if c := m.pending[key]; c != nil {
+			m.mu.Unlock()
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return idepool.Claim{}, ctxError(ctx)
+			}
+			if c.err != nil {
+				return idepool.Claim{}, c.err
+			}
+			continue
+		}
+		if id, ok := m.byWorkspace[key]; ok {
+			e := m.containers[id]
+			if e != nil && e.stopDone == nil && e.doomed == "" && e.c.State.Live() {
+				c := copyContainer(e.c)
+				m.mu.Unlock()
+				m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID,
+					Profile: c.Profile, State: c.State, Data: map[string]any{"kind": string(idepool.ClaimReused)}})
+				return idepool.Claim{Container: c, Kind: idepool.ClaimReused}, nil
+			}
+			// Stopping: its work is being flushed. Wait until it is gone so
+			// the new container pulls what it pushed.
+			var wait <-chan struct{}
+			if e != nil && e.stopDone != nil {
+				wait = e.stopDone
+			}
+			m.mu.Unlock()
+			if wait == nil {
+				return idepool.Claim{}, idepool.Errorf(idepool.EInternal, "workspace %s maps to a container in an unexpected state", key)
+			}
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return idepool.Claim{}, ctxError(ctx)
+			}
+			continue
+		}
+		call = &startCall{done: make(chan struct{})}
+		m.pending[key] = call
+		m.mu.Unlock()
+	}
+
+	claim, err := m.claim(ctx, req, p, key)
+	m.mu.Lock()
+	delete(m.pending, key)
+	call.err = err
+	m.mu.Unlock()
+	close(call.done)
+	m.kick()
+	return claim, err
+}
+
+func ctxError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return idepool.WrapError(idepool.ETimeout, ctx.Err(), "gave up waiting")
+	}
+	return idepool.WrapError(idepool.EClientClosed, ctx.Err(), "request cancelled")
+}
+
+func (m *Manager) assignment(req idepool.StartRequest, gen int64) idepool.Assignment {
+	a := idepool.Assignment{
+		Generation: gen, Workspace: req.Workspace, UserID: req.UserID,
+		Credentials: req.Credentials, VNCPassword: req.VNCPassword,
+	}
+	if a.Credentials.IsZero() {
+		a.Credentials = m.opts.DefaultCredentials
+	}
+	a.S3Endpoint = m.opts.S3Endpoint
+	return a
+}
+
+// claim runs with the workspace's start registered (m.pending[key]).
+func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, error) {
+	for range maxWarmTries {
+		c, ok := m.claimWarm(ctx, req, p, key)
+		if !ok {
+			break
+		}
+		if c.Container.ID != "" {
+			return c, nil
+		}
+	}
+	return m.claimCold(ctx, req, p, key)
+}
+
+// claimWarm takes one warm container. ok false: none left. A zero Claim
+// with ok true: the one taken failed (it is stopped); try again.
+func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, bool) {
+	var evs []idepool.Event
+	now := m.clock.Now()
+	m.mu.Lock()
+	ps := m.profiles[p.Name]
+	var e *entry
+	for i, id := range ps.warm {
+		c := m.containers[id]
+		if c != nil && c.c.State == idepool.StateWarm && c.agentConnected && c.stopDone == nil && c.doomed == "" {
+			e = c
+			if i == 0 {
+				ps.warm = ps.warm[1:]
+			} else {
+				ps.warm = slices.Delete(ps.warm, i, i+1)
+			}
+			break
+		}
+	}
+	if e == nil {
+		m.mu.Unlock()
+		return idepool.Claim{}, false
+	}
+	ws := req.Workspace
+	e.c.Generation++
+	gen := e.c.Generation
+	a := m.assignment(req, gen)
+	e.assignment = &a
+	e.pendingAssign = true
+	e.delivering = true // this start delivers it, not a heartbeat
+	e.c.Workspace = &ws
+	e.c.UserID = req.UserID
+	e.c.ClaimedAt = now
+	e.c.PreWarmed = true
+	e.c.IdleExempt = req.IdleExempt
+	e.c.LastActivity = now
+	m.byWorkspace[key] = e.c.ID
+	m.setState(e, idepool.StateSyncing, "", &evs)
+	id := e.c.ID
+	m.mu.Unlock()
+	m.publish(evs)
+	m.kick() // the pool lost one
+
+	undo := func(msg string, err error) (idepool.Claim, bool) {
+		m.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
+		var evs []idepool.Event
+		m.mu.Lock()
+		e.delivering = false
+		m.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
+		m.mu.Unlock()
+		m.publish(evs)
+		m.kick()
+		return idepool.Claim{}, true
+	}
+	actx, cancel := m.rtCtx(ctx, m.opts.AssignTimeout)
+	err := m.agents.Assign(actx, id, a)
+	cancel()
+	if err != nil {
+		return undo("assign", err)
+	}
+	m.mu.Lock()
+	e.pendingAssign = false
+	e.delivering = false
+	m.mu.Unlock()
+	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	err = m.rt.SetLabels(lctx, id, claimLabels(ws, req.UserID, gen, true, now, req.IdleExempt))
+	cancel()
+	if err != nil {
+		return undo("record claim", err)
+	}
+	m.mu.Lock()
+	c := copyContainer(e.c)
+	m.mu.Unlock()
+	m.log.Info("claimed warm", "container", id, "profile", p.Name, "generation", gen)
+	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: id, Profile: p.Name,
+		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimWarm)}})
+	return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, true
+}
+
+// claimCold creates a container for the start; its agent gets the
+// assignment when it says it is ready.
+func (m *Manager) claimCold(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, error) {
+	if m.admitter != nil {
+		if err := m.admitter.Admit(ctx, p, idepool.ClaimCold); err != nil {
+			var ie *idepool.Error
+			if !errors.As(err, &ie) || ie.Code != idepool.ECapacity {
+				err = &idepool.Error{Code: idepool.ECapacity, Message: "no capacity for a new container", Err: err}
+			}
+			m.log.Info("start refused", "profile", p.Name, "reason", idepool.ErrorMessage(err))
+			m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventRefused, Profile: p.Name,
+				Reason: idepool.ReasonCapacity, Message: idepool.ErrorMessage(err),
+				Data: map[string]any{"kind": string(idepool.ClaimRefused)}})
+			return idepool.Claim{}, err
+		}
+	}
+	now := m.clock.Now()
+	id := idepool.NewID()
+	ws := req.Workspace
+	a := m.assignment(req, 1)
+	spec, hash := m.spec(id, p, claimLabels(ws, req.UserID, 1, false, now, req.IdleExempt))
+	e := m.newEntry(idepool.Container{
+		ID: id, Profile: p.Name, State: idepool.StateCreating, Workspace: &ws, UserID: req.UserID,
+		Generation: 1, CreatedAt: now, ClaimedAt: now, LastActivity: now, IdleExempt: req.IdleExempt,
+		Health: idepool.Health{Status: idepool.HealthUnknown},
+	}, hash)
+	e.assignment = &a
+	e.pendingAssign = true
+	var evs []idepool.Event
+	m.mu.Lock()
+	m.containers[id] = e
+	m.byWorkspace[key] = id
+	evs = append(evs, idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
+	m.mu.Unlock()
+	m.publish(evs)
+
+	cctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	inst, err := m.rt.Create(cctx, spec)
+	cancel()
+	if err != nil {
+		m.createFailed(ctx, e, err)
+		return idepool.Claim{}, idepool.WrapError(idepool.EStartFailed, err, "could not create a container")
+	}
+	evs = nil
+	m.mu.Lock()
+	m.created(e, inst, &evs)
+	c := copyContainer(e.c)
+	m.mu.Unlock()
+	m.publish(evs)
+	m.log.Info("claimed cold", "container", id, "profile", p.Name)
+	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: id, Profile: p.Name,
+		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimCold)}})
+	return idepool.Claim{Container: c, Kind: idepool.ClaimCold}, nil
+}
+
+// created records a successful runtime.Create. Caller holds m.mu.
+func (m *Manager) created(e *entry, inst idepool.Instance, evs *[]idepool.Event) {
+	m.seq++
+	e.createDone = true
+	e.createdSeq = m.seq
+	if len(inst.Endpoints) > 0 {
+		e.c.Endpoints = inst.Endpoints
+	}
+	if inst.Node != "" {
+		e.c.Node = inst.Node
+	}
+	// The agent may have said hello before Create returned.
+	if e.c.State == idepool.StateCreating {
+		m.setState(e, idepool.StateStarting, "", evs)
+	}
+}
+
+// createFailed removes what a failed create may have left, at once, and
+// counts the failure for the pool's backoff.
+func (m *Manager) createFailed(ctx context.Context, e *entry, cause error) {
+	id := e.c.ID
+	m.log.Warn("create failed", "container", id, "profile", e.c.Profile, "err", cause)
+	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	rerr := m.rt.Remove(rctx, id)
+	cancel()
+	if rerr != nil {
+		m.log.Error("remove after failed create", "container", id, "err", rerr)
+	}
+	var evs []idepool.Event
+	now := m.clock.Now()
+	m.mu.Lock()
+	m.countFailure(e.c.Profile, "create: "+cause.Error())
+	e.c.Message = "create failed: " + idepool.ErrorMessage(cause)
+	if rerr != nil {
+		// Keep it as failed; the reconciler retries the removal.
+		e.createDone = true
+		m.fail(e, e.c.Message, &evs)
+	} else {
+		m.finish(e, idepool.ReasonFailed, nil)
+	}
+	m.mu.Unlock()
+	evs = append(evs, idepool.Event{Time: now, Type: idepool.EventCreateFail, ContainerID: id, Profile: e.c.Profile,
+		Message: idepool.ErrorMessage(cause)})
+	m.publish(evs)
+	m.kick()
+}
+
+// countFailure advances a pool's backoff. Caller holds m.mu.
+func (m *Manager) countFailure(profile, msg string) {
+	ps := m.profiles[profile]
+	if ps == nil {
+		return
+	}
+	ps.lastErr = msg
+	now := m.clock.Now()
+	// Failures of one round (parallel creates) count once: the backoff
+	// grows per failed round, not per container.
+	if now.Before(ps.backoff.NextCreate) {
+		return
+	}
+	ps.backoff.Failures++
+	ps.backoff.NextCreate = now.Add(jitter(BackoffDelay(ps.backoff.Failures)))
+}
+
+// WaitReady blocks until the container runs (synced and ready for its
+// user), fails, is stopped, or ctx ends.
+func (m *Manager) WaitReady(ctx context.Context, id string) (idepool.Container, error) {
+	for {
+		m.mu.Lock()
+		e := m.containers[id]
+		if e == nil {
+			c, ok := m.history[id]
+			m.mu.Unlock()
+			if ok {
+				return copyContainer(c), idepool.Errorf(idepool.EStartFailed, "container %s stopped (%s)", id, c.StopReason)
+			}
+			return idepool.Container{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
+		}
+		c := copyContainer(e.c)
+		ch := e.changed
+		m.mu.Unlock()
+		switch c.State {
+		case idepool.StateRunning:
+			return c, nil
+		case idepool.StateFailed, idepool.StateStopping, idepool.StateStopped:
+			return c, idepool.Errorf(idepool.EStartFailed, "container %s is %s: %s", id, c.State, c.Message)
+		case idepool.StateWarm:
+			return c, idepool.Errorf(idepool.ENotReady, "container %s is not claimed", id)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return c, ctxError(ctx)
+		}
+	}
+}
+
+func claimLabels(ws idepool.Workspace, user string, gen int64, preWarmed bool, at time.Time, idleExempt bool) map[string]string {
+	l := idepool.ClaimLabels(ws, user, gen, preWarmed, at)
+	if idleExempt {
+		l[idepool.LabelIdleExempt] = "true"
+	}
+	return l
+}

@@ -1,0 +1,617 @@
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"maps"
+	mrand "math/rand/v2"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// Agents is the orchestrator's side of the agents' control connections
+// (implemented by control.Hub).
+type Agents interface {
+	// Assign sends an assignment and waits for the agent's ack.
+	Assign(ctx context.Context, id string, a idepool.Assignment) error
+	// Flush asks the agent to push every pending change and waits for it.
+	Flush(ctx context.Context, id string) error
+	// Connected reports whether the agent of id has an open connection.
+	Connected(id string) bool
+}
+
+// Admitter decides whether one more container may be created. kind is
+// idepool.ClaimCold for a create serving a waiting start and
+// idepool.ClaimWarm for a create that refills a warm pool (which should be
+// refused first under pressure). A refusal is an idepool.Error coded
+// ECapacity whose Details say why.
+type Admitter interface {
+	Admit(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error
+}
+
+// HeadroomReporter may be implemented by an Admitter: Headroom says how many
+// more containers of p fit (-1: no limit), so the planner never asks for
+// more creates than capacity admits.
+type HeadroomReporter interface {
+	Headroom(p idepool.Profile) int
+}
+
+// Options configure a Manager. Runtime, Agents and Profiles are required.
+type Options struct {
+	Runtime idepool.Runtime
+	Agents  Agents
+	// Admitter is asked before every create; nil admits everything.
+	Admitter Admitter
+	Profiles []idepool.Profile
+	// Deployment is the value of idepool.managed (information; the runtime
+	// filters by it).
+	Deployment string
+	// AgentURL goes into every container's IDEPOOL_AGENT_URL.
+	AgentURL string
+	// DefaultCredentials and S3Endpoint go into assignments when a start
+	// brings no credentials of its own.
+	DefaultCredentials idepool.Credentials
+	S3Endpoint         string
+	Events             idepool.EventSink
+	Clock              idepool.Clock
+	Logger             *slog.Logger
+	// CreateTimeout: a container whose agent is not ready by then is failed
+	// and removed (default 5 min).
+	CreateTimeout time.Duration
+	// FlushTimeout bounds the agent's final flush on stop (default 30 s).
+	FlushTimeout time.Duration
+	// AdoptGrace: recovered containers whose agent never says hello by then
+	// are removed (default 2 min).
+	AdoptGrace time.Duration
+	// ReconcileInterval is Run's ticker (default 10 s).
+	ReconcileInterval time.Duration
+	// AssignTimeout bounds one assignment's delivery (default 15 s).
+	AssignTimeout time.Duration
+	// RuntimeTimeout bounds one runtime call (default 2 min).
+	RuntimeTimeout time.Duration
+	// CreateConcurrency bounds parallel creates and removes of one
+	// reconcile (default 8).
+	CreateConcurrency int
+	// History is how many stopped containers Get still answers for
+	// (default 1000).
+	History int
+}
+
+// Stop reasons pool adds to idepool's.
+const (
+	// ReasonDuplicate: two containers claimed one workspace (a crash
+	// mid-claim); the older generation is stopped.
+	ReasonDuplicate = "duplicate"
+	// ReasonBroken: a recovered container whose labels cannot be trusted.
+	ReasonBroken = "broken"
+)
+
+// Manager is the orchestrator's pool: containers, claims and reconciliation.
+type Manager struct {
+	rt       idepool.Runtime
+	agents   Agents
+	admitter Admitter
+	events   idepool.EventSink
+	clock    idepool.Clock
+	log      *slog.Logger
+	opts     Options
+
+	wake   chan struct{}
+	recMu  sync.Mutex // one reconcile at a time
+	bg     sync.WaitGroup
+	bgCtx  context.Context
+	cancel context.CancelFunc
+
+	mu          sync.Mutex
+	profiles    map[string]*profileState
+	order       []string // profile names, in configuration order
+	containers  map[string]*entry
+	byWorkspace map[string]string     // workspace key → container id
+	pending     map[string]*startCall // workspace key → start in progress
+	history     map[string]idepool.Container
+	historyIDs  []string // FIFO of history keys
+	seq         uint64   // counts finished creates, see entry.createdSeq
+	closed      bool
+}
+
+type profileState struct {
+	p       idepool.Profile
+	target  int
+	warm    []string // warm ids, oldest ready first
+	backoff Backoff
+	lastErr string
+}
+
+// entry is one live container. All fields are guarded by Manager.mu.
+type entry struct {
+	c         idepool.Container
+	tokenHash string
+	// changed is closed and replaced at every change WaitReady cares about.
+	changed chan struct{}
+	// stopDone is non-nil while a stop runs, closed when it ends.
+	stopDone chan struct{}
+
+	createDone bool   // runtime.Create returned (or recovered)
+	createdSeq uint64 // Manager.seq when Create returned
+	startedAt  time.Time
+
+	agentConnected bool
+	helloSeen      bool
+	recovered      bool
+	adoptDeadline  time.Time
+	// doomed is a stop reason decided before the stop can run (a duplicate
+	// waiting for its agent to flush).
+	doomed string
+
+	// assignment is the claim's assignment (with credentials, memory only);
+	// pendingAssign says it has not yet been acknowledged by the agent.
+	assignment    *idepool.Assignment
+	pendingAssign bool
+	delivering    bool
+
+	processes []idepool.ProcessStatus
+}
+
+type startCall struct {
+	done chan struct{}
+	err  error
+}
+
+// New checks the options, fills defaults and returns a Manager with no
+// containers: call Recover before anything else.
+func New(o Options) (*Manager, error) {
+	if o.Runtime == nil {
+		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: a runtime is required")
+	}
+	if o.Agents == nil {
+		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: agents are required")
+	}
+	if len(o.Profiles) == 0 {
+		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: at least one profile is required")
+	}
+	if o.Clock == nil {
+		o.Clock = idepool.SystemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Events == nil {
+		o.Events = idepool.EventSinkFunc(func(idepool.Event) {})
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.CreateTimeout, 5*time.Minute)
+	def(&o.FlushTimeout, 30*time.Second)
+	def(&o.AdoptGrace, 2*time.Minute)
+	def(&o.ReconcileInterval, 10*time.Second)
+	def(&o.AssignTimeout, 15*time.Second)
+	def(&o.RuntimeTimeout, 2*time.Minute)
+	if o.CreateConcurrency <= 0 {
+		o.CreateConcurrency = 8
+	}
+	if o.History <= 0 {
+		o.History = 1000
+	}
+	m := &Manager{
+		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
+		clock: o.Clock, log: o.Logger, opts: o,
+		wake:        make(chan struct{}, 1),
+		profiles:    map[string]*profileState{},
+		containers:  map[string]*entry{},
+		byWorkspace: map[string]string{},
+		pending:     map[string]*startCall{},
+		history:     map[string]idepool.Container{},
+	}
+	for _, p := range o.Profiles {
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+		if m.profiles[p.Name] != nil {
+			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: profile %q listed twice", p.Name)
+		}
+		p.Routes = slices.Clone(p.Routes)
+		m.profiles[p.Name] = &profileState{p: p, target: p.PoolTarget}
+		m.order = append(m.order, p.Name)
+	}
+	m.bgCtx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// Close stops background work (assignment deliveries, removals started by
+// reports) and waits for it. Containers are left running: they are adopted
+// again by the next Recover.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.bg.Wait()
+	return nil
+}
+
+// goBG runs f in the background, tracked by Close; after Close it does
+// nothing.
+func (m *Manager) goBG(f func(ctx context.Context)) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.bg.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.bg.Done()
+		f(m.bgCtx)
+	}()
+}
+
+// kick wakes Run's loop at once.
+func (m *Manager) kick() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) publish(evs []idepool.Event) {
+	for _, e := range evs {
+		m.events.Publish(e)
+	}
+}
+
+func newToken() (token, hash string) {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails
+	token = hex.EncodeToString(b)
+	return token, hashToken(token)
+}
+
+func hashToken(t string) string {
+	s := sha256.Sum256([]byte(t))
+	return hex.EncodeToString(s[:])
+}
+
+// jitter spreads retries of many pools and orchestrators: ±20 %.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
+}
+
+// copyContainer returns a deep copy safe to hand out.
+func copyContainer(c idepool.Container) idepool.Container {
+	if c.Workspace != nil {
+		w := *c.Workspace
+		c.Workspace = &w
+	}
+	c.Endpoints = maps.Clone(c.Endpoints)
+	c.Health.Checks = maps.Clone(c.Health.Checks)
+	return c
+}
+
+// setState changes e's state, wakes its waiters and records the event.
+// Caller holds m.mu.
+func (m *Manager) setState(e *entry, s idepool.State, reason string, evs *[]idepool.Event) {
+	if e.c.State == s {
+		return
+	}
+	e.c.State = s
+	close(e.changed)
+	e.changed = make(chan struct{})
+	if evs != nil {
+		*evs = append(*evs, idepool.Event{Time: m.clock.Now(), Type: idepool.EventState, ContainerID: e.c.ID,
+			Profile: e.c.Profile, State: s, Reason: reason, Message: e.c.Message})
+	}
+}
+
+// removeWarm drops id from its profile's warm list. Caller holds m.mu.
+func (m *Manager) removeWarm(e *entry) {
+	ps := m.profiles[e.c.Profile]
+	if ps == nil {
+		return
+	}
+	if i := slices.Index(ps.warm, e.c.ID); i >= 0 {
+		ps.warm = slices.Delete(ps.warm, i, i+1)
+	}
+}
+
+// fail marks e failed (the reconciler removes it). Caller holds m.mu.
+func (m *Manager) fail(e *entry, msg string, evs *[]idepool.Event) {
+	if e.c.State == idepool.StateFailed || e.stopDone != nil {
+		return
+	}
+	m.removeWarm(e)
+	e.c.Message = msg
+	m.setState(e, idepool.StateFailed, idepool.ReasonFailed, evs)
+	// A failed container serves nobody: its agent is dead, never got the
+	// assignment, or already flushed. A new start for its workspace must not
+	// wait for its removal.
+	if e.c.Workspace != nil && m.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
+		delete(m.byWorkspace, e.c.Workspace.Key())
+	}
+}
+
+// becomeWarm moves an unclaimed ready container into the pool. Caller holds m.mu.
+func (m *Manager) becomeWarm(e *entry, evs *[]idepool.Event) {
+	if e.c.Workspace != nil || e.stopDone != nil || e.doomed != "" {
+		return
+	}
+	if e.c.State != idepool.StateCreating && e.c.State != idepool.StateStarting {
+		return
+	}
+	now := m.clock.Now()
+	e.c.ReadyAt = now
+	ps := m.profiles[e.c.Profile]
+	ps.warm = append(ps.warm, e.c.ID)
+	ps.backoff = Backoff{}
+	ps.lastErr = ""
+	m.setState(e, idepool.StateWarm, "", evs)
+	m.kick()
+}
+
+// finish forgets a removed container, keeps it in the history and wakes
+// everything waiting on it. Caller holds m.mu.
+func (m *Manager) finish(e *entry, reason string, evs *[]idepool.Event) {
+	now := m.clock.Now()
+	m.removeWarm(e)
+	if e.c.Workspace != nil && m.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
+		delete(m.byWorkspace, e.c.Workspace.Key())
+	}
+	delete(m.containers, e.c.ID)
+	e.c.StoppedAt = now
+	if e.c.StopReason == "" {
+		e.c.StopReason = reason
+	}
+	m.setState(e, idepool.StateStopped, e.c.StopReason, nil)
+	if evs != nil {
+		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventStopped, ContainerID: e.c.ID,
+			Profile: e.c.Profile, State: idepool.StateStopped, Reason: e.c.StopReason, Message: e.c.Message})
+	}
+	m.remember(e.c)
+}
+
+// remember keeps a stopped container for Get; caller holds m.mu.
+func (m *Manager) remember(c idepool.Container) {
+	if _, ok := m.history[c.ID]; !ok {
+		m.historyIDs = append(m.historyIDs, c.ID)
+	}
+	m.history[c.ID] = copyContainer(c)
+	for len(m.historyIDs) > m.opts.History {
+		delete(m.history, m.historyIDs[0])
+		m.historyIDs = m.historyIDs[1:]
+	}
+}
+
+// Get returns one container: live, or stopped not long ago.
+func (m *Manager) Get(ctx context.Context, id string) (idepool.Container, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.containers[id]; e != nil {
+		return copyContainer(e.c), nil
+	}
+	if c, ok := m.history[id]; ok {
+		return copyContainer(c), nil
+	}
+	return idepool.Container{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
+}
+
+// Lookup returns a live container from memory (cheap; for the router).
+func (m *Manager) Lookup(id string) (idepool.Container, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.containers[id]
+	if e == nil {
+		return idepool.Container{}, false
+	}
+	return copyContainer(e.c), true
+}
+
+// Touch records user activity seen outside the agent (router traffic).
+func (m *Manager) Touch(id string) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.containers[id]; e != nil && now.After(e.c.LastActivity) {
+		e.c.LastActivity = now
+	}
+}
+
+// SetHealth records a health verdict (for the health checker); a changed
+// status is published as an event.
+func (m *Manager) SetHealth(id string, h idepool.Health) bool {
+	m.mu.Lock()
+	e := m.containers[id]
+	if e == nil {
+		m.mu.Unlock()
+		return false
+	}
+	changed := e.c.Health.Status != h.Status
+	h.Checks = maps.Clone(h.Checks)
+	e.c.Health = h
+	ev := idepool.Event{Time: m.clock.Now(), Type: idepool.EventHealth, ContainerID: id, Profile: e.c.Profile,
+		State: e.c.State, Data: map[string]any{"status": string(h.Status), "consecutiveFailures": h.ConsecutiveFailures}}
+	m.mu.Unlock()
+	if changed {
+		m.events.Publish(ev)
+	}
+	return true
+}
+
+// List returns one page of containers, ordered by creation time then id,
+// and the number of all that match. No states means all live states;
+// StateStopped includes the recent history.
+func (m *Manager) List(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error) {
+	if f.Limit < 0 || f.Offset < 0 {
+		return nil, 0, idepool.Errorf(idepool.EInvalid, "limit and offset must not be negative")
+	}
+	for _, s := range f.States {
+		if !s.Valid() {
+			return nil, 0, idepool.Errorf(idepool.EInvalid, "unknown state %q", s)
+		}
+	}
+	want := func(s idepool.State) bool {
+		if len(f.States) == 0 {
+			return s.Live()
+		}
+		return slices.Contains(f.States, s)
+	}
+	var out []idepool.Container
+	m.mu.Lock()
+	for _, e := range m.containers {
+		if want(e.c.State) && (f.Profile == "" || f.Profile == e.c.Profile) {
+			out = append(out, copyContainer(e.c))
+		}
+	}
+	if want(idepool.StateStopped) {
+		for _, c := range m.history {
+			if f.Profile == "" || f.Profile == c.Profile {
+				out = append(out, copyContainer(c))
+			}
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	total := len(out)
+	if f.Offset >= total {
+		return []idepool.Container{}, total, nil
+	}
+	out = out[f.Offset:]
+	if f.Limit > 0 && f.Limit < len(out) {
+		out = out[:f.Limit]
+	}
+	return out, total, nil
+}
+
+// Pools returns every pool's status, in configuration order.
+func (m *Manager) Pools() []idepool.PoolStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]idepool.PoolStatus, 0, len(m.order))
+	idx := map[string]int{}
+	for _, name := range m.order {
+		ps := m.profiles[name]
+		idx[name] = len(out)
+		st := idepool.PoolStatus{Profile: name, Target: ps.target, LastError: ps.lastErr}
+		if m.clock.Now().Before(ps.backoff.NextCreate) {
+			st.BackoffUntil = ps.backoff.NextCreate
+		}
+		out = append(out, st)
+	}
+	for _, e := range m.containers {
+		i, ok := idx[e.c.Profile]
+		if !ok {
+			continue
+		}
+		st := &out[i]
+		switch {
+		case e.c.State == idepool.StateFailed:
+			st.Failed++
+		case e.c.Workspace != nil && e.c.State.Live():
+			st.Claimed++
+		case e.c.State == idepool.StateWarm:
+			st.Warm++
+		case e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting:
+			st.Starting++
+		}
+	}
+	return out
+}
+
+// Profiles returns the configured profiles with their current targets.
+func (m *Manager) Profiles() []idepool.Profile {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]idepool.Profile, 0, len(m.order))
+	for _, name := range m.order {
+		ps := m.profiles[name]
+		p := ps.p
+		p.PoolTarget = ps.target
+		p.Routes = slices.Clone(p.Routes)
+		out = append(out, p)
+	}
+	return out
+}
+
+// SetTarget changes a pool's target at run time; the reconciler acts at once.
+func (m *Manager) SetTarget(ctx context.Context, profile string, n int) error {
+	if n < 0 {
+		return idepool.Errorf(idepool.EInvalid, "pool target must not be negative, got %d", n)
+	}
+	m.mu.Lock()
+	ps := m.profiles[profile]
+	if ps == nil {
+		m.mu.Unlock()
+		return idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", profile)
+	}
+	old := ps.target
+	ps.target = n
+	m.mu.Unlock()
+	if old != n {
+		m.log.Info("pool target changed", "profile", profile, "from", old, "to", n)
+		m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventPool, Profile: profile,
+			Data: map[string]any{"target": n, "previous": old}})
+	}
+	m.kick()
+	return nil
+}
+
+// profile returns a configured profile by name (default when empty).
+func (m *Manager) profile(name string) (idepool.Profile, error) {
+	if name == "" {
+		name = idepool.DefaultProfile
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps := m.profiles[name]
+	if ps == nil {
+		return idepool.Profile{}, idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", name)
+	}
+	return ps.p, nil
+}
+
+// spec builds what the runtime is asked to create; it returns the agent
+// token's hash.
+func (m *Manager) spec(id string, p idepool.Profile, labels map[string]string) (idepool.ContainerSpec, string) {
+	token, hash := newToken()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[idepool.LabelTokenHash] = hash
+	return idepool.ContainerSpec{
+		ID:      id,
+		Profile: p,
+		Labels:  labels,
+		Env: map[string]string{
+			idepool.EnvAgentURL:   m.opts.AgentURL,
+			idepool.EnvAgentToken: token,
+			idepool.EnvAgentID:    id,
+		},
+	}, hash
+}
+
+func (m *Manager) newEntry(c idepool.Container, hash string) *entry {
+	return &entry{c: c, tokenHash: hash, changed: make(chan struct{}), startedAt: m.clock.Now()}
+}
+
+// rtCtx bounds one runtime call; it outlives a cancelled request so that a
+// half-done change is finished or undone, never abandoned.
+func (m *Manager) rtCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}

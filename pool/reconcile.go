@@ -1,0 +1,477 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// Recover rebuilds the view from the runtime's labels; call it once, before
+// Run and before serving. Containers recorded as claimed stay claimed to
+// their workspace; unclaimed ones wait for their agent's hello before they
+// rejoin the pool; what cannot be trusted is removed.
+func (m *Manager) Recover(ctx context.Context) error {
+	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	insts, err := m.rt.Recover(rctx)
+	cancel()
+	if err != nil {
+		return idepool.WrapError(idepool.ERuntimeUnreachable, err, "recover containers")
+	}
+	now := m.clock.Now()
+	type bad struct {
+		c      idepool.Container
+		reason string
+	}
+	var broken []bad
+	var evs []idepool.Event
+	claimed, warm := 0, 0
+	m.mu.Lock()
+	for _, inst := range insts {
+		if m.containers[inst.ID] != nil {
+			continue
+		}
+		c, hash, why := m.fromLabels(inst, now)
+		if why != "" {
+			c.Message = why
+			reason := ReasonBroken
+			if inst.Status.Terminal() {
+				reason = idepool.ReasonFailed
+			}
+			broken = append(broken, bad{c, reason})
+			continue
+		}
+		e := m.newEntry(c, hash)
+		e.recovered = true
+		e.createDone = true
+		e.adoptDeadline = now.Add(m.opts.AdoptGrace)
+		m.containers[c.ID] = e
+		if c.Workspace == nil {
+			warm++
+			continue
+		}
+		claimed++
+		key := c.Workspace.Key()
+		otherID, dup := m.byWorkspace[key]
+		if !dup {
+			m.byWorkspace[key] = c.ID
+			continue
+		}
+		// A crash mid-claim left two containers for one workspace: keep the
+		// newest claim, stop the other once its agent has flushed.
+		other := m.containers[otherID]
+		winner, loser := e, other
+		if newerClaim(other.c, e.c) {
+			winner, loser = other, e
+		}
+		m.byWorkspace[key] = winner.c.ID
+		loser.doomed = ReasonDuplicate
+		m.log.Warn("two containers claim one workspace; stopping the older claim",
+			"container", loser.c.ID, "kept", winner.c.ID)
+	}
+	m.mu.Unlock()
+	for _, b := range broken {
+		m.log.Warn("removing a container that cannot be adopted", "container", b.c.ID, "why", b.c.Message)
+		rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+		err := m.rt.Remove(rctx, b.c.ID)
+		cancel()
+		if err != nil {
+			m.log.Error("remove unadoptable container", "container", b.c.ID, "err", err)
+			continue // the reconciler's orphan sweep retries
+		}
+		b.c.State = idepool.StateStopped
+		b.c.StopReason = b.reason
+		b.c.StoppedAt = m.clock.Now()
+		m.mu.Lock()
+		m.remember(b.c)
+		m.mu.Unlock()
+		evs = append(evs, idepool.Event{Time: b.c.StoppedAt, Type: idepool.EventStopped, ContainerID: b.c.ID,
+			Profile: b.c.Profile, State: idepool.StateStopped, Reason: b.reason, Message: b.c.Message})
+	}
+	m.publish(evs)
+	m.log.Info("recovered containers", "claimed", claimed, "unclaimed", warm, "removed", len(broken))
+	m.kick()
+	return nil
+}
+
+// newerClaim reports whether a's claim is newer than b's.
+func newerClaim(a, b idepool.Container) bool {
+	if a.Generation != b.Generation {
+		return a.Generation > b.Generation
+	}
+	if !a.ClaimedAt.Equal(b.ClaimedAt) {
+		return a.ClaimedAt.After(b.ClaimedAt)
+	}
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.After(b.CreatedAt)
+	}
+	return a.ID > b.ID
+}
+
+// fromLabels rebuilds a container from its runtime record; why says what
+// makes it unadoptable. Caller holds m.mu (for the profiles).
+func (m *Manager) fromLabels(inst idepool.Instance, now time.Time) (c idepool.Container, hash, why string) {
+	l := inst.Labels
+	c = idepool.Container{ID: inst.ID, Profile: l[idepool.LabelProfile], CreatedAt: inst.CreatedAt,
+		Endpoints: inst.Endpoints, Node: inst.Node, Health: idepool.Health{Status: idepool.HealthUnknown}, LastActivity: now}
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt, _ = time.Parse(time.RFC3339Nano, l[idepool.LabelCreated])
+	}
+	hash = l[idepool.LabelTokenHash]
+	switch {
+	case !idepool.ValidID(inst.ID) || l[idepool.LabelID] != inst.ID:
+		return c, "", "id label missing or wrong"
+	case m.profiles[c.Profile] == nil:
+		return c, "", fmt.Sprintf("unknown profile %q", c.Profile)
+	case len(hash) != 64:
+		return c, "", "agent token hash label missing"
+	case inst.Status.Terminal():
+		return c, "", "runtime status " + string(inst.Status) + " " + inst.Message
+	case c.CreatedAt.IsZero():
+		return c, "", "created time missing"
+	}
+	ws, claimed := idepool.WorkspaceFromLabels(l)
+	if !claimed {
+		c.State = idepool.StateStarting
+		return c, hash, ""
+	}
+	if err := ws.Validate(); err != nil {
+		return c, "", "workspace labels invalid: " + idepool.ErrorMessage(err)
+	}
+	gen, err := strconv.ParseInt(l[idepool.LabelGeneration], 10, 64)
+	if err != nil || gen < 1 {
+		return c, "", "generation label invalid"
+	}
+	ws.Prefix = idepool.NormalizePrefix(ws.Prefix)
+	c.Workspace = &ws
+	c.Generation = gen
+	c.UserID = l[idepool.LabelUser]
+	c.PreWarmed = l[idepool.LabelPreWarmed] == "true"
+	c.IdleExempt = l[idepool.LabelIdleExempt] == "true"
+	c.ClaimedAt, _ = time.Parse(time.RFC3339Nano, l[idepool.LabelClaimed])
+	c.State = idepool.StateRunning
+	return c, hash, ""
+}
+
+// ReconcileOnce observes the runtime, plans, and executes the plan: it reaps
+// dead containers, times out creates, removes orphans, failed, excess and
+// expired ones, and creates what the pools lack, in parallel. Safe to call
+// concurrently with everything else; calls are serialised.
+func (m *Manager) ReconcileOnce(ctx context.Context) error {
+	_, err := m.reconcile(ctx)
+	return err
+}
+
+type stopJob struct {
+	e      *entry
+	reason string
+	flush  bool
+}
+
+func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
+	m.recMu.Lock()
+	defer m.recMu.Unlock()
+
+	headroom := map[string]int{}
+	if hr, ok := m.admitter.(HeadroomReporter); ok {
+		for _, name := range m.order {
+			headroom[name] = hr.Headroom(m.profiles[name].p)
+		}
+	}
+
+	m.mu.Lock()
+	listSeq := m.seq
+	m.mu.Unlock()
+	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	insts, err := m.rt.List(lctx)
+	cancel()
+	if err != nil {
+		return time.Time{}, idepool.WrapError(idepool.ERuntimeUnreachable, err, "list containers")
+	}
+
+	now := m.clock.Now()
+	var evs []idepool.Event
+	var orphans []string
+	var stops []stopJob
+	m.mu.Lock()
+	seen := make(map[string]bool, len(insts))
+	for _, inst := range insts {
+		seen[inst.ID] = true
+		e := m.containers[inst.ID]
+		if e == nil {
+			if _, stopped := m.history[inst.ID]; !stopped {
+				orphans = append(orphans, inst.ID)
+			}
+			continue
+		}
+		if len(inst.Endpoints) > 0 {
+			e.c.Endpoints = inst.Endpoints
+		}
+		if inst.Node != "" {
+			e.c.Node = inst.Node
+		}
+		if inst.Status.Terminal() {
+			m.died(e, inst.Status, inst.Message, &evs)
+		}
+	}
+	for _, e := range m.containers {
+		if !seen[e.c.ID] && e.createDone && e.createdSeq <= listSeq && e.stopDone == nil {
+			e.c.Message = "vanished from the runtime"
+			m.finish(e, idepool.ReasonFailed, &evs)
+		}
+	}
+	for _, e := range m.containers {
+		if e.stopDone != nil {
+			continue
+		}
+		switch {
+		case e.doomed != "":
+			if e.agentConnected || now.After(e.adoptDeadline) {
+				stops = append(stops, stopJob{e, e.doomed, e.c.Workspace != nil && e.agentConnected})
+				m.beginStop(e, e.doomed, &evs)
+			}
+		case e.recovered && !e.helloSeen && now.After(e.adoptDeadline):
+			m.fail(e, fmt.Sprintf("agent did not say hello within %s of a restart", m.opts.AdoptGrace), &evs)
+		case !e.recovered && e.createDone && now.Sub(e.startedAt) >= m.opts.CreateTimeout &&
+			(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting):
+			if e.c.Workspace == nil {
+				m.countFailure(e.c.Profile, "not ready in time")
+			}
+			m.fail(e, fmt.Sprintf("not ready within %s", m.opts.CreateTimeout), &evs)
+		}
+	}
+	snap := m.snapshot(now, headroom)
+	m.mu.Unlock()
+	m.publish(evs)
+
+	acts := Plan(snap)
+	evs = nil
+	m.mu.Lock()
+	for _, r := range acts.Removes {
+		e := m.containers[r.ID]
+		if e == nil || e.stopDone != nil || e.doomed != "" {
+			continue
+		}
+		// Re-check: a claim may have taken a warm one since the snapshot.
+		switch r.Reason {
+		case idepool.ReasonFailed:
+			if e.c.State != idepool.StateFailed {
+				continue
+			}
+		default:
+			if e.c.State != idepool.StateWarm || e.c.Workspace != nil {
+				continue
+			}
+		}
+		stops = append(stops, stopJob{e, r.Reason, m.beginStop(e, r.Reason, &evs)})
+	}
+	m.mu.Unlock()
+	m.publish(evs)
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, m.opts.CreateConcurrency)
+	for _, id := range orphans {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m.removeOrphan(ctx, id)
+		}()
+	}
+	for _, s := range stops {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := m.runStop(ctx, s.e, s.reason, s.flush); err != nil {
+				m.log.Warn("reconcile remove", "container", s.e.c.ID, "err", err)
+			}
+		}()
+	}
+	for _, c := range acts.Creates {
+		p := m.profiles[c.Profile].p
+		refused := make(chan struct{})
+		var once sync.Once
+	loop:
+		for range c.N {
+			select {
+			case <-refused:
+				break loop
+			case <-ctx.Done():
+				break loop
+			case sem <- struct{}{}:
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if errors.Is(m.createWarm(ctx, p), errRefused) {
+					once.Do(func() { close(refused) })
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return acts.WakeAt, nil
+}
+
+// died marks a container whose runtime status is terminal. Caller holds m.mu.
+func (m *Manager) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]idepool.Event) {
+	if e.stopDone != nil || e.c.State == idepool.StateFailed {
+		return
+	}
+	if e.c.Workspace == nil && (e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) && !e.recovered {
+		m.countFailure(e.c.Profile, "container "+string(st)+" before ready")
+	}
+	text := "runtime status " + string(st)
+	if msg != "" {
+		text += ": " + msg
+	}
+	m.fail(e, text, evs)
+}
+
+// snapshot builds the planner's input. Caller holds m.mu.
+func (m *Manager) snapshot(now time.Time, headroom map[string]int) Snapshot {
+	idx := map[string]int{}
+	s := Snapshot{Now: now, Profiles: make([]ProfileSnapshot, 0, len(m.order))}
+	for _, name := range m.order {
+		ps := m.profiles[name]
+		h, ok := headroom[name]
+		if !ok {
+			h = -1
+		}
+		idx[name] = len(s.Profiles)
+		s.Profiles = append(s.Profiles, ProfileSnapshot{Profile: name, Target: ps.target, MaxAge: ps.p.MaxAge,
+			Headroom: h, Backoff: ps.backoff})
+	}
+	for _, e := range m.containers {
+		i, ok := idx[e.c.Profile]
+		if !ok || e.stopDone != nil || e.doomed != "" {
+			continue
+		}
+		p := &s.Profiles[i]
+		switch {
+		case e.c.State == idepool.StateFailed:
+			p.Failed = append(p.Failed, e.c.ID)
+		case e.c.Workspace != nil:
+			p.Claimed++
+		case e.c.State == idepool.StateWarm:
+			p.Warm = append(p.Warm, WarmInfo{ID: e.c.ID, CreatedAt: e.c.CreatedAt})
+		case e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting:
+			p.InFlight++
+		}
+	}
+	return s
+}
+
+type refusedError struct{}
+
+func (refusedError) Error() string { return "refused by admission" }
+
+var errRefused error = refusedError{}
+
+// createWarm creates one container for a pool.
+func (m *Manager) createWarm(ctx context.Context, p idepool.Profile) error {
+	if m.admitter != nil {
+		if err := m.admitter.Admit(ctx, p, idepool.ClaimWarm); err != nil {
+			m.mu.Lock()
+			m.profiles[p.Name].lastErr = "refill refused: " + idepool.ErrorMessage(err)
+			m.mu.Unlock()
+			return errRefused
+		}
+	}
+	now := m.clock.Now()
+	id := idepool.NewID()
+	spec, hash := m.spec(id, p, nil)
+	e := m.newEntry(idepool.Container{ID: id, Profile: p.Name, State: idepool.StateCreating, CreatedAt: now,
+		Health: idepool.Health{Status: idepool.HealthUnknown}}, hash)
+	m.mu.Lock()
+	m.containers[id] = e
+	m.mu.Unlock()
+	m.events.Publish(idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
+	cctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	inst, err := m.rt.Create(cctx, spec)
+	cancel()
+	if err != nil {
+		m.createFailed(ctx, e, err)
+		return err
+	}
+	var evs []idepool.Event
+	m.mu.Lock()
+	m.created(e, inst, &evs)
+	m.mu.Unlock()
+	m.publish(evs)
+	return nil
+}
+
+// removeOrphan removes a managed container nobody knows (left by a crash
+// between Create and recording it, or removed from our view by hand).
+func (m *Manager) removeOrphan(ctx context.Context, id string) {
+	m.log.Warn("removing orphan container", "container", id)
+	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	err := m.rt.Remove(rctx, id)
+	cancel()
+	if err != nil {
+		m.log.Error("remove orphan", "container", id, "err", err)
+		return
+	}
+	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventStopped, ContainerID: id,
+		State: idepool.StateStopped, Reason: idepool.ReasonOrphan})
+}
+
+// Run reconciles on a ticker, at once after claims, stops, agent reports
+// and runtime events, and when the last plan asked to be woken. It returns
+// when ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	evCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := m.rt.Events(evCtx)
+	ticker := time.NewTicker(m.opts.ReconcileInterval)
+	defer ticker.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		wakeAt, err := m.reconcile(ctx)
+		if err != nil && ctx.Err() == nil {
+			m.log.Warn("reconcile", "err", err)
+		}
+		timer.Stop()
+		if !wakeAt.IsZero() {
+			timer.Reset(max(wakeAt.Sub(m.clock.Now()), 10*time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		case <-m.wake:
+		case <-timer.C:
+		case ev, ok := <-events:
+			if !ok {
+				events = nil // the runtime stopped streaming; the ticker still lists
+				continue
+			}
+			m.runtimeEvent(ev)
+		}
+	}
+}
+
+// runtimeEvent applies a runtime hint; the next reconcile re-reads the truth.
+func (m *Manager) runtimeEvent(ev idepool.RuntimeEvent) {
+	var evs []idepool.Event
+	m.mu.Lock()
+	if e := m.containers[ev.ID]; e != nil && e.stopDone == nil && e.createDone {
+		switch {
+		case ev.Removed:
+			e.c.Message = "removed from the runtime"
+			m.finish(e, idepool.ReasonFailed, &evs)
+		case ev.Status.Terminal():
+			m.died(e, ev.Status, "", &evs)
+		}
+	}
+	m.mu.Unlock()
+	m.publish(evs)
+}

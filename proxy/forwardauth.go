@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+
+	"github.com/idepool/idepool"
+)
+
+// ForwardAuth returns the handler for Traefik's ForwardAuth middleware
+// (GET /_auth/forward, mounted without API-key auth). Traefik sends
+// X-Forwarded-Method/-Proto/-Host/-Uri and the client's Cookie header:
+//
+//   - a valid cookie for the container in X-Forwarded-Uri (/<route>/<id>/...) → 200;
+//   - a valid one-time token query parameter → 302 to the same URI without the
+//     token, with Set-Cookie (Traefik passes non-2xx answers to the client);
+//   - an unknown or unclaimed container → 404; anything else → 401.
+//
+// Traffic through Traefik is reported to Touch once per authorised request
+// (websocket frames there are invisible to idepool).
+func (rt *Router) ForwardAuth() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uri := r.Header.Get("X-Forwarded-Uri")
+		u, err := url.ParseRequestURI(uri)
+		if uri == "" || err != nil {
+			rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "missing or invalid X-Forwarded-Uri"))
+			return
+		}
+		t, err := rt.resolve(u.EscapedPath())
+		if err != nil {
+			rt.writeError(w, r, err)
+			return
+		}
+		if q := u.Query(); q.Has("token") {
+			secure := r.Header.Get("X-Forwarded-Proto") == "https"
+			clean := stripToken(u)
+			if t.rest == "" {
+				clean = stripToken(&url.URL{Path: u.Path + "/", RawQuery: u.RawQuery})
+			}
+			rt.exchange(w, r, t.container, q.Get("token"), secure, clean)
+			return
+		}
+		if !rt.cookieOK(r, t.container) {
+			rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "no valid route cookie for container %s", t.container.ID))
+			return
+		}
+		rt.o.Backend.Touch(t.container.ID)
+		w.WriteHeader(http.StatusOK)
+	})
+}

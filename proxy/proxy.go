@@ -1,0 +1,392 @@
+// Package proxy is idepool's built-in router: /<route>/<id>/... is proxied to
+// the container's endpoint for that route with httputil.ReverseProxy
+// (websockets included), after checking a per-container cookie obtained by
+// exchanging a one-time token. It also serves Traefik's ForwardAuth.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// Backend is what the router needs from the orchestrator (implemented by
+// *pool.Manager).
+type Backend interface {
+	// Lookup is cheap and in memory; it is called on every request.
+	Lookup(id string) (idepool.Container, bool)
+	// Touch reports user activity (requests, websocket traffic).
+	Touch(id string)
+	// Profiles gives the route table of each profile.
+	Profiles() []idepool.Profile
+}
+
+// Options configure a Router.
+type Options struct {
+	Backend Backend
+	// Secret is the HMAC key of route cookies (the server keeps it under
+	// DATA_DIR so cookies survive a restart). Empty: a random one, and
+	// cookies die with the process.
+	Secret []byte
+	// PublicURL prefixes the URLs handed out ("https://ide.example.com");
+	// empty gives relative URLs.
+	PublicURL string
+	Clock     idepool.Clock
+	Logger    *slog.Logger
+	// TokenTTL is how long a one-time token may be redeemed (default 5 min).
+	TokenTTL time.Duration
+	// CookieTTL is how long a route cookie is valid (default 12 h).
+	CookieTTL time.Duration
+	// CookieSecure sets Secure on cookies (always set for TLS requests and
+	// X-Forwarded-Proto: https at ForwardAuth).
+	CookieSecure bool
+	// CookieSameSite defaults to Lax; an IDE embedded in an iframe of
+	// another site needs None (which browsers accept only with Secure).
+	CookieSameSite http.SameSite
+	// DialTimeout bounds connecting to a container (default 5 s), so an
+	// unreachable upstream answers 502 instead of hanging.
+	DialTimeout time.Duration
+	// TouchEvery throttles Touch per websocket connection (default 1 s);
+	// negative reports every read and write.
+	TouchEvery time.Duration
+	// Transport replaces the default upstream transport (tests).
+	Transport http.RoundTripper
+}
+
+// Router is the built-in router. It is an http.Handler for the route paths.
+type Router struct {
+	o      Options
+	log    *slog.Logger
+	clock  idepool.Clock
+	secret []byte
+	rp     *httputil.ReverseProxy
+
+	mu        sync.Mutex
+	tokens    map[string]tokenEntry
+	lastSweep time.Time
+
+	stats struct {
+		requests, upgrades, wsReads, wsWrites, bytesIn, bytesOut atomic.Int64
+	}
+}
+
+var _ http.Handler = (*Router)(nil)
+
+type tokenEntry struct {
+	id         string
+	generation int64
+	expires    time.Time
+}
+
+// New returns a Router. o.Backend is required.
+func New(o Options) *Router {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Clock == nil {
+		o.Clock = idepool.SystemClock{}
+	}
+	if o.TokenTTL <= 0 {
+		o.TokenTTL = 5 * time.Minute
+	}
+	if o.CookieTTL <= 0 {
+		o.CookieTTL = 12 * time.Hour
+	}
+	if o.CookieSameSite == 0 {
+		o.CookieSameSite = http.SameSiteLaxMode
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.TouchEvery == 0 {
+		o.TouchEvery = time.Second
+	}
+	o.PublicURL = strings.TrimRight(o.PublicURL, "/")
+	rt := &Router{o: o, log: o.Logger, clock: o.Clock, tokens: map[string]tokenEntry{}}
+	rt.secret = o.Secret
+	if len(rt.secret) == 0 {
+		rt.secret = make([]byte, 32)
+		rand.Read(rt.secret)
+		rt.log.Warn("proxy: no cookie secret configured; route cookies will not survive a restart")
+	}
+	tr := o.Transport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy:                 nil, // containers are never reached through an HTTP proxy
+			DialContext:           (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		}
+	}
+	rt.rp = &httputil.ReverseProxy{
+		Rewrite:       rt.rewrite,
+		Transport:     tr,
+		FlushInterval: -1, // stream: event streams and long polls must not be buffered
+		ErrorHandler:  rt.upstreamError,
+		ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+	}
+	return rt
+}
+
+// Stats are the router's counters since it started.
+type Stats struct {
+	Requests int64 `json:"requests"`
+	Upgrades int64 `json:"upgrades"`
+	// WSReads and WSWrites count reads and writes on hijacked (websocket)
+	// connections: client → container and container → client.
+	WSReads  int64 `json:"wsReads"`
+	WSWrites int64 `json:"wsWrites"`
+	BytesIn  int64 `json:"bytesIn"`
+	BytesOut int64 `json:"bytesOut"`
+}
+
+// Stats returns the counters.
+func (rt *Router) Stats() Stats {
+	return Stats{
+		Requests: rt.stats.requests.Load(), Upgrades: rt.stats.upgrades.Load(),
+		WSReads: rt.stats.wsReads.Load(), WSWrites: rt.stats.wsWrites.Load(),
+		BytesIn: rt.stats.bytesIn.Load(), BytesOut: rt.stats.bytesOut.Load(),
+	}
+}
+
+// target is where a request goes, found by resolve.
+type target struct {
+	route     idepool.Route
+	container idepool.Container
+	endpoint  string
+	prefix    string // "/<route>/<id>"
+	rest      string // escaped path after the prefix ("" when none)
+}
+
+type ctxTarget struct{}
+
+// parsePath splits "/<route>/<id>[/rest]" (escaped path).
+func parsePath(escaped string) (route, id, rest string, ok bool) {
+	p, found := strings.CutPrefix(escaped, "/")
+	if !found {
+		return "", "", "", false
+	}
+	route, p, found = strings.Cut(p, "/")
+	if !found || route == "" {
+		return "", "", "", false
+	}
+	id, rest, found = strings.Cut(p, "/")
+	if found {
+		rest = "/" + rest
+	}
+	return route, id, rest, id != ""
+}
+
+// resolve finds the container and route a path names. Unknown ids, unknown
+// routes and containers not claimed (warm, starting, stopping) are 404.
+func (rt *Router) resolve(escapedPath string) (target, error) {
+	route, id, rest, ok := parsePath(escapedPath)
+	if !ok || !idepool.ValidID(id) {
+		return target{}, idepool.Errorf(idepool.ERouteNotFound, "not found")
+	}
+	c, ok := rt.o.Backend.Lookup(id)
+	if !ok || !c.State.Claimed() {
+		return target{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
+	}
+	var prof idepool.Profile
+	for _, p := range rt.o.Backend.Profiles() {
+		if p.Name == c.Profile {
+			prof = p
+			break
+		}
+	}
+	r, ok := prof.Route(route)
+	if !ok {
+		return target{}, idepool.Errorf(idepool.ERouteNotFound, "container %s has no route %q", id, route)
+	}
+	return target{route: r, container: c, endpoint: c.Endpoints[route], prefix: "/" + route + "/" + id, rest: rest}, nil
+}
+
+// Match reports whether path has the shape of a route path of a known
+// container, so a server can decide to hand a request to the router.
+func (rt *Router) Match(path string) bool {
+	_, id, _, ok := parsePath(path)
+	if !ok || !idepool.ValidID(id) {
+		return false
+	}
+	_, ok = rt.o.Backend.Lookup(id)
+	return ok
+}
+
+// ServeHTTP serves /<route>/<id>/...
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt.stats.requests.Add(1)
+	t, err := rt.resolve(r.URL.EscapedPath())
+	if err != nil {
+		rt.writeError(w, r, err)
+		return
+	}
+	id := t.container.ID
+	if t.rest == "" {
+		// /code/<id> → /code/<id>/ (query kept) so relative links in the
+		// workload resolve.
+		u := *r.URL
+		u.Path, u.RawPath = r.URL.Path+"/", ""
+		http.Redirect(w, r, u.RequestURI(), http.StatusFound)
+		return
+	}
+	if q := r.URL.Query(); q.Has("token") {
+		rt.exchange(w, r, t.container, q.Get("token"), r.TLS != nil || rt.o.CookieSecure, stripToken(r.URL))
+		return
+	}
+	if !rt.cookieOK(r, t.container) {
+		rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "no valid route cookie for container %s: open the URL from the start response", id))
+		return
+	}
+	if t.endpoint == "" {
+		rt.writeError(w, r, idepool.Errorf(idepool.ENotReady, "route %s of container %s has no endpoint yet", t.route.Name, id))
+		return
+	}
+	rt.o.Backend.Touch(id)
+	if r.Header.Get("Upgrade") != "" {
+		rt.stats.upgrades.Add(1)
+		w = &hijackCounter{ResponseWriter: w, rt: rt, id: id}
+	}
+	rt.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxTarget{}, t)))
+}
+
+// exchange redeems a one-time token: a cookie and a redirect to the URL
+// without the token. A request with an invalid token but a valid cookie is
+// just redirected (a reload of the original link keeps working).
+func (rt *Router) exchange(w http.ResponseWriter, r *http.Request, c idepool.Container, tok string, secure bool, clean string) {
+	if rt.redeem(tok, c) {
+		http.SetCookie(w, rt.cookie(c, secure))
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, clean, http.StatusFound)
+		return
+	}
+	if rt.cookieOK(r, c) {
+		http.Redirect(w, r, clean, http.StatusFound)
+		return
+	}
+	rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "invalid or expired route token"))
+}
+
+// stripToken returns u's path and query without the token parameter.
+func stripToken(u *url.URL) string {
+	q := u.Query()
+	q.Del("token")
+	out := url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: q.Encode()}
+	return out.RequestURI()
+}
+
+// rewrite builds the upstream request: prefix stripped (unless KeepPrefix),
+// X-Forwarded-* set, the token and every idepool cookie removed.
+func (rt *Router) rewrite(pr *httputil.ProxyRequest) {
+	t, _ := pr.In.Context().Value(ctxTarget{}).(target)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = t.endpoint
+	if !t.route.KeepPrefix {
+		rest := t.rest
+		if rest == "" {
+			rest = "/"
+		}
+		if p, err := url.PathUnescape(rest); err == nil {
+			out.URL.Path, out.URL.RawPath = p, rest
+		} else {
+			out.URL.Path, out.URL.RawPath = rest, ""
+		}
+	}
+	if out.URL.Query().Has("token") {
+		q := out.URL.Query()
+		q.Del("token")
+		out.URL.RawQuery = q.Encode()
+	}
+	pr.SetXForwarded()
+	out.Header.Set("X-Forwarded-Prefix", t.prefix)
+	stripCookies(out.Header)
+	// The workload is not ours to authenticate to with an API key.
+	out.Header.Del("Authorization")
+}
+
+// stripCookies removes every idepool_* cookie (any container's) and keeps
+// the others byte for byte.
+func stripCookies(h http.Header) {
+	lines := h.Values("Cookie")
+	if len(lines) == 0 {
+		return
+	}
+	var keep []string
+	for _, line := range lines {
+		for _, part := range strings.Split(line, ";") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(part, "=")
+			if strings.HasPrefix(strings.TrimSpace(name), cookiePrefix) {
+				continue
+			}
+			keep = append(keep, part)
+		}
+	}
+	h.Del("Cookie")
+	if len(keep) > 0 {
+		h.Set("Cookie", strings.Join(keep, "; "))
+	}
+}
+
+func (rt *Router) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the client went away; nothing to answer
+	}
+	t, _ := r.Context().Value(ctxTarget{}).(target)
+	rt.log.Warn("proxy: upstream error", slog.String("container", t.container.ID), slog.String("route", t.route.Name),
+		slog.String("error", err.Error()))
+	rt.writeError(w, r, &idepool.Error{Code: codeBadGateway, Message: "the container did not answer"})
+}
+
+// codeBadGateway is the router's code for upstream failures (502).
+const codeBadGateway idepool.Code = "BAD_GATEWAY"
+
+func statusOf(c idepool.Code) int {
+	switch c {
+	case idepool.ENotFound, idepool.ERouteNotFound:
+		return http.StatusNotFound
+	case idepool.EUnauthorized:
+		return http.StatusUnauthorized
+	case idepool.ENotReady:
+		return http.StatusServiceUnavailable
+	case codeBadGateway:
+		return http.StatusBadGateway
+	case idepool.EMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	}
+	return http.StatusInternalServerError
+}
+
+// writeError answers in the API's envelope {error:{code,message},timestamp,path}.
+func (rt *Router) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := idepool.ErrorCode(err)
+	body, _ := json.Marshal(map[string]any{
+		"error":     map[string]any{"code": code, "message": idepool.ErrorMessage(err)},
+		"timestamp": rt.clock.Now().UTC().Format("2006-01-02T15:04:05.000Z"),
+		"path":      r.URL.Path,
+	})
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(statusOf(code))
+	w.Write(append(body, '\n'))
+}

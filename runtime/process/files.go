@@ -1,0 +1,119 @@
+package process
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	idepool "github.com/idepool/idepool"
+)
+
+// meta is a container's record on disk (meta.json): the source of truth
+// after a restart. It never holds a secret: the spec's Env (with the agent
+// token) is given to the process only.
+type meta struct {
+	Version    int               `json:"version"`
+	ID         string            `json:"id"`
+	Deployment string            `json:"deployment"`
+	Profile    idepool.Profile   `json:"profile"`
+	Labels     map[string]string `json:"labels"`
+	Ports      map[string]int    `json:"ports"`
+	Process    identity          `json:"process"`
+	CreatedAt  time.Time         `json:"createdAt"`
+}
+
+const metaVersion = 1
+
+func readMeta(dir string) (meta, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err != nil {
+		return meta{}, err
+	}
+	var m meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return meta{}, fmt.Errorf("parse meta.json: %w", err)
+	}
+	if m.ID == "" || m.Labels == nil {
+		return meta{}, fmt.Errorf("meta.json: missing id or labels")
+	}
+	return m, nil
+}
+
+// writeMeta replaces meta.json atomically: a crash leaves the old or the new
+// record, never half of one.
+func writeMeta(dir string, m meta) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, "meta.json"), b, 0o600)
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
+
+// capLog keeps the agent's log under max bytes. The agent writes to the file
+// directly (no pipe through us, so it survives our exit), so the log is
+// rotated by copy-and-truncate: the last max bytes go to agent.log.1, and
+// agent.log, opened O_APPEND by the agent, starts again at zero. Lines written
+// between the copy and the truncate are lost; that is the price.
+func capLog(path string, max int64) error {
+	st, err := os.Stat(path)
+	if err != nil || st.Size() <= max {
+		return nil
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if _, err := src.Seek(-max, io.SeekEnd); err != nil {
+		return err
+	}
+	dst, err := os.OpenFile(path+".1", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, io.LimitReader(src, max)); err != nil {
+		dst.Close()
+		return err
+	}
+	if err := dst.Close(); err != nil {
+		return err
+	}
+	return os.Truncate(path, 0)
+}

@@ -1,0 +1,105 @@
+//go:build linux
+
+package process
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	idepool "github.com/idepool/idepool"
+)
+
+// Knobs of the stand-in agent (the test binary itself, see childMain).
+const (
+	envChild      = "IDEPOOL_PROCESS_TEST_CHILD" // "1": act as the agent; "sleeper": a grandchild
+	envIgnoreTerm = "IDEPOOL_TEST_IGNORE_TERM"   // "1": ignore SIGTERM (SIGKILL path)
+	envExitCode   = "IDEPOOL_TEST_EXIT"          // exit at once with this code
+	envGrandchild = "IDEPOOL_TEST_GRANDCHILD"    // "1": start a grandchild that ignores SIGTERM
+	envFile       = "env.json"                   // in the state dir, written when the ports listen
+	grandPIDFile  = "grandchild.pid"             // in the state dir
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(envChild) {
+	case "1":
+		childMain()
+		return
+	case "sleeper":
+		signal.Ignore(syscall.SIGTERM)
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// childMain is a tiny stand-in for `idepool agent`: it answers 200 on every
+// IDEPOOL_PORT_*, records the environment it got (the token's value
+// redacted) and exits on SIGTERM.
+func childMain() {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "test child:", err)
+		os.Exit(2)
+	}
+	if c := os.Getenv(envExitCode); c != "" {
+		n, _ := strconv.Atoi(c)
+		os.Exit(n)
+	}
+	term := make(chan os.Signal, 1)
+	if os.Getenv(envIgnoreTerm) == "1" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(term, syscall.SIGTERM)
+	}
+	state := os.Getenv(idepool.EnvStateDir)
+	if os.Getenv(envGrandchild) == "1" {
+		exe, err := os.Executable()
+		if err != nil {
+			fail(err)
+		}
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), envChild+"=sleeper")
+		if err := cmd.Start(); err != nil {
+			fail(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, grandPIDFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+			fail(err)
+		}
+	}
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == idepool.EnvAgentToken && v != "" {
+			v = "<set>"
+		}
+		env[k] = v
+		if strings.HasPrefix(k, idepool.EnvRoutePortPrefix) {
+			l, err := net.Listen("tcp", "127.0.0.1:"+v)
+			if err != nil {
+				fail(err)
+			}
+			go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintf(w, "ok %s\n", k)
+			}))
+		}
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		fail(err)
+	}
+	// Written last and atomically: once it exists, the ports listen.
+	if err := writeFileAtomic(filepath.Join(state, envFile), b, 0o600); err != nil {
+		fail(err)
+	}
+	fmt.Println("test child ready")
+	<-term
+	os.Exit(0)
+}

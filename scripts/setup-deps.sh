@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine with Go and a running
+# Docker Engine. Idempotent and quick when everything is present.
+set -euo pipefail
+export PATH="$PATH:$(go env GOPATH)/bin"
+
+need_apt=()
+for pkg in chromium rclone; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "apt-get install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+command -v versitygw >/dev/null || go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  state=$(docker info --format '{{.Swarm.LocalNodeState}}')
+  if [ "$state" != "active" ]; then
+    echo "docker swarm init"
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+  fi
+fi

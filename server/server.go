@@ -1,0 +1,346 @@
+// Package server wires idepool's parts together for `idepool serve`: the
+// runtime, the pool, the agents' control hub, the REST API, the router and
+// the embedded S3 store. It is the only package that knows them all; keeping
+// the wiring out of cmd/idepool lets end-to-end tests run a real server
+// in-process.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/config"
+	"github.com/idepool/idepool/control"
+	"github.com/idepool/idepool/httpapi"
+	"github.com/idepool/idepool/pool"
+	"github.com/idepool/idepool/proxy"
+	"github.com/idepool/idepool/runtime/fake"
+	"github.com/idepool/idepool/runtime/process"
+)
+
+// Options are what the caller of Run provides besides the configuration.
+type Options struct {
+	Logger  *slog.Logger
+	Stdout  io.Writer // where a generated API key is printed once
+	Version string
+	// Listener, when set, is used instead of listening on cfg.Port (tests).
+	Listener net.Listener
+	// Ready, when set, receives the running server once it serves.
+	Ready func(*Server)
+}
+
+// Run serves until ctx ends. Stopping the server leaves every container
+// running: a restarted idepool adopts them.
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	s, err := New(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// readSecret returns the secret stored in name under dir, creating it (32
+// random bytes, hex, mode 0600) when absent.
+func readSecret(dir, name string) ([]byte, error) {
+	p := filepath.Join(dir, name)
+	b, err := os.ReadFile(p)
+	if err == nil {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("stat %s: %w", p, err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", p, st.Mode().Perm())
+		}
+		s := strings.TrimSpace(string(b))
+		if len(s) < 32 {
+			return nil, fmt.Errorf("%s: secret too short", p)
+		}
+		return []byte(s), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	s := hex.EncodeToString(raw)
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", p, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("chmod %s: %w", p, err)
+	}
+	if _, err := tmp.WriteString(s + "\n"); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return nil, fmt.Errorf("store %s: %w", p, err)
+	}
+	return []byte(s), nil
+}
+
+// Server is a running idepool orchestrator.
+type Server struct {
+	cfg      config.Config
+	opts     Options
+	log      *slog.Logger
+	rt       idepool.Runtime
+	pool     *pool.Manager
+	hub      *control.Hub
+	router   *proxy.Router
+	api      *httpapi.Server
+	handler  http.Handler
+	listener net.Listener
+	closers  []func()
+}
+
+// New builds a server from its configuration: it prepares DATA_DIR, the API
+// key, the runtime and every part, and recovers the runtime's containers.
+func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = io.Discard
+	}
+	log := opts.Logger
+	s := &Server{cfg: cfg, opts: opts, log: log}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "warning", w)
+	}
+	log.Info("starting idepool", "version", opts.Version, "config", cfg)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create DATA_DIR: %w", err)
+	}
+	keys := cfg.APIKeys
+	if len(keys) == 0 {
+		key, generated, err := config.EnsureAPIKey(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("API key: %w", err)
+		}
+		if generated {
+			// Printed once, to stdout only, never to the log.
+			fmt.Fprintf(opts.Stdout, "idepool: no API_KEY set; generated one and stored it in %s:\n\n    %s\n\n",
+				filepath.Join(cfg.DataDir, config.APIKeyFile), key)
+		} else {
+			log.Info("no API_KEY set; using the key stored in DATA_DIR", "file", filepath.Join(cfg.DataDir, config.APIKeyFile))
+		}
+		keys = []string{key}
+	}
+	secret, err := readSecret(cfg.DataDir, "router-secret")
+	if err != nil {
+		return nil, fmt.Errorf("router secret: %w", err)
+	}
+	profiles, err := cfg.Profiles()
+	if err != nil {
+		return nil, fmt.Errorf("profiles: %w", err)
+	}
+
+	ln := opts.Listener
+	if ln == nil {
+		ln, err = net.Listen("tcp", cfg.Addr())
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
+		}
+	}
+	s.listener = ln
+	agentURL := cfg.AgentURL
+	if opts.Listener != nil && cfg.Runtime != config.RuntimeSwarm {
+		// Tests listen on a random port; agents must dial that one.
+		agentURL = "http://" + ln.Addr().String()
+	}
+	publicURL := cfg.PublicURL
+	if opts.Listener != nil && cfg.PublicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
+
+	rt, err := newRuntime(ctx, cfg, log)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.rt = rt
+
+	hubBinding := &lateBinding[*pool.Manager]{}
+	s.hub = control.NewHub(control.Options{
+		Verifier: verifierFunc(func(id, token string) bool {
+			if m := hubBinding.get(); m != nil {
+				return m.VerifyAgent(id, token)
+			}
+			return false
+		}),
+		Observer: observerFunc(func(r idepool.AgentReport) {
+			if m := hubBinding.get(); m != nil {
+				m.AgentReport(r)
+			}
+		}),
+		Logger: log.With("part", "control"),
+	})
+
+	mgr, err := pool.New(pool.Options{
+		Runtime:            rt,
+		Agents:             s.hub,
+		Profiles:           profiles,
+		Deployment:         cfg.Deployment,
+		AgentURL:           agentURL,
+		DefaultCredentials: cfg.S3Credentials(),
+		S3Endpoint:         cfg.S3Endpoint,
+		Logger:             log.With("part", "pool"),
+		CreateTimeout:      cfg.CreateTimeout,
+		FlushTimeout:       cfg.FlushTimeout,
+	})
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	s.pool = mgr
+	hubBinding.set(mgr)
+
+	s.router = proxy.New(proxy.Options{
+		Backend:   mgr,
+		Secret:    secret,
+		PublicURL: publicURL,
+		Logger:    log.With("part", "router"),
+	})
+	s.api = httpapi.New(httpapi.Options{
+		Orchestrator: mgr,
+		Keys:         keys,
+		URLs:         s.router,
+		Logger:       log.With("part", "api"),
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Version:      opts.Version,
+		Fallback:     s.routes(),
+	})
+	s.handler = s.api
+
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := mgr.Recover(rctx); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("recover containers from the %s runtime: %w", rt.Name(), err)
+	}
+	return s, nil
+}
+
+// routes serves what is not the REST API: the agents' endpoint, Traefik's
+// ForwardAuth and the container routes.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/agent/v1/connect", s.hub)
+	mux.Handle("/_auth/forward", s.router.ForwardAuth())
+	mux.Handle("/", s.router)
+	return mux
+}
+
+// Handler is the server's whole HTTP surface.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Addr is where the server listens.
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// Pool is the server's pool manager (tests).
+func (s *Server) Pool() *pool.Manager { return s.pool }
+
+// Runtime is the server's runtime (tests).
+func (s *Server) Runtime() idepool.Runtime { return s.rt }
+
+// Serve runs the pool and the HTTP server until ctx ends, then shuts down
+// without touching the containers.
+func (s *Server) Serve(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = s.pool.Run(ctx)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.listener) }()
+	s.log.Info("idepool serving", "addr", s.Addr(), "runtime", s.rt.Name())
+	if s.opts.Ready != nil {
+		s.opts.Ready(s)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("http server: %w", err)
+	}
+	cancel()
+	shut, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(shut)
+	_ = s.hub.Close(shut)
+	wg.Wait()
+	_ = s.pool.Close()
+	for _, c := range s.closers {
+		c()
+	}
+	s.log.Info("idepool stopped; containers left running for the next start")
+	return err
+}
+
+func newRuntime(ctx context.Context, cfg config.Config, log *slog.Logger) (idepool.Runtime, error) {
+	switch cfg.Runtime {
+	case config.RuntimeProcess:
+		rt, err := process.New(process.Options{
+			DataDir:    cfg.DataDir,
+			Deployment: cfg.Deployment,
+			Logger:     log.With("part", "runtime"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("process runtime: %w", err)
+		}
+		return rt, nil
+	case config.RuntimeFake:
+		return fake.New(fake.Config{Deployment: cfg.Deployment}), nil
+	default:
+		return nil, fmt.Errorf("RUNTIME=%s is not available in this build", cfg.Runtime)
+	}
+}
+
+type verifierFunc func(id, token string) bool
+
+func (f verifierFunc) VerifyAgent(id, token string) bool { return f(id, token) }
+
+type observerFunc func(idepool.AgentReport)
+
+func (f observerFunc) AgentReport(r idepool.AgentReport) { f(r) }
+
+// lateBinding breaks the construction cycle between the pool (which sends
+// assignments through the hub) and the hub (which reports to the pool).
+type lateBinding[T any] struct {
+	mu sync.RWMutex
+	v  T
+}
+
+func (l *lateBinding[T]) set(v T) { l.mu.Lock(); l.v = v; l.mu.Unlock() }
+func (l *lateBinding[T]) get() T  { l.mu.RLock(); defer l.mu.RUnlock(); return l.v }

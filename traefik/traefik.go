@@ -1,0 +1,148 @@
+// Package traefik computes the Traefik v3 labels that route a container's
+// routes through Traefik's Swarm provider. It is a pure function of the
+// container id, its profile and the deployment's routing options, so it is
+// tested with golden files and never talks to Traefik.
+//
+// For each route r of container id it makes one router, one service and a
+// strip-prefix middleware (unless the route keeps its prefix):
+//
+//	router   idepool-<id>-<r>: rule Path(`/<r>/<id>`) || PathPrefix(`/<r>/<id>/`)
+//	         (and Host(`<domain>`) when the domain is a name), middlewares
+//	         auth (ForwardAuth back to idepool) then strip-prefix
+//	service  idepool-<id>-<r>: the route's port on the container
+//
+// The rule uses Path || PathPrefix with a trailing slash rather than a bare
+// PathPrefix(`/<r>/<id>`), so container abcd never catches /code/abcde/.
+package traefik
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/idepool/idepool"
+)
+
+// Defaults of Options.
+const (
+	DefaultCertResolver = "letsencrypt"
+	DefaultPriority     = 100
+)
+
+// Options are a deployment's routing settings.
+type Options struct {
+	// Domain is the public host name. Empty, "localhost" or an IP address
+	// means no Host rule and plain HTTP (entrypoint web); a name adds
+	// Host(`domain`), entrypoints web and websecure, and TLS.
+	Domain string
+	// EntryPoints overrides the entrypoints chosen from Domain.
+	EntryPoints []string
+	// CertResolver for TLS when Domain is a name ("letsencrypt" if empty).
+	CertResolver string
+	// ForwardAuthURL is idepool's ForwardAuth endpoint as Traefik reaches
+	// it, e.g. http://idepool:3001/_auth/forward. Empty leaves the routes
+	// without authentication, which only tests should do.
+	ForwardAuthURL string
+	// Network is the overlay network Traefik reaches the container on
+	// (traefik.swarm.network).
+	Network string
+	// Priority of the routers (DefaultPriority if zero), above any
+	// catch-all router of idepool itself.
+	Priority int
+	// Middlewares are appended to every router, after idepool's own, e.g.
+	// "container-iframe-headers@file".
+	Middlewares []string
+}
+
+// IsName reports whether domain is a DNS name (not empty, not localhost,
+// not an IP address), which gets a Host rule and TLS.
+func IsName(domain string) bool {
+	host := domain
+	if h, _, err := net.SplitHostPort(domain); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return false
+	}
+	return net.ParseIP(host) == nil
+}
+
+// Labels returns the Traefik labels for container id of profile p. The keys
+// all start with "traefik."; they go on the container's Swarm service next
+// to idepool's own labels.
+func Labels(id string, p idepool.Profile, o Options) map[string]string {
+	l := map[string]string{"traefik.enable": "true"}
+	if o.Network != "" {
+		l["traefik.swarm.network"] = o.Network
+	}
+	name := IsName(o.Domain)
+	host := o.Domain
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	entry := o.EntryPoints
+	if len(entry) == 0 {
+		entry = []string{"web"}
+		if name {
+			entry = []string{"web", "websecure"}
+		}
+	}
+	prio := o.Priority
+	if prio == 0 {
+		prio = DefaultPriority
+	}
+	auth := ""
+	if o.ForwardAuthURL != "" {
+		auth = "idepool-" + id + "-auth"
+		m := "traefik.http.middlewares." + auth + ".forwardauth."
+		l[m+"address"] = o.ForwardAuthURL
+		// The client's own X-Forwarded-* must not reach idepool: Traefik
+		// sets them from the request it really received.
+		l[m+"trustForwardHeader"] = "false"
+		// A 302 with Set-Cookie from the auth answer goes to the client as
+		// is (Traefik passes non-2xx answers through); on 200 nothing is
+		// copied to the upstream request.
+	}
+	for _, r := range p.Routes {
+		rn := "idepool-" + id + "-" + r.Name
+		prefix := "/" + r.Name + "/" + id
+		rule := fmt.Sprintf("(Path(`%s`) || PathPrefix(`%s/`))", prefix, prefix)
+		if name {
+			rule = fmt.Sprintf("Host(`%s`) && %s", host, rule)
+		}
+		rk := "traefik.http.routers." + rn + "."
+		l[rk+"rule"] = rule
+		l[rk+"entrypoints"] = strings.Join(entry, ",")
+		l[rk+"priority"] = strconv.Itoa(prio)
+		l[rk+"service"] = rn
+		if name {
+			resolver := o.CertResolver
+			if resolver == "" {
+				resolver = DefaultCertResolver
+			}
+			l[rk+"tls"] = "true"
+			l[rk+"tls.certresolver"] = resolver
+		}
+		var mws []string
+		if auth != "" {
+			mws = append(mws, auth)
+		}
+		if !r.KeepPrefix {
+			strip := rn + "-strip"
+			l["traefik.http.middlewares."+strip+".stripprefix.prefixes"] = prefix
+			mws = append(mws, strip)
+		}
+		mws = append(mws, o.Middlewares...)
+		if len(mws) > 0 {
+			l[rk+"middlewares"] = strings.Join(mws, ",")
+		}
+		l["traefik.http.services."+rn+".loadbalancer.server.port"] = strconv.Itoa(r.Port)
+	}
+	return l
+}
+
+// IsLabel reports whether key is a Traefik label (so runtimes can tell them
+// from idepool's own).
+func IsLabel(key string) bool { return strings.HasPrefix(key, "traefik.") }

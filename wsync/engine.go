@@ -1,0 +1,841 @@
+package wsync
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/idepool/idepool"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options tune the engine; zero values take the defaults in brackets.
+type Options struct {
+	// PollInterval: how often the remote side is listed and the local tree
+	// rescanned without a filesystem event [3s]. A rescan only stats files;
+	// it hashes those whose size or mtime moved.
+	PollInterval time.Duration
+	// Debounce: quiet time after the last local event before a cycle
+	// [250ms]; MaxDebounce caps the wait under a stream of events [2s].
+	Debounce    time.Duration
+	MaxDebounce time.Duration
+	// MaxFileSize: larger files are not synced and reported [5 GiB].
+	MaxFileSize int64
+	// MaxFiles: at most this many files are synced [100000].
+	MaxFiles int
+	// Parallelism: transfers at once [8].
+	Parallelism int
+	// LargeFile: files at least this big are downloaded in parallel ranges
+	// of ChunkSize [16 MiB, 8 MiB].
+	LargeFile int64
+	ChunkSize int64
+	// Ignore: extra ignore patterns besides DefaultIgnore and .idepoolignore.
+	Ignore []string
+	// Host names this side in conflict copies [os.Hostname].
+	Host string
+	// Clock for timestamps [system clock].
+	Clock idepool.Clock
+
+	// Used by AgentSyncer only: figures are reported this often [10s];
+	// S3 multipart tuning and the bound on one small request (S3Config).
+	StatsInterval      time.Duration
+	MultipartThreshold int64
+	PartSize           int64
+	RequestTimeout     time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.PollInterval <= 0 {
+		o.PollInterval = 3 * time.Second
+	}
+	if o.Debounce <= 0 {
+		o.Debounce = 250 * time.Millisecond
+	}
+	if o.MaxDebounce < o.Debounce {
+		o.MaxDebounce = max(2*time.Second, o.Debounce)
+	}
+	if o.MaxFileSize <= 0 {
+		o.MaxFileSize = 5 << 30
+	}
+	if o.MaxFiles <= 0 {
+		o.MaxFiles = 100_000
+	}
+	if o.Parallelism <= 0 {
+		o.Parallelism = 8
+	}
+	if o.LargeFile <= 0 {
+		o.LargeFile = 16 << 20
+	}
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = 8 << 20
+	}
+	if o.Host == "" {
+		o.Host, _ = os.Hostname()
+	}
+	if o.Clock == nil {
+		o.Clock = idepool.SystemClock{}
+	}
+	return o
+}
+
+// Event is something the engine tells its owner about.
+type Event struct {
+	// Type: "conflict", "error", "limit", "unsafe-key", "retry".
+	Type    string
+	Path    string
+	Message string
+}
+
+// Config wires an engine.
+type Config struct {
+	Dir       string // the synced tree
+	StateFile string // the base; must be outside Dir
+	Store     Store
+	Prefix    string // normalised key prefix ("" or "a/b/")
+	Logger    *slog.Logger
+	Options   Options
+	OnEvent   func(Event)
+}
+
+// Engine keeps a directory and a key prefix of a Store in step, three-way.
+type Engine struct {
+	dir       string
+	root      *os.Root
+	store     Store
+	prefix    string
+	stateFile string
+	log       *slog.Logger
+	opts      Options
+	onEvent   func(Event)
+	condOff   syncFlag
+	kick      chan struct{}
+
+	cycleMu sync.Mutex // one cycle at a time
+
+	mu         sync.Mutex // guards the fields below
+	state      *State
+	stats      idepool.SyncStats
+	lastSave   time.Time
+	reported   map[string]bool
+	dirtySince time.Time
+	firstScan  bool
+}
+
+// NewEngine opens the workspace and loads the base.
+func NewEngine(cfg Config) (*Engine, error) {
+	if cfg.Store == nil || cfg.Dir == "" || cfg.StateFile == "" {
+		return nil, errors.New("wsync: Dir, StateFile and Store are required")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create workspace: %w", err)
+	}
+	root, err := os.OpenRoot(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open workspace: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := LoadState(cfg.StateFile)
+	if err != nil {
+		log.Warn("sync state unreadable", "err", err)
+	}
+	return &Engine{
+		dir: cfg.Dir, root: root, store: cfg.Store, prefix: idepool.NormalizePrefix(cfg.Prefix),
+		stateFile: cfg.StateFile, log: log, opts: cfg.Options.withDefaults(), onEvent: cfg.OnEvent,
+		kick: make(chan struct{}, 1), state: st, reported: map[string]bool{}, firstScan: true,
+	}, nil
+}
+
+// Close releases the workspace handle.
+func (e *Engine) Close() error { return e.root.Close() }
+
+// Stats returns the figures so far.
+func (e *Engine) Stats() idepool.SyncStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.stats
+	if !e.dirtySince.IsZero() {
+		s.Lag = e.opts.Clock.Now().Sub(e.dirtySince)
+	}
+	return s
+}
+
+func (e *Engine) emit(ev Event, dedupe bool) {
+	if dedupe {
+		k := ev.Type + "\x00" + ev.Path + "\x00" + ev.Message
+		e.mu.Lock()
+		seen := e.reported[k]
+		e.reported[k] = true
+		e.mu.Unlock()
+		if seen {
+			return
+		}
+	}
+	switch ev.Type {
+	case "error":
+		e.log.Warn("sync error", "path", ev.Path, "msg", ev.Message)
+	case "conflict":
+		e.log.Info("sync conflict", "path", ev.Path, "msg", ev.Message)
+	default:
+		e.log.Info("sync "+ev.Type, "path", ev.Path, "msg", ev.Message)
+	}
+	if e.onEvent != nil {
+		e.onEvent(ev)
+	}
+}
+
+// CycleResult says what one cycle did.
+type CycleResult struct {
+	Actions map[Action]int
+	Failed  int
+	// Retry: a conditional write found the remote changed; another cycle
+	// will re-plan that path.
+	Retry bool
+}
+
+type scanResult struct {
+	files   map[string]LocalFile
+	skip    map[string]bool // paths whose local state is unknown
+	skipDir []string        // unreadable directories ("a/b/")
+	ig      *Ignorer
+}
+
+func (s *scanResult) skipped(p string) bool {
+	if s.skip[p] || s.ig.Ignored(p) {
+		return true
+	}
+	for _, d := range s.skipDir {
+		if strings.HasPrefix(p, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// SyncOnce runs one full cycle: scan, list, plan, execute, save the base.
+// The error joins every step that failed.
+func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
+	e.cycleMu.Lock()
+	defer e.cycleMu.Unlock()
+	started := e.opts.Clock.Now()
+	res := CycleResult{Actions: map[Action]int{}}
+
+	e.mu.Lock()
+	base := e.state.clone()
+	e.mu.Unlock()
+
+	sc := e.scan(base)
+	remote, err := e.listRemote(ctx, sc)
+	if err != nil {
+		e.noteError("", err)
+		return res, err
+	}
+	plan := Plan(base, sc.files, remote, sc.skipped)
+	e.mu.Lock()
+	e.stats.Pending = len(plan)
+	e.mu.Unlock()
+
+	var (
+		errMu sync.Mutex
+		errs  []error
+	)
+	var g errgroup.Group
+	g.SetLimit(e.opts.Parallelism)
+	for _, d := range plan {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			err := e.execute(ctx, d)
+			e.mu.Lock()
+			e.stats.Pending--
+			e.mu.Unlock()
+			errMu.Lock()
+			defer errMu.Unlock()
+			res.Actions[d.Action]++
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrPreconditionFailed) || errors.Is(err, errChanged):
+				res.Retry = true
+				e.emit(Event{Type: "retry", Path: d.Path, Message: err.Error()}, false)
+			default:
+				res.Failed++
+				errs = append(errs, fmt.Errorf("%s %s: %w", d.Action, d.Path, err))
+				e.noteError(d.Path, err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := e.saveState(true); err != nil {
+		errs = append(errs, err)
+		e.noteError("", err)
+	}
+	e.mu.Lock()
+	e.stats.Pending = 0
+	if len(errs) == 0 && !res.Retry && ctx.Err() == nil {
+		e.stats.LastSync = e.opts.Clock.Now()
+		if !e.dirtySince.IsZero() && !e.dirtySince.After(started) {
+			e.dirtySince = time.Time{}
+		}
+	}
+	e.mu.Unlock()
+	if ctx.Err() != nil {
+		errs = append(errs, ctx.Err())
+	}
+	return res, errors.Join(errs...)
+}
+
+func (e *Engine) noteError(p string, err error) {
+	e.mu.Lock()
+	e.stats.Errors++
+	e.stats.LastError = err.Error()
+	e.mu.Unlock()
+	e.emit(Event{Type: "error", Path: p, Message: err.Error()}, false)
+}
+
+// saveState persists the base; unless force, at most once a second (the
+// cycle's end always forces).
+func (e *Engine) saveState(force bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now()
+	if !force && now.Sub(e.lastSave) < time.Second {
+		return nil
+	}
+	e.lastSave = now
+	return e.state.Save(e.stateFile)
+}
+
+func (e *Engine) setBase(p string, b *Base) {
+	e.mu.Lock()
+	if b == nil {
+		delete(e.state.Entries, p)
+	} else {
+		e.state.Entries[p] = *b
+	}
+	e.mu.Unlock()
+	_ = e.saveState(false)
+}
+
+func (e *Engine) ignorer() *Ignorer {
+	pats := append(DefaultIgnore(), e.opts.Ignore...)
+	if f, err := e.root.Open(IgnoreFile); err == nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+		_ = f.Close()
+		pats = append(pats, ParseIgnoreFile(string(b))...)
+	}
+	return NewIgnorer(pats)
+}
+
+// scan walks the workspace without following symlinks. Files whose size
+// and mtime match the base reuse its hash.
+func (e *Engine) scan(base map[string]Base) *scanResult {
+	sc := &scanResult{files: map[string]LocalFile{}, skip: map[string]bool{}, ig: e.ignorer()}
+	e.mu.Lock()
+	first := e.firstScan
+	e.firstScan = false
+	e.mu.Unlock()
+	count := 0
+	_ = fs.WalkDir(e.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if p == "." {
+			if err != nil {
+				e.emit(Event{Type: "error", Message: "read workspace: " + err.Error()}, true)
+				return fs.SkipAll
+			}
+			return nil
+		}
+		if err != nil {
+			if d == nil || d.IsDir() {
+				sc.skipDir = append(sc.skipDir, p+"/")
+				e.emit(Event{Type: "error", Path: p, Message: "unreadable: " + err.Error()}, true)
+				return fs.SkipDir
+			}
+			sc.skip[p] = true
+			return nil
+		}
+		name := d.Name()
+		if first && strings.HasPrefix(name, tmpPrefix) && d.Type().IsRegular() {
+			_ = e.root.Remove(p) // left by a killed engine
+			return nil
+		}
+		if sc.ig.Ignored(p) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if checkRel(p) != nil {
+			e.emit(Event{Type: "unsafe-key", Path: p, Message: "local name cannot be an object key; not synced"}, true)
+			if d.IsDir() {
+				sc.skipDir = append(sc.skipDir, p+"/")
+				return fs.SkipDir
+			}
+			sc.skip[p] = true
+			return nil
+		}
+		switch {
+		case d.IsDir():
+			return nil
+		case d.Type()&fs.ModeSymlink != 0:
+			// Symlinks are skipped: never followed, never uploaded as
+			// their target, and not treated as a deletion either.
+			sc.skip[p] = true
+			return nil
+		case !d.Type().IsRegular():
+			sc.skip[p] = true
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			sc.skip[p] = true
+			return nil
+		}
+		if info.Size() > e.opts.MaxFileSize {
+			sc.skip[p] = true
+			e.emit(Event{Type: "limit", Path: p, Message: fmt.Sprintf("file is %d bytes, over the %d-byte limit; not synced", info.Size(), e.opts.MaxFileSize)}, true)
+			return nil
+		}
+		b, hasBase := base[p]
+		if count >= e.opts.MaxFiles && !hasBase {
+			sc.skip[p] = true
+			e.emit(Event{Type: "limit", Message: fmt.Sprintf("more than %d files; new files are not synced", e.opts.MaxFiles)}, true)
+			return nil
+		}
+		count++
+		lf := LocalFile{Size: info.Size(), MTime: info.ModTime().UnixNano()}
+		if hasBase && b.Size == lf.Size && b.MTime == lf.MTime && b.Hash != "" {
+			lf.Hash = b.Hash
+		} else {
+			h, err := e.hashFile(p)
+			if err != nil {
+				sc.skip[p] = true
+				return nil
+			}
+			lf.Hash = h
+		}
+		sc.files[p] = lf
+		return nil
+	})
+	return sc
+}
+
+func (e *Engine) hashFile(p string) (string, error) {
+	f, err := e.root.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func (e *Engine) listRemote(ctx context.Context, sc *scanResult) (map[string]ObjectInfo, error) {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	objs, err := e.store.List(lctx, e.prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]ObjectInfo, len(objs))
+	for _, o := range objs {
+		rel, err := RelFromKey(e.prefix, o.Key)
+		if err != nil {
+			e.emit(Event{Type: "unsafe-key", Path: o.Key, Message: "refused: " + err.Error()}, true)
+			continue
+		}
+		if rel == "" || sc.ig.Ignored(rel) {
+			continue
+		}
+		if o.Size > e.opts.MaxFileSize {
+			sc.skip[rel] = true
+			e.emit(Event{Type: "limit", Path: rel, Message: fmt.Sprintf("object is %d bytes, over the %d-byte limit; not synced", o.Size, e.opts.MaxFileSize)}, true)
+			continue
+		}
+		if len(out) >= e.opts.MaxFiles {
+			sc.skip[rel] = true
+			e.emit(Event{Type: "limit", Message: fmt.Sprintf("more than %d objects; the rest are not synced", e.opts.MaxFiles)}, true)
+			continue
+		}
+		out[rel] = o
+	}
+	return out, nil
+}
+
+// errChanged: the local file moved under a step; the next cycle re-plans.
+var errChanged = errors.New("local file changed during sync; will retry")
+
+func (e *Engine) execute(ctx context.Context, d Decision) error {
+	switch d.Action {
+	case Push:
+		b, err := e.push(ctx, d.Path, d.Local, d.Cond())
+		if err != nil {
+			return err
+		}
+		e.setBase(d.Path, b)
+	case Pull:
+		b, err := e.pull(ctx, d.Path, d.Path, d.Local, d.Remote)
+		if err != nil {
+			return err
+		}
+		e.setBase(d.Path, b)
+	case DeleteLocal:
+		if !e.localSame(d.Path, d.Local) {
+			return errChanged
+		}
+		if err := e.root.Remove(d.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove: %w", err)
+		}
+		e.setBase(d.Path, nil)
+	case DeleteRemote:
+		if err := e.deleteRemote(ctx, d.Path, d.Remote.ETag); err != nil {
+			return err
+		}
+		e.setBase(d.Path, nil)
+	case Adopt:
+		e.setBase(d.Path, &Base{Key: KeyFromRel(e.prefix, d.Path), ETag: d.Remote.ETag, Size: d.Remote.Size, Hash: d.Local.Hash, MTime: d.Local.MTime})
+	case Forget:
+		e.setBase(d.Path, nil)
+	case Conflict:
+		return e.conflict(ctx, d)
+	}
+	return nil
+}
+
+func (e *Engine) deleteRemote(ctx context.Context, rel, etag string) error {
+	key := KeyFromRel(e.prefix, rel)
+	cond := Condition{IfMatch: etag}
+	if e.condOff.disabled() {
+		cond = Condition{}
+	}
+	err := e.store.Delete(ctx, key, cond)
+	if errors.Is(err, ErrConditionsUnsupported) {
+		e.disableConditions()
+		err = e.store.Delete(ctx, key, Condition{})
+	}
+	return err
+}
+
+func (e *Engine) disableConditions() {
+	if !e.condOff.disabled() {
+		e.condOff.disable()
+		e.emit(Event{Type: "error", Message: "the S3 server does not support conditional writes; concurrent remote writers are detected by listing only"}, true)
+	}
+}
+
+// localSame reports whether the file is still what the plan saw.
+func (e *Engine) localSame(rel string, want *LocalFile) bool {
+	info, err := e.root.Lstat(rel)
+	if want == nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return err == nil && info.Mode().IsRegular() && info.Size() == want.Size && info.ModTime().UnixNano() == want.MTime
+}
+
+// push uploads a local file. The file is opened without following a
+// symlink and must be regular; what is uploaded is what the base records.
+func (e *Engine) push(ctx context.Context, rel string, seen *LocalFile, cond Condition) (*Base, error) {
+	f, err := e.root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errChanged
+		}
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat: %w", err)
+	}
+	if !info.Mode().IsRegular() {
+		return nil, errChanged
+	}
+	lf := LocalFile{Size: info.Size(), MTime: info.ModTime().UnixNano()}
+	if seen != nil && lf.Size == seen.Size && lf.MTime == seen.MTime {
+		lf.Hash = seen.Hash
+	} else {
+		h := md5.New()
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, lf.Size)); err != nil {
+			return nil, fmt.Errorf("hash: %w", err)
+		}
+		lf.Hash = hex.EncodeToString(h.Sum(nil))
+	}
+	if lf.Size > e.opts.MaxFileSize {
+		return nil, fmt.Errorf("file grew over the %d-byte limit", e.opts.MaxFileSize)
+	}
+	key := KeyFromRel(e.prefix, rel)
+	if e.condOff.disabled() {
+		cond = Condition{}
+	}
+	obj, err := e.store.Put(ctx, key, f, lf.Size, cond)
+	if errors.Is(err, ErrConditionsUnsupported) {
+		e.disableConditions()
+		obj, err = e.store.Put(ctx, key, f, lf.Size, Condition{})
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.stats.BytesUp += lf.Size
+	e.stats.ObjectsUp++
+	e.mu.Unlock()
+	// If the file changed during the upload its mtime moved, so the next
+	// scan re-hashes it and pushes again over this ETag.
+	return &Base{Key: key, ETag: obj.ETag, Size: lf.Size, Hash: lf.Hash, MTime: lf.MTime}, nil
+}
+
+// pull downloads the remote object of rel into target (rel itself, or a
+// conflict name) through a temp file in the same directory and a rename;
+// seen is what the target was when planned (nil: absent).
+func (e *Engine) pull(ctx context.Context, rel, target string, seen *LocalFile, remote *ObjectInfo) (*Base, error) {
+	tmp, obj, hash, err := e.download(ctx, KeyFromRel(e.prefix, rel), path.Dir(target), remote)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = e.root.Remove(tmp) }() // no-op after the rename
+	if !e.localSame(target, seen) {
+		return nil, errChanged
+	}
+	if err := e.root.Rename(tmp, target); err != nil {
+		return nil, fmt.Errorf("rename into place: %w", err)
+	}
+	info, err := e.root.Lstat(target)
+	if err != nil {
+		return nil, fmt.Errorf("stat: %w", err)
+	}
+	return &Base{Key: KeyFromRel(e.prefix, target), ETag: obj.ETag, Size: info.Size(), Hash: hash, MTime: info.ModTime().UnixNano()}, nil
+}
+
+// download writes an object into a new temp file in dir and returns its
+// name (removed again on failure), the object's ETag and the MD5 of the
+// bytes written.
+func (e *Engine) download(ctx context.Context, key, dir string, remote *ObjectInfo) (tmp string, obj ObjectInfo, hash string, err error) {
+	if dir != "." {
+		if err := e.root.MkdirAll(dir, 0o755); err != nil {
+			return "", obj, "", fmt.Errorf("create directory: %w", err)
+		}
+	}
+	var rb [8]byte
+	_, _ = rand.Read(rb[:])
+	tmp = path.Join(dir, tmpPrefix+hex.EncodeToString(rb[:]))
+	f, err := e.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", obj, "", fmt.Errorf("create temp file: %w", err)
+	}
+	fail := func(err error) (string, ObjectInfo, string, error) {
+		_ = f.Close()
+		_ = e.root.Remove(tmp)
+		return "", ObjectInfo{}, "", err
+	}
+	h := md5.New()
+	if remote != nil && remote.Size >= e.opts.LargeFile {
+		obj, err = e.rangedDownload(ctx, key, f, remote)
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, remote.Size)); err != nil {
+			return fail(fmt.Errorf("hash: %w", err))
+		}
+	} else {
+		body, info, err := e.store.Get(ctx, key, 0, -1)
+		if err != nil {
+			return fail(err)
+		}
+		n, err := io.Copy(io.MultiWriter(f, h), body)
+		_ = body.Close()
+		if err != nil {
+			return fail(fmt.Errorf("download %s: %w", key, err))
+		}
+		info.Size = n
+		obj = info
+	}
+	if err := f.Close(); err != nil {
+		return fail(fmt.Errorf("write: %w", err))
+	}
+	e.mu.Lock()
+	e.stats.BytesDown += obj.Size
+	e.stats.ObjectsDown++
+	e.mu.Unlock()
+	return tmp, obj, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// rangedDownload fetches a large object in parallel ranges; every range
+// must come from the same object version (ETag).
+func (e *Engine) rangedDownload(ctx context.Context, key string, f *os.File, remote *ObjectInfo) (ObjectInfo, error) {
+	size := remote.Size
+	chunks := int((size + e.opts.ChunkSize - 1) / e.opts.ChunkSize)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i := range chunks {
+		off := int64(i) * e.opts.ChunkSize
+		n := min(e.opts.ChunkSize, size-off)
+		g.Go(func() error {
+			body, info, err := e.store.Get(gctx, key, off, n)
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			if info.ETag != remote.ETag {
+				return fmt.Errorf("%s changed during download: %w", key, ErrPreconditionFailed)
+			}
+			w := io.NewOffsetWriter(f, off)
+			got, err := io.Copy(w, io.LimitReader(body, n))
+			if err == nil && got != n {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
+				return fmt.Errorf("download %s range %d: %w", key, off, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return ObjectInfo{}, err
+	}
+	return ObjectInfo{Key: key, ETag: remote.ETag, Size: size}, nil
+}
+
+// conflict keeps both versions: the local file stays under its name, the
+// remote version is saved as name.conflict-remote-<time>.ext on both sides,
+// and the local version then replaces the remote one conditionally.
+func (e *Engine) conflict(ctx context.Context, d Decision) error {
+	stamp := e.opts.Clock.Now().UTC().Format("20060102T150405Z")
+	cname := ConflictName(d.Path, "remote", stamp)
+	for i := 2; ; i++ {
+		if _, err := e.root.Lstat(cname); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if i > 100 {
+			return errors.New("no free conflict name")
+		}
+		cname = ConflictName(d.Path, fmt.Sprintf("remote%d", i), stamp)
+	}
+	tmp, obj, hash, err := e.download(ctx, KeyFromRel(e.prefix, d.Path), path.Dir(d.Path), d.Remote)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = e.root.Remove(tmp) }()
+	if hash == d.Local.Hash {
+		// Same bytes (a multipart ETag hid it): nothing to keep twice.
+		e.setBase(d.Path, &Base{Key: KeyFromRel(e.prefix, d.Path), ETag: obj.ETag, Size: d.Local.Size, Hash: hash, MTime: d.Local.MTime})
+		return nil
+	}
+	if err := e.root.Rename(tmp, cname); err != nil {
+		return fmt.Errorf("keep remote version: %w", err)
+	}
+	e.mu.Lock()
+	e.stats.Conflicts++
+	e.stats.LastConflict = d.Path
+	e.mu.Unlock()
+	e.emit(Event{Type: "conflict", Path: d.Path, Message: fmt.Sprintf("changed on both sides; this container's version kept as %s, the other as %s", d.Path, cname)}, false)
+	cb, err := e.push(ctx, cname, nil, Condition{IfNoneMatch: true})
+	if err != nil {
+		return fmt.Errorf("upload conflict copy: %w", err)
+	}
+	e.setBase(cname, cb)
+	b, err := e.push(ctx, d.Path, d.Local, Condition{IfMatch: obj.ETag})
+	if err != nil {
+		return err
+	}
+	e.setBase(d.Path, b)
+	return nil
+}
+
+// Run keeps syncing until ctx ends: filesystem events (debounced), a
+// periodic poll of both sides, and explicit kicks.
+func (e *Engine) Run(ctx context.Context) error {
+	w := newWatcher(e, ctx)
+	defer w.close()
+	poll := time.NewTicker(e.opts.PollInterval)
+	defer poll.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var first time.Time // first event of the current debounce window
+	arm := func(d time.Duration) {
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		if deadline := first.Add(e.opts.MaxDebounce); now.Add(d).After(deadline) {
+			d = max(0, deadline.Sub(now))
+		}
+		timer.Reset(d)
+	}
+	cycle := func() {
+		first = time.Time{}
+		timer.Stop()
+		res, err := e.SyncOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.log.Debug("sync cycle failed", "err", err)
+		}
+		if res.Retry && ctx.Err() == nil {
+			arm(e.opts.Debounce)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.changed:
+			e.markDirty()
+			arm(e.opts.Debounce)
+		case <-w.overflow:
+			e.markDirty()
+			arm(0)
+		case <-timer.C:
+			cycle()
+		case <-poll.C:
+			cycle()
+		case <-e.kick:
+			cycle()
+		}
+	}
+}
+
+func (e *Engine) markDirty() {
+	e.mu.Lock()
+	if e.dirtySince.IsZero() {
+		e.dirtySince = e.opts.Clock.Now()
+	}
+	e.mu.Unlock()
+}
+
+// Kick asks a running Run loop for a cycle soon.
+func (e *Engine) Kick() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Flush pushes everything pending: it runs cycles until one finishes with
+// nothing left to retry (at most a few), and reports what failed.
+func (e *Engine) Flush(ctx context.Context) error {
+	for range 5 {
+		res, err := e.SyncOnce(ctx)
+		if err != nil {
+			return err
+		}
+		if !res.Retry {
+			return nil
+		}
+	}
+	return errors.New("flush: the remote side kept changing; some paths are not pushed yet")
+}
