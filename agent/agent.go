@@ -73,6 +73,7 @@ type agent struct {
 	sess    *session
 
 	syncMu sync.Mutex // serializes Syncer Start, Flush and Stop
+	saveMu sync.Mutex // serializes persist
 	wg     sync.WaitGroup
 }
 
@@ -207,11 +208,14 @@ func (a *agent) awaitReady(ctx context.Context) {
 func (a *agent) connectLoop(ctx context.Context) {
 	attempt := 0
 	for ctx.Err() == nil {
+		start := time.Now()
 		connected, err := a.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if connected {
+		// Only a connection that lasted resets the backoff: one dropped at
+		// once (a hub shutting down, a flapping proxy) must not cause a storm.
+		if connected && time.Since(start) > 10*time.Second {
 			attempt = 0
 		}
 		d := backoff(attempt, 100*time.Millisecond, a.cfg.ReconnectMax)
@@ -385,13 +389,6 @@ func (a *agent) assign(ctx context.Context, s *session, m control.Message) {
 		}
 		return
 	}
-	if err := saveState(a.cfg.StateDir, stateOf(asg)); err != nil {
-		a.mu.Unlock()
-		a.log.Error("could not persist the assignment", "err", err)
-		ack.Error = "could not persist the assignment"
-		_ = a.write(ctx, s, ack)
-		return
-	}
 	a.st = stateOf(asg)
 	a.syncGen = asg.Generation
 	a.synced = false
@@ -399,11 +396,30 @@ func (a *agent) assign(ctx context.Context, s *session, m control.Message) {
 	a.log.Info("assigned", "generation", asg.Generation, "bucket", asg.Workspace.Bucket, "prefix", asg.Workspace.Prefix)
 	_ = a.write(ctx, s, ack)
 
+	// Persisted after the ack: a file write costs about a millisecond here
+	// (ext4 journal), on the claim's hot path, and losing it in a crash
+	// right now is harmless — the restarted agent says hello with the older
+	// generation and the orchestrator, whose labels hold the truth, sends the
+	// assignment again.
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
+		a.persist() // before synced, so synced implies persisted
 		a.startSync(ctx, asg)
 	}()
+}
+
+// persist writes the current assignment (minus secrets) to StateDir.
+// Concurrent calls are serialised and each writes the newest state.
+func (a *agent) persist() {
+	a.saveMu.Lock()
+	defer a.saveMu.Unlock()
+	a.mu.Lock()
+	st := a.st
+	a.mu.Unlock()
+	if err := saveState(a.cfg.StateDir, st); err != nil {
+		a.log.Error("could not persist the assignment", "generation", st.Generation, "err", err)
+	}
 }
 
 // startSync replaces any running Syncer with one for asg and reports synced
@@ -477,6 +493,16 @@ func (a *agent) forward(r idepool.AgentReport) {
 		t = control.TypeSynced
 	case idepool.AgentFlushed:
 		t = control.TypeFlushed
+	}
+	if !r.LastActivity.IsZero() {
+		// The Syncer sees workspace writes: user activity.
+		n := r.LastActivity.UnixNano()
+		for {
+			cur := a.activity.Load()
+			if n <= cur || a.activity.CompareAndSwap(cur, n) {
+				break
+			}
+		}
 	}
 	m := control.FromReport(t, r)
 	if m.Generation == 0 {

@@ -235,12 +235,13 @@ func (s *supervisor) spawn(w idepool.Workload) (int, <-chan string, error) {
 // Nothing else in the process may wait for children then: a Wait4(-1) would
 // steal their statuses.
 type reaper struct {
-	log     *slog.Logger
-	mu      sync.Mutex // held while starting a child, so its pid is registered before it can be reaped
-	waiters map[int]chan string
-	sigs    chan os.Signal
-	quit    chan struct{}
-	done    chan struct{}
+	log      *slog.Logger
+	mu       sync.Mutex // held while starting a child, so its pid is registered before it can be reaped
+	waiters  map[int]chan string
+	sigs     chan os.Signal
+	quit     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
 func startReaper(log *slog.Logger) *reaper {
@@ -269,8 +270,10 @@ func (r *reaper) loop() {
 }
 
 func (r *reaper) stop() {
-	signal.Stop(r.sigs)
-	close(r.quit)
+	r.stopOnce.Do(func() {
+		signal.Stop(r.sigs)
+		close(r.quit)
+	})
 	<-r.done
 }
 

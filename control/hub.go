@@ -23,8 +23,10 @@ type Verifier interface {
 }
 
 // Observer consumes what agents report (implemented by pool.Manager). It is
-// called from the connection's read goroutine, in message order per
-// container; it must not block for long.
+// called in message order per container, from a goroutine of that
+// connection other than its reader, so it may call Hub.Assign or Hub.Flush
+// for the same agent (e.g. re-send an assignment on hello). It should not
+// block for long: while it does, that agent's reports queue up.
 type Observer interface {
 	AgentReport(r idepool.AgentReport)
 }
@@ -108,6 +110,9 @@ type conn struct {
 
 	mu      sync.Mutex
 	pending map[string]chan Message
+
+	reports    chan idepool.AgentReport // to the observer, in order
+	dispatched chan struct{}            // closed when every report was delivered
 }
 
 func (c *conn) addPending(id string, ch chan Message) bool {
@@ -169,7 +174,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.readLimit)
-	c := &conn{id: id, ws: ws, done: make(chan struct{}), pending: map[string]chan Message{}}
+	c := &conn{id: id, ws: ws, done: make(chan struct{}), pending: map[string]chan Message{},
+		reports: make(chan idepool.AgentReport, 64), dispatched: make(chan struct{})}
 	c.lastSeen.Store(h.clock.Now().UnixNano())
 
 	old, ok := h.register(c)
@@ -184,6 +190,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		go old.ws.Close(websocket.StatusPolicyViolation, "replaced by a new connection")
 	}
 	h.log.Debug("agent connected", "container", id, "remote", r.RemoteAddr)
+	go h.dispatch(c)
 	h.readLoop(c)
 }
 
@@ -228,8 +235,10 @@ func (h *Hub) readLoop(c *conn) {
 		// already said hello.
 		if h.unregister(c) {
 			h.log.Debug("agent disconnected", "container", c.id, "reason", reason)
-			h.report(idepool.AgentReport{ContainerID: c.id, Kind: idepool.AgentGone, Time: h.clock.Now(), Message: reason})
+			c.reports <- idepool.AgentReport{ContainerID: c.id, Kind: idepool.AgentGone, Time: h.clock.Now(), Message: reason}
 		}
+		close(c.reports)
+		<-c.dispatched
 	}()
 	ctx := context.Background()
 	for {
@@ -263,7 +272,7 @@ func (h *Hub) readLoop(c *conn) {
 			c.resolve(m)
 		}
 		if r, ok := m.Report(c.id, now); ok {
-			h.report(r)
+			c.reports <- r
 		} else if m.Type != TypeAck {
 			h.log.Debug("agent sent an unknown message type", "container", c.id, "type", m.Type)
 		}
@@ -280,9 +289,13 @@ func closeReason(err error) string {
 	return "connection lost"
 }
 
-func (h *Hub) report(r idepool.AgentReport) {
-	if h.observer != nil {
-		h.observer.AgentReport(r)
+// dispatch delivers a connection's reports to the observer, in order.
+func (h *Hub) dispatch(c *conn) {
+	defer close(c.dispatched)
+	for r := range c.reports {
+		if h.observer != nil {
+			h.observer.AgentReport(r)
+		}
 	}
 }
 

@@ -143,17 +143,34 @@ func send(t testing.TB, c *websocket.Conn, m Message) {
 	}
 }
 
-func recv(t testing.TB, c *websocket.Conn) Message {
-	t.Helper()
-	_, b, err := c.Read(context.Background())
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	var m Message
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatalf("decode: %v", err)
-	}
-	return m
+// respond reads one message in the background and writes answer(m) back
+// (nothing when it returns nil); the received message is sent on the
+// returned channel. Errors are reported with t.Error (not from the test
+// goroutine, so no Fatal).
+func respond(t *testing.T, c *websocket.Conn, answer func(Message) *Message) <-chan Message {
+	got := make(chan Message, 1)
+	go func() {
+		ctx := context.Background()
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Errorf("agent read: %v", err)
+			close(got)
+			return
+		}
+		var m Message
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Errorf("agent decode: %v", err)
+		}
+		got <- m
+		if a := answer(m); a != nil {
+			a.V = Version
+			b, _ := json.Marshal(a)
+			if err := c.Write(ctx, websocket.MessageText, b); err != nil {
+				t.Errorf("agent write: %v", err)
+			}
+		}
+	}()
+	return got
 }
 
 func TestAuthentication(t *testing.T) {
@@ -220,14 +237,9 @@ func TestReportsAndRequests(t *testing.T) {
 
 	// Assign: the agent acknowledges (it answers in another goroutine).
 	asg := idepool.Assignment{Generation: 4, Workspace: ws, Credentials: idepool.Credentials{AccessKeyID: "AK", SecretAccessKey: "SK"}}
-	answers := make(chan Message, 1)
-	go func() {
-		m := recv(t, c)
-		answers <- m
-		reply := Message{V: Version, Type: TypeAck, ID: m.ID, Generation: m.Assignment.Generation}
-		b, _ := json.Marshal(reply)
-		c.Write(ctx, websocket.MessageText, b)
-	}()
+	answers := respond(t, c, func(m Message) *Message {
+		return &Message{Type: TypeAck, ID: m.ID, Generation: m.Generation}
+	})
 	if err := e.hub.Assign(ctx, "abcd1", asg); err != nil {
 		t.Fatalf("assign: %v", err)
 	}
@@ -237,22 +249,14 @@ func TestReportsAndRequests(t *testing.T) {
 	}
 
 	// A refusal.
-	go func() {
-		m := recv(t, c)
-		b, _ := json.Marshal(Message{V: Version, Type: TypeAck, ID: m.ID, Generation: 4, Error: "stale"})
-		c.Write(ctx, websocket.MessageText, b)
-	}()
+	respond(t, c, func(m Message) *Message { return &Message{Type: TypeAck, ID: m.ID, Generation: 4, Error: "stale"} })
 	if err := e.hub.Assign(ctx, "abcd1", idepool.Assignment{Generation: 4}); idepool.ErrorCode(err) != idepool.EConflict {
 		t.Fatalf("refused assign: %v", err)
 	}
 
 	// Flush, answered by flushed with the request id; also reported.
 	n := len(e.rec.all())
-	go func() {
-		m := recv(t, c)
-		b, _ := json.Marshal(Message{V: Version, Type: TypeFlushed, ID: m.ID, Generation: 4})
-		c.Write(ctx, websocket.MessageText, b)
-	}()
+	respond(t, c, func(m Message) *Message { return &Message{Type: TypeFlushed, ID: m.ID, Generation: 4} })
 	if err := e.hub.Flush(ctx, "abcd1"); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
@@ -260,19 +264,13 @@ func TestReportsAndRequests(t *testing.T) {
 
 	// No answer: ctx bounds the wait.
 	cctx, cancel := context.WithCancel(ctx)
-	go func() {
-		recv(t, c)
-		cancel()
-	}()
+	respond(t, c, func(Message) *Message { cancel(); return nil })
 	if err := e.hub.Flush(cctx, "abcd1"); idepool.ErrorCode(err) != idepool.ETimeout {
 		t.Fatalf("unanswered flush: %v", err)
 	}
 
 	// Disconnect: gone, and a pending request fails at once.
-	go func() {
-		recv(t, c)
-		c.Close(websocket.StatusNormalClosure, "bye")
-	}()
+	respond(t, c, func(Message) *Message { c.Close(websocket.StatusNormalClosure, "bye"); return nil })
 	if err := e.hub.Flush(ctx, "abcd1"); idepool.ErrorCode(err) != idepool.EAgentUnavailable {
 		t.Fatalf("flush to a departing agent: %v", err)
 	}
@@ -294,11 +292,7 @@ func TestDuplicateConnectionReplacesOld(t *testing.T) {
 		t.Fatalf("old connection: want policy violation close, got %v", err)
 	}
 	// Requests go to the new one.
-	go func() {
-		m := recv(t, nu)
-		b, _ := json.Marshal(Message{V: Version, Type: TypeAck, ID: m.ID, Generation: 1})
-		nu.Write(context.Background(), websocket.MessageText, b)
-	}()
+	respond(t, nu, func(m Message) *Message { return &Message{Type: TypeAck, ID: m.ID, Generation: 1} })
 	if err := e.hub.Assign(context.Background(), "abcd1", idepool.Assignment{Generation: 1}); err != nil {
 		t.Fatalf("assign over the new connection: %v", err)
 	}
@@ -423,4 +417,39 @@ func BenchmarkAssign(b *testing.B) {
 	rt := time.Since(start) / time.Duration(n)
 	b.ReportMetric(float64(rt.Microseconds()), "µs/roundtrip")
 	b.Logf("assign round trip over loopback: %v (n=%d)", rt, n)
+}
+
+// assignOnHello is an Observer that re-sends an assignment from inside
+// AgentReport, as the orchestrator does when a known agent reconnects.
+type assignOnHello struct {
+	hub  *Hub
+	errs chan error
+}
+
+func (o *assignOnHello) AgentReport(r idepool.AgentReport) {
+	if r.Kind == idepool.AgentHello {
+		o.errs <- o.hub.Assign(context.Background(), r.ContainerID, idepool.Assignment{Generation: 2})
+	}
+}
+
+func TestObserverMayCallAssign(t *testing.T) {
+	e := newEnv(t)
+	o := &assignOnHello{errs: make(chan error, 1)}
+	o.hub = NewHub(Options{Verifier: tokens{"abcd1": "tok1"}, Observer: o})
+	e.srv.Config.Handler = o.hub
+	t.Cleanup(func() { o.hub.Close(context.Background()) })
+	c, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(e.srv.URL, "http"),
+		&websocket.DialOptions{HTTPHeader: http.Header{HeaderContainer: {"abcd1"}, "Authorization": {"Bearer tok1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	send(t, c, Message{V: Version, Type: TypeHello})
+	m := <-respond(t, c, func(m Message) *Message { return &Message{Type: TypeAck, ID: m.ID, Generation: m.Generation} })
+	if m.Type != TypeAssign {
+		t.Fatalf("got %+v", m)
+	}
+	if err := <-o.errs; err != nil {
+		t.Fatalf("assign from the observer: %v", err)
+	}
 }

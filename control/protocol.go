@@ -3,8 +3,27 @@
 // Hub that accepts agent connections.
 //
 // The agent dials the orchestrator (never the reverse) with a websocket at
-// Path, authenticated by its per-container token. Messages are JSON text
-// frames, one Message each.
+// Path, authenticated by its per-container token ("Authorization: Bearer
+// <token>" and HeaderContainer, checked before the upgrade; 401 otherwise).
+// Messages are JSON text frames, one Message each, {"v":1,"type":...}:
+//
+//	agent → server
+//	  hello      generation, workspace (if assigned), ready, processes, lastActivity
+//	  ready      every route answers locally
+//	  heartbeat  every 5 s: generation, ready, lastActivity, processes, sync
+//	  ack        id and generation of an assign; error if refused
+//	  synced     generation, workspace, sync (error if the initial pull failed);
+//	             re-sent after a reconnect and on a repeated assign
+//	  flushed    id of the flush (none when the agent flushed on its own, at
+//	             shutdown), generation, workspace, sync; error if it failed
+//	  sync       event (conflict, error, limit), message, sync
+//	server → agent
+//	  assign     id, assignment (carries credentials: never logged)
+//	  flush      id
+//	  stop       flush, report flushed, exit
+//
+// The server closes a connection silent for its heartbeat timeout, and the
+// previous connection of a container when a new one authenticates.
 package control
 
 import (

@@ -226,10 +226,10 @@ func TestStart(t *testing.T) {
 	}
 	big := `{"s3Bucket":"b-ok","userId":"` + strings.Repeat("x", 5000) + `"}`
 	cases := []struct {
-		name string
-		c    call
+		name  string
+		c     call
 		setup func(*fakeOrch)
-		want want
+		want  want
 	}{
 		{"warm claim", call{body: `{"s3Bucket":"my-bucket","s3Region":"us-east-1","userId":"u1","s3Prefix":"a/b"}`}, nil, want{201, "", func(t *testing.T, m map[string]any, o *fakeOrch) {
 			if m["status"] != "running" || m["isPreWarmed"] != true || m["isReused"] != false || m["s3Bucket"] != "my-bucket" {
@@ -555,21 +555,27 @@ func TestStatusTable(t *testing.T) {
 	}
 }
 
-// FuzzStartDecoder: whatever the body, the start handler never panics and
-// never answers 500 (the fake orchestrator does not fail).
+// FuzzStartDecoder: whatever the body, Content-Type and query, the start
+// handler never panics and never answers 500 (the fake orchestrator does not
+// fail), and every error is in the envelope.
 func FuzzStartDecoder(f *testing.F) {
 	for _, s := range []string{
 		`{"s3Bucket":"my-bucket"}`, `{"s3Bucket":123}`, `{"s3Bucket":"my-bucket","profile":"big","idleExempt":true}`,
 		``, `null`, `[]`, `"x"`, `{"s3Bucket":"a..b"}`, `{"s3Prefix":"../.."}`, `{"s3Bucket":"my-bucket","awsAccessKeyId":"A"}`,
 		`{"s3Bucket":"my-bucket"}{`, `{"s3Bucket":"\ud800"}`, `{"idleExempt":null}`, `{"s3Bucket":{"$gt":""}}`, "\xff\xfe",
 	} {
-		f.Add(s, "application/json")
+		f.Add(s, "application/json", "")
 	}
-	f.Add(`{"s3Bucket":"my-bucket"}`, "text/plain")
-	f.Add(`{"s3Bucket":"my-bucket"}`, "application/json; charset=\"")
+	f.Add(`{"s3Bucket":"my-bucket"}`, "text/plain", "")
+	f.Add(`{"s3Bucket":"my-bucket"}`, "application/json; charset=\"", "")
+	f.Add(`{"s3Bucket":"my-bucket"}`, "application/json", "wait=ready&timeout=1e308")
+	f.Add(`{"s3Bucket":"my-bucket"}`, "application/json", "wait=ready&timeout=-Inf")
+	f.Add(`{"s3Bucket":"my-bucket"}`, "application/json", "wait=ready&timeout=NaN")
+	f.Add(`{"s3Bucket":"my-bucket"}`, "application/json", "wait=%zz")
 	h := newHarness(f, nil)
-	f.Fuzz(func(t *testing.T, body, ct string) {
+	f.Fuzz(func(t *testing.T, body, ct, query string) {
 		r := httptest.NewRequest("POST", "/api/containers/start", strings.NewReader(body))
+		r.URL.RawQuery = query
 		r.Header.Set("Authorization", "Bearer "+testKey)
 		r.Header.Set("Content-Type", ct)
 		w := httptest.NewRecorder()
@@ -578,7 +584,7 @@ func FuzzStartDecoder(f *testing.F) {
 			if strings.Contains(body, "panic-bucket") {
 				return
 			}
-			t.Fatalf("status %d for %q (%q): %s", w.Code, body, ct, w.Body)
+			t.Fatalf("status %d for %q (%q, %q): %s", w.Code, body, ct, query, w.Body)
 		}
 		if w.Code >= 400 {
 			var m ErrorBody

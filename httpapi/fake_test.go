@@ -22,6 +22,9 @@ type fakeOrch struct {
 	// neverReady makes WaitReady block until its context ends.
 	neverReady bool
 	lastStart  idepool.StartRequest
+	// endpoint is where every route of a claimed container answers.
+	endpoint   string
+	touches    int
 	lastFilter idepool.ContainerFilter
 	warm       []string
 }
@@ -65,11 +68,12 @@ func (f *fakeOrch) Start(ctx context.Context, req idepool.StartRequest) (idepool
 		f.warm = f.warm[1:]
 		c := f.containers[id]
 		c.State, c.Workspace, c.UserID, c.Generation, c.PreWarmed, c.ClaimedAt = idepool.StateSyncing, &w, req.UserID, 1, true, f.now
+		c.Endpoints = f.endpoints()
 		f.containers[id] = c
 		return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, nil
 	}
 	id := idepool.NewID()
-	c := idepool.Container{ID: id, Profile: req.Profile, State: idepool.StateCreating, Workspace: &w, UserID: req.UserID, Generation: 1, CreatedAt: f.now}
+	c := idepool.Container{ID: id, Profile: req.Profile, State: idepool.StateCreating, Workspace: &w, UserID: req.UserID, Generation: 1, CreatedAt: f.now, Endpoints: f.endpoints()}
 	f.containers[id] = c
 	return idepool.Claim{Container: c, Kind: idepool.ClaimCold}, nil
 }
@@ -201,3 +205,24 @@ func (h fakeHealth) Health(context.Context) HealthReport { return h.rep }
 type fixedClock struct{ t time.Time }
 
 func (c fixedClock) Now() time.Time { return c.t }
+
+func (f *fakeOrch) endpoints() map[string]string {
+	if f.endpoint == "" {
+		return nil
+	}
+	return map[string]string{"code": f.endpoint, "vnc": f.endpoint, "web": f.endpoint, "terminal": f.endpoint}
+}
+
+// Lookup and Touch make fakeOrch a proxy.Backend for the wiring test.
+func (f *fakeOrch) Lookup(id string) (idepool.Container, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	return c, ok
+}
+
+func (f *fakeOrch) Touch(id string) {
+	f.mu.Lock()
+	f.touches++
+	f.mu.Unlock()
+}

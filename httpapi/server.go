@@ -1,6 +1,29 @@
 // Package httpapi is idepool's REST API: the original system's paths, bodies,
 // response fields and error envelope, behind bearer API keys compared in
-// constant time. routes.go lists the whole API in one table.
+// constant time. routes.go lists the whole API in one table; every /api/x
+// route is also served at /x, like the original.
+//
+// Decisions, where the original was loose or unsafe:
+//
+//   - Keys: "Authorization: Bearer <key>" and, for the original's clients,
+//     the raw "Authorization: <key>". Only SHA-256 hashes are kept; the
+//     presented key's hash is compared with every stored one in constant
+//     time. Other schemes (Basic ...) are refused.
+//   - POST /api/containers/{id}/inactivity-shutdown requires a key (it was
+//     open: anyone could stop anyone's container).
+//   - Route tokens appear only in the start answer (201/200/202). GET
+//     answers carry the same URLs without a token; a client that needs a
+//     fresh token calls start again for the workspace (200, isReused).
+//   - Unknown body fields are ignored (compatibility); known ones are type
+//     checked and the error names the field. An empty body is {}. A missing
+//     Content-Type is read as JSON; any other non-JSON type is 415.
+//   - status: the original's four statuses keep their meaning (starting =
+//     creating|starting|syncing, running = warm|running, stopped =
+//     stopping|stopped, failed); ?state= filters on our exact states.
+//   - ?wait=ready that runs out of time answers 202 with the URLs (their
+//     tokens would otherwise be lost) and ready:false.
+//   - Ids that cannot be ids are 404, like unknown ones; DELETE of an
+//     unknown or gone container is 404 CONTAINER_NOT_FOUND, never 500.
 package httpapi
 
 import (
@@ -105,6 +128,14 @@ type Options struct {
 	// Middleware wraps every authenticated route, inside authentication
 	// (KeyID(ctx) is set): room for the per-key rate limit.
 	Middleware []func(http.Handler) http.Handler
+	// Global wraps every request (API, mounts and fallback), inside request
+	// ids, access log and panic recovery: room for CORS and security
+	// headers (a CORS preflight must be answered here, before routing).
+	Global []func(http.Handler) http.Handler
+	// Mounts are extra ServeMux patterns served WITHOUT an API key, e.g.
+	// "GET /_auth/forward" (proxy ForwardAuth) and "/agent/v1/connect"
+	// (control hub). They are not part of the API table.
+	Mounts map[string]http.Handler
 	// DefaultWait and MaxWait bound POST /api/containers/start?wait=ready
 	// (defaults 60 s and 5 min).
 	DefaultWait time.Duration
@@ -165,7 +196,14 @@ func New(o Options) *Server {
 			s.mux.Handle(rt.Method+" "+p, h)
 		}
 	}
-	s.handler = s.requestID(s.accessLog(s.recoverPanic(http.HandlerFunc(s.dispatch))))
+	for pattern, h := range o.Mounts {
+		s.mux.Handle(pattern, h)
+	}
+	inner := http.Handler(http.HandlerFunc(s.dispatch))
+	for i := len(o.Global) - 1; i >= 0; i-- {
+		inner = o.Global[i](inner)
+	}
+	s.handler = s.requestID(s.accessLog(s.recoverPanic(inner)))
 	return s
 }
 

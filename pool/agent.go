@@ -46,6 +46,7 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
 		}
 		e.agentConnected = true
+		e.goneAt = time.Time{}
 		e.helloSeen = true
 		e.adoptDeadline = time.Time{}
 		if r.LastActivity.After(e.c.LastActivity) {
@@ -90,6 +91,7 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": false}})
 		}
 		e.agentConnected = false
+		e.goneAt = now
 	}
 	m.mu.Unlock()
 	m.publish(evs)
@@ -125,6 +127,13 @@ func (m *Manager) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]id
 	}
 	// Claimed. Deliver a pending assignment once the agent is ready, and
 	// re-send it when the agent lost it (it restarted).
+	if r.Kind == idepool.AgentHello && r.Workspace != nil && !r.Workspace.IsZero() &&
+		r.Workspace.Key() != e.c.Workspace.Key() && !e.pendingAssign {
+		// It holds another workspace's files: never hand it to this one.
+		m.fail(e, "agent reports a workspace other than its claim", evs)
+		m.kick()
+		return nil
+	}
 	if r.Kind == idepool.AgentHello && !e.pendingAssign {
 		same := r.Workspace != nil && r.Workspace.Key() == e.c.Workspace.Key() && r.Generation == e.c.Generation
 		if !same {

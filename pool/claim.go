@@ -44,7 +44,9 @@ func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.
 			case <-ctx.Done():
 				return idepool.Claim{}, ctxError(ctx)
 			}
-			if c.err != nil {
+			// The other start's outcome is ours, unless it only gave up
+			// (its client left): then try ourselves.
+			if code := idepool.ErrorCode(c.err); c.err != nil && code != idepool.EClientClosed && code != idepool.ETimeout {
 				return idepool.Claim{}, c.err
 			}
 			continue
@@ -64,10 +66,15 @@ func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.
 			if e != nil && e.stopDone != nil {
 				wait = e.stopDone
 			}
-			m.mu.Unlock()
 			if wait == nil {
-				return idepool.Claim{}, idepool.Errorf(idepool.EInternal, "workspace %s maps to a container in an unexpected state", key)
+				// Cannot happen (fail and finish drop the mapping); never
+				// let a stale entry block the workspace.
+				m.log.Error("stale workspace mapping dropped", "container", id)
+				delete(m.byWorkspace, key)
+				m.mu.Unlock()
+				continue
 			}
+			m.mu.Unlock()
 			select {
 			case <-wait:
 			case <-ctx.Done():
@@ -248,7 +255,11 @@ func (m *Manager) claimCold(ctx context.Context, req idepool.StartRequest, p ide
 	}
 	evs = nil
 	m.mu.Lock()
-	m.created(e, inst, &evs)
+	if !m.created(e, inst, &evs) {
+		m.mu.Unlock()
+		m.removeStale(ctx, id)
+		return idepool.Claim{}, idepool.Errorf(idepool.EStartFailed, "container %s was stopped while being created", id)
+	}
 	c := copyContainer(e.c)
 	m.mu.Unlock()
 	m.publish(evs)
@@ -258,8 +269,13 @@ func (m *Manager) claimCold(ctx context.Context, req idepool.StartRequest, p ide
 	return idepool.Claim{Container: c, Kind: idepool.ClaimCold}, nil
 }
 
-// created records a successful runtime.Create. Caller holds m.mu.
-func (m *Manager) created(e *entry, inst idepool.Instance, evs *[]idepool.Event) {
+// created records a successful runtime.Create. It returns false when the
+// container was stopped and forgotten while being created: the caller
+// removes it (removeStale). Caller holds m.mu.
+func (m *Manager) created(e *entry, inst idepool.Instance, evs *[]idepool.Event) bool {
+	if m.containers[e.c.ID] != e {
+		return false
+	}
 	m.seq++
 	e.createDone = true
 	e.createdSeq = m.seq
@@ -272,6 +288,17 @@ func (m *Manager) created(e *entry, inst idepool.Instance, evs *[]idepool.Event)
 	// The agent may have said hello before Create returned.
 	if e.c.State == idepool.StateCreating {
 		m.setState(e, idepool.StateStarting, "", evs)
+	}
+	return true
+}
+
+// removeStale removes a container created for an entry stopped meanwhile
+// (its stop's Remove ran before the container existed).
+func (m *Manager) removeStale(ctx context.Context, id string) {
+	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	defer cancel()
+	if err := m.rt.Remove(rctx, id); err != nil {
+		m.log.Error("remove container stopped while being created", "container", id, "err", err)
 	}
 }
 

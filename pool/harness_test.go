@@ -40,16 +40,15 @@ func (c *manualClock) Advance(d time.Duration) {
 // fakeAgents plays every container's agent: it acknowledges assignments
 // (and reports synced), and says hello/ready when its container is created.
 type fakeAgents struct {
-	mu        sync.Mutex
-	m         *Manager
-	silent    bool                            // created containers never say hello
-	tokens    map[string]string               // id → token from the container's env
-	assigned  map[string][]idepool.Assignment // id → assignments received
-	flushed   map[string]int
-	failIDs   map[string]bool // Assign to these fails
-	noSync    bool            // do not report synced after an ack
-	down      map[string]bool // not connected
-	assignErr error
+	mu       sync.Mutex
+	m        *Manager
+	silent   bool                            // created containers never say hello
+	tokens   map[string]string               // id → token from the container's env
+	assigned map[string][]idepool.Assignment // id → assignments received
+	flushed  map[string]int
+	failIDs  map[string]bool // Assign to these fails
+	noSync   bool            // do not report synced after an ack
+	down     map[string]bool // not connected
 }
 
 func newFakeAgents() *fakeAgents {

@@ -95,6 +95,12 @@ const (
 )
 
 // Manager is the orchestrator's pool: containers, claims and reconciliation.
+//
+// All state sits under one mutex, held only for in-memory work: no runtime
+// or agent call is made while holding it. Slow steps are claimed first under
+// the mutex (a pending start per workspace, a stopDone per container, an
+// entry registered before runtime.Create), so they run exactly once.
+// The profiles map and order are fixed by New.
 type Manager struct {
 	rt       idepool.Runtime
 	agents   Agents
@@ -120,6 +126,7 @@ type Manager struct {
 	historyIDs  []string // FIFO of history keys
 	seq         uint64   // counts finished creates, see entry.createdSeq
 	closed      bool
+	recovered   bool // Recover ran
 }
 
 type profileState struct {
@@ -144,6 +151,7 @@ type entry struct {
 	startedAt  time.Time
 
 	agentConnected bool
+	goneAt         time.Time // when the agent's connection closed
 	helloSeen      bool
 	recovered      bool
 	adoptDeadline  time.Time

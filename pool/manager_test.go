@@ -744,3 +744,114 @@ func TestPoisonedWarmIsNeverPooled(t *testing.T) {
 		t.Fatal("poisoned container not removed")
 	}
 }
+
+func TestWarmWithGoneAgentIsReplaced(t *testing.T) {
+	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 2)}})
+	h.reconcile()
+	ids := h.managerIDs()
+	h.m.AgentReport(idepool.AgentReport{ContainerID: ids[0], Kind: idepool.AgentGone})
+	// Not claimable while its agent is away.
+	c := h.start("skip-gone")
+	if c.Container.ID != ids[1] {
+		t.Fatalf("claimed %s, want %s (its agent is connected)", c.Container.ID, ids[1])
+	}
+	h.reconcile()
+	if g, _ := h.m.Get(context.Background(), ids[0]); g.State != idepool.StateWarm {
+		t.Fatalf("replaced too early: %s", g.State)
+	}
+	h.clock.Advance(time.Minute)
+	h.reconcile()
+	if g, _ := h.m.Get(context.Background(), ids[0]); g.State != idepool.StateStopped {
+		t.Fatalf("gone agent's container: %s", g.State)
+	}
+	if p := h.pool("default"); p.Warm != 2 {
+		t.Fatalf("pool = %+v", p)
+	}
+	h.checkNoLeak()
+}
+
+func TestClaimedAgentWithOtherWorkspaceFails(t *testing.T) {
+	h := newHarness(t, setup{})
+	h.reconcile()
+	id := h.start("mine").Container.ID
+	other := idepool.Workspace{Bucket: "theirs"}
+	h.m.AgentReport(idepool.AgentReport{ContainerID: id, Kind: idepool.AgentHello, Ready: true, Workspace: &other, Generation: 1})
+	if c, _ := h.m.Get(context.Background(), id); c.State != idepool.StateFailed {
+		t.Fatalf("state %s", c.State)
+	}
+	if c := h.start("mine"); c.Container.ID == id {
+		t.Fatal("the confused container was reused")
+	}
+	h.reconcile()
+	h.checkNoLeak()
+}
+
+type headroomAdmitter struct{ room int }
+
+func (a *headroomAdmitter) Admit(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
+	return nil
+}
+func (a *headroomAdmitter) Headroom(p idepool.Profile) int { return a.room }
+
+func TestHeadroomCapsRefills(t *testing.T) {
+	a := &headroomAdmitter{room: 2}
+	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 5)}, admitter: a})
+	h.reconcile()
+	h.reconcile() // the reporter still says 2: the planner asks for 2 each time
+	if h.rt.Creates() != 4 {
+		t.Fatalf("creates = %d", h.rt.Creates())
+	}
+	a.room = 0
+	h.reconcile()
+	if h.rt.Creates() != 4 {
+		t.Fatalf("creates with no room = %d", h.rt.Creates())
+	}
+}
+
+func TestColdClaimTimesOutAndFailsWaiters(t *testing.T) {
+	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}, silent: true})
+	c := h.start("slow-agent")
+	errc := make(chan error)
+	go func() {
+		_, err := h.m.WaitReady(context.Background(), c.Container.ID)
+		errc <- err
+	}()
+	h.clock.Advance(time.Minute)
+	h.reconcile()
+	if err := <-errc; idepool.ErrorCode(err) != idepool.EStartFailed {
+		t.Fatalf("WaitReady: %v", err)
+	}
+	if ids := h.runtimeIDs(); len(ids) != 0 {
+		t.Fatalf("left %v", ids)
+	}
+	// The workspace is free for a new try.
+	if c2 := h.start("slow-agent"); c2.Kind != idepool.ClaimCold || c2.Container.ID == c.Container.ID {
+		t.Fatalf("retry = %+v", c2)
+	}
+}
+
+func TestColdAssignmentRetriedOnNextHello(t *testing.T) {
+	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}, silent: true})
+	c := h.start("flaky-agent")
+	id := c.Container.ID
+	h.agents.mu.Lock()
+	h.agents.failIDs[id] = true
+	h.agents.mu.Unlock()
+	h.m.AgentReport(idepool.AgentReport{ContainerID: id, Kind: idepool.AgentHello, Ready: true})
+	h.m.bg.Wait()
+	if got, _ := h.m.Get(context.Background(), id); got.State != idepool.StateStarting {
+		t.Fatalf("after a failed delivery: %s", got.State)
+	}
+	h.agents.mu.Lock()
+	delete(h.agents.failIDs, id)
+	h.agents.mu.Unlock()
+	h.m.AgentReport(idepool.AgentReport{ContainerID: id, Kind: idepool.AgentHello, Ready: true})
+	h.m.bg.Wait()
+	got, err := h.m.WaitReady(context.Background(), id)
+	if err != nil || got.State != idepool.StateRunning {
+		t.Fatalf("WaitReady = %+v %v", got, err)
+	}
+	if as := h.agents.assignments(id); len(as) != 1 || as[0].Workspace.Bucket != "flaky-agent" {
+		t.Fatalf("assignments %+v", as)
+	}
+}

@@ -24,7 +24,9 @@ func TestBackoffDelay(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	w := func(id string, ageMin int) WarmInfo { return WarmInfo{ID: id, CreatedAt: t0.Add(-time.Duration(ageMin) * time.Minute)} }
+	w := func(id string, ageMin int) WarmInfo {
+		return WarmInfo{ID: id, CreatedAt: t0.Add(-time.Duration(ageMin) * time.Minute)}
+	}
 	rm := func(id, reason string) RemoveAction { return RemoveAction{ID: id, Profile: "p", Reason: reason} }
 	cr := func(n int) []CreateAction { return []CreateAction{{Profile: "p", N: n}} }
 	for _, c := range []struct {

@@ -16,6 +16,8 @@ import (
 // their workspace; unclaimed ones wait for their agent's hello before they
 // rejoin the pool; what cannot be trusted is removed.
 func (m *Manager) Recover(ctx context.Context) error {
+	m.recMu.Lock() // not while a reconcile reads the runtime
+	defer m.recMu.Unlock()
 	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
 	insts, err := m.rt.Recover(rctx)
 	cancel()
@@ -73,6 +75,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		m.log.Warn("two containers claim one workspace; stopping the older claim",
 			"container", loser.c.ID, "kept", winner.c.ID)
 	}
+	m.recovered = true
 	m.mu.Unlock()
 	for _, b := range broken {
 		m.log.Warn("removing a container that cannot be adopted", "container", b.c.ID, "why", b.c.Message)
@@ -173,6 +176,16 @@ type stopJob struct {
 }
 
 func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
+	// Without the runtime's record every claimed container would look like
+	// an orphan: recover first, whatever the caller forgot.
+	m.mu.Lock()
+	recovered := m.recovered
+	m.mu.Unlock()
+	if !recovered {
+		if err := m.Recover(ctx); err != nil {
+			return time.Time{}, err
+		}
+	}
 	m.recMu.Lock()
 	defer m.recMu.Unlock()
 
@@ -203,9 +216,10 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 		seen[inst.ID] = true
 		e := m.containers[inst.ID]
 		if e == nil {
-			if _, stopped := m.history[inst.ID]; !stopped {
-				orphans = append(orphans, inst.ID)
-			}
+			// Unknown, or stopped by us (this List may predate the Remove,
+			// or a removal after a late create failed): Remove is
+			// idempotent, so level-triggered beats clever.
+			orphans = append(orphans, inst.ID)
 			continue
 		}
 		if len(inst.Endpoints) > 0 {
@@ -234,9 +248,14 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 				stops = append(stops, stopJob{e, e.doomed, e.c.Workspace != nil && e.agentConnected})
 				m.beginStop(e, e.doomed, &evs)
 			}
+		case e.c.State == idepool.StateWarm && !e.agentConnected && !e.goneAt.IsZero() &&
+			now.Sub(e.goneAt) >= m.opts.AdoptGrace:
+			// A warm container nobody can claim (its agent is gone) would
+			// hold a place in the pool forever.
+			m.fail(e, fmt.Sprintf("agent gone for %s", m.opts.AdoptGrace), &evs)
 		case e.recovered && !e.helloSeen && now.After(e.adoptDeadline):
 			m.fail(e, fmt.Sprintf("agent did not say hello within %s of a restart", m.opts.AdoptGrace), &evs)
-		case !e.recovered && e.createDone && now.Sub(e.startedAt) >= m.opts.CreateTimeout &&
+		case e.createDone && now.Sub(e.startedAt) >= m.opts.CreateTimeout &&
 			(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting):
 			if e.c.Workspace == nil {
 				m.countFailure(e.c.Profile, "not ready in time")
@@ -401,8 +420,12 @@ func (m *Manager) createWarm(ctx context.Context, p idepool.Profile) error {
 	}
 	var evs []idepool.Event
 	m.mu.Lock()
-	m.created(e, inst, &evs)
+	ok := m.created(e, inst, &evs)
 	m.mu.Unlock()
+	if !ok {
+		m.removeStale(ctx, id)
+		return nil
+	}
 	m.publish(evs)
 	return nil
 }
@@ -410,12 +433,20 @@ func (m *Manager) createWarm(ctx context.Context, p idepool.Profile) error {
 // removeOrphan removes a managed container nobody knows (left by a crash
 // between Create and recording it, or removed from our view by hand).
 func (m *Manager) removeOrphan(ctx context.Context, id string) {
-	m.log.Warn("removing orphan container", "container", id)
+	m.mu.Lock()
+	_, known := m.history[id]
+	m.mu.Unlock()
+	if !known {
+		m.log.Warn("removing orphan container", "container", id)
+	}
 	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
 	err := m.rt.Remove(rctx, id)
 	cancel()
 	if err != nil {
 		m.log.Error("remove orphan", "container", id, "err", err)
+		return
+	}
+	if known {
 		return
 	}
 	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventStopped, ContainerID: id,

@@ -58,6 +58,10 @@ type Options struct {
 	// DialTimeout bounds connecting to a container (default 5 s), so an
 	// unreachable upstream answers 502 instead of hanging.
 	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a container's response
+	// headers (default 60 s; streams and websockets are not limited once
+	// their headers arrived).
+	ResponseHeaderTimeout time.Duration
 	// TouchEvery throttles Touch per websocket connection (default 1 s);
 	// negative reports every read and write.
 	TouchEvery time.Duration
@@ -110,6 +114,9 @@ func New(o Options) *Router {
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
 	}
+	if o.ResponseHeaderTimeout <= 0 {
+		o.ResponseHeaderTimeout = 60 * time.Second
+	}
 	if o.TouchEvery == 0 {
 		o.TouchEvery = time.Second
 	}
@@ -120,6 +127,8 @@ func New(o Options) *Router {
 		rt.secret = make([]byte, 32)
 		rand.Read(rt.secret)
 		rt.log.Warn("proxy: no cookie secret configured; route cookies will not survive a restart")
+	} else if len(rt.secret) < 32 {
+		rt.log.Warn("proxy: cookie secret shorter than 32 bytes")
 	}
 	tr := o.Transport
 	if tr == nil {
@@ -130,6 +139,7 @@ func New(o Options) *Router {
 			MaxIdleConnsPerHost:   16,
 			IdleConnTimeout:       90 * time.Second,
 			ExpectContinueTimeout: time.Second,
+			ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		}
 	}
 	rt.rp = &httputil.ReverseProxy{
@@ -268,9 +278,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // without the token. A request with an invalid token but a valid cookie is
 // just redirected (a reload of the original link keeps working).
 func (rt *Router) exchange(w http.ResponseWriter, r *http.Request, c idepool.Container, tok string, secure bool, clean string) {
+	// The token URL must not leak through Referer or caches.
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	if rt.redeem(tok, c) {
 		http.SetCookie(w, rt.cookie(c, secure))
-		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, clean, http.StatusFound)
 		return
 	}

@@ -129,7 +129,8 @@ func (rt *Router) cookie(c idepool.Container, secure bool) *http.Cookie {
 		Path:     "/",
 		MaxAge:   int(rt.o.CookieTTL.Seconds()),
 		HttpOnly: true,
-		Secure:   secure || rt.o.CookieSecure,
+		// Browsers drop SameSite=None cookies that are not Secure.
+		Secure:   secure || rt.o.CookieSecure || rt.o.CookieSameSite == http.SameSiteNoneMode,
 		SameSite: rt.o.CookieSameSite,
 	}
 }

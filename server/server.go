@@ -40,6 +40,9 @@ type Options struct {
 	Listener net.Listener
 	// Ready, when set, receives the running server once it serves.
 	Ready func(*Server)
+	// AgentCommand overrides how the process runtime starts agents
+	// (default: this executable + "agent").
+	AgentCommand []string
 }
 
 // Run serves until ctx ends. Stopping the server leaves every container
@@ -175,7 +178,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		publicURL = "http://" + ln.Addr().String()
 	}
 
-	rt, err := newRuntime(ctx, cfg, log)
+	rt, err := newRuntime(ctx, cfg, opts, log)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -308,13 +311,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-func newRuntime(ctx context.Context, cfg config.Config, log *slog.Logger) (idepool.Runtime, error) {
+func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (idepool.Runtime, error) {
 	switch cfg.Runtime {
 	case config.RuntimeProcess:
 		rt, err := process.New(process.Options{
-			DataDir:    cfg.DataDir,
-			Deployment: cfg.Deployment,
-			Logger:     log.With("part", "runtime"),
+			DataDir:      cfg.DataDir,
+			Deployment:   cfg.Deployment,
+			AgentCommand: opts.AgentCommand,
+			Logger:       log.With("part", "runtime"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("process runtime: %w", err)

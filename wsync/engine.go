@@ -119,6 +119,7 @@ type Engine struct {
 	log       *slog.Logger
 	opts      Options
 	onEvent   func(Event)
+	journal   *journal
 	condOff   syncFlag
 	kick      chan struct{}
 
@@ -153,7 +154,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err != nil {
 		log.Warn("sync state unreadable", "err", err)
 	}
-	return &Engine{
+	j, err := openJournal(cfg.StateFile)
+	if err != nil {
+		_ = root.Close()
+		return nil, err
+	}
+	return &Engine{journal: j,
 		dir: cfg.Dir, root: root, store: cfg.Store, prefix: idepool.NormalizePrefix(cfg.Prefix),
 		stateFile: cfg.StateFile, log: log, opts: cfg.Options.withDefaults(), onEvent: cfg.OnEvent,
 		kick: make(chan struct{}, 1), state: st, reported: map[string]bool{}, firstScan: true,
@@ -161,7 +167,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 }
 
 // Close releases the workspace handle.
-func (e *Engine) Close() error { return e.root.Close() }
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return errors.Join(e.root.Close(), e.journal.close())
+}
 
 // Stats returns the figures so far.
 func (e *Engine) Stats() idepool.SyncStats {
@@ -308,17 +318,21 @@ func (e *Engine) noteError(p string, err error) {
 	e.emit(Event{Type: "error", Path: p, Message: err.Error()}, false)
 }
 
-// saveState persists the base; unless force, at most once a second (the
-// cycle's end always forces).
+// saveState writes the base snapshot and empties the journal. Between
+// snapshots (end of every cycle, or 30 s into a long one) each update is
+// already in the journal.
 func (e *Engine) saveState(force bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := time.Now()
-	if !force && now.Sub(e.lastSave) < time.Second {
+	if !force && now.Sub(e.lastSave) < 30*time.Second {
 		return nil
 	}
 	e.lastSave = now
-	return e.state.Save(e.stateFile)
+	if err := e.state.Save(e.stateFile); err != nil {
+		return err
+	}
+	return e.journal.truncate()
 }
 
 func (e *Engine) setBase(p string, b *Base) {
@@ -328,7 +342,11 @@ func (e *Engine) setBase(p string, b *Base) {
 	} else {
 		e.state.Entries[p] = *b
 	}
+	err := e.journal.append(p, b)
 	e.mu.Unlock()
+	if err != nil {
+		e.noteError(p, fmt.Errorf("sync journal: %w", err))
+	}
 	_ = e.saveState(false)
 }
 

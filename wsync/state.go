@@ -1,6 +1,7 @@
 package wsync
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -34,7 +35,9 @@ func StateFileName(endpoint, bucket, prefix string) string {
 func LoadState(file string) (*State, error) {
 	b, err := os.ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &State{Version: stateVersion, Entries: map[string]Base{}}, nil
+		s := &State{Version: stateVersion, Entries: map[string]Base{}}
+		s.replayJournal(file)
+		return s, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read sync state: %w", err)
@@ -49,6 +52,7 @@ func LoadState(file string) (*State, error) {
 	if s.Entries == nil {
 		s.Entries = map[string]Base{}
 	}
+	s.replayJournal(file)
 	return &s, nil
 }
 
@@ -95,3 +99,65 @@ func (s *State) clone() map[string]Base {
 	}
 	return out
 }
+
+// The journal makes every base update durable against a SIGKILL without
+// rewriting the whole state: one JSON line per update, appended (no fsync:
+// the page cache survives a killed process). Save folds it into the
+// snapshot and truncates it.
+type journalEntry struct {
+	Path string `json:"p"`
+	Base *Base  `json:"b"`
+}
+
+func journalName(stateFile string) string { return stateFile + ".journal" }
+
+// replayJournal applies the journal's complete lines to s.
+func (s *State) replayJournal(stateFile string) {
+	b, err := os.ReadFile(journalName(stateFile))
+	if err != nil {
+		return
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break // torn last line: the update never happened
+		}
+		var je journalEntry
+		if json.Unmarshal(b[:i], &je) == nil && je.Path != "" {
+			if je.Base == nil {
+				delete(s.Entries, je.Path)
+			} else {
+				s.Entries[je.Path] = *je.Base
+			}
+		}
+		b = b[i+1:]
+	}
+}
+
+type journal struct {
+	f *os.File
+}
+
+func openJournal(stateFile string) (*journal, error) {
+	if err := os.MkdirAll(filepath.Dir(stateFile), 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	f, err := os.OpenFile(journalName(stateFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open sync journal: %w", err)
+	}
+	return &journal{f: f}, nil
+}
+
+func (j *journal) append(p string, b *Base) error {
+	line, err := json.Marshal(journalEntry{Path: p, Base: b})
+	if err != nil {
+		return err
+	}
+	_, err = j.f.Write(append(line, '\n'))
+	return err
+}
+
+func (j *journal) truncate() error { return j.f.Truncate(0) }
+
+func (j *journal) close() error { return j.f.Close() }

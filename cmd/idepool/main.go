@@ -82,5 +82,5 @@ type commandFunc func(ctx context.Context, args []string, getenv func(string) st
 
 // clientCommand returns the CLI command over the REST API called name, or nil.
 func clientCommand(name string) commandFunc {
-	return nil
+	return clientCommands()[name]
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -19,19 +20,29 @@ import (
 // check depends on speed.
 const wait = 20 * time.Second
 
-func testOptions(t *testing.T) Options {
+func testExe(t testing.TB) string {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return exe
+}
+
+func childExtraEnv() map[string]string {
+	return map[string]string{envChild: "1", "GORACE": "atexit_sleep_ms=0", envOwner: strconv.Itoa(os.Getpid())}
+}
+
+func testOptions(t *testing.T) Options {
+	t.Helper()
+	exe := testExe(t)
 	return Options{
 		DataDir:      t.TempDir(),
 		AgentCommand: []string{exe},
 		Deployment:   "test",
 		// The race runtime sleeps 1s at exit by default; the stand-in
 		// agent is this (race-built) test binary.
-		ExtraEnv:     map[string]string{envChild: "1", "GORACE": "atexit_sleep_ms=0"},
+		ExtraEnv:     childExtraEnv(),
 		StopGrace:    5 * time.Second,
 		PollInterval: 50 * time.Millisecond,
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	idepool "github.com/idepool/idepool"
 )
@@ -27,9 +28,20 @@ const (
 	envGrandchild = "IDEPOOL_TEST_GRANDCHILD"    // "1": start a grandchild that ignores SIGTERM
 	envFile       = "env.json"                   // in the state dir, written when the ports listen
 	grandPIDFile  = "grandchild.pid"             // in the state dir
+	// envOwner is the pid of the test process: the stand-ins exit when it
+	// is gone, so a crashed or timed-out test leaves nothing running.
+	envOwner = "IDEPOOL_TEST_OWNER"
 )
 
 func TestMain(m *testing.M) {
+	if owner, err := strconv.Atoi(os.Getenv(envOwner)); err == nil && owner > 1 {
+		go func() {
+			for syscall.Kill(owner, 0) == nil {
+				time.Sleep(200 * time.Millisecond)
+			}
+			os.Exit(3)
+		}()
+	}
 	switch os.Getenv(envChild) {
 	case "1":
 		childMain()

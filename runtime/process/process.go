@@ -233,12 +233,15 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		}
 		return idepool.Instance{}, idepool.WrapError(idepool.ERuntime, err, "create directory of %s", spec.ID)
 	}
-	var started *exec.Cmd
+	var started *identity
 	fail := func(err error, format string, args ...any) (idepool.Instance, error) {
 		if started != nil {
-			id := identity{PID: started.Process.Pid}
-			_ = signalGroup(r.procs, id, syscall.SIGKILL)
-			<-c.exited
+			_ = signalGroup(r.procs, *started, syscall.SIGKILL)
+			select {
+			case <-c.exited:
+			case <-time.After(killWait):
+				r.log.Warn("agent of a failed create did not end", "id", spec.ID, "pid", started.PID)
+			}
 		}
 		if rmErr := os.RemoveAll(c.dir); rmErr != nil {
 			r.log.Warn("remove directory of failed create", "id", spec.ID, "err", rmErr)
@@ -308,13 +311,13 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		close(c.exited)
 		return fail(err, "start agent of %s", spec.ID)
 	}
-	started = cmd
-	go r.reap(c, cmd)
-
+	// Read before the reaper can collect it: until then the pid is ours.
 	m.Process = identity{PID: cmd.Process.Pid, BootID: r.procs.bootID()}
 	if st, err := r.procs.stat(cmd.Process.Pid); err == nil {
 		m.Process.StartTicks = st.start
 	}
+	started = &m.Process
+	go r.reap(c, cmd)
 	if err := writeMeta(c.dir, m); err != nil {
 		return fail(err, "write meta.json of %s", spec.ID)
 	}

@@ -488,7 +488,7 @@ func TestRecoverLostBrokenForeignReused(t *testing.T) {
 func startStranger(t *testing.T, exe string) int {
 	t.Helper()
 	p, err := os.StartProcess(exe, []string{exe}, &os.ProcAttr{
-		Env: []string{envChild + "=sleeper"},
+		Env: []string{envChild + "=sleeper", envOwner + "=" + strconv.Itoa(os.Getpid())},
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
@@ -538,5 +538,34 @@ func TestEventsStreamCloses(t *testing.T) {
 	r.Close()
 	if _, open := <-r.Events(context.Background()); open {
 		t.Error("Events after Close gave an open channel")
+	}
+}
+
+func TestAgentLogCapped(t *testing.T) {
+	o := testOptions(t)
+	o.MaxLogSize = 8
+	r := openRuntime(t, o)
+	spec := testSpec(nil, nil)
+	mustCreate(t, r, spec)
+	childEnv(t, o.DataDir, spec.ID) // it has printed its ready line
+	dir := filepath.Join(o.DataDir, "containers", spec.ID)
+	deadline := time.Now().Add(wait)
+	for {
+		old, err := os.ReadFile(filepath.Join(dir, "agent.log.1"))
+		if err == nil {
+			if len(old) > 8 {
+				t.Errorf("rotated log holds %d bytes, cap 8", len(old))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("agent.log over its cap was not rotated")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "agent.log")); err != nil {
+		t.Error(err)
+	} else if st.Size() > 8 {
+		t.Errorf("agent.log after rotation holds %d bytes, cap 8", st.Size())
 	}
 }

@@ -29,7 +29,7 @@ var _ Docker = (*client.Client)(nil)
 // the API version with the engine, so older engines (20.10 speaks 1.41)
 // work.
 func NewClient() (*client.Client, error) {
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}

@@ -420,8 +420,14 @@ func (r *Runtime) Recover(ctx context.Context) ([]idepool.Instance, error) {
 
 // SetLabels merges labels into the service's labels with a service update
 // of Spec.Labels only: the task template is unchanged, so Swarm does not
-// replace the task. The runtime's own labels and Traefik's are kept.
+// replace the task. The runtime's own labels and Traefik's cannot be set
+// (EInvalid, nothing changed).
 func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]string) error {
+	for k := range labels {
+		if runtimeLabels[k] || traefik.IsLabel(k) {
+			return idepool.Errorf(idepool.EInvalid, "label %s belongs to the runtime and cannot be changed", k)
+		}
+	}
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	mu := &r.labelLocks[h.Sum32()%uint32(len(r.labelLocks))]
@@ -441,9 +447,6 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 			merged = map[string]string{}
 		}
 		for k, v := range labels {
-			if runtimeLabels[k] || traefik.IsLabel(k) {
-				continue
-			}
 			if v == "" {
 				delete(merged, k)
 			} else {

@@ -39,7 +39,7 @@ func Missing(t testing.TB, format string, args ...any) {
 // `docker swarm init --advertise-addr 127.0.0.1` if Swarm is inactive.
 func Require(t testing.TB) *client.Client {
 	t.Helper()
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.New(client.FromEnv)
 	if err != nil {
 		Missing(t, "docker client: %v", err)
 	}

@@ -1,0 +1,233 @@
+// Package embeds3 runs an S3-compatible object store inside the idepool
+// process, for the zero-config run: with no S3 configured, `idepool serve`
+// keeps workspaces under DATA_DIR and any S3 client (the agents, the aws
+// CLI, rclone) can be pointed at it.
+//
+// It embeds versitygw v1.8.0 (its posix backend and S3 API router, through
+// the project's own embedgw entry point) instead of a home-grown server:
+// SigV4, ListObjectsV2, ranged GET, conditional PUT/DELETE, multipart and
+// checksums come from a server other S3 clients are tested against. The
+// price is versitygw's dependencies (fiber, fasthttp and client libraries
+// of its optional IAM and event back ends) in the binary.
+//
+// versitygw keeps a few package-level globals, so one store runs per
+// process; Start refuses a second one.
+package embeds3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/versity/versitygw/backend/meta"
+	"github.com/versity/versitygw/backend/posix"
+	"github.com/versity/versitygw/embedgw"
+)
+
+// Config configures the embedded store.
+type Config struct {
+	// Dir holds the store: Dir/buckets (one directory per bucket, objects
+	// as plain files) and, where the filesystem lacks user xattrs,
+	// Dir/meta (object metadata).
+	Dir string
+	// Addr to listen on ("127.0.0.1:9000"; port 0 picks a free port).
+	Addr string
+	// AccessKey and SecretKey are the root credentials clients sign with.
+	AccessKey string
+	SecretKey string
+	// Region reported to clients [us-east-1].
+	Region string
+	// Buckets are created at start if missing.
+	Buckets []string
+	Logger  *slog.Logger
+}
+
+// Server is a running embedded store.
+type Server struct {
+	// Endpoint is the URL clients use (path-style): http://host:port.
+	Endpoint string
+	cancel   context.CancelFunc
+	done     chan error
+	stopOnce sync.Once
+}
+
+var running sync.Mutex // versitygw supports one instance per process
+
+// Start is the short form: Start(ctx, dir, addr, accessKey, secretKey,
+// logger) → endpoint and a stop function.
+func Start(ctx context.Context, dir, addr, accessKey, secretKey string, logger *slog.Logger) (string, func(), error) {
+	s, err := Run(ctx, Config{Dir: dir, Addr: addr, AccessKey: accessKey, SecretKey: secretKey, Logger: logger})
+	if err != nil {
+		return "", nil, err
+	}
+	return s.Endpoint, func() { _ = s.Stop() }, nil
+}
+
+// Run starts the store and returns once it accepts connections. It stops
+// when ctx ends or Stop is called.
+func Run(ctx context.Context, cfg Config) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Dir == "" || cfg.AccessKey == "" || cfg.SecretKey == "" {
+		return nil, errors.New("embedded s3: dir, access key and secret key are required")
+	}
+	if len(cfg.SecretKey) < 8 {
+		return nil, errors.New("embedded s3: the secret key must be at least 8 characters")
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if !running.TryLock() {
+		return nil, errors.New("embedded s3: already running in this process")
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			running.Unlock()
+		}
+	}()
+	root := filepath.Join(cfg.Dir, "buckets")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded s3: create %s: %w", root, err)
+	}
+	for _, b := range cfg.Buckets {
+		if err := os.MkdirAll(filepath.Join(root, b), 0o700); err != nil {
+			return nil, fmt.Errorf("embedded s3: create bucket %s: %w", b, err)
+		}
+	}
+	opts := posix.PosixOpts{Concurrency: 64}
+	var ms meta.MetadataStorer = meta.XattrMeta{}
+	if err := (meta.XattrMeta{}).Test(root); err != nil {
+		// No user xattrs here (tmpfs, some overlays): keep metadata in a
+		// sidecar tree instead.
+		side := filepath.Join(cfg.Dir, "meta")
+		if err := os.MkdirAll(side, 0o700); err != nil {
+			return nil, fmt.Errorf("embedded s3: create %s: %w", side, err)
+		}
+		sc, err := meta.NewSideCar(side)
+		if err != nil {
+			return nil, fmt.Errorf("embedded s3: sidecar metadata: %w", err)
+		}
+		ms = sc
+		opts.SideCarDir = side
+		log.Info("embedded s3: no xattr support, using sidecar metadata", "dir", side)
+	}
+	be, err := posix.New(root, ms, opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded s3: posix backend: %w", err)
+	}
+	addr, err := resolveAddr(cfg.Addr)
+	if err != nil {
+		be.Shutdown()
+		return nil, err
+	}
+	gw := &embedgw.Config{
+		RootUserAccess:    cfg.AccessKey,
+		RootUserSecret:    cfg.SecretKey,
+		Region:            cfg.Region,
+		Ports:             []string{addr},
+		MaxConnections:    1000,
+		MaxRequests:       500,
+		MultipartMaxParts: 10000,
+		Quiet:             true,
+		KeepAlive:         true,
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &Server{cancel: cancel, done: make(chan error, 1), Endpoint: "http://" + dialAddr(addr)}
+	go func() {
+		err := embedgw.RunVersityGW(rctx, be, gw)
+		running.Unlock()
+		s.done <- err
+		close(s.done)
+	}()
+	ok = true // the goroutine owns the lock now
+	if err := waitListening(dialAddr(addr), s.done, 15*time.Second); err != nil {
+		cancel()
+		return nil, fmt.Errorf("embedded s3: %w", err)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = s.Stop()
+		case <-rctx.Done():
+		}
+	}()
+	log.Info("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", cfg.Dir)
+	return s, nil
+}
+
+// Stop shuts the store down and waits for it (at most 10 s).
+func (s *Server) Stop() error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.cancel()
+		select {
+		case e, ok := <-s.done:
+			if ok {
+				err = e
+			}
+		case <-time.After(10 * time.Second):
+			err = errors.New("embedded s3: shutdown timed out")
+		}
+	})
+	return err
+}
+
+// resolveAddr turns port 0 into a free port: versitygw listens itself and
+// does not report the port it got.
+func resolveAddr(addr string) (string, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("embedded s3: address %q: %w", addr, err)
+	}
+	if p, _ := strconv.Atoi(port); p != 0 {
+		return addr, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("embedded s3: find a free port: %w", err)
+	}
+	_, port, _ = net.SplitHostPort(l.Addr().String())
+	_ = l.Close()
+	return net.JoinHostPort(host, port), nil
+}
+
+// dialAddr is where a local client reaches addr (a wildcard host means
+// this machine).
+func dialAddr(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func waitListening(addr string, done <-chan error, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			return fmt.Errorf("stopped at start: %v", err)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+			return nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("not listening on %s after %v", addr, timeout)
+}
