@@ -39,6 +39,7 @@ const (
 	EMisconfigured      Code = "MISCONFIGURED"           // 500
 	EClientClosed       Code = "CLIENT_CLOSED_REQUEST"   // 499
 	ERuntimeUnreachable Code = "DOCKER_ERROR"            // 503 runtime unreachable (original's code)
+	EBadGateway         Code = "BAD_GATEWAY"             // 502 a container's workload did not answer
 )
 
 // Error is idepool's error: a code, a message safe to show a client, optional

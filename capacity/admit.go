@@ -120,6 +120,14 @@ func New(o Options) *Admitter {
 	return &Admitter{o: o, log: o.Logger}
 }
 
+// SetCommitted sets the source of starting containers after construction
+// (the pool needs the Admitter before it exists).
+func (a *Admitter) SetCommitted(c Committed) {
+	a.mu.Lock()
+	a.o.Committed = c
+	a.mu.Unlock()
+}
+
 // Limits are the thresholds in force, in percent.
 type Limits struct {
 	MemoryPercent     float64 `json:"memoryPercent"`
@@ -174,9 +182,12 @@ func (a *Admitter) sample(ctx context.Context) state {
 
 	var starting []idepool.PoolStatus
 	var profiles []idepool.Profile
-	if a.o.Committed != nil {
-		starting = a.o.Committed.Pools()
-		profiles = a.o.Committed.Profiles()
+	a.mu.Lock()
+	committed := a.o.Committed
+	a.mu.Unlock()
+	if committed != nil {
+		starting = committed.Pools()
+		profiles = committed.Profiles()
 	}
 
 	a.mu.Lock()

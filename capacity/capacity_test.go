@@ -3,10 +3,12 @@ package capacity
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -143,8 +145,8 @@ func TestAdmitHost(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0},
-				Committed: committed{pools: []idepool.PoolStatus{{Profile: "default", Starting: tc.starting}}, profiles: []idepool.Profile{prof}}})
+			a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}})
+			a.SetCommitted(committed{pools: []idepool.PoolStatus{{Profile: "default", Starting: tc.starting}}, profiles: []idepool.Profile{prof}})
 			err := a.Admit(t.Context(), prof, tc.kind)
 			if tc.reason == "" {
 				if err != nil {
@@ -337,4 +339,42 @@ func TestShedUnderPressure(t *testing.T) {
 	if len(p.stopped) != 2 || p.stopped["w1"] != idepool.ReasonCapacity {
 		t.Fatalf("stopped = %v", p.stopped)
 	}
+}
+
+// Run sheds one warm container per interval while under pressure.
+func TestRunSheds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := NewStaticHost(host(95, 0))
+		a := New(Options{Host: src, SampleInterval: 5 * time.Second})
+		p := &fakePool{stopped: map[string]string{}, warm: []idepool.Container{
+			{ID: "w1", State: idepool.StateWarm}, {ID: "w2", State: idepool.StateWarm}, {ID: "w3", State: idepool.StateWarm}}}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- a.Run(ctx, p) }()
+		synctest.Wait()
+		if n := len(p.stops()); n != 1 {
+			t.Fatalf("after the first sample: %d stopped", n)
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if n := len(p.stops()); n != 2 {
+			t.Fatalf("after one interval: %d stopped", n)
+		}
+		src.Set(host(50, 0))
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if n := len(p.stops()); n != 2 {
+			t.Fatalf("shed without pressure: %d stopped", n)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func (f *fakePool) stops() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.stopped)
 }

@@ -33,6 +33,13 @@ type Config struct {
 	AgentURL     string   // AGENT_URL, derived when unset; as given (http/https/ws/wss)
 	MaxBodyBytes int64    // MAX_BODY_BYTES
 
+	// Browser security and the rate limit.
+	CORSOrigins       []string      // CORS_ORIGINS; empty = no CORS
+	FrameAncestors    []string      // FRAME_ANCESTORS; origins that may embed the IDE
+	CookieSameSite    string        // COOKIE_SAMESITE: auto, lax, strict, none
+	RateLimitRequests int           // RATE_LIMIT_REQUESTS; 0 = no limit
+	RateLimitWindow   time.Duration // RATE_LIMIT_WINDOW_SECONDS
+
 	// Containers and the default profile.
 	Image             string        // IDE_CONTAINER_IMAGE
 	PoolTarget        int           // PRE_WARMED_QUEUE_SIZE

@@ -68,7 +68,8 @@ func TestDefaults(t *testing.T) {
 	wd, _ := os.Getwd()
 	want := Config{
 		Port: 3001, Domain: "localhost", PublicURL: "http://localhost:3001", AgentURL: "http://127.0.0.1:3001",
-		MaxBodyBytes: 1 << 20, Image: "idepool-ide:latest", PoolTarget: 10, CPULimit: 2, MemoryLimit: 4 << 30,
+		MaxBodyBytes: 1 << 20, CookieSameSite: "auto", RateLimitRequests: 100, RateLimitWindow: 60 * time.Second,
+		Image: "idepool-ide:latest", PoolTarget: 10, CPULimit: 2, MemoryLimit: 4 << 30,
 		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, FlushTimeout: 30 * time.Second,
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",
@@ -120,6 +121,13 @@ func TestKinds(t *testing.T) {
 		{map[string]string{"CONTAINER_MEMORY_LIMIT": "GiB"}, nil, nil, `CONTAINER_MEMORY_LIMIT: "GiB"`},
 		{map[string]string{"CONTAINER_MEMORY_LIMIT": "99999999999TiB"}, nil, nil, `CONTAINER_MEMORY_LIMIT: "99999999999TiB"`},
 		{map[string]string{"MAX_BODY_BYTES": "2MiB"}, func(c Config) any { return c.MaxBodyBytes }, int64(2 << 20), ""},
+		{map[string]string{"CORS_ORIGINS": "https://a.example.com, http://localhost:5173"}, func(c Config) any { return c.CORSOrigins }, []string{"https://a.example.com", "http://localhost:5173"}, ""},
+		{map[string]string{"FRAME_ANCESTORS": "https://lms.example.com"}, func(c Config) any { return c.FrameAncestors }, []string{"https://lms.example.com"}, ""},
+		{map[string]string{"COOKIE_SAMESITE": "None"}, func(c Config) any { return c.CookieSameSite }, "none", ""},
+		{map[string]string{"COOKIE_SAMESITE": "sometimes"}, nil, nil, `COOKIE_SAMESITE: "sometimes"`},
+		{map[string]string{"RATE_LIMIT_REQUESTS": "0"}, func(c Config) any { return c.RateLimitRequests }, 0, ""},
+		{map[string]string{"RATE_LIMIT_WINDOW_SECONDS": "90"}, func(c Config) any { return c.RateLimitWindow }, 90 * time.Second, ""},
+		{map[string]string{"RATE_LIMIT_WINDOW_SECONDS": "0"}, nil, nil, `RATE_LIMIT_WINDOW_SECONDS: "0"`},
 		{map[string]string{"MAX_MEMORY_PERCENT": "100"}, func(c Config) any { return c.MaxMemoryPercent }, 100, ""},
 		{map[string]string{"MAX_MEMORY_PERCENT": "0"}, nil, nil, `MAX_MEMORY_PERCENT: "0" is not a percentage (want 1-100)`},
 		{map[string]string{"MAX_CPU_PERCENT": "101"}, nil, nil, `MAX_CPU_PERCENT: "101" is not a percentage (want 1-100)`},

@@ -208,7 +208,6 @@ func readSSE(r *bufio.Reader) (sseMsg, error) {
 			m.event = line[7:]
 		case strings.HasPrefix(line, "data: "):
 			m.data = line[6:]
-		case strings.HasPrefix(line, "retry: "):
 		}
 	}
 }

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -64,6 +65,18 @@ func (p *fakePool) Replace(_ context.Context, id, reason string) error {
 		}
 	}
 	return nil
+}
+
+func (p *fakePool) stops() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.stopped)
+}
+
+func (p *fakePool) replacements() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.replaced)
 }
 
 func (p *fakePool) last(id string) idepool.Health {
@@ -129,30 +142,28 @@ func TestUnhealthyWarmIsStopped(t *testing.T) {
 			if h.Checks["web"] != "refused" || h.Checks["code"] != "ok" {
 				t.Fatalf("checks = %v", h.Checks)
 			}
-			if i < 2 && len(pool.stopped) > 0 {
+			if i < 2 && len(pool.stops()) > 0 {
 				t.Fatalf("stopped before the threshold: %v", pool.stopped)
 			}
 		}
-		pool.mu.Lock()
-		defer pool.mu.Unlock()
-		if pool.stopped["warm1"] != idepool.ReasonUnhealthy || len(pool.stopped) != 1 {
+		if st := pool.stops(); st["warm1"] != idepool.ReasonUnhealthy || len(st) != 1 {
 			t.Fatalf("stopped = %v", pool.stopped)
 		}
 		if h := pool.last("ok1"); h.Status != idepool.HealthHealthy || h.ConsecutiveFailures != 0 {
 			t.Fatalf("ok1 = %+v", h)
 		}
-		if len(pool.health["new1"]) != 0 {
+		if pool.last("new1").Status != "" {
 			t.Fatal("a starting container was judged")
 		}
+		pr.mu.Lock()
+		defer pr.mu.Unlock()
 		if !slices.Contains(pr.seen, "ok1:1/healthz") || !slices.Contains(pr.seen, "ok1:2/") {
 			t.Fatalf("probed %v", pr.seen)
 		}
-		pool.mu.Unlock()
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		pool.mu.Lock()
 	})
 }
 
@@ -172,22 +183,22 @@ func TestUnhealthyClaimedReportedThenReplaced(t *testing.T) {
 		if h := pool.last("user1"); h.Status != idepool.HealthUnhealthy || h.ConsecutiveFailures != 3 {
 			t.Fatalf("after 3 rounds: %+v", h)
 		}
-		if len(pool.replaced) != 0 || len(pool.stopped) != 0 {
-			t.Fatalf("acted before the replace threshold: %v %v", pool.replaced, pool.stopped)
+		if len(pool.replacements()) != 0 || len(pool.stops()) != 0 {
+			t.Fatalf("acted before the replace threshold: %v %v", pool.replacements(), pool.stops())
 		}
 		if got := events.statuses("user1"); !slices.Equal(got, []string{"unhealthy"}) {
 			t.Fatalf("events = %v, want one unhealthy", got)
 		}
 		round(m) // 4th failure: replaced
-		if !slices.Equal(pool.replaced, []string{"user1:unhealthy"}) {
-			t.Fatalf("replaced = %v", pool.replaced)
+		if r := pool.replacements(); !slices.Equal(r, []string{"user1:unhealthy"}) {
+			t.Fatalf("replaced = %v", r)
 		}
 		round(m) // the replacement answers
 		if h := pool.last("user1"); h.Status != idepool.HealthHealthy {
 			t.Fatalf("after replacement: %+v", h)
 		}
-		if len(pool.replaced) != 1 {
-			t.Fatalf("replaced twice: %v", pool.replaced)
+		if r := pool.replacements(); len(r) != 1 {
+			t.Fatalf("replaced twice: %v", r)
 		}
 	})
 }
@@ -372,7 +383,7 @@ func TestMonitorRealHTTP(t *testing.T) {
 		}
 	}
 	m.Wait()
-	if vs[0].Health.Status != idepool.HealthUnhealthy || vs[0].Action != "stop" || pool.stopped["w1"] != idepool.ReasonUnhealthy {
-		t.Fatalf("verdict %+v, stopped %v", vs[0], pool.stopped)
+	if vs[0].Health.Status != idepool.HealthUnhealthy || vs[0].Action != "stop" || pool.stops()["w1"] != idepool.ReasonUnhealthy {
+		t.Fatalf("verdict %+v, stopped %v", vs[0], pool.stops())
 	}
 }

@@ -84,11 +84,10 @@ type Monitor struct {
 }
 
 type track struct {
-	status       idepool.HealthStatus
-	failures     int
-	lastReplace  time.Time
-	generation   int64
-	reportedSick bool
+	status      idepool.HealthStatus
+	failures    int
+	lastReplace time.Time
+	generation  int64
 }
 
 // Verdict is one container's result of a round.

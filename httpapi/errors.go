@@ -41,7 +41,13 @@ var statusOf = map[idepool.Code]int{
 	idepool.EMisconfigured:      http.StatusInternalServerError,
 	idepool.EClientClosed:       499,
 	idepool.ERuntimeUnreachable: http.StatusServiceUnavailable,
+	codeBadGateway:              http.StatusBadGateway,
 }
+
+// codeBadGateway is the router's code for a container that did not answer.
+// The root package is to get EBadGateway with the same string; until then
+// httpapi and proxy each name it.
+const codeBadGateway idepool.Code = "BAD_GATEWAY"
 
 // HTTPStatus returns the HTTP status for an error code (500 when unknown).
 func HTTPStatus(c idepool.Code) int {
@@ -63,6 +69,10 @@ type ErrorDetail struct {
 	Code    idepool.Code   `json:"code"`
 	Message string         `json:"message"`
 	Details map[string]any `json:"details,omitempty"`
+	// RetryAfter and ResetTime repeat details.retryAfter and
+	// details.resetTime of a 429 where the original's clients read them.
+	RetryAfter *int64 `json:"retryAfter,omitempty"`
+	ResetTime  string `json:"resetTime,omitempty"`
 }
 
 // timestamp formats t as JavaScript's toISOString does, like the original.
@@ -87,11 +97,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == idepool.EUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="idepool"`)
 	}
-	s.writeJSON(w, status, ErrorBody{
-		Error:     ErrorDetail{Code: code, Message: msg, Details: idepool.ErrorDetails(err)},
-		Timestamp: timestamp(s.clock.Now()),
-		Path:      r.URL.Path,
-	})
+	d := ErrorDetail{Code: code, Message: msg, Details: idepool.ErrorDetails(err)}
+	if code == idepool.ERateLimited {
+		if n, ok := d.Details["retryAfter"].(int64); ok {
+			d.RetryAfter = &n
+		}
+		d.ResetTime, _ = d.Details["resetTime"].(string)
+	}
+	s.writeJSON(w, status, ErrorBody{Error: d, Timestamp: timestamp(s.clock.Now()), Path: r.URL.Path})
 }
 
 func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {

@@ -26,10 +26,17 @@ func (rt Route) paths() []string {
 // Paths returns every path the route is mounted at.
 func (rt Route) Paths() []string { return rt.paths() }
 
+// RateLimited reports whether the route is under the per-key rate limit:
+// the container routes, like the original's.
+func (rt Route) RateLimited() bool {
+	return rt.Auth && (rt.Path == "/api/containers" || strings.HasPrefix(rt.Path, "/api/containers/"))
+}
+
 // routes is THE table of the API. The OpenAPI test checks it.
 func (s *Server) routes() []Route {
 	return []Route{
 		{"GET", "/{$}", false, "Service name, version and status.", s.handleRoot},
+		{"GET", "/api/openapi.json", false, "This OpenAPI 3 description of the API.", s.handleOpenAPI},
 		{"GET", "/api/health", false, "Health: runtime reachability, resources, pool counts. 503 when degraded. No secrets.", s.handleHealth},
 		{"GET", "/api/profiles", true, "Profiles: name, routes and limits.", s.handleProfiles},
 		{"POST", "/api/containers/start", true, "Start (claim) a container for a workspace; ?wait=ready&timeout=60s waits until it runs.", s.handleStart},

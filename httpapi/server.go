@@ -140,6 +140,13 @@ type Options struct {
 	// (defaults 60 s and 5 min).
 	DefaultWait time.Duration
 	MaxWait     time.Duration
+	// RateLimit is the per-key limit on the container routes (zero
+	// Requests: none).
+	RateLimit RateLimit
+	// CORSOrigins are the exact origins (scheme://host[:port]) whose pages
+	// may call the API; empty: no CORS headers at all. Credentials are never
+	// allowed. CheckOrigins validates the list at start-up.
+	CORSOrigins []string
 }
 
 // Server is the REST API. It is an http.Handler.
@@ -150,6 +157,13 @@ type Server struct {
 	keys    keyring
 	mux     *http.ServeMux
 	handler http.Handler
+	limiter *limiter    // nil: no rate limit
+	cors    *corsPolicy // nil: no CORS
+	// apiPatterns are the mux patterns of the API table (not Mounts): the
+	// answers that get the API's security and CORS headers.
+	apiPatterns map[string]bool
+	openAPI     []byte
+	openAPIErr  error
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -183,17 +197,23 @@ func New(o Options) *Server {
 	if o.Version == "" {
 		o.Version = "dev"
 	}
-	s := &Server{o: o, log: o.Logger, clock: o.Clock, keys: newKeyring(o.Keys), mux: http.NewServeMux()}
+	s := &Server{o: o, log: o.Logger, clock: o.Clock, keys: newKeyring(o.Keys), mux: http.NewServeMux(),
+		limiter: newLimiter(o.RateLimit), cors: newCORS(o.CORSOrigins), apiPatterns: map[string]bool{}}
+	s.openAPI, s.openAPIErr = OpenAPI(o.Version)
 	for _, rt := range s.routes() {
 		h := http.Handler(s.adapt(rt.handler))
 		if rt.Auth {
 			for i := len(o.Middleware) - 1; i >= 0; i-- {
 				h = o.Middleware[i](h)
 			}
+			if s.limiter != nil && rt.RateLimited() {
+				h = s.rateLimit(h)
+			}
 			h = s.requireKey(h)
 		}
 		for _, p := range rt.paths() {
 			s.mux.Handle(rt.Method+" "+p, h)
+			s.apiPatterns[rt.Method+" "+p] = true
 		}
 	}
 	for pattern, h := range o.Mounts {
@@ -212,9 +232,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 // dispatch sends a request to its route, or answers 404/405 in the envelope
 // (ServeMux's own answers are plain text), or hands it to Fallback.
+//
+// API answers (routes of the table, and the 404/405 envelopes) get the
+// security headers and CORS; Mounts and Fallback set their own (the router's
+// answers must stay embeddable by the configured parent origins).
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	if s.preflight(w, r) {
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
+		if s.apiPatterns[pattern] {
+			s.apiHeaders(w, r)
+		}
 		s.mux.ServeHTTP(w, r)
 		return
 	}
@@ -222,6 +252,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	probe := &probeWriter{header: http.Header{}}
 	h.ServeHTTP(probe, r)
 	if probe.code == http.StatusMethodNotAllowed {
+		s.apiHeaders(w, r)
 		w.Header().Set("Allow", probe.header.Get("Allow"))
 		s.writeError(w, r, idepool.Errorf(idepool.EMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
 		return
@@ -230,6 +261,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		s.o.Fallback.ServeHTTP(w, r)
 		return
 	}
+	s.apiHeaders(w, r)
 	s.writeError(w, r, idepool.Errorf(idepool.ERouteNotFound, "no route for %s %s", r.Method, r.URL.Path))
 }
 

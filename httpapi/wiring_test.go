@@ -44,9 +44,12 @@ func TestWiringWithRouter(t *testing.T) {
 
 	orch := newFakeOrch(t0)
 	orch.endpoint = strings.TrimPrefix(upstream.URL, "http://")
-	rt := proxy.New(proxy.Options{Backend: orch, Secret: []byte("0123456789abcdef0123456789abcdef"), Clock: fixedClock{t0}})
+	rt := proxy.New(proxy.Options{Backend: orch, Secret: []byte("0123456789abcdef0123456789abcdef"), Clock: fixedClock{t0},
+		FrameAncestors: []string{"https://lms.example.com"}})
 	api := New(Options{Orchestrator: orch, Keys: []string{testKey}, URLs: rt, Fallback: rt, Clock: fixedClock{t0},
-		Mounts: map[string]http.Handler{"GET /_auth/forward": rt.ForwardAuth()}})
+		Mounts:      map[string]http.Handler{"GET /_auth/forward": rt.ForwardAuth()},
+		RateLimit:   RateLimit{Requests: 100, Window: time.Minute},
+		CORSOrigins: []string{"https://lms.example.com"}})
 	front := httptest.NewServer(api)
 	defer front.Close()
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -77,6 +80,11 @@ func TestWiringWithRouter(t *testing.T) {
 		t.Fatalf("exchange: %d", resp.StatusCode)
 	}
 	ck := resp.Cookies()[0]
+	// Framed by the configured parent: SameSite=None, hence Secure.
+	if ck.SameSite != http.SameSiteNoneMode || !ck.Secure || !ck.HttpOnly {
+		t.Fatalf("cookie %q", resp.Header.Get("Set-Cookie"))
+	}
+	ck.Secure = false // the test server is plain http
 
 	// ForwardAuth through the API's mux, without an API key.
 	fa, _ := http.NewRequest("GET", front.URL+"/_auth/forward", nil)
@@ -98,6 +106,11 @@ func TestWiringWithRouter(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != "workload at /page cookie=" {
 		t.Fatalf("proxied: %d %q", resp.StatusCode, body)
+	}
+	// The IDE is embeddable by the parent; none of the API's headers.
+	if h := resp.Header; h.Get("X-Frame-Options") != "" || h.Get("Content-Security-Policy") != "frame-ancestors 'self' https://lms.example.com" ||
+		h.Get("X-RateLimit-Limit") != "" || h.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("proxied headers %v", h)
 	}
 
 	// Websocket through the API's recorder and the router.
@@ -129,5 +142,8 @@ func TestWiringWithRouter(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || strings.Contains(string(body), "token") || !strings.Contains(string(body), `"codeServer":"/code/`+start.ID+`/"`) {
 		t.Fatalf("get: %d %s", resp.StatusCode, body)
+	}
+	if h := resp.Header; h.Get("X-Frame-Options") != "DENY" || h.Get("X-RateLimit-Remaining") != "98" {
+		t.Fatalf("API headers %v", h)
 	}
 }

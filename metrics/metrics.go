@@ -26,6 +26,14 @@ type Lister interface {
 	List(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error)
 }
 
+// ListerFunc adapts a function to Lister.
+type ListerFunc func(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error)
+
+// List calls f.
+func (f ListerFunc) List(ctx context.Context, flt idepool.ContainerFilter) ([]idepool.Container, int, error) {
+	return f(ctx, flt)
+}
+
 // Options configure Metrics. Every source is optional.
 type Options struct {
 	// Pools gives the pools at scrape time (pool.Manager.Pools).

@@ -80,7 +80,7 @@ func TestScrape(t *testing.T) {
 	pub(idepool.Event{Type: idepool.EventSync, ContainerID: "w", Data: map[string]any{"bytesUp": int64(100), "bytesDown": int64(1000)}})
 	pub(idepool.Event{Type: idepool.EventSync, ContainerID: "w", Data: map[string]any{"bytesUp": int64(150), "bytesDown": int64(1000)}})
 	pub(idepool.Event{Type: idepool.EventConflict, ContainerID: "w", Data: map[string]any{"bytesUp": float64(170)}}) // after JSON
-	pub(idepool.Event{Type: idepool.EventSync, ContainerID: "w", Data: map[string]any{"bytesUp": int64(30)}})            // a new assignment
+	pub(idepool.Event{Type: idepool.EventSync, ContainerID: "w", Data: map[string]any{"bytesUp": int64(30)}})        // a new assignment
 	pub(idepool.Event{Type: idepool.EventSyncError, ContainerID: "w", Reason: "flush"})
 	pub(idepool.Event{Type: idepool.EventHealth, ContainerID: "w", Profile: "default", Data: map[string]any{"status": "unhealthy"}})
 	pub(idepool.Event{Type: idepool.EventHealth, ContainerID: "w", Profile: "default", Data: map[string]any{"status": "healthy"}})

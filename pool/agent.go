@@ -58,6 +58,18 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 		ready := r.Ready || r.Kind == idepool.AgentReady
 		deliver = m.onAlive(e, r, ready, &evs)
 	case idepool.AgentSynced:
+		if r.Error != "" && e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation) {
+			// The initial pull failed: the user would see an empty or partial
+			// workspace. Fail it (WaitReady reports the message; the
+			// workspace is free for a new start, which pulls again) rather
+			// than call it running.
+			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSyncError, ContainerID: e.c.ID,
+				Profile: e.c.Profile, State: e.c.State, Reason: "initial-pull", Message: r.Error})
+			e.noFlush = true
+			m.fail(e, "initial sync failed: "+r.Error, &evs)
+			m.kick()
+			break
+		}
 		if e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation) {
 			e.pendingAssign = false
 			if e.c.ReadyAt.IsZero() {

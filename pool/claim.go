@@ -14,17 +14,45 @@ import (
 const maxWarmTries = 3
 
 // Start serves a start request exactly once: the workspace's live container
-// if it has one (Kind reused), else a warm container of the profile (Kind
-// warm), else a cold create if capacity admits it (Kind cold). Concurrent
+// if it has one (Kind reused, or prepared when Prepare bound it), else a
+// warm container of the profile (Kind warm), else a cold create if capacity
+// admits it (Kind cold). With the admission queue on, a start that would be
+// refused for capacity (or the profile's maximum) waits in the profile's
+// FIFO queue until a container is free for it (Kind queued), ctx ends
+// (its ticket is cancelled) or the queue's timeout passes. Concurrent
 // starts for one workspace return the same container.
 func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
+	claim, t, err := m.StartOrQueue(ctx, req)
+	if err != nil || t == nil {
+		return claim, err
+	}
+	claim, err = m.WaitTicket(ctx, t.ID)
+	if err != nil && ctx.Err() != nil {
+		m.CancelTicket(t.ID)
+	}
+	return claim, err
+}
+
+// StartOrQueue is Start without waiting in the queue: a start that has to
+// wait returns its Ticket (and a zero Claim) at once; poll it with Ticket
+// or wait with WaitTicket. A start for a workspace that already waits
+// returns the same ticket.
+func (m *Manager) StartOrQueue(ctx context.Context, req idepool.StartRequest) (idepool.Claim, *Ticket, error) {
+	return m.startOrQueue(ctx, req, false)
+}
+
+// startOrQueue is StartOrQueue. For Prepare (prep) a start that would wait
+// is refused instead, and a prepared container is only reported (Kind
+// reused), not taken.
+func (m *Manager) startOrQueue(ctx context.Context, req idepool.StartRequest, prep bool) (idepool.Claim, *Ticket, error) {
 	if err := req.Workspace.Validate(); err != nil {
-		return idepool.Claim{}, err
+		return idepool.Claim{}, nil, err
 	}
 	p, err := m.profile(req.Profile)
 	if err != nil {
-		return idepool.Claim{}, err
+		return idepool.Claim{}, nil, err
 	}
+	req.Profile = p.Name
 	req.Workspace.Prefix = idepool.NormalizePrefix(req.Workspace.Prefix)
 	key := req.Workspace.Key()
 
@@ -34,31 +62,40 @@ func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.
 	var call *startCall
 	for round := 0; call == nil; round++ {
 		if round > 100 {
-			return idepool.Claim{}, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
+			return idepool.Claim{}, nil, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
 		}
 		m.mu.Lock()
 		if c := m.pending[key]; c != nil {
+			if c.ticket != nil {
+				t := m.ticketInfoLocked(c.ticket)
+				m.mu.Unlock()
+				return idepool.Claim{}, &t, nil
+			}
 			m.mu.Unlock()
 			select {
 			case <-c.done:
 			case <-ctx.Done():
-				return idepool.Claim{}, ctxError(ctx)
+				return idepool.Claim{}, nil, ctxError(ctx)
 			}
 			// The other start's outcome is ours, unless it only gave up
 			// (its client left): then try ourselves.
 			if code := idepool.ErrorCode(c.err); c.err != nil && code != idepool.EClientClosed && code != idepool.ETimeout {
-				return idepool.Claim{}, c.err
+				return idepool.Claim{}, nil, c.err
 			}
 			continue
 		}
 		if id, ok := m.byWorkspace[key]; ok {
 			e := m.containers[id]
 			if e != nil && e.stopDone == nil && e.doomed == "" && e.c.State.Live() {
+				kind := idepool.ClaimReused
+				if !e.preparedUntil.IsZero() && !prep {
+					kind = m.takePreparedLocked(e, req)
+				}
 				c := copyContainer(e.c)
 				m.mu.Unlock()
 				m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID,
-					Profile: c.Profile, State: c.State, Data: map[string]any{"kind": string(idepool.ClaimReused)}})
-				return idepool.Claim{Container: c, Kind: idepool.ClaimReused}, nil
+					Profile: c.Profile, State: c.State, Data: map[string]any{"kind": string(kind)}})
+				return idepool.Claim{Container: c, Kind: kind}, nil, nil
 			}
 			// Stopping: its work is being flushed. Wait until it is gone so
 			// the new container pulls what it pushed.
@@ -78,7 +115,7 @@ func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.
 			select {
 			case <-wait:
 			case <-ctx.Done():
-				return idepool.Claim{}, ctxError(ctx)
+				return idepool.Claim{}, nil, ctxError(ctx)
 			}
 			continue
 		}
@@ -87,14 +124,30 @@ func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.
 		m.mu.Unlock()
 	}
 
-	claim, err := m.claim(ctx, req, p, key)
+	claim, err := m.claim(ctx, req, p, !prep)
+	if errors.Is(err, errQueue) {
+		var evs []idepool.Event
+		m.mu.Lock()
+		t, qerr := m.enqueueLocked(call, req, key, &evs)
+		var info Ticket
+		if qerr == nil {
+			info = m.ticketInfoLocked(t)
+		}
+		m.mu.Unlock()
+		m.publish(evs)
+		m.kick()
+		if qerr == nil {
+			return idepool.Claim{}, &info, nil
+		}
+		err = qerr
+	}
 	m.mu.Lock()
 	delete(m.pending, key)
 	call.err = err
 	m.mu.Unlock()
 	close(call.done)
 	m.kick()
-	return claim, err
+	return claim, nil, err
 }
 
 func ctxError(ctx context.Context) error {
@@ -116,8 +169,30 @@ func (m *Manager) assignment(req idepool.StartRequest, gen int64) idepool.Assign
 	return a
 }
 
-// claim runs with the workspace's start registered (m.pending[key]).
-func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, error) {
+// errQueue says a start should wait in the admission queue.
+var errQueue = errors.New("queue the start")
+
+// claim runs with the workspace's start registered (m.pending[key]). It
+// returns errQueue when the start should wait in the queue.
+func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, allowQueue bool) (idepool.Claim, error) {
+	m.mu.Lock()
+	ps := m.profiles[p.Name]
+	err := m.userLimitLocked(ps, req.UserID)
+	// Fair: while others wait, a newcomer never takes a container before
+	// them.
+	queueFirst := m.opts.Queue.Enabled && len(ps.queue) > 0
+	m.mu.Unlock()
+	if err != nil {
+		m.refused(p.Name, "limit", err)
+		return idepool.Claim{}, err
+	}
+	if queueFirst {
+		if !allowQueue {
+			return idepool.Claim{}, idepool.Errorf(idepool.ECapacity, "starts of profile %s are waiting in the queue", p.Name)
+		}
+		return idepool.Claim{}, errQueue
+	}
+	key := req.Workspace.Key()
 	for range maxWarmTries {
 		c, ok := m.claimWarm(ctx, req, p, key)
 		if !ok {
@@ -127,37 +202,79 @@ func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool
 			return c, nil
 		}
 	}
+	if err := m.admitCold(ctx, p); err != nil {
+		if m.opts.Queue.Enabled && allowQueue {
+			return idepool.Claim{}, errQueue
+		}
+		reason := idepool.ReasonCapacity
+		if idepool.ErrorCode(err) == idepool.ELimitExceeded {
+			reason = "limit"
+		}
+		m.refused(p.Name, reason, err)
+		return idepool.Claim{}, err
+	}
 	return m.claimCold(ctx, req, p, key)
 }
 
-// claimWarm takes one warm container. ok false: none left. A zero Claim
-// with ok true: the one taken failed (it is stopped); try again.
-func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, bool) {
-	var evs []idepool.Event
-	now := m.clock.Now()
+// refused logs and publishes a refused start.
+func (m *Manager) refused(profile, reason string, err error) {
+	m.log.Info("start refused", "profile", profile, "reason", idepool.ErrorMessage(err))
+	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventRefused, Profile: profile,
+		Reason: reason, Message: idepool.ErrorMessage(err),
+		Data: map[string]any{"kind": string(idepool.ClaimRefused), "code": string(idepool.ErrorCode(err))}})
+}
+
+// admitCold asks whether one more container of p may be created for a
+// waiting start: the profile's maximum, then the Admitter. Under pressure
+// it gives up warm containers of other profiles (one at a time, a few at
+// most) before it refuses.
+func (m *Manager) admitCold(ctx context.Context, p idepool.Profile) error {
 	m.mu.Lock()
-	ps := m.profiles[p.Name]
-	var e *entry
+	err := m.profileLimitLocked(m.profiles[p.Name])
+	m.mu.Unlock()
+	if err != nil || m.admitter == nil {
+		return err
+	}
+	for try := 0; ; try++ {
+		err := m.admitter.Admit(ctx, p, idepool.ClaimCold)
+		if err == nil {
+			return nil
+		}
+		if try < maxEvictions && m.evictOther(ctx, p.Name) {
+			continue
+		}
+		var ie *idepool.Error
+		if !errors.As(err, &ie) || ie.Code != idepool.ECapacity {
+			err = &idepool.Error{Code: idepool.ECapacity, Message: "no capacity for a new container", Err: err}
+		}
+		return err
+	}
+}
+
+// takeWarmLocked takes the oldest claimable warm container of ps out of
+// the pool, or nil. Caller holds m.mu.
+func (m *Manager) takeWarmLocked(ps *profileState) *entry {
 	for i, id := range ps.warm {
 		c := m.containers[id]
 		if c != nil && c.c.State == idepool.StateWarm && c.agentConnected && c.stopDone == nil && c.doomed == "" {
-			e = c
 			if i == 0 {
 				ps.warm = ps.warm[1:]
 			} else {
 				ps.warm = slices.Delete(ps.warm, i, i+1)
 			}
-			break
+			return c
 		}
 	}
-	if e == nil {
-		m.mu.Unlock()
-		return idepool.Claim{}, false
-	}
+	return nil
+}
+
+// bindLocked claims warm container e for req: it is the workspace's from
+// now on. The assignment still has to be delivered (completeWarm). Caller
+// holds m.mu.
+func (m *Manager) bindLocked(e *entry, req idepool.StartRequest, now time.Time, evs *[]idepool.Event) idepool.Assignment {
 	ws := req.Workspace
 	e.c.Generation++
-	gen := e.c.Generation
-	a := m.assignment(req, gen)
+	a := m.assignment(req, e.c.Generation)
 	e.assignment = &a
 	e.pendingAssign = true
 	e.delivering = true // this start delivers it, not a heartbeat
@@ -167,14 +284,45 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 	e.c.PreWarmed = true
 	e.c.IdleExempt = req.IdleExempt
 	e.c.LastActivity = now
-	m.byWorkspace[key] = e.c.ID
-	m.setState(e, idepool.StateSyncing, "", &evs)
-	id := e.c.ID
+	m.byWorkspace[ws.Key()] = e.c.ID
+	m.setState(e, idepool.StateSyncing, "", evs)
+	if ps := m.profiles[e.c.Profile]; ps != nil {
+		ps.claimRate.add(now, m.opts.ClaimRateWindow)
+	}
+	return a
+}
+
+// claimWarm takes one warm container. ok false: none left. A zero Claim
+// with ok true: the one taken failed (it is stopped); try again.
+func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, bool) {
+	var evs []idepool.Event
+	now := m.clock.Now()
+	m.mu.Lock()
+	e := m.takeWarmLocked(m.profiles[p.Name])
+	if e == nil {
+		m.mu.Unlock()
+		return idepool.Claim{}, false
+	}
+	a := m.bindLocked(e, req, now, &evs)
 	m.mu.Unlock()
 	m.publish(evs)
 	m.kick() // the pool lost one
+	c, ok := m.completeWarm(ctx, e, req, a, now)
+	if !ok {
+		return idepool.Claim{}, true
+	}
+	m.log.Info("claimed warm", "container", c.ID, "profile", p.Name, "generation", c.Generation)
+	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,
+		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimWarm)}})
+	return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, true
+}
 
-	undo := func(msg string, err error) (idepool.Claim, bool) {
+// completeWarm delivers a bound container's assignment and records the
+// claim in the runtime. On failure the container is failed (it never goes
+// back to the pool) and ok is false.
+func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
+	id := e.c.ID // fixed for the entry's life
+	undo := func(msg string, err error) (idepool.Container, bool) {
 		m.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
 		var evs []idepool.Event
 		m.mu.Lock()
@@ -183,7 +331,7 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 		m.mu.Unlock()
 		m.publish(evs)
 		m.kick()
-		return idepool.Claim{}, true
+		return idepool.Container{}, false
 	}
 	actx, cancel := m.rtCtx(ctx, m.opts.AssignTimeout)
 	err := m.agents.Assign(actx, id, a)
@@ -196,7 +344,7 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 	e.delivering = false
 	m.mu.Unlock()
 	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	err = m.rt.SetLabels(lctx, id, claimLabels(ws, req.UserID, gen, true, now, req.IdleExempt))
+	err = m.rt.SetLabels(lctx, id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
 	cancel()
 	if err != nil {
 		return undo("record claim", err)
@@ -204,28 +352,12 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 	m.mu.Lock()
 	c := copyContainer(e.c)
 	m.mu.Unlock()
-	m.log.Info("claimed warm", "container", id, "profile", p.Name, "generation", gen)
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: id, Profile: p.Name,
-		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimWarm)}})
-	return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, true
+	return c, true
 }
 
-// claimCold creates a container for the start; its agent gets the
-// assignment when it says it is ready.
+// claimCold creates a container for the start (admission was asked by the
+// caller); its agent gets the assignment when it says it is ready.
 func (m *Manager) claimCold(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, error) {
-	if m.admitter != nil {
-		if err := m.admitter.Admit(ctx, p, idepool.ClaimCold); err != nil {
-			var ie *idepool.Error
-			if !errors.As(err, &ie) || ie.Code != idepool.ECapacity {
-				err = &idepool.Error{Code: idepool.ECapacity, Message: "no capacity for a new container", Err: err}
-			}
-			m.log.Info("start refused", "profile", p.Name, "reason", idepool.ErrorMessage(err))
-			m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventRefused, Profile: p.Name,
-				Reason: idepool.ReasonCapacity, Message: idepool.ErrorMessage(err),
-				Data: map[string]any{"kind": string(idepool.ClaimRefused)}})
-			return idepool.Claim{}, err
-		}
-	}
 	now := m.clock.Now()
 	id := idepool.NewID()
 	ws := req.Workspace
@@ -242,6 +374,9 @@ func (m *Manager) claimCold(ctx context.Context, req idepool.StartRequest, p ide
 	m.mu.Lock()
 	m.containers[id] = e
 	m.byWorkspace[key] = id
+	if ps := m.profiles[p.Name]; ps != nil {
+		ps.claimRate.add(now, m.opts.ClaimRateWindow)
+	}
 	evs = append(evs, idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
 	m.mu.Unlock()
 	m.publish(evs)

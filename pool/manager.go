@@ -83,6 +83,63 @@ type Options struct {
 	// History is how many stopped containers Get still answers for
 	// (default 1000).
 	History int
+
+	// Queue configures the admission queue (issue 8); off by default.
+	Queue QueueOptions
+	// Policies are per-profile schedules, adaptive bounds and limits,
+	// by profile name.
+	Policies map[string]Policy
+	// DefaultCreateDuration is assumed for a create until one was measured
+	// (default 30 s); lead times and adaptive targets use it.
+	DefaultCreateDuration time.Duration
+	// ClaimRateWindow is the time constant of the smoothed claim rate
+	// (default 2 min).
+	ClaimRateWindow time.Duration
+}
+
+// Policy is one profile's classroom settings.
+type Policy struct {
+	// Schedules raise the target around windows.
+	Schedules []Window `json:"schedules,omitempty"`
+	// Adaptive, when set, replaces the base target by a demand-following
+	// one.
+	Adaptive *Adaptive `json:"adaptive,omitempty"`
+	// MaxContainers caps the profile's live containers (warm, starting and
+	// claimed); 0 means no cap.
+	MaxContainers int `json:"maxContainers,omitempty"`
+	// MaxPerUser caps one user's live claimed containers of the profile;
+	// 0 means no cap. Starts without a user id are not counted.
+	MaxPerUser int `json:"maxPerUser,omitempty"`
+}
+
+// Validate checks a policy.
+func (p Policy) Validate() error {
+	for _, w := range p.Schedules {
+		if err := w.Validate(); err != nil {
+			return err
+		}
+	}
+	if p.Adaptive != nil {
+		if err := p.Adaptive.Validate(); err != nil {
+			return err
+		}
+	}
+	if p.MaxContainers < 0 || p.MaxPerUser < 0 {
+		return idepool.Errorf(idepool.EInvalid, "limits must not be negative")
+	}
+	return nil
+}
+
+func clonePolicy(p Policy) Policy {
+	p.Schedules = slices.Clone(p.Schedules)
+	for i := range p.Schedules {
+		p.Schedules[i].Days = slices.Clone(p.Schedules[i].Days)
+	}
+	if p.Adaptive != nil {
+		a := *p.Adaptive
+		p.Adaptive = &a
+	}
+	return p
 }
 
 // Stop reasons pool adds to idepool's.
@@ -127,6 +184,13 @@ type Manager struct {
 	seq         uint64   // counts finished creates, see entry.createdSeq
 	closed      bool
 	recovered   bool // Recover ran
+
+	tickets     map[string]*ticket // queued and recently finished tickets
+	ticketIDs   []string           // FIFO of finished ticket ids (bounded)
+	replacedBy  map[string]string  // old container id → its replacement
+	replacedIDs []string           // FIFO of replacedBy keys (bounded)
+	pressure    bool               // a queued start was refused by admission
+	ticketSeq   uint64
 }
 
 type profileState struct {
@@ -135,6 +199,14 @@ type profileState struct {
 	warm    []string // warm ids, oldest ready first
 	backoff Backoff
 	lastErr string
+
+	policy    Policy
+	queue     []*ticket // waiting starts, oldest first
+	claimRate rateEWMA
+	// createDur is the smoothed time from create to warm; zero until one
+	// was measured.
+	createDur time.Duration
+	effective TargetResult // the last effective target computed
 }
 
 // entry is one live container. All fields are guarded by Manager.mu.
@@ -166,11 +238,20 @@ type entry struct {
 	delivering    bool
 
 	processes []idepool.ProcessStatus
+
+	// preparedUntil is set while the container is bound ahead of time
+	// (Prepare) and no start took it yet; it is stopped at that time.
+	preparedUntil time.Time
+	// noFlush: never ask the agent to push (its initial pull failed, so
+	// what it holds is not the user's work).
+	noFlush bool
 }
 
 type startCall struct {
 	done chan struct{}
 	err  error
+	// ticket is set while the start waits in the admission queue.
+	ticket *ticket
 }
 
 // New checks the options, fills defaults and returns a Manager with no
@@ -211,6 +292,9 @@ func New(o Options) (*Manager, error) {
 	if o.History <= 0 {
 		o.History = 1000
 	}
+	def(&o.DefaultCreateDuration, 30*time.Second)
+	def(&o.ClaimRateWindow, 2*time.Minute)
+	o.Queue.defaults()
 	m := &Manager{
 		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
 		clock: o.Clock, log: o.Logger, opts: o,
@@ -220,6 +304,8 @@ func New(o Options) (*Manager, error) {
 		byWorkspace: map[string]string{},
 		pending:     map[string]*startCall{},
 		history:     map[string]idepool.Container{},
+		tickets:     map[string]*ticket{},
+		replacedBy:  map[string]string{},
 	}
 	for _, p := range o.Profiles {
 		if err := p.Validate(); err != nil {
@@ -231,6 +317,16 @@ func New(o Options) (*Manager, error) {
 		p.Routes = slices.Clone(p.Routes)
 		m.profiles[p.Name] = &profileState{p: p, target: p.PoolTarget}
 		m.order = append(m.order, p.Name)
+	}
+	for name, pol := range o.Policies {
+		ps := m.profiles[name]
+		if ps == nil {
+			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: policy for unknown profile %q", name)
+		}
+		if err := pol.Validate(); err != nil {
+			return nil, idepool.WrapError(idepool.EMisconfigured, err, "pool: profile %s: %s", name, idepool.ErrorMessage(err))
+		}
+		ps.policy = clonePolicy(pol)
 	}
 	m.bgCtx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
@@ -258,6 +354,18 @@ func (m *Manager) goBG(f func(ctx context.Context)) {
 	}
 	m.bg.Add(1)
 	m.mu.Unlock()
+	go func() {
+		defer m.bg.Done()
+		f(m.bgCtx)
+	}()
+}
+
+// goBGLocked is goBG for a caller that holds m.mu.
+func (m *Manager) goBGLocked(f func(ctx context.Context)) {
+	if m.closed {
+		return
+	}
+	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
 		f(m.bgCtx)
@@ -362,10 +470,22 @@ func (m *Manager) becomeWarm(e *entry, evs *[]idepool.Event) {
 	now := m.clock.Now()
 	e.c.ReadyAt = now
 	ps := m.profiles[e.c.Profile]
+	if !e.recovered {
+		// What a create takes here, for lead times and estimates.
+		if d := now.Sub(e.startedAt); d >= 0 {
+			if ps.createDur <= 0 {
+				ps.createDur = d
+			} else {
+				ps.createDur = (4*ps.createDur + d) / 5
+			}
+		}
+	}
 	ps.warm = append(ps.warm, e.c.ID)
 	ps.backoff = Backoff{}
 	ps.lastErr = ""
 	m.setState(e, idepool.StateWarm, "", evs)
+	// A container that becomes warm serves the queue before the pool.
+	m.serveQueueLocked(ps, evs)
 	m.kick()
 }
 
@@ -516,7 +636,8 @@ func (m *Manager) Pools() []idepool.PoolStatus {
 	for _, name := range m.order {
 		ps := m.profiles[name]
 		idx[name] = len(out)
-		st := idepool.PoolStatus{Profile: name, Target: ps.target, LastError: ps.lastErr}
+		// The effective target: schedules and demand move it.
+		st := idepool.PoolStatus{Profile: name, Target: m.effectiveLocked(ps, m.clock.Now()).Target, LastError: ps.lastErr}
 		if m.clock.Now().Before(ps.backoff.NextCreate) {
 			st.BackoffUntil = ps.backoff.NextCreate
 		}

@@ -73,18 +73,27 @@ type ProfileSnapshot struct {
 	// limit.
 	Headroom int
 	Backoff  Backoff
+	// Queued counts starts waiting in the admission queue: each needs a
+	// container to become warm, on top of Target.
+	Queued int
 }
 
 // Snapshot is every pool at one moment.
 type Snapshot struct {
 	Now      time.Time
 	Profiles []ProfileSnapshot
+	// Pressure: capacity refused a create for a waiting start. Then only
+	// creates for waiting starts are planned; warm refills wait.
+	Pressure bool
 }
 
 // CreateAction asks for N new warm containers of a profile.
 type CreateAction struct {
 	Profile string
 	N       int
+	// ForQueue of the N serve waiting starts (admission is asked for them
+	// as for a cold start, before refills).
+	ForQueue int
 }
 
 // RemoveAction asks to remove one container.
@@ -141,7 +150,8 @@ func Plan(s Snapshot) Actions {
 			}
 			kept = append(kept, w)
 		}
-		target := max(p.Target, 0)
+		queued := max(p.Queued, 0)
+		target := max(p.Target, 0) + queued
 		inFlight := max(p.InFlight, 0)
 		// Too many: remove the oldest warm ones. Creates in flight do not
 		// push ready containers out (they may never become ready); if they
@@ -161,6 +171,10 @@ func Plan(s Snapshot) Actions {
 		if need <= 0 {
 			continue
 		}
+		forQueue := min(max(queued-len(kept)-inFlight, 0), need)
+		if s.Pressure {
+			need = forQueue
+		}
 		if s.Now.Before(p.Backoff.NextCreate) {
 			wake(p.Backoff.NextCreate)
 			continue
@@ -168,8 +182,9 @@ func Plan(s Snapshot) Actions {
 		if p.Headroom >= 0 && need > p.Headroom {
 			need = p.Headroom
 		}
+		forQueue = min(forQueue, need)
 		if need > 0 {
-			a.Creates = append(a.Creates, CreateAction{Profile: p.Profile, N: need})
+			a.Creates = append(a.Creates, CreateAction{Profile: p.Profile, N: need, ForQueue: forQueue})
 		}
 	}
 	return a

@@ -48,6 +48,10 @@ func (m *Manager) Recover(ctx context.Context) error {
 			continue
 		}
 		e := m.newEntry(c, hash)
+		if t, err := time.Parse(time.RFC3339Nano, inst.Labels[LabelPreparedUntil]); err == nil && c.Workspace != nil {
+			e.preparedUntil = t
+			e.c.IdleExempt = true
+		}
 		e.recovered = true
 		e.createDone = true
 		e.adoptDeadline = now.Add(m.opts.AdoptGrace)
@@ -243,6 +247,10 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			continue
 		}
 		switch {
+		case !e.preparedUntil.IsZero() && !now.Before(e.preparedUntil) && e.c.State.Live():
+			// Nobody came for it. It pulled someone's files: stop it, never
+			// pool it again; the pool refills.
+			stops = append(stops, stopJob{e, ReasonPrepareExpired, m.beginStop(e, ReasonPrepareExpired, &evs)})
 		case e.doomed != "":
 			if e.agentConnected || now.After(e.adoptDeadline) {
 				stops = append(stops, stopJob{e, e.doomed, e.c.Workspace != nil && e.agentConnected})
@@ -263,11 +271,17 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			m.fail(e, fmt.Sprintf("not ready within %s", m.opts.CreateTimeout), &evs)
 		}
 	}
-	snap := m.snapshot(now, headroom)
+	ticketWake := m.expireTicketsLocked(now, &evs)
+	snap := m.snapshot(now, headroom, &evs)
 	m.mu.Unlock()
 	m.publish(evs)
 
 	acts := Plan(snap)
+	for _, t := range []time.Time{ticketWake, m.nextTargetChange()} {
+		if !t.IsZero() && (acts.WakeAt.IsZero() || t.Before(acts.WakeAt)) {
+			acts.WakeAt = t
+		}
+	}
 	evs = nil
 	m.mu.Lock()
 	for _, r := range acts.Removes {
@@ -316,7 +330,7 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 		refused := make(chan struct{})
 		var once sync.Once
 	loop:
-		for range c.N {
+		for i := range c.N {
 			select {
 			case <-refused:
 				break loop
@@ -324,10 +338,23 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 				break loop
 			case sem <- struct{}{}:
 			}
+			kind := idepool.ClaimWarm
+			if i < c.ForQueue {
+				kind = idepool.ClaimCold // serves a waiting start
+			}
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				if errors.Is(m.createWarm(ctx, p), errRefused) {
+				err := m.createWarm(ctx, p, kind)
+				if errors.Is(err, errRefused) && kind == idepool.ClaimCold && m.evictOther(ctx, p.Name) {
+					err = m.createWarm(ctx, p, kind)
+				}
+				if kind == idepool.ClaimCold {
+					m.mu.Lock()
+					m.pressure = errors.Is(err, errRefused)
+					m.mu.Unlock()
+				}
+				if errors.Is(err, errRefused) {
 					once.Do(func() { close(refused) })
 				}
 			}()
@@ -352,20 +379,42 @@ func (m *Manager) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]id
 	m.fail(e, text, evs)
 }
 
-// snapshot builds the planner's input. Caller holds m.mu.
-func (m *Manager) snapshot(now time.Time, headroom map[string]int) Snapshot {
+// snapshot builds the planner's input; it also recomputes the effective
+// targets (publishing changes). Caller holds m.mu.
+func (m *Manager) snapshot(now time.Time, headroom map[string]int, evs *[]idepool.Event) Snapshot {
 	idx := map[string]int{}
 	s := Snapshot{Now: now, Profiles: make([]ProfileSnapshot, 0, len(m.order))}
+	anyQueued := false
 	for _, name := range m.order {
 		ps := m.profiles[name]
 		h, ok := headroom[name]
 		if !ok {
 			h = -1
 		}
+		if limit := ps.policy.MaxContainers; limit > 0 {
+			room := max(limit-m.liveLocked(name), 0)
+			if h < 0 || room < h {
+				h = room
+			}
+		}
+		res := m.effectiveLocked(ps, now)
+		if res.Target != ps.effective.Target || res.Reason != ps.effective.Reason {
+			data := map[string]any{"target": res.Target, "previous": ps.effective.Target, "base": ps.target}
+			if res.Window != nil {
+				data["window"] = res.Window.String()
+			}
+			*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventPool, Profile: name, Reason: res.Reason, Data: data})
+		}
+		ps.effective = res
+		anyQueued = anyQueued || len(ps.queue) > 0
 		idx[name] = len(s.Profiles)
-		s.Profiles = append(s.Profiles, ProfileSnapshot{Profile: name, Target: ps.target, MaxAge: ps.p.MaxAge,
-			Headroom: h, Backoff: ps.backoff})
+		s.Profiles = append(s.Profiles, ProfileSnapshot{Profile: name, Target: res.Target, MaxAge: ps.p.MaxAge,
+			Headroom: h, Backoff: ps.backoff, Queued: len(ps.queue)})
 	}
+	if !anyQueued {
+		m.pressure = false
+	}
+	s.Pressure = m.pressure
 	for _, e := range m.containers {
 		i, ok := idx[e.c.Profile]
 		if !ok || e.stopDone != nil || e.doomed != "" {
@@ -392,10 +441,17 @@ func (refusedError) Error() string { return "refused by admission" }
 
 var errRefused error = refusedError{}
 
-// createWarm creates one container for a pool.
-func (m *Manager) createWarm(ctx context.Context, p idepool.Profile) error {
+// createWarm creates one container for a pool; kind is ClaimCold when it
+// is for a waiting start (admission treats it as a cold start).
+func (m *Manager) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
+	m.mu.Lock()
+	lerr := m.profileLimitLocked(m.profiles[p.Name])
+	m.mu.Unlock()
+	if lerr != nil {
+		return errRefused
+	}
 	if m.admitter != nil {
-		if err := m.admitter.Admit(ctx, p, idepool.ClaimWarm); err != nil {
+		if err := m.admitter.Admit(ctx, p, kind); err != nil {
 			m.mu.Lock()
 			m.profiles[p.Name].lastErr = "refill refused: " + idepool.ErrorMessage(err)
 			m.mu.Unlock()

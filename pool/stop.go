@@ -55,7 +55,7 @@ func (m *Manager) beginStop(e *entry, reason string, evs *[]idepool.Event) (flus
 	m.removeWarm(e)
 	e.c.StopReason = reason
 	m.setState(e, idepool.StateStopping, reason, evs)
-	return e.c.Workspace != nil && e.agentConnected
+	return e.c.Workspace != nil && e.agentConnected && !e.noFlush
 }
 
 // runStop flushes and removes a container whose stop began (beginStop).

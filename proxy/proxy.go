@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -49,12 +50,25 @@ type Options struct {
 	TokenTTL time.Duration
 	// CookieTTL is how long a route cookie is valid (default 12 h).
 	CookieTTL time.Duration
-	// CookieSecure sets Secure on cookies (always set for TLS requests and
-	// X-Forwarded-Proto: https at ForwardAuth).
+	// CookieSecure sets Secure on every route cookie. Secure is also set
+	// when PublicURL is https, for TLS requests, for X-Forwarded-Proto:
+	// https from a TrustedProxies peer (and at ForwardAuth, whose caller is
+	// the proxy), and always with SameSite=None.
 	CookieSecure bool
-	// CookieSameSite defaults to Lax; an IDE embedded in an iframe of
-	// another site needs None (which browsers accept only with Secure).
+	// CookieSameSite of route cookies (SameSiteMode parses COOKIE_SAMESITE).
+	// Zero: None when FrameAncestors is set (the IDE lives in an iframe of
+	// another site, whose requests carry only SameSite=None cookies), else
+	// Lax. Browsers accept None only with Secure, so it needs HTTPS.
 	CookieSameSite http.SameSite
+	// FrameAncestors are the origins allowed to embed the IDE in an iframe
+	// (CSP host sources such as https://app.example.com); proxied answers
+	// without a frame-ancestors policy of their own get
+	// "Content-Security-Policy: frame-ancestors 'self' <FrameAncestors>".
+	// CheckFrameAncestors validates the list at start-up.
+	FrameAncestors []string
+	// TrustedProxies are the peers whose X-Forwarded-Proto is believed for
+	// the cookies' Secure flag; nil: loopback addresses only.
+	TrustedProxies []netip.Prefix
 	// DialTimeout bounds connecting to a container (default 5 s), so an
 	// unreachable upstream answers 502 instead of hanging.
 	DialTimeout time.Duration
@@ -76,6 +90,10 @@ type Router struct {
 	clock  idepool.Clock
 	secret []byte
 	rp     *httputil.ReverseProxy
+	// httpsPublic: PublicURL is https, so every cookie is Secure.
+	httpsPublic bool
+	// frameCSP is the frame-ancestors policy of the IDE routes.
+	frameCSP string
 
 	mu        sync.Mutex
 	tokens    map[string]tokenEntry
@@ -110,6 +128,12 @@ func New(o Options) *Router {
 	}
 	if o.CookieSameSite == 0 {
 		o.CookieSameSite = http.SameSiteLaxMode
+		if len(o.FrameAncestors) > 0 {
+			o.CookieSameSite = http.SameSiteNoneMode
+		}
+	}
+	if o.TrustedProxies == nil {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
@@ -121,7 +145,12 @@ func New(o Options) *Router {
 		o.TouchEvery = time.Second
 	}
 	o.PublicURL = strings.TrimRight(o.PublicURL, "/")
-	rt := &Router{o: o, log: o.Logger, clock: o.Clock, tokens: map[string]tokenEntry{}}
+	rt := &Router{o: o, log: o.Logger, clock: o.Clock, tokens: map[string]tokenEntry{},
+		httpsPublic: strings.HasPrefix(strings.ToLower(o.PublicURL), "https://"),
+		frameCSP:    frameAncestorsCSP(o.FrameAncestors)}
+	if o.CookieSameSite == http.SameSiteNoneMode && !rt.httpsPublic && !o.CookieSecure {
+		rt.log.Warn("proxy: route cookies are SameSite=None, which browsers accept only with Secure, i.e. over HTTPS; PUBLIC_URL is not https")
+	}
 	rt.secret = o.Secret
 	if len(rt.secret) == 0 {
 		rt.secret = make([]byte, 32)
@@ -143,11 +172,12 @@ func New(o Options) *Router {
 		}
 	}
 	rt.rp = &httputil.ReverseProxy{
-		Rewrite:       rt.rewrite,
-		Transport:     tr,
-		FlushInterval: -1, // stream: event streams and long polls must not be buffered
-		ErrorHandler:  rt.upstreamError,
-		ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+		Rewrite:        rt.rewrite,
+		Transport:      tr,
+		FlushInterval:  -1, // stream: event streams and long polls must not be buffered
+		ErrorHandler:   rt.upstreamError,
+		ModifyResponse: rt.modifyResponse,
+		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 	}
 	return rt
 }
@@ -251,11 +281,12 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// workload resolve.
 		u := *r.URL
 		u.Path, u.RawPath = r.URL.Path+"/", ""
+		rt.ownHeaders(w.Header())
 		http.Redirect(w, r, u.RequestURI(), http.StatusFound)
 		return
 	}
 	if q := r.URL.Query(); q.Has("token") {
-		rt.exchange(w, r, t.container, q.Get("token"), r.TLS != nil || rt.o.CookieSecure, stripToken(r.URL))
+		rt.exchange(w, r, t.container, q.Get("token"), r.TLS != nil || rt.forwardedHTTPS(r), stripToken(r.URL))
 		return
 	}
 	if !rt.cookieOK(r, t.container) {
@@ -263,7 +294,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.endpoint == "" {
-		rt.writeError(w, r, idepool.Errorf(idepool.ENotReady, "route %s of container %s has no endpoint yet", t.route.Name, id))
+		rt.writeError(w, r, idepool.Errorf(idepool.EUnavailable, "route %s of container %s has no endpoint yet", t.route.Name, id))
 		return
 	}
 	rt.o.Backend.Touch(id)
@@ -279,6 +310,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // just redirected (a reload of the original link keeps working).
 func (rt *Router) exchange(w http.ResponseWriter, r *http.Request, c idepool.Container, tok string, secure bool, clean string) {
 	// The token URL must not leak through Referer or caches.
+	rt.ownHeaders(w.Header())
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	if rt.redeem(tok, c) {
@@ -368,16 +400,22 @@ func (rt *Router) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	rt.writeError(w, r, &idepool.Error{Code: codeBadGateway, Message: "the container did not answer"})
 }
 
-// codeBadGateway is the router's code for upstream failures (502).
+// codeBadGateway is the router's code for upstream failures (502). The
+// root package is to get EBadGateway with the same string (httpapi maps it
+// to 502 too).
 const codeBadGateway idepool.Code = "BAD_GATEWAY"
 
-func statusOf(c idepool.Code) int {
+// StatusOf is the HTTP status of the codes the router answers with; the
+// same as the API's table (httpapi tests that), 500 for any other code.
+func StatusOf(c idepool.Code) int {
 	switch c {
 	case idepool.ENotFound, idepool.ERouteNotFound:
 		return http.StatusNotFound
 	case idepool.EUnauthorized:
 		return http.StatusUnauthorized
-	case idepool.ENotReady:
+	case idepool.EInvalid:
+		return http.StatusBadRequest
+	case idepool.EUnavailable:
 		return http.StatusServiceUnavailable
 	case codeBadGateway:
 		return http.StatusBadGateway
@@ -396,9 +434,9 @@ func (rt *Router) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		"path":      r.URL.Path,
 	})
 	h := w.Header()
+	rt.ownHeaders(h)
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(statusOf(code))
+	w.WriteHeader(StatusOf(code))
 	w.Write(append(body, '\n'))
 }

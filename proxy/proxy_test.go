@@ -341,7 +341,7 @@ func TestUpstreamErrors(t *testing.T) {
 	// A route whose workload has no endpoint yet.
 	ck = f.login(t, "dead4444", "vnc")
 	resp, body = f.get(t, "/vnc/dead4444/", ck)
-	if resp.StatusCode != http.StatusServiceUnavailable || errCode(t, body) != string(idepool.ENotReady) {
+	if resp.StatusCode != http.StatusServiceUnavailable || errCode(t, body) != string(idepool.EUnavailable) {
 		t.Fatalf("no endpoint: %d %s", resp.StatusCode, body)
 	}
 	// An upstream that accepts but never answers: the header timeout ends

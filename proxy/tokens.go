@@ -130,7 +130,7 @@ func (rt *Router) cookie(c idepool.Container, secure bool) *http.Cookie {
 		MaxAge:   int(rt.o.CookieTTL.Seconds()),
 		HttpOnly: true,
 		// Browsers drop SameSite=None cookies that are not Secure.
-		Secure:   secure || rt.o.CookieSecure || rt.o.CookieSameSite == http.SameSiteNoneMode,
+		Secure:   secure || rt.o.CookieSecure || rt.httpsPublic || rt.o.CookieSameSite == http.SameSiteNoneMode,
 		SameSite: rt.o.CookieSameSite,
 	}
 }

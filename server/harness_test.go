@@ -143,6 +143,7 @@ func cleanupContainers(t testing.TB, dataDir string) {
 			t.Logf("cleanup: %v", err)
 			return
 		}
+		defer rt.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		insts, _ := rt.Recover(ctx)

@@ -184,6 +184,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		return nil, err
 	}
 	s.rt = rt
+	if c, ok := rt.(interface{ Close() error }); ok {
+		s.closers = append(s.closers, func() { _ = c.Close() })
+	}
 
 	hubBinding := &lateBinding[*pool.Manager]{}
 	s.hub = control.NewHub(control.Options{
@@ -318,6 +321,9 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			DataDir:      cfg.DataDir,
 			Deployment:   cfg.Deployment,
 			AgentCommand: opts.AgentCommand,
+			// Local processes share the host's network: workloads listen
+			// on loopback only, reachable by the router, not the LAN.
+			ExtraEnv: map[string]string{"IDEPOOL_LISTEN_HOST": "127.0.0.1"},
 			Logger:       log.With("part", "runtime"),
 		})
 		if err != nil {

@@ -19,14 +19,13 @@ type AgentSyncer struct {
 	log           *slog.Logger
 	opts          Options
 
-	mu      sync.Mutex
-	eng     *Engine
-	cancel  context.CancelFunc
-	done    chan struct{}
-	report  func(idepool.AgentReport)
-	gen     int64
-	ws      idepool.Workspace
-	lastRep time.Time
+	mu     sync.Mutex
+	eng    *Engine
+	cancel context.CancelFunc
+	done   chan struct{}
+	report func(idepool.AgentReport)
+	gen    int64
+	ws     idepool.Workspace
 }
 
 // NewAgentSyncer makes a syncer of workspaceDir keeping its base under
@@ -79,19 +78,21 @@ func (s *AgentSyncer) Start(ctx context.Context, a idepool.Assignment, report fu
 	log.Info("initial pull")
 	t0 := time.Now()
 	if _, err := eng.SyncOnce(ctx); err != nil {
-		// Keep going in the background: the failed paths are retried.
-		log.Warn("initial sync incomplete", "err", err)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrList) {
+			// Nothing could be pulled (bad credentials, no bucket,
+			// unreachable endpoint): "synced" would be a lie.
 			s.mu.Lock()
-			s.eng = nil
+			s.eng, s.report = nil, nil
 			s.mu.Unlock()
 			_ = eng.Close()
-			return fmt.Errorf("initial pull: %w", ctx.Err())
+			return fmt.Errorf("initial pull: %w", err)
 		}
+		// Some paths failed: keep going, the background loop retries them.
+		log.Warn("initial sync incomplete", "err", err)
 	}
 	st := eng.Stats()
 	log.Info("initial pull done", "objects", st.ObjectsDown, "bytes", st.BytesDown, "took", time.Since(t0).Round(time.Millisecond))
-	s.sendStats(true)
+	s.sendStats()
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	s.mu.Lock()
@@ -107,7 +108,7 @@ func (s *AgentSyncer) Start(ctx context.Context, a idepool.Assignment, report fu
 				case <-rctx.Done():
 					return
 				case <-tick.C:
-					s.sendStats(false)
+					s.sendStats()
 				}
 			}
 		}()
@@ -141,8 +142,8 @@ func (s *AgentSyncer) onEvent(ev Event) {
 	report(r)
 }
 
-// sendStats reports figures when they moved (or force).
-func (s *AgentSyncer) sendStats(force bool) {
+// sendStats reports the current figures.
+func (s *AgentSyncer) sendStats() {
 	s.mu.Lock()
 	eng, report := s.eng, s.report
 	ws, gen := s.ws, s.gen
@@ -163,7 +164,7 @@ func (s *AgentSyncer) Flush(ctx context.Context) error {
 		return nil
 	}
 	err := eng.Flush(ctx)
-	s.sendStats(true)
+	s.sendStats()
 	return err
 }
 

@@ -125,13 +125,14 @@ type Engine struct {
 
 	cycleMu sync.Mutex // one cycle at a time
 
-	mu         sync.Mutex // guards the fields below
-	state      *State
-	stats      idepool.SyncStats
-	lastSave   time.Time
-	reported   map[string]bool
-	dirtySince time.Time
-	firstScan  bool
+	mu          sync.Mutex // guards the fields below
+	state       *State
+	stats       idepool.SyncStats
+	lastSave    time.Time
+	reported    map[string]bool
+	dirtySince  time.Time
+	firstScan   bool
+	listFailing bool
 }
 
 // NewEngine opens the workspace and loads the base.
@@ -251,9 +252,21 @@ func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
 	sc := e.scan(base)
 	remote, err := e.listRemote(ctx, sc)
 	if err != nil {
-		e.noteError("", err)
+		err = fmt.Errorf("%w: %w", ErrList, err)
+		e.mu.Lock()
+		already := e.listFailing
+		e.listFailing = true
+		e.stats.Errors++
+		e.stats.LastError = err.Error()
+		e.mu.Unlock()
+		if !already { // report the outage once, not every poll
+			e.emit(Event{Type: "error", Message: err.Error()}, false)
+		}
 		return res, err
 	}
+	e.mu.Lock()
+	e.listFailing = false
+	e.mu.Unlock()
 	plan := Plan(base, sc.files, remote, sc.skipped)
 	e.mu.Lock()
 	e.stats.Pending = len(plan)
@@ -496,6 +509,9 @@ func (e *Engine) listRemote(ctx context.Context, sc *scanResult) (map[string]Obj
 	}
 	return out, nil
 }
+
+// ErrList wraps a failure to list the remote side: nothing was decided.
+var ErrList = errors.New("list remote workspace")
 
 // errChanged: the local file moved under a step; the next cycle re-plans.
 var errChanged = errors.New("local file changed during sync; will retry")

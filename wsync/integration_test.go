@@ -24,7 +24,7 @@ import (
 
 // env is one versitygw, one bucket, a workspace and a state dir.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *s3test.Server
 	bucket string
 	prefix string
@@ -33,7 +33,7 @@ type env struct {
 	store  *S3Store
 }
 
-func newEnv(t *testing.T, prefix string) *env {
+func newEnv(t testing.TB, prefix string) *env {
 	t.Helper()
 	srv := s3test.Start(t)
 	e := &env{t: t, srv: srv, bucket: "ws-test", prefix: prefix, dir: filepath.Join(t.TempDir(), "workspace"), state: filepath.Join(t.TempDir(), "state")}

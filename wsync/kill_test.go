@@ -45,7 +45,14 @@ func TestHelperSyncProcess(t *testing.T) {
 	}
 	opts := testOptions()
 	opts.Parallelism = 16
-	eng, err := NewEngine(Config{Dir: os.Getenv("WSYNC_DIR"), StateFile: os.Getenv("WSYNC_STATE"), Store: &announceStore{Store: st, w: os.Stdout}, Options: opts})
+	if os.Getenv("WSYNC_DEFAULT_OPTIONS") == "1" {
+		opts = Options{} // production defaults (benchmarks)
+	}
+	var store Store = st
+	if os.Getenv("WSYNC_QUIET") != "1" {
+		store = &announceStore{Store: st, w: os.Stdout}
+	}
+	eng, err := NewEngine(Config{Dir: os.Getenv("WSYNC_DIR"), StateFile: os.Getenv("WSYNC_STATE"), Store: store, Options: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +68,7 @@ func TestHelperSyncProcess(t *testing.T) {
 
 // startHelper runs the engine in a subprocess and returns it with a
 // channel of its stdout lines.
-func (e *env) startHelper(run bool) (*exec.Cmd, <-chan string) {
+func (e *env) startHelper(run bool, extraEnv ...string) (*exec.Cmd, <-chan string) {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSyncProcess$", "-test.v")
 	cmd.Env = append(os.Environ(), "WSYNC_HELPER=1", "WSYNC_ENDPOINT="+e.srv.Endpoint, "WSYNC_BUCKET="+e.bucket,
@@ -69,6 +76,7 @@ func (e *env) startHelper(run bool) (*exec.Cmd, <-chan string) {
 	if run {
 		cmd.Env = append(cmd.Env, "WSYNC_HELPER_RUN=1")
 	}
+	cmd.Env = append(cmd.Env, extraEnv...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		e.t.Fatal(err)

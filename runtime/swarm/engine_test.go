@@ -28,7 +28,7 @@ type engine struct {
 	network string
 }
 
-func newEngine(t *testing.T) *engine {
+func newEngine(t testing.TB) *engine {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: the swarm runtime's tests need a real Docker engine")
@@ -50,7 +50,7 @@ func testProfile() idepool.Profile {
 
 // runtime opens a runtime of deployment dep and removes everything of dep
 // when the test ends (a safety net behind the tests' own Removes).
-func (e *engine) runtime(t *testing.T, dep string, mod ...func(*Options)) *Runtime {
+func (e *engine) runtime(t testing.TB, dep string, mod ...func(*Options)) *Runtime {
 	t.Helper()
 	o := Options{Docker: e.c, Deployment: dep, Network: e.network, StopGracePeriod: 2 * time.Second, ResyncInterval: 2 * time.Second}
 	for _, m := range mod {

@@ -1,0 +1,102 @@
+package idecheck
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Terminal runs command in the shellinabox terminal whose page is pageURL,
+// the way its JavaScript does: it loads the page, opens a session with a
+// POST to the same URL, sends the keys hex-encoded, and polls the output
+// until it contains want (or ctx ends). It returns the output it saw.
+// Choose want so that the echo of command does not contain it
+// ("echo x-$((6*7))" → "x-42").
+func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want string) (string, error) {
+	page, err := get(ctx, hc, pageURL)
+	if err != nil {
+		return "", err
+	}
+	if !strings.Contains(page, "ShellInABox") {
+		return "", fmt.Errorf("GET %s: not shellinabox's page: %.200q", pageURL, page)
+	}
+	const size = "width=100&height=30"
+	var out strings.Builder
+	post := func(form string) (string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, pageURL, strings.NewReader(form))
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("POST %s: %w", pageURL, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return "", fmt.Errorf("POST %s: %w", pageURL, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("POST %s: HTTP %d: %.200q", pageURL, resp.StatusCode, body)
+		}
+		if len(strings.TrimSpace(string(body))) == 0 {
+			return "", nil // the answer to keys
+		}
+		var m struct {
+			Session string `json:"session"`
+			Data    string `json:"data"`
+		}
+		if err := json.Unmarshal(body, &m); err != nil {
+			return "", fmt.Errorf("POST %s: want JSON, got %.200q: %w", pageURL, body, err)
+		}
+		out.WriteString(m.Data)
+		return m.Session, nil
+	}
+	session, err := post(size + "&rooturl=" + url.QueryEscape(pageURL))
+	if err != nil {
+		return "", err
+	}
+	if session == "" {
+		return "", fmt.Errorf("POST %s: no session in the answer", pageURL)
+	}
+	s := "&session=" + url.QueryEscape(session)
+	if _, err := post(size + s + "&keys=" + strings.ToUpper(hex.EncodeToString([]byte(command+"\r")))); err != nil {
+		return out.String(), err
+	}
+	for !strings.Contains(out.String(), want) {
+		if ctx.Err() != nil {
+			return out.String(), fmt.Errorf("terminal %s: %q: %w (%v)", pageURL, want, errNoOutput, ctx.Err())
+		}
+		// A poll is held by the server until there is output.
+		if _, err := post(size + s); err != nil {
+			return out.String(), err
+		}
+	}
+	return out.String(), nil
+}
+
+func get(ctx context.Context, hc *http.Client, u string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(body), fmt.Errorf("GET %s: HTTP %d: %.200q", u, resp.StatusCode, body)
+	}
+	return string(body), nil
+}

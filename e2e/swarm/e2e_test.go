@@ -1,0 +1,209 @@
+package swarm_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/idepool/idepool"
+	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/runtime/swarm"
+	"github.com/moby/moby/client"
+)
+
+const poolSize = 3
+
+// TestSwarmEndToEnd: a pool of 3 fills; a start returns a warm container;
+// its /code URL answers through the built-in proxy and through Traefik,
+// websocket included; DELETE removes its service; shrinking the pool to 0
+// and removing idepool leaves nothing of the deployment.
+func TestSwarmEndToEnd(t *testing.T) {
+	s := newStack(t, stackOptions{poolTarget: poolSize, traefik: true})
+	start := time.Now()
+	s.waitPool(idepool.DefaultProfile, poolSize, 5*time.Minute)
+	t.Logf("pool of %d filled in %v", poolSize, time.Since(start).Round(time.Millisecond))
+
+	res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-bucket", UserID: "alice"})
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, s.logs(s.idepoolSvc))
+	}
+	if !res.IsPreWarmed || res.Claim != idepool.ClaimWarm {
+		t.Errorf("start: isPreWarmed %v, claim %q; want a warm claim", res.IsPreWarmed, res.Claim)
+	}
+	if !s.serviceExists(swarm.ServiceName(res.ID)) {
+		t.Fatalf("no service %s for the claimed container", swarm.ServiceName(res.ID))
+	}
+	code := res.URLs.CodeServer
+	if !strings.HasPrefix(code, s.apiURL+"/code/"+res.ID+"/") || !strings.Contains(code, "token=") {
+		t.Fatalf("codeServer URL %q: want %s/code/%s/?token=…", code, s.apiURL, res.ID)
+	}
+
+	// Built-in proxy: the token is swapped for a cookie (redirect), then
+	// the placeholder workload answers.
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	status, body, _, err := httpGet(hc, code, "")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("GET %s through the built-in proxy: %d %v\n%s", code, status, err, body)
+	}
+	u, _ := url.Parse(s.apiURL)
+	var cookie string
+	for _, c := range jar.Cookies(u) {
+		if c.Name == "idepool_"+res.ID {
+			cookie = c.String()
+		}
+	}
+	if cookie == "" {
+		t.Fatalf("no idepool_%s cookie after the token exchange", res.ID)
+	}
+	// Without the cookie: refused.
+	if st, _, _, _ := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
+		t.Errorf("built-in proxy without cookie: %d, want 401", st)
+	}
+	echo(t, "built-in", strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
+
+	// Traefik: the same cookie is checked by idepool through ForwardAuth.
+	tURL := s.traefikURL + "/code/" + res.ID + "/"
+	var tStatus int
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		tStatus, body, _, err = httpGet(&http.Client{Timeout: 10 * time.Second}, tURL, cookie)
+		if err == nil && tStatus == http.StatusOK {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if tStatus != http.StatusOK {
+		t.Fatalf("GET %s through Traefik: %d %v\n%s\n%s", tURL, tStatus, err, body, s.logs(s.traefikSvc))
+	}
+	if st, _, _, _ := httpGet(&http.Client{Timeout: 10 * time.Second}, tURL, ""); st != http.StatusUnauthorized {
+		t.Errorf("Traefik without cookie: %d, want 401", st)
+	}
+	echo(t, "traefik", strings.Replace(s.traefikURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
+
+	// DELETE removes the service.
+	if _, err := s.api.Stop(context.Background(), res.ID); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if s.serviceExists(swarm.ServiceName(res.ID)) {
+		t.Errorf("service %s still exists after DELETE", swarm.ServiceName(res.ID))
+	}
+
+	// Shrink to nothing: the pool removes its warm containers.
+	if _, err := s.api.SetPoolTarget(context.Background(), idepool.DefaultProfile, 0); err != nil {
+		t.Fatalf("set pool target 0: %v", err)
+	}
+	deadline = time.Now().Add(2 * time.Minute)
+	for len(s.services()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(250 * time.Millisecond)
+	}
+	if left := s.services(); len(left) > 0 {
+		t.Errorf("%d services left after the pool shrank to 0", len(left))
+	}
+}
+
+// echo does a websocket round trip through a router.
+func echo(t *testing.T, router, wsURL, cookie string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {cookie}}})
+	if err != nil {
+		t.Fatalf("%s: websocket dial %s: %v", router, wsURL, err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("ping "+router)); err != nil {
+		t.Fatalf("%s: websocket write: %v", router, err)
+	}
+	_, got, err := c.Read(ctx)
+	if err != nil || string(got) != "ping "+router {
+		t.Fatalf("%s: websocket echo %q, %v", router, got, err)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+// TestSwarmRestart: idepool's task is SIGKILLed with warm and claimed
+// containers; Swarm starts it again; it adopts them all (the claimed one
+// stays claimed, the warm ones warm), creates no duplicates and leaves no
+// orphans.
+func TestSwarmRestart(t *testing.T) {
+	s := newStack(t, stackOptions{poolTarget: poolSize})
+	s.waitPool(idepool.DefaultProfile, poolSize, 5*time.Minute)
+	res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-restart"})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	s.waitPool(idepool.DefaultProfile, poolSize, 5*time.Minute)
+	before := s.services()
+	if len(before) != poolSize+1 {
+		t.Fatalf("%d services before the kill, want %d", len(before), poolSize+1)
+	}
+
+	// SIGKILL idepool's container; Swarm restarts the task.
+	cl, err := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).
+		Add("label", "com.docker.swarm.service.name="+s.idepoolSvc)})
+	if err != nil || len(cl.Items) != 1 {
+		t.Fatalf("idepool's container: %v, %d found", err, len(cl.Items))
+	}
+	if _, err := s.docker.ContainerKill(context.Background(), cl.Items[0].ID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	// Wait for the new task to answer (the old one is dead).
+	time.Sleep(time.Second)
+	s.waitHealthy(2 * time.Minute)
+	t.Logf("idepool answered again %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+
+	got, err := s.api.Get(context.Background(), res.ID)
+	if err != nil {
+		t.Fatalf("claimed container after restart: %v", err)
+	}
+	if !got.State.Claimed() || got.S3Bucket != "e2e-restart" {
+		t.Errorf("claimed container adopted as %s (bucket %q), want claimed for e2e-restart", got.State, got.S3Bucket)
+	}
+	p := s.waitPool(idepool.DefaultProfile, poolSize, 2*time.Minute)
+	// Give a wrong refill the time to show up, then compare.
+	time.Sleep(3 * time.Second)
+	after := s.services()
+	for name := range after {
+		if _, ok := before[name]; !ok {
+			t.Errorf("new service %s after the restart: warm containers were not adopted", name)
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			t.Errorf("service %s disappeared after the restart", name)
+		}
+	}
+	if p.Warm != poolSize {
+		t.Errorf("pool after restart: %+v", p)
+	}
+	// Every service is a container idepool knows (no orphans).
+	all, err := s.api.ListAll(context.Background(), idepoolclient.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, c := range all {
+		known[swarm.ServiceName(c.ID)] = true
+	}
+	for name := range after {
+		if !known[name] {
+			t.Errorf("service %s is not known to idepool after the restart", name)
+		}
+	}
+	// A claim still works after the restart.
+	res2, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-restart-2"})
+	if err != nil || !res2.IsPreWarmed {
+		t.Errorf("warm start after restart: %+v, %v", res2, err)
+	}
+	again, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-restart"})
+	if err != nil || !again.IsReused || again.ID != res.ID {
+		t.Errorf("start for the adopted workspace: %+v, %v; want it reused", again, err)
+	}
+}

@@ -1,0 +1,433 @@
+package pool
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// Claim kinds pool adds to idepool's.
+const (
+	// ClaimQueued: the start waited in the admission queue, then got the
+	// next container that became warm.
+	ClaimQueued idepool.ClaimKind = "queued"
+	// ClaimPrepared: Prepare had bound the container to the workspace
+	// (and its files were pulled) before the start came.
+	ClaimPrepared idepool.ClaimKind = "prepared"
+)
+
+// QueueOptions configure the admission queue.
+type QueueOptions struct {
+	// Enabled turns the queue on; off, a start that finds neither a warm
+	// container nor capacity is refused at once (the original's behaviour).
+	Enabled bool
+	// Limit is how many starts may wait per profile (default 1000); one
+	// more is refused with QUEUE_FULL.
+	Limit int
+	// Timeout is how long a start may wait (default 10 min); then it is
+	// refused with RESOURCE_LIMIT_EXCEEDED, details reason "queue-timeout".
+	Timeout time.Duration
+	// Keep is how many finished tickets stay answerable (default 1000).
+	Keep int
+}
+
+func (q *QueueOptions) defaults() {
+	if q.Limit <= 0 {
+		q.Limit = 1000
+	}
+	if q.Timeout <= 0 {
+		q.Timeout = 10 * time.Minute
+	}
+	if q.Keep <= 0 {
+		q.Keep = 1000
+	}
+}
+
+// TicketState is where a queued start is.
+type TicketState string
+
+// Ticket states.
+const (
+	TicketQueued    TicketState = "queued"    // waiting for a container
+	TicketAssigned  TicketState = "assigned"  // served: ContainerID is the workspace's container
+	TicketFailed    TicketState = "failed"    // timed out or the claim failed: Code, Error
+	TicketCancelled TicketState = "cancelled" // the client left (a blocking Start's ctx ended)
+)
+
+// Ticket is a start in the admission queue, as clients see it. It never
+// carries credentials.
+type Ticket struct {
+	ID        string            `json:"ticket"`
+	Profile   string            `json:"profile"`
+	Workspace idepool.Workspace `json:"workspace"`
+	State     TicketState       `json:"state"`
+	// Position is 1 for the next start to be served; 0 once served.
+	Position int `json:"position,omitempty"`
+	// Estimate is how much longer it may wait (a guess from the measured
+	// create time and the creates in flight).
+	Estimate    time.Duration `json:"estimate,omitempty"`
+	EnqueuedAt  time.Time     `json:"enqueuedAt"`
+	Deadline    time.Time     `json:"deadline"`
+	ContainerID string        `json:"containerId,omitempty"`
+	Code        idepool.Code  `json:"code,omitempty"`
+	Error       string        `json:"error,omitempty"`
+}
+
+// ticket is a queued start. Guarded by Manager.mu.
+type ticket struct {
+	id       string
+	seq      uint64
+	req      idepool.StartRequest // holds credentials: memory only
+	key      string
+	profile  string
+	enqueued time.Time
+	deadline time.Time
+	call     *startCall
+	state    TicketState
+	binding  bool // popped and being delivered to a container
+	claim    idepool.Claim
+	err      error
+	done     chan struct{}
+}
+
+// QueueEstimate guesses how long the start at position pos waits: the
+// inFlight containers being created serve the first positions within about
+// one create; later ones wait one more create per batch of parallel.
+func QueueEstimate(pos, inFlight, parallel int, create time.Duration) time.Duration {
+	if pos <= 0 {
+		return 0
+	}
+	if pos <= inFlight {
+		return create
+	}
+	parallel = max(parallel, 1)
+	return create * time.Duration(1+(pos-inFlight+parallel-1)/parallel)
+}
+
+// createDurLocked is the profile's measured (or assumed) create time.
+func (m *Manager) createDurLocked(ps *profileState) time.Duration {
+	if ps.createDur > 0 {
+		return ps.createDur
+	}
+	return m.opts.DefaultCreateDuration
+}
+
+// ticketInfoLocked is t as clients see it. Caller holds m.mu.
+func (m *Manager) ticketInfoLocked(t *ticket) Ticket {
+	out := Ticket{ID: t.id, Profile: t.profile, Workspace: t.req.Workspace, State: t.state,
+		EnqueuedAt: t.enqueued, Deadline: t.deadline}
+	switch t.state {
+	case TicketQueued:
+		ps := m.profiles[t.profile]
+		if i := slices.Index(ps.queue, t); i >= 0 {
+			out.Position = i + 1
+			inFlight := 0
+			for _, e := range m.containers {
+				if e.c.Profile == t.profile && e.c.Workspace == nil && e.stopDone == nil &&
+					(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) {
+					inFlight++
+				}
+			}
+			out.Estimate = QueueEstimate(out.Position, inFlight, m.opts.CreateConcurrency, m.createDurLocked(ps))
+		}
+	case TicketAssigned:
+		out.ContainerID = t.claim.Container.ID
+	default:
+		out.Code = idepool.ErrorCode(t.err)
+		out.Error = idepool.ErrorMessage(t.err)
+	}
+	return out
+}
+
+// enqueueLocked puts a start at the end of its profile's queue; the start's
+// registration (call) now belongs to the ticket. Caller holds m.mu.
+func (m *Manager) enqueueLocked(call *startCall, req idepool.StartRequest, key string, evs *[]idepool.Event) (*ticket, error) {
+	ps := m.profiles[req.Profile]
+	now := m.clock.Now()
+	if len(ps.queue) >= m.opts.Queue.Limit {
+		err := &idepool.Error{Code: idepool.EQueueFull, Message: "the admission queue of profile " + req.Profile + " is full; retry later",
+			Details: map[string]any{"profile": req.Profile, "limit": m.opts.Queue.Limit}}
+		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventRefused, Profile: req.Profile, Reason: "queue-full",
+			Message: err.Message, Data: map[string]any{"kind": string(idepool.ClaimRefused), "code": string(err.Code)}})
+		return nil, err
+	}
+	m.ticketSeq++
+	t := &ticket{id: "q" + strconv.FormatUint(m.ticketSeq, 10) + "-" + idepool.NewID()[:8], seq: m.ticketSeq,
+		req: req, key: key, profile: req.Profile, enqueued: now, deadline: now.Add(m.opts.Queue.Timeout),
+		call: call, state: TicketQueued, done: make(chan struct{})}
+	call.ticket = t
+	ps.queue = append(ps.queue, t)
+	m.tickets[t.id] = t
+	info := m.ticketInfoLocked(t)
+	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventQueued, Profile: req.Profile, State: "",
+		Reason: "queued", Message: "waiting for a container",
+		Data: map[string]any{"ticket": t.id, "position": info.Position, "estimateSeconds": info.Estimate.Seconds()}})
+	m.serveQueueLocked(ps, evs)
+	return t, nil
+}
+
+// serveQueueLocked gives the profile's warm containers to the oldest
+// waiting starts, first come first served. The deliveries run in the
+// background. Caller holds m.mu.
+func (m *Manager) serveQueueLocked(ps *profileState, evs *[]idepool.Event) {
+	for len(ps.queue) > 0 {
+		e := m.takeWarmLocked(ps)
+		if e == nil {
+			return
+		}
+		t := ps.queue[0]
+		ps.queue = ps.queue[1:]
+		m.bindTicketLocked(t, e, evs)
+	}
+}
+
+// bindTicketLocked binds warm container e to queued start t. Caller holds m.mu.
+func (m *Manager) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
+	now := m.clock.Now()
+	t.binding = true
+	a := m.bindLocked(e, t.req, now, evs)
+	m.kick()
+	m.goBGLocked(func(ctx context.Context) {
+		c, ok := m.completeWarm(ctx, e, t.req, a, now)
+		var evs []idepool.Event
+		m.mu.Lock()
+		t.binding = false
+		if !ok {
+			// The container failed; the start keeps its place at the head.
+			ps := m.profiles[t.profile]
+			ps.queue = append([]*ticket{t}, ps.queue...)
+			m.serveQueueLocked(ps, &evs)
+			m.mu.Unlock()
+			m.publish(evs)
+			m.kick()
+			return
+		}
+		m.resolveLocked(t, idepool.Claim{Container: c, Kind: ClaimQueued}, nil, &evs)
+		m.mu.Unlock()
+		m.publish(evs)
+		m.log.Info("claimed from the queue", "container", c.ID, "profile", c.Profile, "ticket", t.id,
+			"waited", now.Sub(t.enqueued))
+		m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: c.Profile,
+			State: c.State, Data: map[string]any{"kind": string(ClaimQueued), "ticket": t.id,
+				"waitedSeconds": now.Sub(t.enqueued).Seconds()}})
+	})
+}
+
+// resolveLocked ends a ticket: its start is served (claim) or refused
+// (err). Caller holds m.mu and took t out of its queue.
+func (m *Manager) resolveLocked(t *ticket, claim idepool.Claim, err error, evs *[]idepool.Event) {
+	if t.state != TicketQueued {
+		return
+	}
+	switch {
+	case err == nil:
+		t.state = TicketAssigned
+	case idepool.ErrorCode(err) == idepool.EClientClosed:
+		t.state = TicketCancelled
+	default:
+		t.state = TicketFailed
+	}
+	t.claim, t.err = claim, err
+	t.req.Credentials, t.req.VNCPassword = idepool.Credentials{}, "" // no longer needed
+	close(t.done)
+	if m.pending[t.key] == t.call {
+		delete(m.pending, t.key)
+	}
+	t.call.err = err
+	t.call.ticket = nil
+	close(t.call.done)
+	m.ticketIDs = append(m.ticketIDs, t.id)
+	for len(m.ticketIDs) > m.opts.Queue.Keep {
+		delete(m.tickets, m.ticketIDs[0])
+		m.ticketIDs = m.ticketIDs[1:]
+	}
+	if err != nil {
+		*evs = append(*evs, idepool.Event{Time: m.clock.Now(), Type: idepool.EventQueued, Profile: t.profile,
+			Reason: string(t.state), Message: idepool.ErrorMessage(err), Data: map[string]any{"ticket": t.id}})
+	}
+}
+
+// removeTicketLocked takes a waiting ticket out of its queue.
+func (m *Manager) removeTicketLocked(t *ticket) bool {
+	ps := m.profiles[t.profile]
+	i := slices.Index(ps.queue, t)
+	if i < 0 {
+		return false
+	}
+	ps.queue = slices.Delete(ps.queue, i, i+1)
+	return true
+}
+
+// expireTicketsLocked refuses starts that waited too long; it returns the
+// earliest deadline still ahead. Caller holds m.mu.
+func (m *Manager) expireTicketsLocked(now time.Time, evs *[]idepool.Event) time.Time {
+	var next time.Time
+	for _, name := range m.order {
+		ps := m.profiles[name]
+		for _, t := range slices.Clone(ps.queue) {
+			if now.Before(t.deadline) {
+				if next.IsZero() || t.deadline.Before(next) {
+					next = t.deadline
+				}
+				continue
+			}
+			m.removeTicketLocked(t)
+			waited := now.Sub(t.enqueued).Round(time.Second)
+			m.resolveLocked(t, idepool.Claim{}, &idepool.Error{Code: idepool.ECapacity,
+				Message: "no container became free within " + waited.String() + " in the admission queue",
+				Details: map[string]any{"reason": "queue-timeout", "profile": name, "waitedSeconds": waited.Seconds()}}, evs)
+		}
+	}
+	return next
+}
+
+// Ticket returns a queued (or recently finished) start.
+func (m *Manager) Ticket(id string) (Ticket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tickets[id]
+	if t == nil {
+		return Ticket{}, idepool.Errorf(idepool.ENotFound, "ticket %s not found", id)
+	}
+	return m.ticketInfoLocked(t), nil
+}
+
+// WaitTicket waits until a queued start is served or refused, or ctx ends
+// (the ticket then stays queued). Served: the claim (Kind queued).
+func (m *Manager) WaitTicket(ctx context.Context, id string) (idepool.Claim, error) {
+	m.mu.Lock()
+	t := m.tickets[id]
+	m.mu.Unlock()
+	if t == nil {
+		return idepool.Claim{}, idepool.Errorf(idepool.ENotFound, "ticket %s not found", id)
+	}
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return idepool.Claim{}, ctxError(ctx)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := t.claim
+	c.Container = copyContainer(c.Container)
+	return c, t.err
+}
+
+// CancelTicket takes a waiting start out of the queue (its client left).
+// A start already being served is not undone: its container is the
+// workspace's.
+func (m *Manager) CancelTicket(id string) {
+	var evs []idepool.Event
+	m.mu.Lock()
+	if t := m.tickets[id]; t != nil && m.removeTicketLocked(t) {
+		m.resolveLocked(t, idepool.Claim{}, idepool.Errorf(idepool.EClientClosed, "queued start cancelled"), &evs)
+	}
+	m.mu.Unlock()
+	m.publish(evs)
+	m.kick()
+}
+
+// Queue returns the tickets waiting for a profile, first first.
+func (m *Manager) Queue(profile string) ([]Ticket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps := m.profiles[profile]
+	if ps == nil {
+		return nil, idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", profile)
+	}
+	out := make([]Ticket, 0, len(ps.queue))
+	for _, t := range ps.queue {
+		out = append(out, m.ticketInfoLocked(t))
+	}
+	return out, nil
+}
+
+// maxEvictions bounds how many warm containers of other profiles one
+// refused create gives up.
+const maxEvictions = 3
+
+// evictOther stops the oldest warm container of a profile other than
+// profile, so that a waiting start gets its capacity: under pressure, warm
+// containers are given up before a claim is refused. It reports whether one
+// was removed.
+func (m *Manager) evictOther(ctx context.Context, profile string) bool {
+	var evs []idepool.Event
+	m.mu.Lock()
+	var victim *entry
+	for _, name := range m.order {
+		if name == profile {
+			continue
+		}
+		for _, id := range m.profiles[name].warm {
+			e := m.containers[id]
+			if e == nil || e.stopDone != nil || e.doomed != "" || e.c.State != idepool.StateWarm {
+				continue
+			}
+			if victim == nil || e.c.CreatedAt.Before(victim.c.CreatedAt) {
+				victim = e
+			}
+			break // warm lists are oldest first
+		}
+	}
+	if victim == nil {
+		m.mu.Unlock()
+		return false
+	}
+	flush := m.beginStop(victim, idepool.ReasonCapacity, &evs)
+	m.mu.Unlock()
+	m.publish(evs)
+	m.log.Info("giving up a warm container for a waiting start", "container", victim.c.ID, "for", profile)
+	_, err := m.runStop(ctx, victim, idepool.ReasonCapacity, flush)
+	return err == nil
+}
+
+// userLimitLocked refuses a start when its user holds the profile's
+// maximum. Caller holds m.mu.
+func (m *Manager) userLimitLocked(ps *profileState, user string) error {
+	limit := ps.policy.MaxPerUser
+	if limit <= 0 || user == "" {
+		return nil
+	}
+	n := 0
+	for _, e := range m.containers {
+		if e.c.Profile == ps.p.Name && e.c.UserID == user && e.c.Workspace != nil && e.stopDone == nil && e.c.State.Live() {
+			n++
+		}
+	}
+	if n >= limit {
+		return &idepool.Error{Code: idepool.ELimitExceeded,
+			Message: "user " + user + " already has " + strconv.Itoa(n) + " containers of profile " + ps.p.Name,
+			Details: map[string]any{"limit": "maxPerUser", "max": limit, "profile": ps.p.Name}}
+	}
+	return nil
+}
+
+// liveLocked counts the profile's live containers (warm, starting and
+// claimed) that are not being stopped. Caller holds m.mu.
+func (m *Manager) liveLocked(profile string) int {
+	n := 0
+	for _, e := range m.containers {
+		if e.c.Profile == profile && e.stopDone == nil && e.c.State.Live() {
+			n++
+		}
+	}
+	return n
+}
+
+// profileLimitLocked refuses one more container of a profile at its
+// maximum. Caller holds m.mu.
+func (m *Manager) profileLimitLocked(ps *profileState) error {
+	limit := ps.policy.MaxContainers
+	if limit <= 0 {
+		return nil
+	}
+	if n := m.liveLocked(ps.p.Name); n >= limit {
+		return &idepool.Error{Code: idepool.ELimitExceeded,
+			Message: "profile " + ps.p.Name + " is at its maximum of " + strconv.Itoa(limit) + " containers",
+			Details: map[string]any{"limit": "maxContainers", "max": limit, "profile": ps.p.Name}}
+	}
+	return nil
+}
