@@ -53,6 +53,10 @@ type Options struct {
 	// idepool containers with real limits. Off by default: the process
 	// runtime does not enforce limits, so reservations would overstate use.
 	HostReservations bool
+	// MeasuredCPU makes host-mode CPU admission compare the measured load
+	// (like memory) instead of the CPU reservations of live containers.
+	// Off by default: a load spike would stop refills.
+	MeasuredCPU bool
 	// SampleInterval: samples older than this are taken again (default 5 s).
 	SampleInterval time.Duration
 	// Settle is how long an admitted create is counted before the pool's
@@ -244,6 +248,14 @@ func (a *Admitter) sample(ctx context.Context) state {
 	}
 	s.memTotal, s.memUsed = a.host.MemoryTotal, a.host.MemoryUsed
 	s.cpuTotal, s.cpuUsed = a.host.CPUs, a.host.CPUUsed
+	if !a.o.MeasuredCPU {
+		// CPU is compressible: a busy host slows down but loses nothing,
+		// and a load spike (a compile, a test run) must not stop the pool
+		// from refilling. So CPU admission counts what was promised to
+		// containers (their reservations), not the instantaneous load;
+		// memory, which is not compressible, counts what is really used.
+		s.cpuUsed = liveCPU
+	}
 	if a.o.HostReservations {
 		s.memUsed = max(s.memUsed, liveMem)
 		s.cpuUsed = max(s.cpuUsed, liveCPU)

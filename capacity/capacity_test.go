@@ -145,7 +145,7 @@ func TestAdmitHost(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}})
+			a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}, MeasuredCPU: true})
 			a.SetCommitted(committed{pools: []idepool.PoolStatus{{Profile: "default", Starting: tc.starting}}, profiles: []idepool.Profile{prof}})
 			err := a.Admit(t.Context(), prof, tc.kind)
 			if tc.reason == "" {
@@ -219,7 +219,7 @@ func TestHeadroomHost(t *testing.T) {
 		{HostSample{}, prof, -1},                         // nothing known
 	}
 	for i, tc := range tests {
-		a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}})
+		a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}, MeasuredCPU: true})
 		if got := a.Headroom(tc.p); got != tc.want {
 			t.Errorf("%d: headroom = %d, want %d", i, got, tc.want)
 		}
@@ -278,7 +278,7 @@ func TestPressure(t *testing.T) {
 		{host(81, 95), true, true, "cpu"},
 	}
 	for i, tc := range tests {
-		a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}})
+		a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}, MeasuredCPU: true})
 		p := a.Pressure()
 		if p.Active != tc.active || p.Critical != tc.critical || p.Reason != tc.reason {
 			t.Errorf("%d: pressure = %+v", i, p)
@@ -377,4 +377,26 @@ func (f *fakePool) stops() map[string]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return maps.Clone(f.stopped)
+}
+
+// By default host-mode CPU admission counts the reservations of live
+// containers, not the measured load: a busy host (a compile, a test run)
+// still refills its pool, while promised CPU stays bounded.
+func TestAdmitHostCPUByReservation(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	busy := host(10, 99) // 99 of 100 cores busy
+	a := New(Options{Host: NewStaticHost(busy), Clock: &clock{t: t0}})
+	if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err != nil {
+		t.Fatalf("busy host with no reservations: %v, want admitted", err)
+	}
+	// 170 containers reserve 85 of 100 cores: a warm refill (limit 80 %)
+	// is refused, a cold create for a waiting user (limit 90 %) admitted.
+	a.SetCommitted(committed{pools: []idepool.PoolStatus{{Profile: "default", Claimed: 170}}, profiles: []idepool.Profile{prof}})
+	err := a.Admit(t.Context(), prof, idepool.ClaimWarm)
+	if idepool.ErrorCode(err) != idepool.ECapacity || idepool.ErrorDetails(err)["reason"] != "cpu" {
+		t.Fatalf("warm over the reserved CPU: %v, want ECapacity cpu", err)
+	}
+	if err := a.Admit(t.Context(), prof, idepool.ClaimCold); err != nil {
+		t.Fatalf("cold under the limit: %v", err)
+	}
 }

@@ -35,6 +35,11 @@ type profileJSON struct {
 	Constraints        []string           `json:"constraints"`
 	IdleTimeoutSeconds *int64             `json:"idleTimeoutSeconds"`
 	MaxAgeSeconds      *int64             `json:"maxAgeSeconds"`
+	// Classroom settings (issue 8): see Policy.
+	Schedules     []Schedule `json:"schedules"`
+	Adaptive      *Adaptive  `json:"adaptive"`
+	MaxContainers *int       `json:"maxContainers"`
+	MaxPerUser    *int       `json:"maxPerUser"`
 }
 
 // byteSize is a JSON byte count: a number of bytes or a string with a unit
@@ -89,6 +94,9 @@ func (c Config) Profiles() ([]idepool.Profile, error) {
 			fail(fmt.Errorf("profile %q listed twice", e.Name))
 		}
 		seen[e.Name] = true
+		if _, err := e.policy(); err != nil {
+			fail(err)
+		}
 		if e.Name == idepool.DefaultProfile {
 			if err := e.applyTo(&def); err != nil {
 				fail(err)

@@ -111,6 +111,9 @@ type Dashboard struct {
 
 	streamsMu sync.Mutex
 	streams   int
+
+	closing   chan struct{} // closed by Close: live views end
+	closeOnce sync.Once
 }
 
 var _ http.Handler = (*Dashboard)(nil)
@@ -167,8 +170,9 @@ func New(o Options) *Dashboard {
 		mux:      http.NewServeMux(),
 		// Sign-in attempts: a burst of 10, then 2 a second, for everyone
 		// together: guessing keys stays hopeless, people are not slowed.
-		logins: rate.NewLimiter(2, 10),
-		charts: newHistory(int(o.History / o.SampleEvery)),
+		logins:  rate.NewLimiter(2, 10),
+		charts:  newHistory(int(o.History / o.SampleEvery)),
+		closing: make(chan struct{}),
 	}
 	for name, ct := range map[string]string{"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"} {
 		b, err := assets.ReadFile("static/" + name)
@@ -190,6 +194,13 @@ func New(o Options) *Dashboard {
 		http.Error(w, "not found", http.StatusNotFound)
 	}, false))
 	return d
+}
+
+// Close ends every live view (their SSE streams would otherwise hold an
+// http.Server's Shutdown until its deadline). Run calls it when its context
+// ends. The dashboard keeps answering other requests.
+func (d *Dashboard) Close() {
+	d.closeOnce.Do(func() { close(d.closing) })
 }
 
 // route is one dashboard endpoint. Only public routes are served without a

@@ -487,3 +487,36 @@ func TestLoginRateLimit(t *testing.T) {
 		t.Error("30 quick guesses were never limited")
 	}
 }
+
+// TestRunEndsStreams: when Run's context ends (the server shuts down), open
+// live views end, so an http.Server's Shutdown does not wait for them.
+func TestRunEndsStreams(t *testing.T) {
+	f := newFixture(t)
+	_, c := f.login(t, testKey)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- f.d.Run(ctx) }()
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	req, _ := http.NewRequestWithContext(rctx, "GET", f.srv.URL+"/dashboard/stream", nil)
+	req.AddCookie(c)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Errorf("the stream did not end cleanly: %v", err)
+	}
+	if res, _ := f.do(t, "GET", "/dashboard/stream", c, nil, nil); res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a stream after Close: %d", res.StatusCode)
+	}
+}

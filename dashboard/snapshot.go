@@ -230,8 +230,9 @@ func (d *Dashboard) sampleOnce() {
 	}
 }
 
-// Run samples the pools for the charts every SampleEvery until ctx ends.
-// Without it the charts stay empty; everything else works.
+// Run samples the pools for the charts every SampleEvery until ctx ends,
+// then ends the live views (Close). Without it the charts stay empty;
+// everything else works.
 func (d *Dashboard) Run(ctx context.Context) error {
 	d.sampleOnce()
 	t := time.NewTicker(d.o.SampleEvery)
@@ -239,6 +240,7 @@ func (d *Dashboard) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			d.Close()
 			return nil
 		case <-t.C:
 			d.sampleOnce()

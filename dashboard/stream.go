@@ -20,6 +20,12 @@ import (
 // A snapshot follows events promptly (coalesced) and comes at least every
 // SnapshotEvery, so ages and charts move even when nothing happens.
 func (d *Dashboard) handleStream(w http.ResponseWriter, r *http.Request, s *session) {
+	select {
+	case <-d.closing:
+		writeJSONError(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	default:
+	}
 	if !d.acquireStream() {
 		writeJSONError(w, http.StatusServiceUnavailable, "too many live views open")
 		return
@@ -81,6 +87,8 @@ func (d *Dashboard) handleStream(w http.ResponseWriter, r *http.Request, s *sess
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-d.closing:
 			return
 		case e, ok := <-evs:
 			if !ok {

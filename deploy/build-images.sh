@@ -37,7 +37,11 @@ build_image() {
   fi
   printf 'FROM scratch\n%s\nLABEL idepool.binary-sha256="%s" org.opencontainers.image.version="%s"\n' "$body" "$sum" "$version" >"$work/Dockerfile"
   # The legacy builder: FROM scratch needs no pull and no BuildKit image.
-  DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$work" >/dev/null
+  local out
+  if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$work" 2>&1); then
+    echo "$out" >&2
+    exit 1
+  fi
   echo "built $tag ($sum)"
 }
 

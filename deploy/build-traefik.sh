@@ -57,5 +57,8 @@ COPY traefik /traefik
 LABEL idepool.binary-sha256="$bin_sum" org.opencontainers.image.version="$version"
 ENTRYPOINT ["/traefik"]
 DOCKERFILE
-DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >/dev/null
+if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
 echo "built $image"

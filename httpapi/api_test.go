@@ -108,7 +108,7 @@ func concrete(p string) string {
 // TestAuthEveryRoute is the table test over every route of routes.go.
 func TestAuthEveryRoute(t *testing.T) {
 	h := newHarness(t, nil)
-	open := map[string]bool{"GET /{$}": true, "GET /api/health": true, "GET /api/openapi.json": true}
+	open := map[string]bool{"GET /{$}": true, "GET /api/health": true, "GET /api/openapi.json": true, "GET /metrics": true}
 	cases := []struct {
 		name   string
 		header string // Authorization value; "" = none

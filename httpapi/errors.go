@@ -41,13 +41,8 @@ var statusOf = map[idepool.Code]int{
 	idepool.EMisconfigured:      http.StatusInternalServerError,
 	idepool.EClientClosed:       499,
 	idepool.ERuntimeUnreachable: http.StatusServiceUnavailable,
-	codeBadGateway:              http.StatusBadGateway,
+	idepool.EBadGateway:         http.StatusBadGateway,
 }
-
-// codeBadGateway is the router's code for a container that did not answer.
-// The root package is to get EBadGateway with the same string; until then
-// httpapi and proxy each name it.
-const codeBadGateway idepool.Code = "BAD_GATEWAY"
 
 // HTTPStatus returns the HTTP status for an error code (500 when unknown).
 func HTTPStatus(c idepool.Code) int {

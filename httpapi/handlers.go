@@ -283,9 +283,12 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	claim, err := s.o.Orchestrator.Start(r.Context(), req)
+	claim, queued, err := s.startOrQueue(r, req, wait, timeout)
 	if err != nil {
 		return err
+	}
+	if queued != nil {
+		return s.writeQueued(w, *queued)
 	}
 	c := claim.Container
 	timedOut := false
@@ -444,6 +447,8 @@ type containerBody struct {
 	IsPreWarmed    bool               `json:"isPreWarmed"`
 	IdleExempt     bool               `json:"idleExempt"`
 	Node           string             `json:"node,omitempty"`
+	// ReplacedBy names the container that replaced this one in place.
+	ReplacedBy string `json:"replacedBy,omitempty"`
 }
 
 type resourceLimits struct {
@@ -564,7 +569,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, http.StatusOK, s.containerBody(c))
+	b := s.containerBody(c)
+	b.ReplacedBy = s.replacedBy(id)
+	s.writeJSON(w, http.StatusOK, b)
 	return nil
 }
 
@@ -646,5 +653,21 @@ func (s *Server) handleSetTarget(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) error {
+	if s.o.Events == nil {
+		return idepool.Errorf(idepool.ERouteNotFound, "the event stream is not enabled")
+	}
+	s.o.Events.ServeHTTP(w, r)
+	return nil
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
+	if s.o.Metrics == nil {
+		return idepool.Errorf(idepool.ERouteNotFound, "metrics are not enabled")
+	}
+	s.o.Metrics.ServeHTTP(w, r)
 	return nil
 }

@@ -156,7 +156,7 @@ func TestStatusAgreesWithRouter(t *testing.T) {
 			t.Errorf("%s: API %d, router %d", code, st, ps)
 		}
 	}
-	if proxy.StatusOf(codeBadGateway) != http.StatusBadGateway {
+	if proxy.StatusOf(idepool.EBadGateway) != http.StatusBadGateway {
 		t.Error("router BAD_GATEWAY")
 	}
 }

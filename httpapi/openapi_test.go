@@ -3,6 +3,8 @@ package httpapi
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"slices"
@@ -243,6 +245,24 @@ func (v *validator) fail(path, format string, args ...any) {
 
 func (v *validator) check(path string, schema map[string]any, val any) {
 	s := v.d.resolve(v.t, schema)
+	if alts, ok := s["oneOf"].([]any); ok {
+		// Exactly one alternative must match.
+		matched := 0
+		var why []string
+		for _, a := range alts {
+			sub := &validator{t: v.t, d: v.d}
+			sub.check(path, obj(a), val)
+			if len(sub.errs) == 0 {
+				matched++
+			} else {
+				why = append(why, strings.Join(sub.errs, "; "))
+			}
+		}
+		if matched != 1 {
+			v.fail(path, "%d of %d oneOf alternatives match: %v", matched, len(alts), why)
+		}
+		return
+	}
 	if val == nil {
 		if s["nullable"] != true {
 			v.fail(path, "null, schema not nullable")
@@ -339,6 +359,14 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	h := newHarness(t, func(o *Options) {
 		o.Clock = clk
 		o.RateLimit = RateLimit{Requests: 1000, Window: time.Minute}
+		o.Events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "id: 1\ndata: {}\n\n")
+		})
+		o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+			io.WriteString(w, "idepool_up 1\n")
+		})
 	})
 	warm := func(o *fakeOrch) {
 		w := idepool.Workspace{Bucket: "used-bucket", Prefix: "a/", Region: "eu-west-1"}
@@ -379,17 +407,43 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 		{method: "PUT", path: "/api/pool/default", body: `{"target":3}`},
 		{method: "PUT", path: "/pool/nope", body: `{"target":3}`},
 		{method: "PUT", path: "/api/pool/default", body: `{}`},
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`}, // 202 queued
+		{method: "GET", path: "/api/queue/q1-abc"},
+		{method: "GET", path: "/queue/q2-abc"},
+		{method: "GET", path: "/api/queue/q3-abc"},
+		{method: "GET", path: "/api/queue/nope"},
+		{method: "GET", path: "/api/pool/default/schedules"},
+		{method: "GET", path: "/api/pool/big/schedules"},
+		{method: "PUT", path: "/api/pool/default/schedules", body: `{"schedules":[{"days":["Mon"],"start":"09:50","end":"11:30","timezone":"Europe/Berlin","target":320}]}`},
+		{method: "PUT", path: "/api/pool/default/schedules", body: `{}`},
+		{method: "POST", path: "/api/workspaces/prepare", body: `{"profile":"default","expiresInSeconds":3600,"workspaces":[{"s3Bucket":"class-a","s3Prefix":"s1/"},{"s3Bucket":"X"}]}`},
+		{method: "POST", path: "/api/workspaces/prepare", body: `{"workspaces":[]}`},
+		{method: "GET", path: "/api/events?after=0"},
+		{method: "GET", path: "/events", noAuth: true},
+		{method: "GET", path: "/metrics", noAuth: true},
+		// The classroom routes (classroom.go).
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`}, // queued: 202
+		{method: "GET", path: "/api/queue/q1-abc"},
+		{method: "GET", path: "/api/queue/q2-abc"},
+		{method: "GET", path: "/api/queue/q3-abc"},
+		{method: "GET", path: "/api/pool/default/schedules"},
+		{method: "PUT", path: "/api/pool/default/schedules", body: `{"schedules":[{"days":["Mon","Wed"],"start":"09:50","end":"11:30","timezone":"Europe/Berlin","target":320}]}`},
+		{method: "POST", path: "/api/workspaces/prepare", body: `{"expiresInSeconds":600,"workspaces":[{"s3Bucket":"lab-1"},{"s3Bucket":"NO"}]}`},
 	}
-	validated := map[string]bool{} // operations with a checked 2xx answer
+	validated := map[string]bool{}   // operations with a checked 2xx answer
+	canonical := map[string]string{} // mounted path → the table's path
+	for _, rt := range h.srv.Routes() {
+		for _, p := range rt.Paths() {
+			canonical[p] = rt.Path
+		}
+	}
 	run := func(c call) {
 		t.Helper()
-		w, m := h.do(t, c)
+		w := h.raw(t, c)
 		r := httptest.NewRequest(c.method, c.path, nil)
 		_, pattern := h.srv.mux.Handler(r)
 		method, p, _ := strings.Cut(pattern, " ")
-		if !strings.HasPrefix(p, "/api/") && p != "/{$}" {
-			p = "/api" + p // the alias
-		}
+		p = canonical[p] // an alias → its /api path
 		op := ops[method+" "+docPath(p)]
 		if op == nil {
 			t.Errorf("%s %s: pattern %q has no operation", c.method, c.path, pattern)
@@ -409,13 +463,24 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 			resp = obj(resps["default"])
 		}
 		resp = d.resolve(t, resp)
-		schema := obj(obj(obj(resp["content"])["application/json"])["schema"])
+		content := obj(resp["content"])
+		schema := obj(obj(content["application/json"])["schema"])
 		if schema == nil {
-			t.Errorf("%s %s: %d has no JSON schema", c.method, c.path, w.Code)
+			// Not JSON (the event stream, metrics): the media type must match.
+			ct := w.Header().Get("Content-Type")
+			mt, _, _ := strings.Cut(ct, ";")
+			if content[mt] == nil {
+				t.Errorf("%s %s: %d answers %q, documented %v", c.method, c.path, w.Code, ct, content)
+			}
+			return
+		}
+		var m any
+		if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {
+			t.Errorf("%s %s: %d: body is not JSON: %q", c.method, c.path, w.Code, w.Body)
 			return
 		}
 		v := &validator{t: t, d: d}
-		v.check("body", schema, any(m))
+		v.check("body", schema, m)
 		for _, e := range v.errs {
 			t.Errorf("%s %s → %d: %s", c.method, c.path, w.Code, e)
 		}
@@ -442,6 +507,8 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	h = tight
 	run(call{method: "GET", path: "/api/containers"})
 	run(call{method: "GET", path: "/api/containers"})
+	run(call{method: "GET", path: "/api/events"}) // not enabled: 404
+	run(call{method: "GET", path: "/metrics"})
 
 	// A new route needs a call above.
 	for key := range ops {
@@ -449,4 +516,22 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 			t.Errorf("%s: no successful answer validated; add a call", key)
 		}
 	}
+}
+
+// raw sends c like harness.do without decoding the answer.
+func (h *harness) raw(t testing.TB, c call) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+	if c.body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if !c.noAuth {
+		r.Header.Set("Authorization", "Bearer "+testKey)
+	}
+	for k, v := range c.header {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	h.srv.ServeHTTP(w, r)
+	return w
 }

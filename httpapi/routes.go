@@ -46,6 +46,12 @@ func (s *Server) routes() []Route {
 		{"POST", "/api/containers/{id}/inactivity-shutdown", true, "The original's inactivity webhook; now requires an API key.", s.handleInactivity},
 		{"GET", "/api/pool", true, "Every profile's pool: target, warm, starting, claimed, failed.", s.handlePools},
 		{"PUT", "/api/pool/{profile}", true, "Change a profile's pool target: {\"target\": n}.", s.handleSetTarget},
+		{"GET", "/api/queue/{ticket}", true, "A queued start's state (position, estimate; its container once assigned); ?wait=ready&timeout=60s long-polls.", s.handleQueueTicket},
+		{"GET", "/api/pool/{profile}/schedules", true, "A profile's scheduled pool windows.", s.handleGetSchedules},
+		{"PUT", "/api/pool/{profile}/schedules", true, "Replace a profile's scheduled pool windows: {\"schedules\": [{\"days\": [\"Mon\"], \"start\": \"09:50\", \"end\": \"11:30\", \"timezone\": \"Europe/Berlin\", \"target\": 320}]}.", s.handleSetSchedules},
+		{"POST", "/api/workspaces/prepare", true, "Bind containers to workspaces ahead of their starts; their files are pulled now; unused ones stop at expiry.", s.handlePrepare},
+		{"GET", "/api/events", true, "Event stream (Server-Sent Events): every state change, claim, refusal, health verdict, sync conflict and stop; resume with Last-Event-ID or ?after=; filter with ?type= and ?container=.", s.handleEvents},
+		{"GET", "/metrics", false, "Prometheus metrics (no secrets).", s.handleMetrics},
 	}
 }
 

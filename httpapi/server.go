@@ -24,6 +24,15 @@
 //     tokens would otherwise be lost) and ready:false.
 //   - Ids that cannot be ids are 404, like unknown ones; DELETE of an
 //     unknown or gone container is 404 CONTAINER_NOT_FOUND, never 500.
+//   - Rate limit: the original's fixed window per key on the container
+//     routes, its X-RateLimit-* headers (Reset as ISO 8601) and its 429 body,
+//     plus Retry-After; bounded memory.
+//   - CORS only for configured exact origins, never with credentials (the
+//     original answered * with credentials). API answers carry nosniff,
+//     X-Frame-Options DENY, no-referrer and a CSP that allows nothing;
+//     Mounts and Fallback (router, dashboard) set their own.
+//   - openapi.json (embedded, at /api/openapi.json) describes routes.go;
+//     its tests keep both in step and validate real answers against it.
 package httpapi
 
 import (
@@ -111,6 +120,10 @@ type ContainerCounts struct {
 // Options configure a Server.
 type Options struct {
 	Orchestrator Orchestrator
+	// Classroom serves the admission queue, schedules and pre-assignment
+	// (classroom.go); nil: the Orchestrator if it implements Classroom,
+	// else those routes answer 503.
+	Classroom Classroom
 	// Keys are the accepted API keys; only their SHA-256 is kept. No keys
 	// means every authenticated route answers 401.
 	Keys   []string
@@ -121,6 +134,10 @@ type Options struct {
 	// MaxBodyBytes bounds request bodies (default 1 MiB); more → 413.
 	MaxBodyBytes int64
 	Version      string
+	// Events serves GET /api/events (the SSE stream); nil → 404.
+	Events http.Handler
+	// Metrics serves GET /metrics (Prometheus); nil → 404.
+	Metrics http.Handler
 	// Fallback serves requests that match no API route (the router,
 	// ForwardAuth, the agent endpoint are mounted by the server instead);
 	// nil → 404 in the envelope.
@@ -129,8 +146,8 @@ type Options struct {
 	// (KeyID(ctx) is set): room for the per-key rate limit.
 	Middleware []func(http.Handler) http.Handler
 	// Global wraps every request (API, mounts and fallback), inside request
-	// ids, access log and panic recovery: room for CORS and security
-	// headers (a CORS preflight must be answered here, before routing).
+	// ids, access log and panic recovery. (CORS and the API's security
+	// headers are built in: see CORSOrigins.)
 	Global []func(http.Handler) http.Handler
 	// Mounts are extra ServeMux patterns served WITHOUT an API key, e.g.
 	// "GET /_auth/forward" (proxy ForwardAuth) and "/agent/v1/connect"

@@ -40,12 +40,6 @@ func (s *slots) Headroom(p idepool.Profile) int {
 	return max(s.cap-s.used, 0)
 }
 
-func (s *slots) setCap(n int) {
-	s.mu.Lock()
-	s.cap = n
-	s.mu.Unlock()
-}
-
 func (s *slots) refused(kind idepool.ClaimKind) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

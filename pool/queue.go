@@ -46,15 +46,16 @@ func (q *QueueOptions) defaults() {
 	}
 }
 
-// TicketState is where a queued start is.
-type TicketState string
+// TicketState is where a queued start is. An alias, so that Ticket
+// converts to a mirror type of the HTTP API with a plain conversion.
+type TicketState = string
 
 // Ticket states.
 const (
-	TicketQueued    TicketState = "queued"    // waiting for a container
-	TicketAssigned  TicketState = "assigned"  // served: ContainerID is the workspace's container
-	TicketFailed    TicketState = "failed"    // timed out or the claim failed: Code, Error
-	TicketCancelled TicketState = "cancelled" // the client left (a blocking Start's ctx ended)
+	TicketQueued    = "queued"    // waiting for a container
+	TicketAssigned  = "assigned"  // served: ContainerID is the workspace's container
+	TicketFailed    = "failed"    // timed out or the claim failed: Code, Error
+	TicketCancelled = "cancelled" // the client left (a blocking Start's ctx ended)
 )
 
 // Ticket is a start in the admission queue, as clients see it. It never
@@ -188,10 +189,16 @@ func (m *Manager) serveQueueLocked(ps *profileState, evs *[]idepool.Event) {
 func (m *Manager) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
 	now := m.clock.Now()
 	t.binding = true
-	a := m.bindLocked(e, t.req, now, evs)
+	req := t.req
+	a := m.bindLocked(e, req, now, evs)
+	// Progress for everyone waiting: one event per start served (not one
+	// per waiting start), with what is left.
+	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventQueued, ContainerID: e.c.ID, Profile: t.profile,
+		Reason: "served", Data: map[string]any{"ticket": t.id, "waiting": len(m.profiles[t.profile].queue),
+			"waitedSeconds": now.Sub(t.enqueued).Seconds()}})
 	m.kick()
 	m.goBGLocked(func(ctx context.Context) {
-		c, ok := m.completeWarm(ctx, e, t.req, a, now)
+		c, ok := m.completeWarm(ctx, e, req, a, now)
 		var evs []idepool.Event
 		m.mu.Lock()
 		t.binding = false

@@ -272,6 +272,9 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 		}
 	}
 	ticketWake := m.expireTicketsLocked(now, &evs)
+	for _, name := range m.order {
+		m.serveQueueLocked(m.profiles[name], &evs) // warm ones whose agent came back
+	}
 	snap := m.snapshot(now, headroom, &evs)
 	m.mu.Unlock()
 	m.publish(evs)
@@ -354,7 +357,7 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 					m.pressure = errors.Is(err, errRefused)
 					m.mu.Unlock()
 				}
-				if errors.Is(err, errRefused) {
+				if errors.Is(err, errRefused) || errors.Is(err, errLimited) {
 					once.Do(func() { close(refused) })
 				}
 			}()
@@ -441,6 +444,9 @@ func (refusedError) Error() string { return "refused by admission" }
 
 var errRefused error = refusedError{}
 
+// errLimited: the profile is at its own maximum (no pressure on others).
+var errLimited = errors.New("profile at its maximum")
+
 // createWarm creates one container for a pool; kind is ClaimCold when it
 // is for a waiting start (admission treats it as a cold start).
 func (m *Manager) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
@@ -448,7 +454,7 @@ func (m *Manager) createWarm(ctx context.Context, p idepool.Profile, kind idepoo
 	lerr := m.profileLimitLocked(m.profiles[p.Name])
 	m.mu.Unlock()
 	if lerr != nil {
-		return errRefused
+		return errLimited
 	}
 	if m.admitter != nil {
 		if err := m.admitter.Admit(ctx, p, kind); err != nil {

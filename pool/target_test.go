@@ -64,18 +64,18 @@ func TestAdaptiveTarget(t *testing.T) {
 		create time.Duration
 		want   int
 	}{
-		{0, 30 * time.Second, 2},              // quiet: the minimum
-		{0.1, 30 * time.Second, 4},            // 3 × 1.25 = 3.75 → 4
-		{1, 30 * time.Second, 38},             // 30 × 1.25 = 37.5 → 38
-		{5, 30 * time.Second, 50},             // capped
-		{1, 0, 2},                             // no create time known: minimum
-		{2, 1500 * time.Millisecond, 4},       // 3 × 1.25 = 3.75 → 4
-		{2.5, 1500 * time.Millisecond, 5},     // 3.75 × 1.25 = 4.69 → 5
-		{100, 1500 * time.Millisecond, 50},    // burst: capped at max
-		{0.01, 1500 * time.Millisecond, 2},    // a trickle: the minimum
-		{1, 10 * time.Second, 13},             // 12.5 → 13
-		{1.0 / 60, 60 * time.Second, 2},       // one a minute, a minute each: 1.25 → 2
-		{10.0 / 60, 120 * time.Second, 25},    // 20 × 1.25 = 25
+		{0, 30 * time.Second, 2},               // quiet: the minimum
+		{0.1, 30 * time.Second, 4},             // 3 × 1.25 = 3.75 → 4
+		{1, 30 * time.Second, 38},              // 30 × 1.25 = 37.5 → 38
+		{5, 30 * time.Second, 50},              // capped
+		{1, 0, 2},                              // no create time known: minimum
+		{2, 1500 * time.Millisecond, 4},        // 3 × 1.25 = 3.75 → 4
+		{2.5, 1500 * time.Millisecond, 5},      // 3.75 × 1.25 = 4.69 → 5
+		{100, 1500 * time.Millisecond, 50},     // burst: capped at max
+		{0.01, 1500 * time.Millisecond, 2},     // a trickle: the minimum
+		{1, 10 * time.Second, 13},              // 12.5 → 13
+		{1.0 / 60, 60 * time.Second, 2},        // one a minute, a minute each: 1.25 → 2
+		{10.0 / 60, 120 * time.Second, 25},     // 20 × 1.25 = 25
 		{10.0 / 60, 120 * time.Second / 2, 13}, // 10 × 1.25 = 12.5 → 13
 	} {
 		if got := AdaptiveTarget(a, c.rate, c.create); got != c.want {

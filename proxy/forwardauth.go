@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/idepool/idepool"
 )
@@ -32,7 +33,9 @@ func (rt *Router) ForwardAuth() http.Handler {
 			return
 		}
 		if q := u.Query(); q.Has("token") {
-			secure := r.Header.Get("X-Forwarded-Proto") == "https"
+			// The caller is the proxy in front, so its X-Forwarded-Proto is
+			// believed (a lie could only make the liar's own cookie Secure).
+			secure := strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 			clean := stripToken(u)
 			if t.rest == "" {
 				clean = stripToken(&url.URL{Path: u.Path + "/", RawQuery: u.RawQuery})

@@ -2,6 +2,12 @@
 // the container's endpoint for that route with httputil.ReverseProxy
 // (websockets included), after checking a per-container cookie obtained by
 // exchanging a one-time token. It also serves Traefik's ForwardAuth.
+//
+// The IDE is meant to live in an iframe of the configured parent origins
+// (FrameAncestors): proxied answers get a CSP frame-ancestors policy unless
+// the workload set one, and never X-Frame-Options from idepool; route
+// cookies are HttpOnly, SameSite as configured (None when framed) and
+// Secure over HTTPS.
 package proxy
 
 import (
@@ -397,13 +403,8 @@ func (rt *Router) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	t, _ := r.Context().Value(ctxTarget{}).(target)
 	rt.log.Warn("proxy: upstream error", slog.String("container", t.container.ID), slog.String("route", t.route.Name),
 		slog.String("error", err.Error()))
-	rt.writeError(w, r, &idepool.Error{Code: codeBadGateway, Message: "the container did not answer"})
+	rt.writeError(w, r, &idepool.Error{Code: idepool.EBadGateway, Message: "the container did not answer"})
 }
-
-// codeBadGateway is the router's code for upstream failures (502). The
-// root package is to get EBadGateway with the same string (httpapi maps it
-// to 502 too).
-const codeBadGateway idepool.Code = "BAD_GATEWAY"
 
 // StatusOf is the HTTP status of the codes the router answers with; the
 // same as the API's table (httpapi tests that), 500 for any other code.
@@ -417,7 +418,7 @@ func StatusOf(c idepool.Code) int {
 		return http.StatusBadRequest
 	case idepool.EUnavailable:
 		return http.StatusServiceUnavailable
-	case codeBadGateway:
+	case idepool.EBadGateway:
 		return http.StatusBadGateway
 	case idepool.EMethodNotAllowed:
 		return http.StatusMethodNotAllowed

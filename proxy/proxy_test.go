@@ -335,7 +335,7 @@ func TestUpstreamErrors(t *testing.T) {
 	f := newFixture(t, nil)
 	ck := f.login(t, "dead4444", "code")
 	resp, body := f.get(t, "/code/dead4444/", ck)
-	if resp.StatusCode != http.StatusBadGateway || errCode(t, body) != string(codeBadGateway) {
+	if resp.StatusCode != http.StatusBadGateway || errCode(t, body) != string(idepool.EBadGateway) {
 		t.Fatalf("refused upstream: %d %s", resp.StatusCode, body)
 	}
 	// A route whose workload has no endpoint yet.

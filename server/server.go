@@ -22,9 +22,14 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/capacity"
 	"github.com/idepool/idepool/config"
 	"github.com/idepool/idepool/control"
+	"github.com/idepool/idepool/events"
+	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
+	"github.com/idepool/idepool/idle"
+	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
 	"github.com/idepool/idepool/proxy"
 	"github.com/idepool/idepool/runtime/fake"
@@ -112,6 +117,11 @@ type Server struct {
 	hub      *control.Hub
 	router   *proxy.Router
 	api      *httpapi.Server
+	bus      *events.Bus
+	admitter *capacity.Admitter
+	metrics  *metrics.Metrics
+	monitor  *health.Monitor
+	reaper   *idle.Reaper
 	handler  http.Handler
 	listener net.Listener
 	closers  []func()
@@ -189,6 +199,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	}
 
 	hubBinding := &lateBinding[*pool.Manager]{}
+	heartbeats := health.NewHeartbeatTracker(idepool.SystemClock{})
 	s.hub = control.NewHub(control.Options{
 		Verifier: verifierFunc(func(id, token string) bool {
 			if m := hubBinding.get(); m != nil {
@@ -196,17 +207,48 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 			}
 			return false
 		}),
-		Observer: observerFunc(func(r idepool.AgentReport) {
+		Observer: health.Tee(observerFunc(func(r idepool.AgentReport) {
 			if m := hubBinding.get(); m != nil {
 				m.AgentReport(r)
 			}
-		}),
+		}), heartbeats),
 		Logger: log.With("part", "control"),
 	})
 
+	s.bus = events.New(events.Options{})
+	s.admitter = capacity.New(capacity.Options{
+		MaxMemoryPercent: float64(cfg.MaxMemoryPercent),
+		MaxCPUPercent:    float64(cfg.MaxCPUPercent),
+		Logger:           log.With("part", "capacity"),
+	})
+	var admitter pool.Admitter = s.admitter
+	if cfg.Runtime != config.RuntimeSwarm {
+		admitter = processAdmitter{s.admitter}
+	}
+	s.metrics = metrics.New(metrics.Options{
+		Pools: func() []idepool.PoolStatus {
+			if m := hubBinding.get(); m != nil {
+				return m.Pools()
+			}
+			return nil
+		},
+		Containers: metrics.ListerFunc(func(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error) {
+			if m := hubBinding.get(); m != nil {
+				return m.List(ctx, f)
+			}
+			return nil, 0, nil
+		}),
+		Capacity: func() (float64, float64) {
+			snap := s.admitter.Snapshot(context.Background())
+			return snap.MemoryPercent, snap.CPUPercent
+		},
+		Process: true,
+	})
 	mgr, err := pool.New(pool.Options{
 		Runtime:            rt,
 		Agents:             s.hub,
+		Admitter:           admitter,
+		Events:             events.NewFanout(s.bus, s.metrics, events.LogSink(log.With("part", "events"))),
 		Profiles:           profiles,
 		Deployment:         cfg.Deployment,
 		AgentURL:           agentURL,
@@ -222,6 +264,24 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	}
 	s.pool = mgr
 	hubBinding.set(mgr)
+	if cfg.Runtime == config.RuntimeSwarm {
+		s.admitter.SetCommitted(mgr)
+	} else {
+		s.admitter.SetCommitted(processCommitted{mgr})
+	}
+	s.monitor = health.New(health.Options{
+		Pool:       mgr,
+		Heartbeats: heartbeats,
+		Interval:   cfg.HealthCheckInterval,
+		Timeout:    cfg.HealthCheckTimeout,
+		Retries:    cfg.HealthCheckRetries,
+		Logger:     log.With("part", "health"),
+	})
+	s.reaper = idle.New(idle.Options{
+		Pool:   mgr,
+		Policy: idle.Policy{DefaultIdleTimeout: cfg.InactivityTimeout, SkipMaxAge: true},
+		Logger: log.With("part", "idle"),
+	})
 
 	s.router = proxy.New(proxy.Options{
 		Backend:   mgr,
@@ -230,7 +290,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		Logger:    log.With("part", "router"),
 	})
 	s.api = httpapi.New(httpapi.Options{
-		Orchestrator: mgr,
+		Orchestrator: timedOrchestrator{mgr, s.metrics},
+		Health:       healthReporter{s},
+		Events:       s.bus.Handler(events.HandlerOptions{}),
+		Metrics:      s.metrics.Handler(),
 		Keys:         keys,
 		URLs:         s.router,
 		Logger:       log.With("part", "api"),
@@ -288,6 +351,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer wg.Done()
 		_ = s.pool.Run(ctx)
 	}()
+	wg.Add(3)
+	go func() { defer wg.Done(); s.monitor.Run(ctx) }()
+	go func() { defer wg.Done(); s.reaper.Run(ctx) }()
+	go func() { defer wg.Done(); s.admitter.Run(ctx, s.pool) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
 	s.log.Info("idepool serving", "addr", s.Addr(), "runtime", s.rt.Name())
@@ -303,6 +370,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	cancel()
 	shut, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
+	s.bus.Close() // ends open event streams, or Shutdown would wait for them
 	_ = srv.Shutdown(shut)
 	_ = s.hub.Close(shut)
 	wg.Wait()
@@ -324,7 +392,7 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			// Local processes share the host's network: workloads listen
 			// on loopback only, reachable by the router, not the LAN.
 			ExtraEnv: map[string]string{"IDEPOOL_LISTEN_HOST": "127.0.0.1"},
-			Logger:       log.With("part", "runtime"),
+			Logger:   log.With("part", "runtime"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("process runtime: %w", err)

@@ -129,7 +129,7 @@ type Engine struct {
 	state       *State
 	stats       idepool.SyncStats
 	lastSave    time.Time
-	reported    map[string]bool
+	reported    map[string]time.Time
 	dirtySince  time.Time
 	firstScan   bool
 	listFailing bool
@@ -163,7 +163,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	return &Engine{journal: j,
 		dir: cfg.Dir, root: root, store: cfg.Store, prefix: idepool.NormalizePrefix(cfg.Prefix),
 		stateFile: cfg.StateFile, log: log, opts: cfg.Options.withDefaults(), onEvent: cfg.OnEvent,
-		kick: make(chan struct{}, 1), state: st, reported: map[string]bool{}, firstScan: true,
+		kick: make(chan struct{}, 1), state: st, reported: map[string]time.Time{}, firstScan: true,
 	}, nil
 }
 
@@ -186,11 +186,22 @@ func (e *Engine) Stats() idepool.SyncStats {
 }
 
 func (e *Engine) emit(ev Event, dedupe bool) {
-	if dedupe {
+	e.emitEvery(ev, dedupe, 0)
+}
+
+// emitEvery reports ev unless the same event was reported before (dedupe)
+// or less than every ago (every > 0), so a persistent problem is not
+// reported on every cycle.
+func (e *Engine) emitEvery(ev Event, dedupe bool, every time.Duration) {
+	if dedupe || every > 0 {
 		k := ev.Type + "\x00" + ev.Path + "\x00" + ev.Message
+		now := time.Now()
 		e.mu.Lock()
-		seen := e.reported[k]
-		e.reported[k] = true
+		last, seen := e.reported[k]
+		if !seen || (!dedupe && now.Sub(last) >= every) {
+			e.reported[k] = now
+			seen = false
+		}
 		e.mu.Unlock()
 		if seen {
 			return
@@ -298,7 +309,9 @@ func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
 			default:
 				res.Failed++
 				errs = append(errs, fmt.Errorf("%s %s: %w", d.Action, d.Path, err))
-				e.noteError(d.Path, err)
+				if ctx.Err() == nil { // a stop is not an error
+					e.noteError(d.Path, err)
+				}
 			}
 			return nil
 		})
@@ -328,7 +341,7 @@ func (e *Engine) noteError(p string, err error) {
 	e.stats.Errors++
 	e.stats.LastError = err.Error()
 	e.mu.Unlock()
-	e.emit(Event{Type: "error", Path: p, Message: err.Error()}, false)
+	e.emitEvery(Event{Type: "error", Path: p, Message: err.Error()}, false, 5*time.Minute)
 }
 
 // saveState writes the base snapshot and empties the journal. Between
@@ -348,7 +361,20 @@ func (e *Engine) saveState(force bool) error {
 	return e.journal.truncate()
 }
 
+// racyWindow: a file modified this recently can change again within the
+// same mtime tick keeping its size, so its mtime does not yet prove it
+// unchanged (Git's "racy clean" problem). Such a base gets MTime 0, which
+// forces a re-hash until the scan refreshes it.
+const racyWindow = 2 * time.Second
+
+func racy(mtime int64) bool { return time.Since(time.Unix(0, mtime)) < racyWindow }
+
 func (e *Engine) setBase(p string, b *Base) {
+	if b != nil && racy(b.MTime) {
+		c := *b
+		c.MTime = 0
+		b = &c
+	}
 	e.mu.Lock()
 	if b == nil {
 		delete(e.state.Entries, p)
@@ -382,6 +408,12 @@ func (e *Engine) scan(base map[string]Base) *scanResult {
 	e.firstScan = false
 	e.mu.Unlock()
 	count := 0
+	refresh := map[string]Base{}
+	defer func() {
+		for p, b := range refresh {
+			e.setBase(p, &b)
+		}
+	}()
 	_ = fs.WalkDir(e.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if p == "." {
 			if err != nil {
@@ -424,8 +456,10 @@ func (e *Engine) scan(base map[string]Base) *scanResult {
 			return nil
 		case d.Type()&fs.ModeSymlink != 0:
 			// Symlinks are skipped: never followed, never uploaded as
-			// their target, and not treated as a deletion either.
+			// their target, and not treated as a deletion either; nor is
+			// anything pulled through one.
 			sc.skip[p] = true
+			sc.skipDir = append(sc.skipDir, p+"/")
 			return nil
 		case !d.Type().IsRegular():
 			sc.skip[p] = true
@@ -449,7 +483,7 @@ func (e *Engine) scan(base map[string]Base) *scanResult {
 		}
 		count++
 		lf := LocalFile{Size: info.Size(), MTime: info.ModTime().UnixNano()}
-		if hasBase && b.Size == lf.Size && b.MTime == lf.MTime && b.Hash != "" {
+		if hasBase && b.Size == lf.Size && b.MTime == lf.MTime && b.MTime != 0 && b.Hash != "" {
 			lf.Hash = b.Hash
 		} else {
 			h, err := e.hashFile(p)
@@ -458,6 +492,12 @@ func (e *Engine) scan(base map[string]Base) *scanResult {
 				return nil
 			}
 			lf.Hash = h
+			if hasBase && h == b.Hash && !racy(lf.MTime) {
+				// Same bytes, new mtime (touched, or no longer racy):
+				// remember the mtime so the next scan skips the hash.
+				b.MTime, b.Size = lf.MTime, lf.Size
+				refresh[p] = b
+			}
 		}
 		sc.files[p] = lf
 		return nil

@@ -587,3 +587,112 @@ func TestRestartResumesWithoutRedownload(t *testing.T) {
 		t.Fatalf("after losing the state: %+v", st)
 	}
 }
+
+func TestAgentSyncerStartFailsWithoutAccess(t *testing.T) {
+	e := newEnv(t, "")
+	s := NewAgentSyncer(e.dir, e.state, nil, testOptions())
+	a := e.assignment()
+	a.Credentials.SecretAccessKey = "wrong-secret"
+	if err := s.Start(e.ctx(), a, func(idepool.AgentReport) {}); err == nil {
+		t.Fatal("Start succeeded with wrong credentials")
+	} else if strings.Contains(err.Error(), "wrong-secret") {
+		t.Fatal("the error shows the secret")
+	}
+	a = e.assignment()
+	a.Workspace.Bucket = "no-such-bucket"
+	if err := s.Start(e.ctx(), a, func(idepool.AgentReport) {}); err == nil {
+		t.Fatal("Start succeeded on a missing bucket")
+	}
+	inside := NewAgentSyncer(e.dir, filepath.Join(e.dir, ".state"), nil, testOptions())
+	if err := inside.Start(e.ctx(), e.assignment(), func(idepool.AgentReport) {}); err == nil {
+		t.Fatal("a state dir inside the workspace was accepted")
+	}
+	if st := s.Stats(); st != (idepool.SyncStats{}) {
+		t.Fatalf("stats of a syncer that never started: %+v", st)
+	}
+}
+
+func TestAgentSyncerReportsConflicts(t *testing.T) {
+	e := newEnv(t, "")
+	e.putRemote("a.txt", []byte("v0"))
+	var mu sync.Mutex
+	var reports []idepool.AgentReport
+	opts := testOptions()
+	opts.PollInterval = time.Hour // cycles only by Flush: deterministic
+	s := NewAgentSyncer(e.dir, e.state, nil, opts)
+	if err := s.Start(e.ctx(), e.assignment(), func(r idepool.AgentReport) { mu.Lock(); reports = append(reports, r); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	e.putRemote("a.txt", []byte("remote"))
+	e.writeLocal("a.txt", []byte("local"))
+	if err := s.Flush(e.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range reports {
+		if r.Kind == idepool.AgentSyncEvent && r.Event == "conflict" && strings.Contains(r.Message, "a.txt") && r.Sync != nil && r.Sync.Conflicts == 1 {
+			return
+		}
+	}
+	t.Fatalf("no conflict report among %+v", reports)
+}
+
+// With polling off, only filesystem events drive the engine: files in new
+// (nested) directories must still be found.
+func TestWatcherFollowsNewDirectories(t *testing.T) {
+	e := newEnv(t, "")
+	opts := testOptions()
+	opts.PollInterval = time.Hour
+	eng := e.engine(nil, opts, nil)
+	e.syncOnce(eng)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = eng.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 20*time.Second, func() error {
+		// Rewritten until seen: the first writes may precede the watch.
+		e.writeLocal("top.txt", []byte("1"))
+		if _, ok := e.remote("top.txt"); !ok {
+			return errors.New("top.txt not pushed")
+		}
+		return nil
+	})
+	e.writeLocal("new/a/b/c/deep.txt", []byte("deep"))
+	eventually(t, 20*time.Second, func() error {
+		if _, ok := e.remote("new/a/b/c/deep.txt"); !ok {
+			return errors.New("deep.txt not pushed")
+		}
+		return nil
+	})
+	e.writeLocal("new/a/b/c/later.txt", []byte("later")) // in a directory created after Run began
+	eventually(t, 20*time.Second, func() error {
+		if _, ok := e.remote("new/a/b/c/later.txt"); !ok {
+			return errors.New("later.txt not pushed")
+		}
+		return nil
+	})
+}
+
+// A same-size rewrite within the same mtime tick after a sync must still
+// be pushed (the racy-clean case).
+func TestSameSizeSameMTimeRewriteIsPushed(t *testing.T) {
+	e := newEnv(t, "")
+	eng := e.engine(nil, testOptions(), nil)
+	e.writeLocal("r.txt", []byte("aaaa"))
+	p := filepath.Join(e.dir, "r.txt")
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.syncOnce(eng)
+	e.writeLocal("r.txt", []byte("bbbb"))
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	e.syncOnce(eng)
+	if b, _ := e.remote("r.txt"); string(b) != "bbbb" {
+		t.Fatalf("remote r.txt = %q, the rewrite was missed", b)
+	}
+}

@@ -1,6 +1,9 @@
 package wsync
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestDecide(t *testing.T) {
 	base := &Base{Key: "k", ETag: "e1", Size: 1, Hash: "h1"}
@@ -76,5 +79,12 @@ func TestPlanSkipsUnknownPathsAndSorts(t *testing.T) {
 	}
 	if c := got[1].Cond(); c.IfMatch != "e" {
 		t.Fatalf("a delete must be conditional on the seen ETag, got %+v", c)
+	}
+}
+
+func TestRacyMTimeIsNotTrusted(t *testing.T) {
+	now := time.Now().UnixNano()
+	if !racy(now) || racy(now-int64(3*time.Second)) {
+		t.Fatal("racy window")
 	}
 }

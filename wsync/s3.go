@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -294,8 +295,7 @@ func trimETag(s string) string { return strings.Trim(s, `"`) }
 
 func quoteETag(s string) string { return `"` + trimETag(s) + `"` }
 
-// syncOnce is a tiny helper so a value is computed once (conditional-write
-// support detection).
+// syncFlag remembers that the server lacks conditional writes.
 type syncFlag struct {
 	mu  sync.Mutex
 	off bool
@@ -303,3 +303,11 @@ type syncFlag struct {
 
 func (f *syncFlag) disabled() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.off }
 func (f *syncFlag) disable()       { f.mu.Lock(); f.off = true; f.mu.Unlock() }
+
+// String never shows the secret.
+func (c S3Config) String() string {
+	return fmt.Sprintf("S3Config{Endpoint:%q Region:%q Bucket:%q AccessKeyID:%q}", c.Endpoint, c.Region, c.Bucket, c.AccessKeyID)
+}
+
+// LogValue keeps the secret out of slog output.
+func (c S3Config) LogValue() slog.Value { return slog.StringValue(c.String()) }

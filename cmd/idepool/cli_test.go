@@ -191,9 +191,11 @@ func (r result) decode(t *testing.T, v any) {
 
 func waitWarm(t *testing.T, c *client.Client, n int) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
+	var ps []idepool.PoolStatus
+	var err error
 	for time.Now().Before(deadline) {
-		ps, err := c.Pools(context.Background())
+		ps, err = c.Pools(context.Background())
 		if err == nil {
 			for _, p := range ps {
 				if p.Profile == "default" && p.Warm >= n {
@@ -203,7 +205,7 @@ func waitWarm(t *testing.T, c *client.Client, n int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("the pool never had %d warm containers", n)
+	t.Fatalf("the pool never had %d warm containers; last %+v (%v)", n, ps, err)
 }
 
 func TestCLIAgainstRealServer(t *testing.T) {
@@ -289,6 +291,41 @@ func TestCLIAgainstRealServer(t *testing.T) {
 	r.decode(t, &f)
 	if f.Total < 1 || len(f.Pools) != 1 || f.Health == nil || f.Health.Version != "test" {
 		t.Errorf("top --json: %+v", f)
+	}
+
+	// top without --once refreshes until interrupted.
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		out := &syncWriter{}
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"top", "--interval", "100ms"}, func(k string) string { return env[k] }, nil, out, io.Discard)
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for strings.Count(out.String(), "idepool at") < 2 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("top interrupted: %v", err)
+		}
+		if n := strings.Count(out.String(), "\x1b[H\x1b[2J"); n < 2 {
+			t.Errorf("top refreshed %d times", n)
+		}
+	}
+
+	// stop --json of a warm container.
+	r = runCLI(t, env, "ls", "--state", "warm", "--json")
+	r.decode(t, &list)
+	if len(list.Containers) > 0 {
+		warm := list.Containers[0].ID
+		r = runCLI(t, env, "stop", warm, "--json")
+		r.want(t, 0)
+		var sr client.StopResponse
+		r.decode(t, &sr)
+		if sr.ID != warm || sr.Status != "stopped" {
+			t.Errorf("stop --json: %+v", sr)
+		}
 	}
 
 	// events: replay from the start, stop after n.

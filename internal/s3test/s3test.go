@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,8 +80,8 @@ func Start(t testing.TB) *Server {
 			t.Fatalf("find a free port: %v", err)
 		}
 		cmd := exec.Command(bin, "-a", s.AccessKey, "-s", s.SecretKey, "-p", addr, "posix", dir)
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &limitedWriter{b: &out, n: 64 << 10}, &limitedWriter{b: &out, n: 64 << 10}
+		out := &limitedWriter{n: 64 << 10}
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start versitygw: %v", err)
 		}
@@ -152,14 +153,25 @@ func waitPort(addr string, exited <-chan error, timeout time.Duration) error {
 	return errors.New("versitygw did not listen on " + addr + " in time")
 }
 
+// limitedWriter keeps the first n bytes of the server's output for error
+// messages.
 type limitedWriter struct {
-	b *strings.Builder
-	n int
+	mu sync.Mutex
+	b  strings.Builder
+	n  int
 }
 
 func (w *limitedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.b.Len() < w.n {
 		w.b.Write(p[:min(len(p), w.n-w.b.Len())])
 	}
 	return len(p), nil
+}
+
+func (w *limitedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

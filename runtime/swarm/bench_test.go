@@ -26,13 +26,13 @@ import (
 func (e *engine) plainCreate(b testing.TB, image, dep string) string {
 	replicas := uint64(1)
 	res, err := e.c.ServiceCreate(context.Background(), client.ServiceCreateOptions{Spec: swarm.ServiceSpec{
-		Annotations:  swarm.Annotations{Name: "plain-" + idepool.NewID(), Labels: map[string]string{idepool.LabelManaged: dep}},
+		Annotations: swarm.Annotations{Name: "plain-" + idepool.NewID(), Labels: map[string]string{idepool.LabelManaged: dep}},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{Image: image, Env: []string{"IDEPOOL_PORT_CODE=8080"}},
 			// The same network: `docker service create --network`.
 			Networks: []swarm.NetworkAttachmentConfig{{Target: e.network}},
 		},
-		Mode:         swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
 	}})
 	if err != nil {
 		b.Fatal(err)

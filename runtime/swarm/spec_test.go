@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"encoding/json"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -154,5 +155,47 @@ func TestPortEnv(t *testing.T) {
 		if got := PortEnv(in); got != want {
 			t.Errorf("PortEnv(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestNewOptions(t *testing.T) {
+	for name, o := range map[string]Options{
+		"traefik without ForwardAuth": {Docker: nilDocker{}, Router: RouterTraefik},
+		"unknown router":              {Docker: nilDocker{}, Router: "nginx"},
+		"unknown endpoint mode":       {Docker: nilDocker{}, Endpoints: "carrier-pigeon"},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+	rt, err := New(Options{Docker: nilDocker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt.Deployment() != "idepool" || rt.Name() != "swarm" || rt.o.Router != RouterBuiltin || rt.o.Endpoints != EndpointServiceName {
+		t.Errorf("defaults: %+v", rt.o)
+	}
+}
+
+func TestEndpoints(t *testing.T) {
+	spec, err := (&Options{Deployment: "d", Network: "net"}).serviceSpec(idepool.ContainerSpec{ID: "abcd1234",
+		Profile: idepool.Profile{Name: "p", Image: "i", Routes: idepool.DefaultRoutes()}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName, _ := New(Options{Docker: nilDocker{}, Network: "net"})
+	if got := byName.endpoints(spec, nil); got["code"] != "idepool-abcd1234:8080" || got["vnc"] != "idepool-abcd1234:6080" || len(got) != 3 {
+		t.Errorf("service-name endpoints: %v", got)
+	}
+	byIP, _ := New(Options{Docker: nilDocker{}, Network: "net", Endpoints: EndpointTaskIP})
+	if got := byIP.endpoints(spec, nil); len(got) != 0 {
+		t.Errorf("task-ip endpoints without a running task: %v", got)
+	}
+	task := swarm.Task{Status: swarm.TaskStatus{State: swarm.TaskStateRunning}, NetworksAttachments: []swarm.NetworkAttachment{
+		{Network: swarm.Network{ID: "ing", Spec: swarm.NetworkSpec{Annotations: swarm.Annotations{Name: "ingress"}, Ingress: true}}, Addresses: []netip.Prefix{netip.MustParsePrefix("10.255.0.5/16")}},
+		{Network: swarm.Network{ID: "n1", Spec: swarm.NetworkSpec{Annotations: swarm.Annotations{Name: "net"}}}, Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.1.7/24")}},
+	}}
+	if got := byIP.endpoints(spec, []swarm.Task{task}); got["code"] != "10.0.1.7:8080" {
+		t.Errorf("task-ip endpoints: %v", got)
 	}
 }

@@ -56,7 +56,8 @@ const (
 
 // Options configure a Runtime. Zero fields take the defaults listed.
 type Options struct {
-	// Docker is the engine client (NewClient). Required.
+	// Docker is the engine client; nil makes one from the environment
+	// (NewClient), which Close then closes.
 	Docker Docker
 	// Deployment is LabelManaged's value ("idepool").
 	Deployment string
@@ -97,8 +98,9 @@ type Options struct {
 
 // Runtime is an idepool.Runtime on Docker Swarm.
 type Runtime struct {
-	o   Options
-	log *slog.Logger
+	o     Options
+	log   *slog.Logger
+	owned io.Closer // the client New made, if any
 
 	nodesMu sync.Mutex
 	nodes   map[string]string // node id → host name
@@ -112,8 +114,13 @@ var _ idepool.Runtime = (*Runtime)(nil)
 
 // New returns a Runtime. It does not contact the engine; Ping does.
 func New(o Options) (*Runtime, error) {
+	var owned io.Closer
 	if o.Docker == nil {
-		return nil, errors.New("swarm runtime: Options.Docker is required")
+		c, err := NewClient()
+		if err != nil {
+			return nil, fmt.Errorf("swarm runtime: %w", err)
+		}
+		o.Docker, owned = c, c
 	}
 	if o.Deployment == "" {
 		o.Deployment = "idepool"
@@ -127,6 +134,10 @@ func New(o Options) (*Runtime, error) {
 	}
 	if o.Traefik.Network == "" {
 		o.Traefik.Network = o.Network
+	}
+	if o.Router == RouterTraefik && o.Traefik.ForwardAuthURL == "" {
+		// Fail closed: without ForwardAuth every route would be public.
+		return nil, errors.New("swarm runtime: router traefik needs Traefik.ForwardAuthURL (idepool's /_auth/forward as Traefik reaches it)")
 	}
 	switch o.Endpoints {
 	case "":
@@ -160,7 +171,15 @@ func New(o Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Runtime{o: o, log: log.With("runtime", "swarm"), nodes: map[string]string{}}, nil
+	return &Runtime{o: o, log: log.With("runtime", "swarm"), nodes: map[string]string{}, owned: owned}, nil
+}
+
+// Close closes the Docker client if New made it. Containers keep running.
+func (r *Runtime) Close() error {
+	if r.owned != nil {
+		return r.owned.Close()
+	}
+	return nil
 }
 
 // Name returns "swarm".

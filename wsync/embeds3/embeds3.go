@@ -16,16 +16,24 @@ package embeds3
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/versity/versitygw/backend/meta"
 	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/embedgw"
@@ -53,6 +61,8 @@ type Config struct {
 type Server struct {
 	// Endpoint is the URL clients use (path-style): http://host:port.
 	Endpoint string
+	Region   string
+	client   *s3.Client
 	cancel   context.CancelFunc
 	done     chan error
 	stopOnce sync.Once
@@ -99,11 +109,6 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded s3: create %s: %w", root, err)
 	}
-	for _, b := range cfg.Buckets {
-		if err := os.MkdirAll(filepath.Join(root, b), 0o700); err != nil {
-			return nil, fmt.Errorf("embedded s3: create bucket %s: %w", b, err)
-		}
-	}
 	opts := posix.PosixOpts{Concurrency: 64}
 	var ms meta.MetadataStorer = meta.XattrMeta{}
 	if err := (meta.XattrMeta{}).Test(root); err != nil {
@@ -142,7 +147,10 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 		KeepAlive:         true,
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Server{cancel: cancel, done: make(chan error, 1), Endpoint: "http://" + dialAddr(addr)}
+	s := &Server{cancel: cancel, done: make(chan error, 1), Endpoint: "http://" + dialAddr(addr), Region: cfg.Region}
+	s.client = s3.New(s3.Options{Region: cfg.Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
+		HTTPClient:  &http.Client{Timeout: 30 * time.Second}})
 	go func() {
 		err := embedgw.RunVersityGW(rctx, be, gw)
 		running.Unlock()
@@ -161,8 +169,62 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 		case <-rctx.Done():
 		}
 	}()
+	for _, b := range cfg.Buckets {
+		if err := s.EnsureBucket(ctx, b); err != nil {
+			_ = s.Stop()
+			return nil, err
+		}
+	}
 	log.Info("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", cfg.Dir)
 	return s, nil
+}
+
+// EnsureBucket creates a bucket unless it exists (the zero-config run
+// creates a workspace's bucket on first use).
+func (s *Server) EnsureBucket(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+	var owned *types.BucketAlreadyOwnedByYou
+	var exists *types.BucketAlreadyExists
+	if err != nil && !errors.As(err, &owned) && !errors.As(err, &exists) {
+		return fmt.Errorf("embedded s3: create bucket %s: %w", name, err)
+	}
+	return nil
+}
+
+// LoadOrCreateCredentials returns the store's root credentials, kept in
+// dir/credentials.json (mode 0600) and generated on first use, so the
+// zero-config run needs no secret in its configuration.
+func LoadOrCreateCredentials(dir string) (accessKey, secretKey string, err error) {
+	file := filepath.Join(dir, "credentials.json")
+	var c struct {
+		AccessKey string `json:"accessKey"`
+		SecretKey string `json:"secretKey"`
+	}
+	if b, err := os.ReadFile(file); err == nil {
+		if json.Unmarshal(b, &c) == nil && c.AccessKey != "" && c.SecretKey != "" {
+			return c.AccessKey, c.SecretKey, nil
+		}
+	}
+	var rb [24]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		return "", "", err
+	}
+	c.AccessKey = "idepool-" + hex.EncodeToString(rb[:4])
+	c.SecretKey = hex.EncodeToString(rb[4:])
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("embedded s3: %w", err)
+	}
+	b, _ := json.Marshal(c)
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return "", "", fmt.Errorf("embedded s3: save credentials: %w", err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return "", "", fmt.Errorf("embedded s3: save credentials: %w", err)
+	}
+	return c.AccessKey, c.SecretKey, nil
 }
 
 // Stop shuts the store down and waits for it (at most 10 s).

@@ -23,12 +23,22 @@ func TestEmbeddedStoreServesS3AndSyncs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	const ak, sk = "idepool-local", "local-secret-123"
-	endpoint, stop, err := Start(ctx, dir, "127.0.0.1:0", ak, sk, nil)
+	ak, sk, err := LoadOrCreateCredentials(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	if ak2, sk2, err := LoadOrCreateCredentials(dir); err != nil || ak2 != ak || sk2 != sk {
+		t.Fatal("credentials are not kept")
+	}
+	srv, err := Run(ctx, Config{Dir: dir, Addr: "127.0.0.1:0", AccessKey: ak, SecretKey: sk, Buckets: []string{"preset"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := srv.Endpoint
+	defer srv.Stop()
+	if err := srv.EnsureBucket(ctx, "preset"); err != nil {
+		t.Fatalf("EnsureBucket on an existing bucket: %v", err)
+	}
 	if _, _, err := Start(ctx, t.TempDir(), "127.0.0.1:0", ak, sk, nil); err == nil {
 		t.Fatal("a second embedded store in one process was accepted")
 	}

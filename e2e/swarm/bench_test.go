@@ -1,0 +1,249 @@
+package swarm_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idepool/idepool"
+	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
+)
+
+// The figures, end to end through idepool running as a Swarm
+// service:
+//
+//	IDEPOOL_E2E=1 go test -run '^$' -bench . -benchtime 1x -timeout 30m ./e2e/swarm/
+//
+// (a) cold start: POST start?wait=ready with an empty pool, against a plain
+//     service create of the same image waited to running;
+// (b) refill: pool target 0 → 20 until 20 are warm, against 20 plain
+//     service creates in parallel waited to running;
+// (c) warm claim: POST start → first byte of /code/<id>/ through each
+//     router, p50 and p99 (IDEPOOL_BENCH_CLAIMS claims each, default 50).
+
+// plainService creates a bare one-replica service of the IDE image on the
+// stack's network (the agent in it just keeps trying to dial home) and
+// returns its id.
+func (s *stack) plainService(b testing.TB) string {
+	replicas := uint64(1)
+	res, err := s.docker.ServiceCreate(context.Background(), client.ServiceCreateOptions{Spec: swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: "plain-" + idepool.NewID(), Labels: map[string]string{idepool.LabelManaged: s.deployment}},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{Image: ideImage, Env: []string{
+				"IDEPOOL_AGENT_URL=http://" + s.idepoolSvc + ":3001", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=plain", "IDEPOOL_PORT_CODE=8080"}},
+			Networks: []swarm.NetworkAttachmentConfig{{Target: s.network}},
+		},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res.ID
+}
+
+// waitPlain waits until every listed service has a running task.
+func (s *stack) waitPlain(b testing.TB, ids []string) {
+	f := make(client.Filters)
+	for _, id := range ids {
+		f.Add("service", id)
+	}
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		tl, err := s.docker.TaskList(context.Background(), client.TaskListOptions{Filters: f})
+		if err != nil {
+			b.Fatal(err)
+		}
+		running := map[string]bool{}
+		for _, t := range tl.Items {
+			if t.Status.State == swarm.TaskStateRunning {
+				running[t.ServiceID] = true
+			}
+		}
+		if len(running) == len(ids) {
+			return
+		}
+	}
+	b.Fatalf("plain services not running within 5 minutes")
+}
+
+func (s *stack) removePlain(ids []string) {
+	for _, id := range ids {
+		s.docker.ServiceRemove(context.Background(), id, client.ServiceRemoveOptions{})
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		n := 0
+		for _, id := range ids {
+			cl, _ := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).Add("label", "com.docker.swarm.service.id="+id)})
+			n += len(cl.Items)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// drain sets the pool to 0 and waits until no container service is left.
+func (s *stack) drain(b testing.TB) {
+	if _, err := s.api.SetPoolTarget(context.Background(), idepool.DefaultProfile, 0); err != nil {
+		b.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if len(s.services()) == 0 {
+			break
+		}
+	}
+	// Containers stop asynchronously after their services are removed.
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		cl, _ := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).Add("label", idepool.LabelManaged+"="+s.deployment)})
+		if len(cl.Items) == 0 {
+			return
+		}
+	}
+}
+
+func BenchmarkColdStart(b *testing.B) {
+	s := newStack(b, stackOptions{poolTarget: 0})
+	var ours, plain []time.Duration
+	for i := 0; b.Loop(); i++ {
+		runOurs := func() {
+			start := time.Now()
+			res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: fmt.Sprintf("cold-%d", i), Wait: true, WaitTimeout: 2 * time.Minute})
+			if err != nil || !res.Ready {
+				b.Fatalf("cold start: %+v, %v", res, err)
+			}
+			ours = append(ours, time.Since(start))
+			b.StopTimer()
+			if _, err := s.api.Stop(context.Background(), res.ID); err != nil {
+				b.Fatal(err)
+			}
+			s.drain(b)
+			b.StartTimer()
+		}
+		runPlain := func() {
+			start := time.Now()
+			id := s.plainService(b)
+			s.waitPlain(b, []string{id})
+			plain = append(plain, time.Since(start))
+			b.StopTimer()
+			s.removePlain([]string{id})
+			b.StartTimer()
+		}
+		if i%2 == 0 {
+			runOurs()
+			runPlain()
+		} else {
+			runPlain()
+			runOurs()
+		}
+	}
+	ratio(b, "cold-start", ours, plain)
+}
+
+func BenchmarkRefill20(b *testing.B) {
+	const n = 20
+	s := newStack(b, stackOptions{poolTarget: 0})
+	var ours, plain []time.Duration
+	for i := 0; b.Loop(); i++ {
+		runOurs := func() {
+			start := time.Now()
+			if _, err := s.api.SetPoolTarget(context.Background(), idepool.DefaultProfile, n); err != nil {
+				b.Fatal(err)
+			}
+			s.waitPool(idepool.DefaultProfile, n, 5*time.Minute)
+			ours = append(ours, time.Since(start))
+			b.StopTimer()
+			s.drain(b)
+			b.StartTimer()
+		}
+		runPlain := func() {
+			start := time.Now()
+			ids := make([]string, n)
+			var wg sync.WaitGroup
+			for i := range ids {
+				wg.Go(func() { ids[i] = s.plainService(b) })
+			}
+			wg.Wait()
+			s.waitPlain(b, ids)
+			plain = append(plain, time.Since(start))
+			b.StopTimer()
+			s.removePlain(ids)
+			b.StartTimer()
+		}
+		if i%2 == 0 {
+			runOurs()
+			runPlain()
+		} else {
+			runPlain()
+			runOurs()
+		}
+	}
+	ratio(b, "refill-20", ours, plain)
+}
+
+func BenchmarkWarmClaim(b *testing.B) {
+	claims := 50
+	if v, err := strconv.Atoi(os.Getenv("IDEPOOL_BENCH_CLAIMS")); err == nil && v > 0 {
+		claims = v
+	}
+	s := newStack(b, stackOptions{poolTarget: 5, traefik: true})
+	s.waitPool(idepool.DefaultProfile, 5, 5*time.Minute)
+	for b.Loop() {
+		for _, router := range []string{"builtin", "traefik"} {
+			base := s.apiURL
+			if router == "traefik" {
+				base = s.traefikURL
+			}
+			var lat []time.Duration
+			var stops sync.WaitGroup
+			for i := range claims {
+				b.StopTimer()
+				// Not timed: a claim waits for nothing but a warm container.
+				s.waitPool(idepool.DefaultProfile, 1, 5*time.Minute)
+				b.StartTimer()
+				start := time.Now()
+				res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: fmt.Sprintf("warm-%s-%d", router, i)})
+				if err != nil || !res.IsPreWarmed {
+					b.Fatalf("claim %d: %+v, %v", i, res, err)
+				}
+				u := base + strings.TrimPrefix(res.URLs.CodeServer, s.apiURL)
+				jar, _ := cookiejar.New(nil)
+				claimed := time.Since(start)
+				status, body, ttfb, err := httpGet(&http.Client{Jar: jar, Timeout: 30 * time.Second}, u, "")
+				if err != nil || status != http.StatusOK {
+					b.Fatalf("claim %d through %s: GET %s: %d %v\n%s", i, router, u, status, err, body)
+				}
+				lat = append(lat, claimed+ttfb)
+				stops.Go(func() { s.api.Stop(context.Background(), res.ID) })
+			}
+			stops.Wait()
+			slices.Sort(lat)
+			p50, p99 := lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+			b.ReportMetric(float64(p50.Microseconds())/1000, "ms-p50-"+router)
+			b.ReportMetric(float64(p99.Microseconds())/1000, "ms-p99-"+router)
+			b.Logf("warm claim → first byte through %s: p50 %v, p99 %v, max %v (n=%d)", router,
+				p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond), len(lat))
+		}
+	}
+}
+
+func ratio(b *testing.B, what string, ours, plain []time.Duration) {
+	med := func(d []time.Duration) time.Duration {
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return d[len(d)/2]
+	}
+	mo, mp := med(ours), med(plain)
+	b.ReportMetric(mo.Seconds(), "s/idepool")
+	b.ReportMetric(mp.Seconds(), "s/plain")
+	b.ReportMetric(mo.Seconds()/mp.Seconds(), "ratio")
+	b.Logf("%s: idepool %v, plain %v, ratio %.2f (medians of %d)", what, mo.Round(time.Millisecond), mp.Round(time.Millisecond), mo.Seconds()/mp.Seconds(), len(ours))
+}

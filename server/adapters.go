@@ -1,0 +1,115 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/capacity"
+	"github.com/idepool/idepool/httpapi"
+	"github.com/idepool/idepool/metrics"
+	"github.com/idepool/idepool/pool"
+)
+
+// processAdmitter adapts admission to the process runtime, which enforces no
+// limits: a local container is an agent and its workloads, so its memory is
+// counted at a small estimate and its CPU not at all (an idle agent uses
+// none), unless its profile reserves more explicitly. Measured host memory
+// still decides.
+type processAdmitter struct{ a *capacity.Admitter }
+
+const (
+	processMemEstimate = 64 << 20
+)
+
+func processProfile(p idepool.Profile) idepool.Profile {
+	if p.MemoryReservation == 0 {
+		p.MemoryReservation = processMemEstimate
+		if p.MemoryLimit > 0 && p.MemoryLimit < processMemEstimate {
+			p.MemoryReservation = p.MemoryLimit
+		}
+	}
+	if p.CPUReservation == 0 {
+		p.CPULimit = 0 // EffectiveCPUReservation falls back to the limit
+	}
+	return p
+}
+
+func (pa processAdmitter) Admit(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
+	return pa.a.Admit(ctx, processProfile(p), kind)
+}
+
+func (pa processAdmitter) Headroom(p idepool.Profile) int { return pa.a.Headroom(processProfile(p)) }
+
+// processCommitted shows the admitter the process runtime's profiles as
+// processAdmitter counts them.
+type processCommitted struct{ m *pool.Manager }
+
+func (c processCommitted) Pools() []idepool.PoolStatus { return c.m.Pools() }
+
+func (c processCommitted) Profiles() []idepool.Profile {
+	ps := c.m.Profiles()
+	for i := range ps {
+		ps[i] = processProfile(ps[i])
+	}
+	return ps
+}
+
+var (
+	_ capacity.Committed    = processCommitted{}
+	_ pool.Admitter         = processAdmitter{}
+	_ pool.HeadroomReporter = processAdmitter{}
+)
+
+// timedOrchestrator records claim latency as the API sees it.
+type timedOrchestrator struct {
+	*pool.Manager
+	m *metrics.Metrics
+}
+
+func (t timedOrchestrator) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
+	t0 := time.Now()
+	c, err := t.Manager.Start(ctx, req)
+	kind := c.Kind
+	if err != nil {
+		kind = idepool.ClaimRefused
+	}
+	t.m.ObserveClaim(kind, time.Since(t0))
+	return c, err
+}
+
+// healthReporter answers /api/health from the runtime and the capacity
+// sampler.
+type healthReporter struct{ s *Server }
+
+func (h healthReporter) Health(ctx context.Context) httpapi.HealthReport {
+	rep := httpapi.HealthReport{Runtime: h.s.rt.Name(), Connected: true}
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	insts, err := h.s.rt.List(lctx)
+	if err != nil {
+		rep.Connected = false
+		rep.Error = idepool.ErrorMessage(err)
+	}
+	running := 0
+	for _, i := range insts {
+		if i.Status == idepool.StatusRunning {
+			running++
+		}
+	}
+	rep.Resources.Containers = httpapi.ContainerCounts{Running: running, Total: len(insts)}
+	snap := h.s.admitter.Snapshot(ctx)
+	if hs := snap.Host; hs != nil {
+		avail := hs.MemoryTotal - hs.MemoryUsed
+		rep.Resources.Memory = httpapi.Usage{Total: hs.MemoryTotal, Used: hs.MemoryUsed, Available: avail, UsagePercent: percent(hs.MemoryUsed, hs.MemoryTotal)}
+		rep.Resources.CPU = httpapi.CPUUsage{Cores: hs.CPUs, UsagePercent: snap.CPUPercent}
+	}
+	return rep
+}
+
+func percent(a, b int64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return float64(a) * 100 / float64(b)
+}

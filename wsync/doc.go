@@ -1,0 +1,43 @@
+// Package wsync keeps a container's workspace directory and the user's S3
+// workspace (bucket + key prefix) in step, both ways, while the user works.
+//
+// It is a three-way merge, like Unison or Mutagen. The base — what both
+// sides last agreed on per path (key, ETag, size, local MD5 and mtime) —
+// lives in a state file outside the synced tree (a JSON snapshot written
+// atomically plus an append-only journal, so a SIGKILL loses no agreement
+// already reached). A cycle scans the tree (hashing only files whose size
+// or mtime moved), lists the prefix, and lets the pure Plan decide per
+// path: push, pull, delete-local, delete-remote, conflict, adopt (same
+// bytes on both sides) or forget. Cycles run after filesystem events
+// (fsnotify, recursive, debounced; an overflow forces a rescan), on a poll
+// interval, and on Flush.
+//
+// Rules the engine keeps:
+//
+//   - A delete propagates only when the other side is unchanged since the
+//     base; an edit always beats a delete.
+//   - Both sides changed: both versions are kept. This container's version
+//     stays under the name; the other one is saved as
+//     "name.conflict-remote-<UTC time>.ext" locally and in S3.
+//   - Writes are conditional (If-Match on the ETag the plan saw,
+//     If-None-Match for new keys, If-Match on deletes), so a concurrent
+//     remote writer is detected and re-planned, never overwritten. Servers
+//     that answer NotImplemented get unconditional writes and detection by
+//     listing only (reported once).
+//   - Downloads go to a temp file in the target's directory and are renamed
+//     into place only if the local file is still what the plan saw; large
+//     objects come in parallel ranges, large files go up in multipart.
+//   - Keys that are not plain relative paths ("..", absolute, NUL, control
+//     characters, backslashes) are refused and reported; every local write
+//     goes through an os.Root of the workspace, so nothing lands outside
+//     it. Symlinks are skipped: never followed, never uploaded, never
+//     written through, and not taken for deletions.
+//   - Ignored: DefaultIgnore (node_modules, __pycache__, .venv, editor swap
+//     files, ...) and the patterns of the workspace's .idepoolignore. .git
+//     is synced: unpushed commits are work too.
+//   - Files over MaxFileSize and files beyond MaxFiles are not synced and
+//     are reported as "limit" events; they are never deleted either.
+//
+// AgentSyncer adapts the engine to the agent's Syncer interface; embeds3
+// runs an S3-compatible store in-process for the zero-config run.
+package wsync
