@@ -86,6 +86,12 @@ func testConfig(t testing.TB, dataDir string, port, poolTarget int) config.Confi
 // start runs a server until stop is called; it listens on cfg.Port.
 func start(t testing.TB, cfg config.Config) *instance {
 	t.Helper()
+	return startWith(t, cfg, nil)
+}
+
+// startWith is start with a chance to change the server's options.
+func startWith(t testing.TB, cfg config.Config, change func(*server.Options)) *instance {
+	t.Helper()
 	var ln net.Listener
 	var err error
 	for i := 0; i < 50; i++ { // the previous instance's port may linger briefly
@@ -102,15 +108,17 @@ func start(t testing.TB, cfg config.Config) *instance {
 	ready := make(chan *server.Server, 1)
 	in := &instance{cfg: cfg, cancel: cancel, done: make(chan error, 1), base: "http://" + ln.Addr().String()}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	go func() {
-		in.done <- server.Run(ctx, cfg, server.Options{
-			Logger:       logger,
-			Listener:     ln,
-			AgentCommand: []string{agentBinary(t), "agent"},
-			Version:      "test",
-			Ready:        func(s *server.Server) { ready <- s },
-		})
-	}()
+	opts := server.Options{
+		Logger:       logger,
+		Listener:     ln,
+		AgentCommand: []string{agentBinary(t), "agent"},
+		Version:      "test",
+		Ready:        func(s *server.Server) { ready <- s },
+	}
+	if change != nil {
+		change(&opts)
+	}
+	go func() { in.done <- server.Run(ctx, cfg, opts) }()
 	select {
 	case in.srv = <-ready:
 	case err := <-in.done:

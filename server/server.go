@@ -48,6 +48,10 @@ type Options struct {
 	// AgentCommand overrides how the process runtime starts agents
 	// (default: this executable + "agent").
 	AgentCommand []string
+	// CapacityHost replaces the host sampler (tests simulate pressure);
+	// CapacityInterval is how often it is sampled (default 5 s).
+	CapacityHost     capacity.HostSource
+	CapacityInterval time.Duration
 }
 
 // Run serves until ctx ends. Stopping the server leaves every container
@@ -219,6 +223,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	s.admitter = capacity.New(capacity.Options{
 		MaxMemoryPercent: float64(cfg.MaxMemoryPercent),
 		MaxCPUPercent:    float64(cfg.MaxCPUPercent),
+		Host:             opts.CapacityHost,
+		SampleInterval:   opts.CapacityInterval,
 		Logger:           log.With("part", "capacity"),
 	})
 	var admitter pool.Admitter = s.admitter

@@ -684,6 +684,9 @@ func (e *Engine) pull(ctx context.Context, rel, target string, seen *LocalFile, 
 		return nil, err
 	}
 	defer func() { _ = e.root.Remove(tmp) }() // no-op after the rename
+	if fi, err := e.root.Lstat(target); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("cannot pull %s: a %s is in the way", target, fi.Mode().Type())
+	}
 	if !e.localSame(target, seen) {
 		return nil, errChanged
 	}
@@ -842,6 +845,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var first time.Time // first event of the current debounce window
+	retries := 0        // quick re-plans in a row
 	arm := func(d time.Duration) {
 		now := time.Now()
 		if first.IsZero() {
@@ -859,8 +863,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			e.log.Debug("sync cycle failed", "err", err)
 		}
-		if res.Retry && ctx.Err() == nil {
+		// A path that changed under a step is re-planned soon, but only a
+		// few times in a row; then the poll interval paces it.
+		if res.Retry && ctx.Err() == nil && retries < 3 {
+			retries++
 			arm(e.opts.Debounce)
+		} else if !res.Retry {
+			retries = 0
 		}
 	}
 	for {
