@@ -38,6 +38,9 @@ type Config struct {
 	FrameAncestors    []string      // FRAME_ANCESTORS; origins that may embed the IDE
 	CookieSameSite    string        // COOKIE_SAMESITE: auto, lax, strict, none
 	RateLimitRequests int           // RATE_LIMIT_REQUESTS; 0 = no limit
+	QueueEnabled      bool          // QUEUE_ENABLED
+	QueueLimit        int           // QUEUE_LIMIT
+	QueueTimeout      time.Duration // QUEUE_TIMEOUT
 	RateLimitWindow   time.Duration // RATE_LIMIT_WINDOW_SECONDS
 
 	// Containers and the default profile.

@@ -6,6 +6,14 @@
 // Manager holds the in-memory view of every container, rebuilt from runtime
 // labels by Recover, executes plans (ReconcileOnce, Run), follows agent
 // reports, and serves claims exactly once (Start).
+//
+// For the classroom minute (300 starts at 10:00): a start that finds no warm
+// container and no capacity waits in a FIFO admission queue per profile
+// (queue.go; the next container to become warm goes to the head of the
+// queue before the pool); EffectiveTarget (target.go, pure) raises a pool
+// ahead of scheduled windows and follows demand between adaptive bounds;
+// Prepare binds containers to workspaces before their starts; Replace swaps
+// an unhealthy claimed container for a new one on the same workspace.
 package pool
 
 import (

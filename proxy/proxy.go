@@ -278,6 +278,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt.stats.requests.Add(1)
 	t, err := rt.resolve(r.URL.EscapedPath())
 	if err != nil {
+		if rt.redirectReplaced(w, r, err) {
+			return
+		}
 		rt.writeError(w, r, err)
 		return
 	}
@@ -440,4 +443,47 @@ func (rt *Router) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(StatusOf(code))
 	w.Write(append(body, '\n'))
+}
+
+// replacements is implemented by a Backend that replaces unhealthy
+// containers in place (pool.Manager).
+type replacements interface {
+	ReplacedBy(id string) (string, bool)
+}
+
+// redirectReplaced sends the user of a replaced container to its
+// replacement: a holder of the old container's cookie gets a 307 to the new
+// container's route with a fresh one-time token (which the router then
+// swaps for the new cookie). It reports whether it answered.
+func (rt *Router) redirectReplaced(w http.ResponseWriter, r *http.Request, err error) bool {
+	rb, ok := rt.o.Backend.(replacements)
+	if !ok || idepool.ErrorCode(err) != idepool.ENotFound {
+		return false
+	}
+	route, old, rest, ok := parsePath(r.URL.EscapedPath())
+	if !ok {
+		return false
+	}
+	newID, ok := rb.ReplacedBy(old)
+	if !ok {
+		return false
+	}
+	c, ok := rt.o.Backend.Lookup(newID)
+	if !ok || !c.State.Claimed() || !rt.cookieSignedFor(r, old) {
+		return false
+	}
+	tok, terr := rt.Mint(c.ID, c.Generation)
+	if terr != nil {
+		return false
+	}
+	u := *r.URL
+	u.Path, u.RawPath = "/"+route+"/"+newID+"/"+strings.TrimPrefix(rest, "/"), ""
+	q := u.Query()
+	q.Del("token")
+	q.Set("token", tok)
+	u.RawQuery = q.Encode()
+	rt.ownHeaders(w.Header())
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, u.RequestURI(), http.StatusTemporaryRedirect)
+	return true
 }

@@ -162,3 +162,32 @@ func (rt *Router) BaseURLs(c idepool.Container, profile idepool.Profile) map[str
 func (rt *Router) base(route, id string) string {
 	return rt.o.PublicURL + "/" + route + "/" + id + "/"
 }
+
+// cookieSignedFor reports whether r carries an unexpired cookie that this
+// router signed for container id, whatever its generation (the container
+// itself may be gone: see redirectReplaced).
+func (rt *Router) cookieSignedFor(r *http.Request, id string) bool {
+	name := CookieName(id)
+	for _, ck := range r.Cookies() {
+		if ck.Name != name {
+			continue
+		}
+		i := strings.LastIndexByte(ck.Value, '.')
+		if i < 0 {
+			continue
+		}
+		payload, sig := ck.Value[:i], ck.Value[i+1:]
+		if subtle.ConstantTimeCompare([]byte(sig), []byte(rt.mac(payload))) != 1 {
+			continue
+		}
+		parts := strings.Split(payload, ".")
+		if len(parts) != 3 || parts[0] != id {
+			continue
+		}
+		exp, err := strconv.ParseInt(parts[2], 10, 64)
+		if err == nil && rt.clock.Now().Before(time.Unix(exp, 0)) {
+			return true
+		}
+	}
+	return false
+}

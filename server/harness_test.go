@@ -75,6 +75,7 @@ func testConfig(t testing.TB, dataDir string, port, poolTarget int) config.Confi
 		"PRE_WARMED_QUEUE_SIZE": fmt.Sprint(poolTarget),
 		"RUNTIME":               "process",
 		"FLUSH_TIMEOUT":         "5s",
+		"RATE_LIMIT_REQUESTS":   "0", // the benchmark sends 200 starts with one key
 	}
 	cfg, err := config.Load(func(k string) string { return env[k] }, "")
 	if err != nil {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -12,49 +13,75 @@ import (
 	"github.com/idepool/idepool/server"
 )
 
-// TestAdmissionUnderMemoryPressure: with the host at 95% memory a cold
-// create is refused with 503 and the reason, warm claims still succeed, and
-// the warm pool shrinks (warm containers are given up first).
+// TestAdmissionUnderMemoryPressure: with the host at 95% memory warm claims
+// still succeed and the warm pool shrinks (warm containers are given up
+// first); with no warm container left a cold create is refused with 503 and
+// the reason — or, with the admission queue on, waits in the queue (202)
+// and is served once memory is free again.
 func TestAdmissionUnderMemoryPressure(t *testing.T) {
-	dataDir := t.TempDir()
-	cleanupContainers(t, dataDir)
-	cfg := testConfig(t, dataDir, freePort(t), 3)
-	const gib = 1 << 30
-	host := capacity.NewStaticHost(capacity.HostSample{MemoryTotal: 16 * gib, MemoryUsed: 2 * gib, CPUs: 2})
-	in := startWith(t, cfg, func(o *server.Options) {
-		o.CapacityHost = host
-		o.CapacityInterval = 200 * time.Millisecond
-	})
-	defer in.stop(t)
-	in.waitPool(t, "3 warm", time.Minute, func(w, s, c int) bool { return w == 3 })
+	for _, queue := range []bool{false, true} {
+		t.Run(fmt.Sprintf("queue=%v", queue), func(t *testing.T) {
+			dataDir := t.TempDir()
+			cleanupContainers(t, dataDir)
+			cfg := testConfig(t, dataDir, freePort(t), 3)
+			cfg.QueueEnabled = queue
+			const gib = 1 << 30
+			host := capacity.NewStaticHost(capacity.HostSample{MemoryTotal: 16 * gib, MemoryUsed: 2 * gib, CPUs: 2})
+			in := startWith(t, cfg, func(o *server.Options) {
+				o.CapacityHost = host
+				o.CapacityInterval = 200 * time.Millisecond
+			})
+			defer in.stop(t)
+			in.waitPool(t, "3 warm", time.Minute, func(w, s, c int) bool { return w == 3 })
 
-	host.Set(capacity.HostSample{MemoryTotal: 16 * gib, MemoryUsed: 16 * gib * 95 / 100, CPUs: 2})
+			host.Set(capacity.HostSample{MemoryTotal: 16 * gib, MemoryUsed: 16 * gib * 95 / 100, CPUs: 2})
 
-	// A warm claim still succeeds under pressure.
-	var warm startJSON
-	if code := in.call(t, "POST", "/api/containers/start", map[string]any{"s3Bucket": "pressure-warm"}, &warm); code != 201 || !warm.IsPreWarmed {
-		t.Fatalf("warm claim under pressure: %d %+v", code, warm)
+			// A warm claim still succeeds under pressure.
+			var warm startJSON
+			if code := in.call(t, "POST", "/api/containers/start", map[string]any{"s3Bucket": "pressure-warm"}, &warm); code != 201 || !warm.IsPreWarmed {
+				t.Fatalf("warm claim under pressure: %d %+v", code, warm)
+			}
+			// The warm pool shrinks: warm containers are given up, none refilled.
+			in.waitPool(t, "warm pool shed", time.Minute, func(w, s, c int) bool { return w == 0 && s == 0 })
+
+			var answer struct {
+				Ticket    string `json:"ticket"`
+				Position  int    `json:"position"`
+				StatusURL string `json:"statusUrl"`
+				Error     struct {
+					Code    string         `json:"code"`
+					Message string         `json:"message"`
+					Details map[string]any `json:"details"`
+				} `json:"error"`
+			}
+			code := in.call(t, "POST", "/api/containers/start", map[string]any{"s3Bucket": "pressure-cold"}, &answer)
+			if !queue {
+				if code != 503 || answer.Error.Code != "RESOURCE_LIMIT_EXCEEDED" || answer.Error.Details["reason"] != "memory" {
+					t.Fatalf("cold create at 95%% memory: %d %+v, want 503 RESOURCE_LIMIT_EXCEEDED reason memory", code, answer)
+				}
+				t.Logf("refusal: %s %v", answer.Error.Message, answer.Error.Details)
+			} else if code != 202 || answer.Position != 1 || answer.StatusURL == "" {
+				t.Fatalf("cold create at 95%% memory with the queue: %d %+v, want 202 at position 1", code, answer)
+			}
+
+			// Pressure gone: the queued start is served, and the pool refills.
+			host.Set(capacity.HostSample{MemoryTotal: 16 * gib, MemoryUsed: 2 * gib, CPUs: 2})
+			if queue {
+				var tk struct {
+					Status      string `json:"status"`
+					ContainerID string `json:"containerId"`
+				}
+				if code := in.call(t, "GET", answer.StatusURL+"?wait=ready&timeout=60s", nil, &tk); code != 200 || tk.ContainerID == "" {
+					t.Fatalf("queued start after pressure: %d %+v", code, tk)
+				}
+				var again startJSON
+				if code := in.call(t, "POST", "/api/containers/start", map[string]any{"s3Bucket": "pressure-cold"}, &again); code != 200 || again.ID != tk.ContainerID {
+					t.Fatalf("start of the served ticket's workspace: %d %+v, want 200 with %s", code, again, tk.ContainerID)
+				}
+			}
+			in.waitPool(t, "refilled", time.Minute, func(w, s, c int) bool { return w == 3 })
+		})
 	}
-	// The warm pool shrinks: warm containers are given up, none refilled.
-	in.waitPool(t, "warm pool shed", time.Minute, func(w, s, c int) bool { return w == 0 && s == 0 })
-
-	// With no warm container left, a cold create is refused with the reason.
-	var refusal struct {
-		Error struct {
-			Code    string         `json:"code"`
-			Message string         `json:"message"`
-			Details map[string]any `json:"details"`
-		} `json:"error"`
-	}
-	code := in.call(t, "POST", "/api/containers/start", map[string]any{"s3Bucket": "pressure-cold"}, &refusal)
-	if code != 503 || refusal.Error.Code != "RESOURCE_LIMIT_EXCEEDED" || refusal.Error.Details["reason"] != "memory" {
-		t.Fatalf("cold create at 95%% memory: %d %+v, want 503 RESOURCE_LIMIT_EXCEEDED reason memory", code, refusal)
-	}
-	t.Logf("refusal: %s %v", refusal.Error.Message, refusal.Error.Details)
-
-	// Pressure gone: the pool refills.
-	host.Set(capacity.HostSample{MemoryTotal: 16 * gib, MemoryUsed: 2 * gib, CPUs: 2})
-	in.waitPool(t, "refilled", time.Minute, func(w, s, c int) bool { return w == 3 })
 }
 
 // TestMetricsScrape scrapes /metrics of a real server and checks names,

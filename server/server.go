@@ -173,6 +173,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
 	}
+	if err := httpapi.CheckRouteNames(profiles); err != nil {
+		return nil, fmt.Errorf("profiles: %w", err)
+	}
+	if err := httpapi.CheckOrigins(cfg.CORSOrigins); err != nil {
+		return nil, err
+	}
+	if err := proxy.CheckFrameAncestors(cfg.FrameAncestors); err != nil {
+		return nil, err
+	}
 
 	ln := opts.Listener
 	if ln == nil {
@@ -250,7 +259,14 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		},
 		Process: true,
 	})
+	policies, err := poolPolicies(cfg)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("profiles: %w", err)
+	}
 	mgr, err := pool.New(pool.Options{
+		Queue:              pool.QueueOptions{Enabled: cfg.QueueEnabled, Limit: cfg.QueueLimit, Timeout: cfg.QueueTimeout},
+		Policies:           policies,
 		Runtime:            rt,
 		Agents:             s.hub,
 		Admitter:           admitter,
@@ -277,6 +293,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	}
 	s.monitor = health.New(health.Options{
 		Pool:       mgr,
+		Replacer:   replacer{mgr},
 		Heartbeats: heartbeats,
 		Interval:   cfg.HealthCheckInterval,
 		Timeout:    cfg.HealthCheckTimeout,
@@ -290,10 +307,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	})
 
 	s.router = proxy.New(proxy.Options{
-		Backend:   mgr,
-		Secret:    secret,
-		PublicURL: publicURL,
-		Logger:    log.With("part", "router"),
+		Backend:        mgr,
+		Secret:         secret,
+		PublicURL:      publicURL,
+		FrameAncestors: cfg.FrameAncestors,
+		CookieSameSite: proxy.SameSiteMode(cfg.CookieSameSite),
+		Logger:         log.With("part", "router"),
 	})
 	s.api = httpapi.New(httpapi.Options{
 		Orchestrator: timedOrchestrator{mgr, s.metrics},
@@ -304,6 +323,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		URLs:         s.router,
 		Logger:       log.With("part", "api"),
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		RateLimit:    httpapi.RateLimit{Requests: cfg.RateLimitRequests, Window: cfg.RateLimitWindow},
+		CORSOrigins:  cfg.CORSOrigins,
 		Version:      opts.Version,
 		Fallback:     s.routes(),
 	})

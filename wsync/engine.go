@@ -679,6 +679,9 @@ func (e *Engine) push(ctx context.Context, rel string, seen *LocalFile, cond Con
 // conflict name) through a temp file in the same directory and a rename;
 // seen is what the target was when planned (nil: absent).
 func (e *Engine) pull(ctx context.Context, rel, target string, seen *LocalFile, remote *ObjectInfo) (*Base, error) {
+	if fi, err := e.root.Lstat(target); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("cannot pull %s: a %s is in the way", target, fi.Mode().Type())
+	}
 	tmp, obj, hash, err := e.download(ctx, KeyFromRel(e.prefix, rel), path.Dir(target), remote)
 	if err != nil {
 		return nil, err

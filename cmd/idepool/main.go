@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // schedules name time zones; FROM scratch images have no zoneinfo
 )
 
 func main() {

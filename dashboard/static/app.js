@@ -144,7 +144,7 @@
       setText(r, "cpu", (x.cpuPercent ? x.cpuPercent.toFixed(0) : "-") + "% of " + (x.cpuCores || "-"));
       setText(r, "mem", bytes(x.memoryUsed) + " / " + bytes(x.memoryTotal));
       setText(r, "disk", bytes(x.diskUsed) + " / " + bytes(x.diskTotal));
-      setText(r, "count", x.containers || 0);
+      setText(r, "count", x.containers || "-");
     });
     document.getElementById("no-resources").hidden = rs.length > 0;
   }

@@ -204,7 +204,9 @@ func (s *stack) createService(name, image string, args []string, env map[string]
 			Networks:      []swarm.NetworkAttachmentConfig{{Target: s.network, Aliases: []string{name}}},
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
-		EndpointSpec: &swarm.EndpointSpec{Ports: []swarm.PortConfig{{
+		// DNS round robin: virtual IPs need IPVS, which this kind of machine
+		// may lack ("connect: no route to host" to the VIP).
+		EndpointSpec: &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR, Ports: []swarm.PortConfig{{
 			Protocol: "tcp", TargetPort: uint32(target), PublishedPort: uint32(published), PublishMode: swarm.PortConfigPublishModeHost,
 		}}},
 	}})

@@ -1,7 +1,8 @@
 // Command placeholder is the test image of runtime/swarm: it answers HTTP
 // on every route port the runtime gives it (IDEPOOL_PORT_<ROUTE>) and exits
 // 0 on SIGTERM. It stands in for the agent so the runtime's tests depend on
-// nothing but the engine.
+// nothing but the engine. On /_auth/forward it plays idepool's ForwardAuth
+// endpoint for the Traefik test: 200 with the cookie let=me, else 401.
 package main
 
 import (
@@ -27,6 +28,14 @@ func main() {
 		}
 		srv := &http.Server{Addr: ":" + port, ReadHeaderTimeout: 5 * time.Second,
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/_auth/forward" {
+					// A stand-in ForwardAuth endpoint: the cookie let=me passes.
+					if c, err := r.Cookie("let"); err == nil && c.Value == "me" {
+						return
+					}
+					http.Error(w, "no", http.StatusUnauthorized)
+					return
+				}
 				fmt.Fprintf(w, "placeholder %s %s %s\n", os.Getenv("IDEPOOL_CONTAINER_ID"), strings.ToLower(route), r.URL.Path)
 			})}
 		servers = append(servers, srv)
