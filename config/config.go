@@ -76,6 +76,7 @@ type Config struct {
 	AWSAccessKeyID     string // AWS_ACCESS_KEY_ID; secret
 	AWSSecretAccessKey string // AWS_SECRET_ACCESS_KEY; secret
 	S3Endpoint         string // S3_ENDPOINT; "" = AWS
+	S3EmbeddedAddr     string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
 
 	// Logging.
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error

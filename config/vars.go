@@ -152,6 +152,9 @@ func vars() []VarSpec {
 		{Name: "S3_ENDPOINT", Kind: KindURL, Topic: TopicS3,
 			Description: "Custom S3-compatible endpoint (MinIO, versitygw, …), addressed path-style; unset = AWS.",
 			bind:        func(c *Config) any { return &c.S3Endpoint }},
+		{Name: "S3_EMBEDDED_ADDR", Kind: KindString, Pattern: `[0-9A-Za-z.\-\[\]:]*:[0-9]{1,5}`, Topic: TopicS3,
+			Description: "With no S3 configured at all (no S3_ENDPOINT, no AWS keys) and the process runtime, serve runs an embedded S3-compatible store (versitygw) under DATA_DIR/s3, local only; it listens here (default 127.0.0.1:PORT+1). Its credentials are generated into DATA_DIR/s3/credentials.json; buckets are created on first use.",
+			bind:        func(c *Config) any { return &c.S3EmbeddedAddr }},
 
 		// Logging.
 		{Name: "LOG_LEVEL", Default: "info", Kind: KindEnum, Values: []string{"debug", "info", "warn", "error"}, Topic: TopicLogging,

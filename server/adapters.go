@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -65,10 +66,47 @@ var (
 type timedOrchestrator struct {
 	*pool.Manager
 	m *metrics.Metrics
+	// buckets, with the embedded S3 store, creates a workspace's bucket on
+	// first use (local-only mode has no one else to create it); nil
+	// otherwise.
+	buckets *bucketEnsurer
+}
+
+// bucketEnsurer creates each bucket once per run.
+type bucketEnsurer struct {
+	create func(ctx context.Context, bucket string) error
+	mu     sync.Mutex
+	done   map[string]bool
+}
+
+func (b *bucketEnsurer) ensure(ctx context.Context, ws idepool.Workspace) error {
+	if b == nil || ws.Validate() != nil {
+		return nil // validation errors are the pool's to report
+	}
+	b.mu.Lock()
+	ok := b.done[ws.Bucket]
+	b.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := b.create(ctx, ws.Bucket); err != nil {
+		return idepool.WrapError(idepool.EStartFailed, err, "create bucket %s in the embedded S3 store", ws.Bucket)
+	}
+	b.mu.Lock()
+	b.done[ws.Bucket] = true
+	b.mu.Unlock()
+	return nil
+}
+
+func (t timedOrchestrator) prepareBucket(ctx context.Context, req idepool.StartRequest) error {
+	return t.buckets.ensure(ctx, req.Workspace)
 }
 
 func (t timedOrchestrator) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
 	t0 := time.Now()
+	if err := t.prepareBucket(ctx, req); err != nil {
+		return idepool.Claim{}, err
+	}
 	c, err := t.Manager.Start(ctx, req)
 	kind := c.Kind
 	if err != nil {

@@ -20,6 +20,9 @@ var _ httpapi.Classroom = timedOrchestrator{}
 // admission queue (the HTTP answer is then 202).
 func (t timedOrchestrator) StartOrQueue(ctx context.Context, req idepool.StartRequest) (idepool.Claim, *httpapi.QueueTicket, error) {
 	t0 := time.Now()
+	if err := t.prepareBucket(ctx, req); err != nil {
+		return idepool.Claim{}, nil, err
+	}
 	c, tk, err := t.Manager.StartOrQueue(ctx, req)
 	switch {
 	case err != nil:
@@ -57,6 +60,11 @@ func (t timedOrchestrator) SetSchedules(ctx context.Context, profile string, ws 
 }
 
 func (t timedOrchestrator) Prepare(ctx context.Context, r httpapi.PrepareRequest) ([]httpapi.PrepareResult, error) {
+	for _, ws := range r.Workspaces {
+		if err := t.buckets.ensure(ctx, ws); err != nil {
+			return nil, err
+		}
+	}
 	res, err := t.Manager.Prepare(ctx, pool.PrepareRequest(r))
 	out := make([]httpapi.PrepareResult, 0, len(res))
 	for _, x := range res {

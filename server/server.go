@@ -25,6 +25,7 @@ import (
 	"github.com/idepool/idepool/capacity"
 	"github.com/idepool/idepool/config"
 	"github.com/idepool/idepool/control"
+	"github.com/idepool/idepool/dashboard"
 	"github.com/idepool/idepool/events"
 	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
@@ -126,6 +127,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 	monitor  *health.Monitor
 	reaper   *idle.Reaper
+	dash     *dashboard.Dashboard
 	handler  http.Handler
 	listener net.Listener
 	closers  []func()
@@ -201,6 +203,20 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		publicURL = "http://" + ln.Addr().String()
 	}
 
+	creds, s3Endpoint := cfg.S3Credentials(), cfg.S3Endpoint
+	var buckets *bucketEnsurer
+	if creds.IsZero() && s3Endpoint == "" && cfg.Runtime != config.RuntimeSwarm {
+		store, err := startEmbeddedS3(ctx, cfg, log)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { _ = store.Stop() })
+		creds = idepool.Credentials{AccessKeyID: store.accessKey, SecretAccessKey: store.secretKey}
+		s3Endpoint = store.Endpoint
+		buckets = &bucketEnsurer{create: store.EnsureBucket, done: map[string]bool{}}
+	}
+
 	rt, err := newRuntime(ctx, cfg, opts, log)
 	if err != nil {
 		ln.Close()
@@ -274,8 +290,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		Profiles:           profiles,
 		Deployment:         cfg.Deployment,
 		AgentURL:           agentURL,
-		DefaultCredentials: cfg.S3Credentials(),
-		S3Endpoint:         cfg.S3Endpoint,
+		DefaultCredentials: creds,
+		S3Endpoint:         s3Endpoint,
 		Logger:             log.With("part", "pool"),
 		CreateTimeout:      cfg.CreateTimeout,
 		FlushTimeout:       cfg.FlushTimeout,
@@ -314,8 +330,16 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		CookieSameSite: proxy.SameSiteMode(cfg.CookieSameSite),
 		Logger:         log.With("part", "router"),
 	})
+	s.dash = dashboard.New(dashboard.Options{
+		Orchestrator: mgr,
+		CheckKey:     dashboard.KeyChecker(keys),
+		Events:       s.bus,
+		Resources:    s.dashboardResources,
+		Logger:       log.With("part", "dashboard"),
+		Version:      opts.Version,
+	})
 	s.api = httpapi.New(httpapi.Options{
-		Orchestrator: timedOrchestrator{mgr, s.metrics},
+		Orchestrator: timedOrchestrator{mgr, s.metrics, buckets},
 		Health:       healthReporter{s},
 		Events:       s.bus.Handler(events.HandlerOptions{}),
 		Metrics:      s.metrics.Handler(),
@@ -345,6 +369,8 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/agent/v1/connect", s.hub)
 	mux.Handle("/_auth/forward", s.router.ForwardAuth())
+	mux.Handle("/dashboard", s.dash)
+	mux.Handle("/dashboard/", s.dash)
 	mux.Handle("/", s.router)
 	return mux
 }
@@ -378,7 +404,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer wg.Done()
 		_ = s.pool.Run(ctx)
 	}()
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); _ = s.dash.Run(ctx) }()
 	go func() { defer wg.Done(); s.monitor.Run(ctx) }()
 	go func() { defer wg.Done(); s.reaper.Run(ctx) }()
 	go func() { defer wg.Done(); s.admitter.Run(ctx, s.pool) }()

@@ -138,6 +138,7 @@ func (s *AgentSyncer) onEvent(ev Event) {
 	if eng != nil {
 		st := eng.Stats()
 		r.Sync = &st
+		r.LastActivity = eng.LastActivity()
 	}
 	report(r)
 }
@@ -152,7 +153,7 @@ func (s *AgentSyncer) sendStats() {
 		return
 	}
 	st := eng.Stats()
-	report(idepool.AgentReport{Kind: idepool.AgentSyncEvent, Time: time.Now(), Event: "stats", Sync: &st, Generation: gen, Workspace: &ws})
+	report(idepool.AgentReport{Kind: idepool.AgentSyncEvent, Time: time.Now(), Event: "stats", Sync: &st, Generation: gen, Workspace: &ws, LastActivity: eng.LastActivity()})
 }
 
 // Flush pushes everything pending.

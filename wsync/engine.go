@@ -133,6 +133,8 @@ type Engine struct {
 	dirtySince  time.Time
 	firstScan   bool
 	listFailing bool
+	// lastActivity is the newest local change pushed: user activity.
+	lastActivity time.Time
 }
 
 // NewEngine opens the workspace and loads the base.
@@ -556,7 +558,38 @@ var ErrList = errors.New("list remote workspace")
 // errChanged: the local file moved under a step; the next cycle re-plans.
 var errChanged = errors.New("local file changed during sync; will retry")
 
+// LastActivity is the time of the newest local change the engine pushed
+// (a file's mtime, or when a deletion was seen): the user's activity.
+func (e *Engine) LastActivity() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastActivity
+}
+
+func (e *Engine) noteActivity(t time.Time) {
+	e.mu.Lock()
+	if t.After(e.lastActivity) {
+		e.lastActivity = t
+	}
+	e.mu.Unlock()
+}
+
 func (e *Engine) execute(ctx context.Context, d Decision) error {
+	err := e.execute1(ctx, d)
+	if err == nil {
+		switch d.Action {
+		case Push, Conflict:
+			if d.Local != nil {
+				e.noteActivity(time.Unix(0, d.Local.MTime))
+			}
+		case DeleteRemote:
+			e.noteActivity(e.opts.Clock.Now())
+		}
+	}
+	return err
+}
+
+func (e *Engine) execute1(ctx context.Context, d Decision) error {
 	switch d.Action {
 	case Push:
 		b, err := e.push(ctx, d.Path, d.Local, d.Cond())

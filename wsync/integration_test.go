@@ -286,6 +286,12 @@ func TestAgentSyncerInitialPullAndLiveSync(t *testing.T) {
 	if b, _ := e.remote("flushed.txt"); string(b) != "flush me" {
 		t.Fatalf("flushed.txt = %q", b)
 	}
+	mu.Lock()
+	last := reports[len(reports)-1]
+	mu.Unlock()
+	if last.LastActivity.IsZero() || last.Sync == nil || last.Sync.ObjectsUp < 3 {
+		t.Fatalf("the report after a flush lacks activity or figures: %+v", last)
+	}
 	if err := s.Stop(e.ctx()); err != nil {
 		t.Fatal(err)
 	}

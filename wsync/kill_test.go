@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,6 +48,9 @@ func TestHelperSyncProcess(t *testing.T) {
 	opts.Parallelism = 16
 	if os.Getenv("WSYNC_DEFAULT_OPTIONS") == "1" {
 		opts = Options{} // production defaults (benchmarks)
+	}
+	if n, err := strconv.Atoi(os.Getenv("WSYNC_PARALLEL")); err == nil {
+		opts.Parallelism = n
 	}
 	var store Store = st
 	if os.Getenv("WSYNC_QUIET") != "1" {

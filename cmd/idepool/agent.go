@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/idepool/idepool/agent"
+	"github.com/idepool/idepool/wsync"
 )
 
 func runAgent(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -16,7 +18,10 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("agent configuration: %w", err)
 	}
-	logger := newLogger(stderr, getenv("LOG_LEVEL"), getenv("LOG_FORMAT")).With("container", cfg.ContainerID)
+	logger := newLogger(stderr, getenv("LOG_LEVEL"), getenv("LOG_FORMAT")) // the agent adds the container id
 	cfg.Logger = logger
+	cfg.NewSyncer = func(workspaceDir, stateDir string, logger *slog.Logger) agent.Syncer {
+		return wsync.NewAgentSyncer(workspaceDir, stateDir, logger, wsync.Options{})
+	}
 	return agent.Run(ctx, cfg)
 }

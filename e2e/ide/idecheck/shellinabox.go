@@ -26,13 +26,20 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 		return "", fmt.Errorf("GET %s: not shellinabox's page: %.200q", pageURL, page)
 	}
 	const size = "width=100&height=30"
+	// The page's script posts to its URL plus "?"; without the "?" the
+	// server answers with the page again.
+	postURL := pageURL
+	if !strings.Contains(postURL, "?") {
+		postURL += "?"
+	}
 	var out strings.Builder
 	post := func(form string) (string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, pageURL, strings.NewReader(form))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, postURL, strings.NewReader(form))
 		if err != nil {
 			return "", err
 		}
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		req.Header.Set("Cache-Control", "no-cache")
 		resp, err := hc.Do(req)
 		if err != nil {
 			return "", fmt.Errorf("POST %s: %w", pageURL, err)
