@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/agent/placeholder"
 )
 
 // Prober checks that a workload answers at endpoint (host:port) and path.
@@ -67,6 +68,11 @@ func (p *HTTPProber) Probe(ctx context.Context, endpoint, path string) error {
 		return fmt.Errorf("probe %s: %w", endpoint, err)
 	}
 	req.Header.Set("User-Agent", "idepool-health")
+	// A probe is not user activity: without this mark the built-in
+	// placeholder counted every probe as a user request, so its agent
+	// reported fresh activity each round and no idle container was ever
+	// stopped for inactivity.
+	req.Header.Set(placeholder.ProbeHeader, "1")
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return err

@@ -29,13 +29,17 @@ type AgentSyncer struct {
 }
 
 // NewAgentSyncer makes a syncer of workspaceDir keeping its base under
-// stateDir (which must be outside workspaceDir).
+// stateDir, which must be outside workspaceDir (empty: DefaultStateDir).
+// Zero Options take the defaults documented on Options.
 func NewAgentSyncer(workspaceDir, stateDir string, logger *slog.Logger, opts Options) *AgentSyncer {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 10 * time.Second
+	}
+	if stateDir == "" {
+		stateDir = DefaultStateDir(workspaceDir)
 	}
 	return &AgentSyncer{dir: workspaceDir, stateDir: stateDir, log: logger, opts: opts}
 }

@@ -165,6 +165,9 @@ func BenchmarkSaveToS3Latency(b *testing.B) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			lat = append(lat, time.Since(t0))
+			if d := time.Since(t0); d > time.Second {
+				b.Logf("slow save %d of %s at %s: %v", i, rel, t0.UTC().Format("15:04:05.000"), d)
+			}
 			time.Sleep(20 * time.Millisecond) // saves are not back to back
 		}
 	}

@@ -895,10 +895,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	cycle := func() {
 		first = time.Time{}
 		timer.Stop()
+		t0 := time.Now()
 		res, err := e.SyncOnce(ctx)
 		if err != nil && ctx.Err() == nil {
 			e.log.Debug("sync cycle failed", "err", err)
 		}
+		e.log.Debug("sync cycle", "took", time.Since(t0), "actions", len(res.Actions), "retry", res.Retry)
 		// A path that changed under a step is re-planned soon, but only a
 		// few times in a row; then the poll interval paces it.
 		if res.Retry && ctx.Err() == nil && retries < 3 {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +57,11 @@ func TestHelperSyncProcess(t *testing.T) {
 	if os.Getenv("WSYNC_QUIET") != "1" {
 		store = &announceStore{Store: st, w: os.Stdout}
 	}
-	eng, err := NewEngine(Config{Dir: os.Getenv("WSYNC_DIR"), StateFile: os.Getenv("WSYNC_STATE"), Store: store, Options: opts})
+	var logger *slog.Logger
+	if os.Getenv("WSYNC_LOG") == "1" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	eng, err := NewEngine(Config{Dir: os.Getenv("WSYNC_DIR"), StateFile: os.Getenv("WSYNC_STATE"), Store: store, Options: opts, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +91,9 @@ func (e *env) startHelper(run bool, extraEnv ...string) (*exec.Cmd, <-chan strin
 		e.t.Fatal(err)
 	}
 	cmd.Stderr = io.Discard
+	if os.Getenv("WSYNC_LOG") == "1" {
+		cmd.Stderr = os.Stderr
+	}
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}

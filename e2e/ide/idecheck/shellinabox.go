@@ -33,7 +33,9 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 		postURL += "?"
 	}
 	var out strings.Builder
-	post := func(form string) (string, error) {
+	// post sends a form; keys are answered with an "OK" page, everything
+	// else with JSON {session, data}.
+	post := func(form string, keys bool) (string, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, postURL, strings.NewReader(form))
 		if err != nil {
 			return "", err
@@ -42,30 +44,30 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 		req.Header.Set("Cache-Control", "no-cache")
 		resp, err := hc.Do(req)
 		if err != nil {
-			return "", fmt.Errorf("POST %s: %w", pageURL, err)
+			return "", fmt.Errorf("POST %s: %w", postURL, err)
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if err != nil {
-			return "", fmt.Errorf("POST %s: %w", pageURL, err)
+			return "", fmt.Errorf("POST %s: %w", postURL, err)
 		}
 		if resp.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("POST %s: HTTP %d: %.200q", pageURL, resp.StatusCode, body)
+			return "", fmt.Errorf("POST %s: HTTP %d: %.200q", postURL, resp.StatusCode, body)
 		}
-		if len(strings.TrimSpace(string(body))) == 0 {
-			return "", nil // the answer to keys
+		if keys {
+			return "", nil
 		}
 		var m struct {
 			Session string `json:"session"`
 			Data    string `json:"data"`
 		}
 		if err := json.Unmarshal(body, &m); err != nil {
-			return "", fmt.Errorf("POST %s: want JSON, got %.200q: %w", pageURL, body, err)
+			return "", fmt.Errorf("POST %s: want JSON, got %.200q: %w", postURL, body, err)
 		}
 		out.WriteString(m.Data)
 		return m.Session, nil
 	}
-	session, err := post(size + "&rooturl=" + url.QueryEscape(pageURL))
+	session, err := post(size+"&rooturl="+url.QueryEscape(pageURL), false)
 	if err != nil {
 		return "", err
 	}
@@ -73,7 +75,7 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 		return "", fmt.Errorf("POST %s: no session in the answer", pageURL)
 	}
 	s := "&session=" + url.QueryEscape(session)
-	if _, err := post(size + s + "&keys=" + strings.ToUpper(hex.EncodeToString([]byte(command+"\r")))); err != nil {
+	if _, err := post(size+s+"&keys="+strings.ToUpper(hex.EncodeToString([]byte(command+"\r"))), true); err != nil {
 		return out.String(), err
 	}
 	for !strings.Contains(out.String(), want) {
@@ -81,7 +83,7 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 			return out.String(), fmt.Errorf("terminal %s: %q: %w (%v)", pageURL, want, errNoOutput, ctx.Err())
 		}
 		// A poll is held by the server until there is output.
-		if _, err := post(size + s); err != nil {
+		if _, err := post(size+s, false); err != nil {
 			return out.String(), err
 		}
 	}
