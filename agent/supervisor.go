@@ -164,6 +164,11 @@ func (s *supervisor) run(ctx context.Context, p *proc) {
 // the grace.
 func (s *supervisor) terminate(name string, pid int, exited <-chan string) string {
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	// A stopped group (SIGSTOP: a frozen workload) acts on SIGTERM only once
+	// continued. Without this it sat out the whole grace, and the process
+	// runtime, whose grace is as long, killed the agent first and left the
+	// workload's group behind.
+	_ = syscall.Kill(-pid, syscall.SIGCONT)
 	t := time.NewTimer(s.cfg.KillGrace)
 	defer t.Stop()
 	var msg string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -318,40 +319,73 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 }
 
 // completeWarm delivers a bound container's assignment and records the
-// claim in the runtime. On failure the container is failed (it never goes
-// back to the pool) and ok is false.
+// claim in the runtime, both at once. The claim waits for the agent's ack
+// at most AckWait: an agent that refuses or is gone by then makes this
+// start fall back to another container (ok false, the container is failed
+// and never goes back to the pool); a slower ack is not waited for, so a
+// busy agent (or a busy host) never holds the claim's answer — a delivery
+// that fails later fails the container, which its user sees through
+// wait=ready, GET and the event stream.
 func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
 	id := e.c.ID // fixed for the entry's life
-	undo := func(msg string, err error) (idepool.Container, bool) {
-		m.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
-		var evs []idepool.Event
-		m.mu.Lock()
-		e.delivering = false
-		m.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
-		m.mu.Unlock()
-		m.publish(evs)
-		m.kick()
+	var failOnce sync.Once
+	failed := false
+	undo := func(msg string, err error) {
+		failOnce.Do(func() {
+			m.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
+			var evs []idepool.Event
+			m.mu.Lock()
+			e.delivering = false
+			m.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
+			failed = true
+			m.mu.Unlock()
+			m.publish(evs)
+			m.kick()
+		})
+	}
+	acked := make(chan error, 1)
+	deliver := func(bctx context.Context) {
+		actx, cancel := context.WithTimeout(bctx, m.opts.AssignTimeout)
+		err := m.agents.Assign(actx, id, a)
+		cancel()
+		if err != nil {
+			undo("assign", err)
+		} else {
+			m.mu.Lock()
+			e.pendingAssign = false
+			e.delivering = false
+			m.mu.Unlock()
+		}
+		acked <- err
+	}
+	if m.opts.AckWait < 0 {
+		deliver(ctx) // wait for the ack, however long
+	} else {
+		m.goBG(deliver)
+	}
+	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	err := m.rt.SetLabels(lctx, id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
+	cancel()
+	if err != nil {
+		undo("record claim", err)
 		return idepool.Container{}, false
 	}
-	actx, cancel := m.rtCtx(ctx, m.opts.AssignTimeout)
-	err := m.agents.Assign(actx, id, a)
-	cancel()
-	if err != nil {
-		return undo("assign", err)
+	if m.opts.AckWait >= 0 {
+		t := time.NewTimer(m.opts.AckWait)
+		select {
+		case <-acked:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
 	m.mu.Lock()
-	e.pendingAssign = false
-	e.delivering = false
-	m.mu.Unlock()
-	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	err = m.rt.SetLabels(lctx, id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
-	cancel()
-	if err != nil {
-		return undo("record claim", err)
-	}
-	m.mu.Lock()
+	gone := failed
 	c := copyContainer(e.c)
 	m.mu.Unlock()
+	if gone {
+		return idepool.Container{}, false
+	}
 	return c, true
 }
 

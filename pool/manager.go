@@ -75,6 +75,11 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// AssignTimeout bounds one assignment's delivery (default 15 s).
 	AssignTimeout time.Duration
+	// AckWait is how long a warm claim waits for the agent's ack before it
+	// answers anyway (default 5 ms): a refusal within it falls back to
+	// another container; a later failure fails the container. Negative
+	// waits for the ack however long it takes.
+	AckWait time.Duration
 	// RuntimeTimeout bounds one runtime call (default 2 min).
 	RuntimeTimeout time.Duration
 	// CreateConcurrency bounds parallel creates and removes of one
@@ -285,6 +290,9 @@ func New(o Options) (*Manager, error) {
 	def(&o.AdoptGrace, 2*time.Minute)
 	def(&o.ReconcileInterval, 10*time.Second)
 	def(&o.AssignTimeout, 15*time.Second)
+	if o.AckWait == 0 { // negative means "wait for the ack"
+		o.AckWait = 5 * time.Millisecond
+	}
 	def(&o.RuntimeTimeout, 2*time.Minute)
 	if o.CreateConcurrency <= 0 {
 		o.CreateConcurrency = 8

@@ -35,7 +35,7 @@ func BenchmarkClaimLatency(b *testing.B) {
 			warm.Add(1)
 			go func() {
 				defer warm.Done()
-				req, _ := http.NewRequest("GET", in.base+"/api/health", nil)
+				req, _ := http.NewRequest("GET", in.base+"/", nil)
 				if res, err := client.Do(req); err == nil {
 					io.Copy(io.Discard, res.Body)
 					res.Body.Close()
@@ -52,7 +52,7 @@ func BenchmarkClaimLatency(b *testing.B) {
 			wg.Add(1)
 			go func(j int) {
 				defer wg.Done()
-				body := []byte(fmt.Sprintf(`{"s3Bucket":"bench-%03d","userId":"student-%d"}`, j, j))
+				body := []byte(fmt.Sprintf(`{"s3Bucket":"bench-class","s3Prefix":"student-%03d/","userId":"student-%d"}`, j, j))
 				req, _ := http.NewRequest("POST", in.base+"/api/containers/start", bytes.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+testKey)
 				req.Header.Set("Content-Type", "application/json")

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,10 +236,16 @@ func (in *instance) waitEvent(t testing.TB, id string, d time.Duration, what str
 }
 
 // routeClient opens a container's route with the one-time token URL of a
-// start answer and returns a client holding the route cookie. The client
-// does not follow redirects beyond the token exchange, so a test sees them.
-func routeClient(t testing.TB, tokenURL string) *http.Client {
+// start answer and returns a client holding the route cookie, and the
+// router's base URL as that URL names it (PUBLIC_URL: the cookie's host).
+// The client does not follow redirects beyond the token exchange, so a test
+// sees them.
+func routeClient(t testing.TB, tokenURL string) (*http.Client, string) {
 	t.Helper()
+	u, err := url.Parse(tokenURL)
+	if err != nil {
+		t.Fatalf("token URL %q: %v", tokenURL, err)
+	}
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
 	res, err := c.Get(tokenURL) // 302 with Set-Cookie, then the route's page
@@ -251,5 +258,5 @@ func routeClient(t testing.TB, tokenURL string) *http.Client {
 		t.Fatalf("open the token URL: %d", res.StatusCode)
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return c
+	return c, u.Scheme + "://" + u.Host
 }

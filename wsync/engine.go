@@ -133,6 +133,7 @@ type Engine struct {
 	dirtySince  time.Time
 	firstScan   bool
 	listFailing bool
+	stateDirty  bool // base changed since the last snapshot
 	// lastActivity is the newest local change pushed: user activity.
 	lastActivity time.Time
 }
@@ -353,11 +354,13 @@ func (e *Engine) saveState(force bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := time.Now()
-	if !force && now.Sub(e.lastSave) < 30*time.Second {
+	if !e.stateDirty || !force && now.Sub(e.lastSave) < 30*time.Second {
 		return nil
 	}
 	e.lastSave = now
+	e.stateDirty = false
 	if err := e.state.Save(e.stateFile); err != nil {
+		e.stateDirty = true // the journal still holds every update
 		return err
 	}
 	return e.journal.truncate()
@@ -384,6 +387,7 @@ func (e *Engine) setBase(p string, b *Base) {
 		e.state.Entries[p] = *b
 	}
 	err := e.journal.append(p, b)
+	e.stateDirty = true
 	e.mu.Unlock()
 	if err != nil {
 		e.noteError(p, fmt.Errorf("sync journal: %w", err))

@@ -142,6 +142,10 @@ EOF
   mounts=()
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/apt "$root"/var/log/dpkg.log \
     "$root/usr/sbin/policy-rc.d" "$root"/tmp/* "$root"/root/.cache
+  # What minbase installed before the dpkg excludes existed.
+  find "$root/usr/share/doc" -type f ! -name copyright -delete
+  rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/*
+  find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
   : >"$root/etc/resolv.conf"
   mkdir -p "$root/workspace" "$root/var/lib/idepool-agent"
   chown 1000:1000 "$root/workspace" "$root/var/lib/idepool-agent"
@@ -185,6 +189,9 @@ else
     --message "debootstrap $suite minbase + ${packages[*]}" \
     - "$base" >/dev/null
   rm -rf "$work/rootfs"
+  # Older bases are garbage now (kept if a container still uses one).
+  docker image ls --format '{{.Repository}}:{{.Tag}}' idepool-ide-debian-base |
+    grep -vx "$base" | xargs -r docker image rm >/dev/null 2>&1 || true
 fi
 
 # Stage 3: the image with the binary.
@@ -201,7 +208,10 @@ COPY --chown=0:0 idepool /usr/local/bin/idepool
 LABEL idepool.binary-sha256="$sum" idepool.recipe="$recipe" org.opencontainers.image.version="$version"
 EOF
   # The legacy builder uses the local base image and never pulls.
-  DOCKER_BUILDKIT=0 docker build -q -t "$image" "$work/ctx" >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q -t "$image" "$work/ctx" >"$work/build.log" 2>&1 || {
+    cat "$work/build.log" >&2
+    exit 1
+  }
   echo "built $image (binary $sum, recipe $recipe)"
 fi
 

@@ -314,9 +314,10 @@ func TestDebianImage(t *testing.T) {
 	}
 	hc := &http.Client{Timeout: 2 * time.Minute}
 
-	// Readiness: the agent reports ready once every route's workload
-	// answers, and its heartbeats carry every workload as running.
-	t.Run("agent", func(t *testing.T) {
+	// Readiness (every subtest needs it): the agent reports ready once
+	// every route's workload answers, and its heartbeats carry every
+	// workload as running.
+	{
 		ctx := ctxFor(t, 5*time.Minute)
 		var names []string
 		for _, w := range p.Workloads {
@@ -340,9 +341,6 @@ func TestDebianImage(t *testing.T) {
 		for _, ps := range r.Processes {
 			t.Logf("workload %s: %s pid %d, %d restarts", ps.Name, ps.State, ps.PID, ps.Restarts)
 		}
-	})
-	if t.Failed() {
-		t.FailNow()
 	}
 
 	t.Run("user", func(t *testing.T) {
@@ -406,6 +404,28 @@ func TestDebianImage(t *testing.T) {
 		t.Logf("desktop: %+v", d)
 		if d.Width != 1280 || d.Height != 800 || d.Name != "idepool" {
 			t.Errorf("desktop %dx%d %q, want 1280x800 \"idepool\"", d.Width, d.Height, d.Name)
+		}
+	})
+
+	// In a browser: the start page sends noVNC to websockify, which
+	// connects to the desktop.
+	t.Run("novnc-browser", func(t *testing.T) {
+		path, err := idecheck.ChromiumPath()
+		if err != nil {
+			missing(t, "%v", err)
+		}
+		bctx, cancel, err := idecheck.Browser(path, t.TempDir(), t.Logf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cancel()
+		v, err := idecheck.NoVNC(bctx, "http://"+c.addr(t, route("vnc").Port)+"/", 2*time.Minute)
+		t.Logf("noVNC: %+v", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Width != 1280 || v.Height != 800 {
+			t.Errorf("canvas %dx%d, want the desktop's 1280x800", v.Width, v.Height)
 		}
 	})
 

@@ -116,7 +116,7 @@ func BenchmarkColdStart(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		runOurs := func() {
 			start := time.Now()
-			res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: fmt.Sprintf("cold-%d", i), Wait: true, WaitTimeout: 2 * time.Minute})
+			res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: bucket, Prefix: fmt.Sprintf("cold-%d", i), Wait: true, WaitTimeout: 2 * time.Minute})
 			if err != nil || !res.Ready {
 				b.Fatalf("cold start: %+v, %v", res, err)
 			}
@@ -210,7 +210,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 				s.waitPool(idepool.DefaultProfile, 1, 5*time.Minute)
 				b.StartTimer()
 				start := time.Now()
-				res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: fmt.Sprintf("warm-%s-%d", router, i)})
+				res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: bucket, Prefix: fmt.Sprintf("warm-%s-%d", router, i)})
 				if err != nil || !res.IsPreWarmed {
 					b.Fatalf("claim %d: %+v, %v", i, res, err)
 				}

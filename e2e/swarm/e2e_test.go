@@ -28,7 +28,7 @@ func TestSwarmEndToEnd(t *testing.T) {
 	s.waitPool(idepool.DefaultProfile, poolSize, 5*time.Minute)
 	t.Logf("pool of %d filled in %v", poolSize, time.Since(start).Round(time.Millisecond))
 
-	res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-bucket", UserID: "alice"})
+	res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: bucket, Prefix: "alice", UserID: "alice"})
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, s.logs(s.idepoolSvc))
 	}
@@ -134,7 +134,7 @@ func echo(t *testing.T, router, wsURL, cookie string) {
 func TestSwarmRestart(t *testing.T) {
 	s := newStack(t, stackOptions{poolTarget: poolSize})
 	s.waitPool(idepool.DefaultProfile, poolSize, 5*time.Minute)
-	res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-restart"})
+	res, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: bucket, Prefix: "restart"})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -150,7 +150,8 @@ func TestSwarmRestart(t *testing.T) {
 	if err != nil || len(cl.Items) != 1 {
 		t.Fatalf("idepool's container: %v, %d found", err, len(cl.Items))
 	}
-	if _, err := s.docker.ContainerKill(context.Background(), cl.Items[0].ID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+	killedID := cl.Items[0].ID
+	if _, err := s.docker.ContainerKill(context.Background(), killedID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
@@ -158,13 +159,19 @@ func TestSwarmRestart(t *testing.T) {
 	time.Sleep(time.Second)
 	s.waitHealthy(2 * time.Minute)
 	t.Logf("idepool answered again %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	if cl, err := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).
+		Add("label", "com.docker.swarm.service.name="+s.idepoolSvc)}); err != nil || len(cl.Items) != 1 {
+		t.Fatalf("idepool's containers after the kill: %v, %+v", err, cl.Items)
+	} else if cl.Items[0].ID == killedID {
+		t.Fatalf("the killed container %s still runs", killedID)
+	}
 
 	got, err := s.api.Get(context.Background(), res.ID)
 	if err != nil {
 		t.Fatalf("claimed container after restart: %v", err)
 	}
-	if !got.State.Claimed() || got.S3Bucket != "e2e-restart" {
-		t.Errorf("claimed container adopted as %s (bucket %q), want claimed for e2e-restart", got.State, got.S3Bucket)
+	if !got.State.Claimed() || got.Workspace == nil || got.Workspace.Key() != bucket+"/restart/" {
+		t.Errorf("claimed container adopted as %s (workspace %+v), want claimed for %s/restart/", got.State, got.Workspace, bucket)
 	}
 	p := s.waitPool(idepool.DefaultProfile, poolSize, 2*time.Minute)
 	// Give a wrong refill the time to show up, then compare.
@@ -198,11 +205,11 @@ func TestSwarmRestart(t *testing.T) {
 		}
 	}
 	// A claim still works after the restart.
-	res2, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-restart-2"})
+	res2, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: bucket, Prefix: "restart-2"})
 	if err != nil || !res2.IsPreWarmed {
 		t.Errorf("warm start after restart: %+v, %v", res2, err)
 	}
-	again, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: "e2e-restart"})
+	again, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: bucket, Prefix: "restart"})
 	if err != nil || !again.IsReused || again.ID != res.ID {
 		t.Errorf("start for the adopted workspace: %+v, %v; want it reused", again, err)
 	}

@@ -36,6 +36,8 @@ import (
 )
 
 const (
+	// bucket is the one S3 bucket of the tests; workspaces differ by prefix.
+	bucket       = "e2e"
 	idepoolImage = "idepool:dev"
 	ideImage     = "idepool-ide:test"
 	traefikImage = "idepool-traefik:v3.6.12"
@@ -134,6 +136,8 @@ func newStack(t testing.TB, so stackOptions) *stack {
 	s.network = swarmtest.Network(t, c, "idepool-e2e")
 	// Registered after the network, so it runs before the network's removal.
 	t.Cleanup(s.teardown)
+	s3 := startS3(t, c)
+	s3.CreateBucket(t, bucket)
 	apiPort := freePort(t)
 	s.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	s.env = map[string]string{
@@ -152,6 +156,9 @@ func newStack(t testing.TB, so stackOptions) *stack {
 		"CONTAINER_MEMORY_LIMIT": strconv.Itoa(96 << 20),
 		"DATA_DIR":               "/data",
 		"LOG_LEVEL":              "debug",
+	}
+	for k, v := range s3Env(s3) {
+		s.env[k] = v
 	}
 	if so.traefik {
 		s.env["ROUTER"] = "traefik"
@@ -299,16 +306,20 @@ func (s *stack) teardown() {
 			s.t.Errorf("remove %s: %v", name, err)
 		}
 	}
-	if err := swarmtest.RemoveDeployment(ctx, s.docker, s.deployment); err != nil {
-		s.t.Errorf("cleanup: %v", err)
-	}
-	// The infrastructure services' containers stop asynchronously.
+	// idepool's task stops asynchronously: wait until it is gone, or it
+	// could still create a container after the sweep below.
 	for ctx.Err() == nil {
 		cl, err := s.docker.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("label", "com.docker.swarm.service.name="+s.idepoolSvc)})
 		if err != nil || len(cl.Items) == 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	if err := swarmtest.RemoveDeployment(ctx, s.docker, s.deployment); err != nil {
+		s.t.Errorf("cleanup: %v", err)
+	}
+	if svcs, ctrs, err := swarmtest.Leftovers(ctx, s.docker, s.deployment); err != nil || svcs+ctrs > 0 {
+		s.t.Errorf("left after teardown: %d services, %d containers (%v)", svcs, ctrs, err)
 	}
 }
 

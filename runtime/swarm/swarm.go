@@ -114,14 +114,6 @@ var _ idepool.Runtime = (*Runtime)(nil)
 
 // New returns a Runtime. It does not contact the engine; Ping does.
 func New(o Options) (*Runtime, error) {
-	var owned io.Closer
-	if o.Docker == nil {
-		c, err := NewClient()
-		if err != nil {
-			return nil, fmt.Errorf("swarm runtime: %w", err)
-		}
-		o.Docker, owned = c, c
-	}
 	if o.Deployment == "" {
 		o.Deployment = "idepool"
 	}
@@ -166,6 +158,14 @@ func New(o Options) (*Runtime, error) {
 	}
 	if o.Clock == nil {
 		o.Clock = idepool.SystemClock{}
+	}
+	var owned io.Closer
+	if o.Docker == nil {
+		c, err := NewClient()
+		if err != nil {
+			return nil, fmt.Errorf("swarm runtime: %w", err)
+		}
+		o.Docker, owned = c, c
 	}
 	log := o.Logger
 	if log == nil {

@@ -75,19 +75,35 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 		return "", fmt.Errorf("POST %s: no session in the answer", pageURL)
 	}
 	s := "&session=" + url.QueryEscape(session)
+	// until polls for output (the server holds each poll until there is
+	// some) until done accepts what came so far.
+	until := func(what string, done func(string) bool) error {
+		for !done(out.String()) {
+			if ctx.Err() != nil {
+				return fmt.Errorf("terminal %s: %s: %w (%v)", pageURL, what, errNoOutput, ctx.Err())
+			}
+			if _, err := post(size+s, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Keys typed before the shell prints its prompt are lost (readline
+	// discards them), as they would be for a person.
+	if err := until("a shell prompt", isPrompt); err != nil {
+		return out.String(), err
+	}
 	if _, err := post(size+s+"&keys="+strings.ToUpper(hex.EncodeToString([]byte(command+"\r"))), true); err != nil {
 		return out.String(), err
 	}
-	for !strings.Contains(out.String(), want) {
-		if ctx.Err() != nil {
-			return out.String(), fmt.Errorf("terminal %s: %q: %w (%v)", pageURL, want, errNoOutput, ctx.Err())
-		}
-		// A poll is held by the server until there is output.
-		if _, err := post(size+s, false); err != nil {
-			return out.String(), err
-		}
-	}
-	return out.String(), nil
+	err = until(fmt.Sprintf("%q", want), func(o string) bool { return strings.Contains(o, want) })
+	return out.String(), err
+}
+
+// isPrompt reports whether terminal output ends with a shell prompt
+// ("$ " or "# ").
+func isPrompt(out string) bool {
+	return strings.HasSuffix(out, "$ ") || strings.HasSuffix(out, "# ")
 }
 
 func get(ctx context.Context, hc *http.Client, u string) (string, error) {
