@@ -74,7 +74,8 @@ type Config struct {
 	// FlushTimeout bounds a flush on shutdown (default 30 s).
 	FlushTimeout time.Duration
 	// KillGrace is how long workloads get between SIGTERM and SIGKILL
-	// (default 10 s).
+	// (default 5 s: shorter than the runtimes' own stop grace of 10 s, so
+	// the agent has stopped its workloads before it is killed itself).
 	KillGrace time.Duration
 	// ReconnectMax caps the reconnect backoff (default 5 s).
 	ReconnectMax time.Duration
@@ -104,7 +105,7 @@ func (c *Config) withDefaults() {
 	}
 	def(&c.HeartbeatInterval, 5*time.Second)
 	def(&c.FlushTimeout, 30*time.Second)
-	def(&c.KillGrace, 10*time.Second)
+	def(&c.KillGrace, 5*time.Second)
 	def(&c.ReconnectMax, 5*time.Second)
 	def(&c.RestartMin, 200*time.Millisecond)
 	def(&c.RestartMax, 30*time.Second)

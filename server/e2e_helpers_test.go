@@ -38,6 +38,9 @@ func e2eConfig(t testing.TB, dataDir string, poolTarget int, idle time.Duration)
 	cfg.HealthCheckTimeout = 300 * time.Millisecond
 	cfg.HealthCheckRetries = 2
 	cfg.InactivityTimeout = idle
+	// A port of its own for the embedded S3 store: PORT+1 (the default)
+	// may be taken on a busy machine.
+	cfg.S3EmbeddedAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	return cfg
 }
 
@@ -166,7 +169,7 @@ func childPID(parent int, match string) (int, error) {
 }
 
 // e2eS3 is a client of the server's embedded S3 store, which listens on
-// PORT+1 with the credentials kept in DATA_DIR/s3/credentials.json.
+// S3_EMBEDDED_ADDR with the credentials kept in DATA_DIR/s3/credentials.json.
 func e2eS3(t testing.TB, cfg config.Config) *s3.Client {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(cfg.DataDir, "s3", "credentials.json"))
@@ -179,7 +182,7 @@ func e2eS3(t testing.TB, cfg config.Config) *s3.Client {
 	}
 	return s3.New(s3.Options{
 		Region:       "us-east-1",
-		BaseEndpoint: aws.String(fmt.Sprintf("http://127.0.0.1:%d", cfg.Port+1)),
+		BaseEndpoint: aws.String("http://" + cfg.S3EmbeddedAddr),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(c.AccessKey, c.SecretKey, ""),
 	})

@@ -39,7 +39,6 @@ func TestMain(m *testing.M) {
 // instance is one running `idepool serve`, in-process, on a fixed port so a
 // restarted instance is found by the same agents.
 type instance struct {
-	t      *testing.T
 	cfg    config.Config
 	cancel context.CancelFunc
 	done   chan error

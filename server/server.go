@@ -317,9 +317,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		Logger:     log.With("part", "health"),
 	})
 	s.reaper = idle.New(idle.Options{
-		Pool:   mgr,
-		Policy: idle.Policy{DefaultIdleTimeout: cfg.InactivityTimeout, SkipMaxAge: true},
-		Logger: log.With("part", "idle"),
+		Pool:     mgr,
+		Interval: idleInterval(profiles),
+		Policy:   idle.Policy{DefaultIdleTimeout: cfg.InactivityTimeout, SkipMaxAge: true},
+		Logger:   log.With("part", "idle"),
 	})
 
 	s.router = proxy.New(proxy.Options{
@@ -476,3 +477,16 @@ type lateBinding[T any] struct {
 
 func (l *lateBinding[T]) set(v T) { l.mu.Lock(); l.v = v; l.mu.Unlock() }
 func (l *lateBinding[T]) get() T  { l.mu.RLock(); defer l.mu.RUnlock(); return l.v }
+
+// idleInterval checks often enough that a short idle timeout (a profile's,
+// or INACTIVITY_TIMEOUT_SECONDS) is kept to within a quarter of itself,
+// between once a second and every 15 s.
+func idleInterval(profiles []idepool.Profile) time.Duration {
+	d := 15 * time.Second
+	for _, p := range profiles {
+		if p.IdleTimeout > 0 {
+			d = min(d, p.IdleTimeout/4)
+		}
+	}
+	return max(d, time.Second)
+}

@@ -208,10 +208,15 @@ COPY --chown=0:0 idepool /usr/local/bin/idepool
 LABEL idepool.binary-sha256="$sum" idepool.recipe="$recipe" org.opencontainers.image.version="$version"
 EOF
   # The legacy builder uses the local base image and never pulls.
+  old=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   DOCKER_BUILDKIT=0 docker build -q -t "$image" "$work/ctx" >"$work/build.log" 2>&1 || {
     cat "$work/build.log" >&2
     exit 1
   }
+  # The image it replaced is garbage now (kept if a container uses it).
+  if [ -n "$old" ] && [ "$old" != "$(docker image inspect --format '{{.Id}}' "$image")" ]; then
+    docker image rm "$old" >/dev/null 2>&1 || true
+  fi
   echo "built $image (binary $sum, recipe $recipe)"
 fi
 

@@ -203,6 +203,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 				base = s.traefikURL
 			}
 			var lat []time.Duration
+			notYet := 0 // claims Traefik did not route yet at the first try
 			var stops sync.WaitGroup
 			for i := range claims {
 				b.StopTimer()
@@ -216,12 +217,22 @@ func BenchmarkWarmClaim(b *testing.B) {
 				}
 				u := base + strings.TrimPrefix(res.URLs.CodeServer, s.apiURL)
 				jar, _ := cookiejar.New(nil)
-				claimed := time.Since(start)
+				sent := time.Now()
 				status, body, ttfb, err := httpGet(&http.Client{Jar: jar, Timeout: 30 * time.Second}, u, "")
+				// Traefik answers 404 until its next refresh has seen the
+				// container: that wait counts, and is counted.
+				for tries := 0; err == nil && status == http.StatusNotFound && router == "traefik" && tries < 300; tries++ {
+					if tries == 0 {
+						notYet++
+					}
+					time.Sleep(20 * time.Millisecond)
+					sent = time.Now()
+					status, body, ttfb, err = httpGet(&http.Client{Jar: jar, Timeout: 30 * time.Second}, u, "")
+				}
 				if err != nil || status != http.StatusOK {
 					b.Fatalf("claim %d through %s: GET %s: %d %v\n%s", i, router, u, status, err, body)
 				}
-				lat = append(lat, claimed+ttfb)
+				lat = append(lat, sent.Sub(start)+ttfb)
 				stops.Go(func() { s.api.Stop(context.Background(), res.ID) })
 			}
 			stops.Wait()
@@ -229,8 +240,8 @@ func BenchmarkWarmClaim(b *testing.B) {
 			p50, p99 := lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
 			b.ReportMetric(float64(p50.Microseconds())/1000, "ms-p50-"+router)
 			b.ReportMetric(float64(p99.Microseconds())/1000, "ms-p99-"+router)
-			b.Logf("warm claim → first byte through %s: p50 %v, p99 %v, max %v (n=%d)", router,
-				p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond), len(lat))
+			b.Logf("warm claim → first byte through %s: p50 %v, p99 %v, max %v (n=%d; %d not routed at the first try)", router,
+				p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond), len(lat), notYet)
 		}
 	}
 }

@@ -176,6 +176,8 @@ func newStack(t testing.TB, so stackOptions) *stack {
 			"--providers.swarm.exposedByDefault=false",
 			"--providers.swarm.network=" + s.network,
 			"--providers.swarm.refreshSeconds=1",
+			// Apply new configurations at once (default: at most one per 2s).
+			"--providers.providersThrottleDuration=200ms",
 			// Only this deployment's containers.
 			"--providers.swarm.constraints=Label(`" + idepool.LabelManaged + "`,`" + s.deployment + "`)",
 			"--log.level=INFO",

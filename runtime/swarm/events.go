@@ -27,7 +27,7 @@ func (r *Runtime) Events(ctx context.Context) <-chan idepool.RuntimeEvent {
 }
 
 // followUps are when a container is checked again after a Docker event.
-var followUps = []time.Duration{0, 300 * time.Millisecond, time.Second, 3 * time.Second}
+var followUps = []time.Duration{0, 100 * time.Millisecond, 300 * time.Millisecond, time.Second, 3 * time.Second}
 
 type check struct {
 	id string

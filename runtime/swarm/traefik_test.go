@@ -57,6 +57,7 @@ func TestTraefikRouting(t *testing.T) {
 		"--providers.swarm.endpoint=unix:///var/run/docker.sock",
 		"--providers.swarm.exposedByDefault=false",
 		"--providers.swarm.refreshSeconds=1",
+		"--providers.providersThrottleDuration=200ms",
 		"--providers.swarm.constraints=Label(`" + idepool.LabelManaged + "`,`" + dep + "`)",
 	}, nil, []swarm.PortConfig{{Protocol: "tcp", TargetPort: 80, PublishedPort: uint32(port), PublishMode: swarm.PortConfigPublishModeHost}},
 		[]mount.Mount{{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock", ReadOnly: true}})

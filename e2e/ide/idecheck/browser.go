@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -62,6 +65,42 @@ type NoVNCView struct {
 func NoVNC(bctx context.Context, pageURL string, d time.Duration) (NoVNCView, error) {
 	ctx, cancel := context.WithTimeout(bctx, d)
 	defer cancel()
+	// Script errors explain a page that never connects.
+	var mu sync.Mutex
+	var problems []string
+	note := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(problems) < 20 {
+			problems = append(problems, s)
+		}
+	}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			if e := ev.ExceptionDetails; e != nil {
+				desc := e.Text
+				if e.Exception != nil {
+					desc += " " + e.Exception.Description
+				}
+				note(fmt.Sprintf("exception at %s:%d: %s", e.URL, e.LineNumber, desc))
+			}
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
+				var parts []string
+				for _, a := range ev.Args {
+					if a.Description != "" {
+						parts = append(parts, a.Description)
+					} else {
+						parts = append(parts, string(a.Value))
+					}
+				}
+				note(fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " ")))
+			}
+		}
+	}); err != nil {
+		return NoVNCView{}, fmt.Errorf("listen to the page: %w", err)
+	}
 	if _, err := chromedp.Run(ctx, chromedp.Navigate(pageURL)); err != nil {
 		return NoVNCView{}, fmt.Errorf("open %s: %w", pageURL, err)
 	}
@@ -87,7 +126,9 @@ func NoVNC(bctx context.Context, pageURL string, d time.Duration) (NoVNCView, er
 		v.Width, v.Height = int(w), int(h)
 	}
 	if perr != nil {
-		return v, fmt.Errorf("noVNC at %s did not connect (status %q): %w", v.URL, v.Status, perr)
+		mu.Lock()
+		defer mu.Unlock()
+		return v, fmt.Errorf("noVNC at %s did not connect (status %q; page problems: %q): %w", v.URL, v.Status, problems, perr)
 	}
 	return v, nil
 }
