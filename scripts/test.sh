@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs and starts everything
-# the tests need (Swarm mode, the S3 server, Chromium, Traefik, images), then
-# gofmt, go vet, staticcheck and go test -race.
+# The whole test suite, from a fresh machine with Go and a running Docker
+# Engine: installs and starts everything the tests need (Swarm mode, the S3
+# server, Chromium, Traefik, the images), then gofmt, go vet, staticcheck,
+# go test -race (end-to-end tests included) and the benchmarks that print
+# the performance figures.
+#
+#   bash scripts/test.sh            everything
+#   SKIP_BENCH=1 bash scripts/test.sh   without the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:$(go env GOPATH)/bin"
-export CI="${CI:-}"
 start=$(date +%s)
 step() { echo "==> [$(( $(date +%s) - start ))s] $*"; }
+logs=$(mktemp -d)
 
-step "system packages"
+step "system packages, tools, Swarm mode"
 bash scripts/setup-deps.sh
+
+# Traefik builds from the Go module proxy (minutes, cached afterwards): start
+# it now, beside the checks.
+traefik_pid=""
+if [ -f deploy/build-traefik.sh ]; then
+  step "building Traefik in the background (log: $logs/traefik.log)"
+  bash deploy/build-traefik.sh >"$logs/traefik.log" 2>&1 &
+  traefik_pid=$!
+fi
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^tools/') 2>/dev/null || true)
 if [ -n "$unformatted" ]; then echo "gofmt needed on:"; echo "$unformatted"; exit 1; fi
+
+step "shell scripts (bash -n)"
+for f in $(git ls-files '*.sh') .ci/run; do bash -n "$f"; done
 
 step "go vet"
 go vet ./...
@@ -22,19 +39,38 @@ go vet ./...
 step "staticcheck"
 staticcheck ./...
 
-if [ -x deploy/build-images.sh ] || [ -f deploy/build-images.sh ]; then
+if [ -f deploy/build-images.sh ]; then
   step "images"
   bash deploy/build-images.sh
 fi
 
-step "go test -race"
+if [ -n "$traefik_pid" ]; then
+  step "waiting for Traefik"
+  if ! wait "$traefik_pid"; then
+    echo "Traefik build failed:"; tail -40 "$logs/traefik.log"; exit 1
+  fi
+  tail -3 "$logs/traefik.log"
+fi
+
+step "go test -race (unit, integration and end-to-end)"
 set +e
-go test -race -timeout 25m -count=1 ./... 2>&1 | tee /tmp/idepool-test.log
+CI="${CI:-}" IDEPOOL_E2E=1 go test -race -timeout 25m -count=1 ./... 2>&1 | tee "$logs/test.log"
 rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" -ne 0 ]; then
   echo "go test failed (exit $rc):"
-  grep -E -- '--- FAIL|^FAIL|panic:' /tmp/idepool-test.log | head -50
+  grep -E -- '--- FAIL|^FAIL|panic:' "$logs/test.log" | head -50
   exit "$rc"
+fi
+
+if [ -z "${SKIP_BENCH:-}" ]; then
+  step "benchmarks (figures for the issues' goals)"
+  go test -run '^$' -bench 'BenchmarkClaimLatency' -benchtime 1x -timeout 15m ./server/
+  go test -run '^$' -bench 'BenchmarkBurst' -benchtime 1x -timeout 10m ./pool/
+  go test -run '^$' -bench 'BenchmarkClaim$|BenchmarkClaimParallel' -benchtime 2000x ./pool/
+  go test -run '^$' -bench . -benchtime 1x -timeout 10m ./wsync/
+  go test -run '^$' -bench 'BenchmarkAssign' -benchtime 2000x ./control/ ./agent/
+  go test -run '^$' -bench 'BenchmarkProxiedRequest' -benchtime 2000x ./proxy/
+  IDEPOOL_E2E=1 go test -run '^$' -bench . -benchtime 1x -timeout 20m ./e2e/swarm/
 fi
 step "done"

@@ -101,9 +101,11 @@ func Labels(id string, p idepool.Profile, o Options) map[string]string {
 		// The client's own X-Forwarded-* must not reach idepool: Traefik
 		// sets them from the request it really received.
 		l[m+"trustForwardHeader"] = "false"
-		// A 302 with Set-Cookie from the auth answer goes to the client as
-		// is (Traefik passes non-2xx answers through); on 200 nothing is
-		// copied to the upstream request.
+		// The token exchange answers 302 with a relative Location and
+		// Set-Cookie; Traefik passes non-2xx answers to the client, but
+		// would resolve the Location against the ForwardAuth address
+		// (http://idepool:3001/...) unless told to keep it as is.
+		l[m+"preserveLocationHeader"] = "true"
 	}
 	for _, r := range p.Routes {
 		rn := "idepool-" + id + "-" + r.Name

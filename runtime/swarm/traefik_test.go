@@ -103,6 +103,17 @@ func TestTraefikRouting(t *testing.T) {
 	if status, body := get("/web/"+in.ID+"/x", "let=me"); status != http.StatusOK || !strings.Contains(body, "web /x") {
 		t.Errorf("web route: %d %q", status, body)
 	}
+	// The token exchange's relative redirect reaches the client as is (not
+	// resolved against the ForwardAuth address).
+	req, _ := http.NewRequest(http.MethodGet, base+"/code/"+in.ID+"/hello?token=ok", nil)
+	resp, err := (&http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != "/code/"+in.ID+"/hello" || len(resp.Cookies()) != 1 {
+		t.Errorf("token exchange through Traefik: %d Location %q cookies %v; want 302 to /code/%s/hello with the cookie", resp.StatusCode, loc, resp.Cookies(), in.ID)
+	}
 	if status, _ := get("/code/"+in.ID+"/hello", ""); status != http.StatusUnauthorized {
 		t.Errorf("without the cookie: %d, want 401 from ForwardAuth", status)
 	}

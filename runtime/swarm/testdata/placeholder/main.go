@@ -33,6 +33,12 @@ func main() {
 					if c, err := r.Cookie("let"); err == nil && c.Value == "me" {
 						return
 					}
+					// A token exchange: a relative redirect with the cookie.
+					if strings.Contains(r.Header.Get("X-Forwarded-Uri"), "token=ok") {
+						http.SetCookie(w, &http.Cookie{Name: "let", Value: "me", Path: "/"})
+						http.Redirect(w, r, strings.Replace(r.Header.Get("X-Forwarded-Uri"), "?token=ok", "", 1), http.StatusFound)
+						return
+					}
 					http.Error(w, "no", http.StatusUnauthorized)
 					return
 				}
