@@ -48,6 +48,13 @@ func Run(ctx context.Context, cfg Config) error {
 		readyCh: make(chan struct{}),
 		stopReq: make(chan struct{}),
 	}
+	if len(a.cfg.AllowedPeers) > 0 {
+		a.cfg.workRoutes, err = internalRoutes(a.cfg.Routes)
+		if err != nil {
+			return err
+		}
+		a.cfg.workHost = "127.0.0.1"
+	}
 	a.sup = newSupervisor(&a.cfg)
 	return a.run(ctx)
 }
@@ -85,6 +92,30 @@ func (a *agent) run(ctx context.Context) error {
 	defer stopWork()
 
 	var servers []*http.Server
+	var relays []*relay
+	closeAll := func() {
+		for _, s := range servers {
+			s.Close()
+		}
+		for _, r := range relays {
+			r.close()
+		}
+	}
+	workRoutes, workHost := a.cfg.Routes, a.cfg.ListenHost
+	if a.cfg.workRoutes != nil {
+		workRoutes, workHost = a.cfg.workRoutes, a.cfg.workHost
+		peers := NewPeerSet(PeerSetOptions{Names: a.cfg.AllowedPeers, Resolver: a.cfg.Resolver, Logger: a.log})
+		for i, r := range a.cfg.Routes {
+			rl, err := startRelay(r.Name, net.JoinHostPort(a.cfg.ListenHost, strconv.Itoa(r.Port)),
+				net.JoinHostPort(workHost, strconv.Itoa(workRoutes[i].Port)), peers.Allowed, a.log)
+			if err != nil {
+				closeAll()
+				return err
+			}
+			relays = append(relays, rl)
+		}
+		a.log.Info("route ports relayed; only allowed peers may connect", "peers", a.cfg.AllowedPeers)
+	}
 	var ph *placeholder.Handler
 	if len(a.cfg.Workloads) > 0 {
 		a.sup.start(workCtx)
@@ -93,12 +124,10 @@ func (a *agent) run(ctx context.Context) error {
 			OnActivity: func() { a.activity.Store(time.Now().UnixNano()) },
 			Logger:     a.log,
 		})
-		for _, r := range a.cfg.Routes {
-			ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.ListenHost, strconv.Itoa(r.Port)))
+		for _, r := range workRoutes {
+			ln, err := net.Listen("tcp", net.JoinHostPort(workHost, strconv.Itoa(r.Port)))
 			if err != nil {
-				for _, s := range servers {
-					s.Close()
-				}
+				closeAll()
 				return fmt.Errorf("agent: placeholder for route %s: %w", r.Name, err)
 			}
 			srv := &http.Server{Handler: ph, ReadHeaderTimeout: 10 * time.Second}
@@ -120,9 +149,7 @@ func (a *agent) run(ctx context.Context) error {
 	// Workloads first, so what they save on SIGTERM is in the flush.
 	stopWork()
 	a.sup.wait()
-	for _, s := range servers {
-		s.Close()
-	}
+	closeAll()
 	if ph != nil {
 		ph.Close()
 	}

@@ -32,8 +32,10 @@ type Syncer interface {
 // SyncerFactory makes the Syncer for an assignment.
 type SyncerFactory func(workspaceDir, stateDir string, logger *slog.Logger) Syncer
 
-// EnvListenHost optionally sets the address the built-in placeholder
-// listens on (default: all interfaces; the process runtime uses 127.0.0.1).
+// EnvListenHost optionally sets the address the built-in placeholder (or,
+// with EnvAllowedPeers, the relays) listens on (default: all interfaces;
+// the process runtime uses 127.0.0.1). Behind relays the agent sets it to
+// 127.0.0.1 for the workloads, which should bind it.
 const EnvListenHost = "IDEPOOL_LISTEN_HOST"
 
 // Config is what Run needs. ConfigFromEnv fills it from the container's
@@ -53,8 +55,22 @@ type Config struct {
 	// Workloads to start and supervise; none runs the built-in placeholder
 	// on every route, in process.
 	Workloads []idepool.Workload
-	// ListenHost is where the placeholder listens ("" = all interfaces).
+	// ListenHost is where the placeholder listens ("" = all interfaces);
+	// with AllowedPeers, where the relays listen.
 	ListenHost string
+	// AllowedPeers (EnvAllowedPeers) are DNS names of the only peers, with
+	// loopback, that may connect to the route ports. Set: a relay holds
+	// every route port and the workloads listen on loopback ports of their
+	// own; empty: the workloads listen on the route ports.
+	AllowedPeers []string
+	// Resolver resolves AllowedPeers (default net.DefaultResolver).
+	Resolver Resolver
+
+	// workRoutes are the routes with the ports the workloads listen on
+	// (the internal ones behind relays), workHost their listen address;
+	// set by Run.
+	workRoutes []idepool.Route
+	workHost   string
 
 	NewSyncer SyncerFactory
 	// Activity, if set, returns the newest user activity seen elsewhere
@@ -152,6 +168,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		WorkspaceDir: getenv(idepool.EnvWorkspaceDir),
 		StateDir:     getenv(idepool.EnvStateDir),
 		ListenHost:   getenv(EnvListenHost),
+		AllowedPeers: ParsePeerNames(getenv(EnvAllowedPeers)),
 		Reap:         os.Getpid() == 1,
 	}
 	if c.WorkspaceDir == "" {

@@ -67,15 +67,27 @@ func newSupervisor(cfg *Config) *supervisor {
 // its token (the workloads are the user's; the token is the agent's), plus
 // the route ports and the workspace.
 func workloadEnv(cfg *Config) []string {
+	routes := cfg.workRoutes
+	if routes == nil {
+		routes = cfg.Routes
+	}
 	var env []string
 	for _, kv := range cfg.BaseEnv {
-		if strings.HasPrefix(kv, idepool.EnvAgentToken+"=") {
+		// The token is the agent's; the ports and listen host are set
+		// below (a duplicate would leave the choice to each program).
+		if strings.HasPrefix(kv, idepool.EnvAgentToken+"=") || strings.HasPrefix(kv, idepool.EnvRoutePortPrefix) ||
+			cfg.workHost != "" && strings.HasPrefix(kv, EnvListenHost+"=") {
 			continue
 		}
 		env = append(env, kv)
 	}
-	for _, r := range cfg.Routes {
+	for _, r := range routes {
 		env = append(env, fmt.Sprintf("%s%s=%d", idepool.EnvRoutePortPrefix, portEnvName(r.Name), r.Port))
+	}
+	if cfg.workHost != "" {
+		// Behind relays: the workloads must bind loopback only, or peers
+		// could reach them around the relay.
+		env = append(env, EnvListenHost+"="+cfg.workHost)
 	}
 	if cfg.WorkspaceDir != "" {
 		env = append(env, idepool.EnvWorkspaceDir+"="+cfg.WorkspaceDir)

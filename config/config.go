@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -69,7 +70,14 @@ type Config struct {
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik
 	SwarmNetwork string // SWARM_NETWORK
 	DockerHost   string // DOCKER_HOST
-	EnvFile      string // ENV_FILE: the file actually read, "" if none
+	// AgentNetworks (AGENT_NETWORKS) are CIDRs of the containers' network;
+	// empty on swarm: the network's own subnets. TrustedPeers
+	// (TRUSTED_PEERS) are DNS names of the infrastructure on it (Traefik);
+	// empty on swarm: discovered.
+	AgentNetworks []netip.Prefix
+	TrustedPeers  []string
+	agentNetworks []string // AGENT_NETWORKS as given
+	EnvFile       string   // ENV_FILE: the file actually read, "" if none
 
 	// Workspace storage.
 	AWSRegion          string // AWS_REGION
@@ -172,6 +180,14 @@ func build(lookup func(string) string) (Config, []error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
+	}
+	for _, n := range c.agentNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("AGENT_NETWORKS: %q is not valid (want CIDRs such as 10.0.1.0/24, comma-separated)", n))
+			continue
+		}
+		c.AgentNetworks = append(c.AgentNetworks, p.Masked())
 	}
 	if c.PublicURL == "" && c.Domain != "" && c.Port != 0 {
 		c.PublicURL = derivePublicURL(c.Domain, c.Port)

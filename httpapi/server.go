@@ -40,6 +40,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -160,6 +161,14 @@ type Options struct {
 	// RateLimit is the per-key limit on the container routes (zero
 	// Requests: none).
 	RateLimit RateLimit
+	// AgentNetworks are the IDE containers' networks (config
+	// AGENT_NETWORKS): a peer there may only reach AgentPaths (default
+	// DefaultAgentPaths); anything else answers 403 FORBIDDEN. Empty: no
+	// restriction. TrustedPeer exempts peers on those networks that forward
+	// users' requests (Traefik).
+	AgentNetworks []netip.Prefix
+	AgentPaths    []string
+	TrustedPeer   TrustedPeerFunc
 	// CORSOrigins are the exact origins (scheme://host[:port]) whose pages
 	// may call the API; empty: no CORS headers at all. Credentials are never
 	// allowed. CheckOrigins validates the list at start-up.
@@ -240,7 +249,7 @@ func New(o Options) *Server {
 	for i := len(o.Global) - 1; i >= 0; i-- {
 		inner = o.Global[i](inner)
 	}
-	s.handler = s.requestID(s.accessLog(s.recoverPanic(inner)))
+	s.handler = s.requestID(s.accessLog(s.recoverPanic(s.restrictNetworks(inner))))
 	return s
 }
 

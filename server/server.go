@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/agent"
 	"github.com/idepool/idepool/capacity"
 	"github.com/idepool/idepool/config"
 	"github.com/idepool/idepool/control"
@@ -35,6 +38,8 @@ import (
 	"github.com/idepool/idepool/proxy"
 	"github.com/idepool/idepool/runtime/fake"
 	"github.com/idepool/idepool/runtime/process"
+	"github.com/idepool/idepool/runtime/swarm"
+	"github.com/idepool/idepool/traefik"
 )
 
 // Options are what the caller of Run provides besides the configuration.
@@ -339,19 +344,26 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		Logger:       log.With("part", "dashboard"),
 		Version:      opts.Version,
 	})
+	nets, trusted, err := agentNetworks(ctx, cfg, rt, log)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	s.api = httpapi.New(httpapi.Options{
-		Orchestrator: timedOrchestrator{mgr, s.metrics, buckets},
-		Health:       healthReporter{s},
-		Events:       s.bus.Handler(events.HandlerOptions{}),
-		Metrics:      s.metrics.Handler(),
-		Keys:         keys,
-		URLs:         s.router,
-		Logger:       log.With("part", "api"),
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		RateLimit:    httpapi.RateLimit{Requests: cfg.RateLimitRequests, Window: cfg.RateLimitWindow},
-		CORSOrigins:  cfg.CORSOrigins,
-		Version:      opts.Version,
-		Fallback:     s.routes(),
+		AgentNetworks: nets,
+		TrustedPeer:   trusted,
+		Orchestrator:  timedOrchestrator{mgr, s.metrics, buckets},
+		Health:        healthReporter{s},
+		Events:        s.bus.Handler(events.HandlerOptions{}),
+		Metrics:       s.metrics.Handler(),
+		Keys:          keys,
+		URLs:          s.router,
+		Logger:        log.With("part", "api"),
+		MaxBodyBytes:  cfg.MaxBodyBytes,
+		RateLimit:     httpapi.RateLimit{Requests: cfg.RateLimitRequests, Window: cfg.RateLimitWindow},
+		CORSOrigins:   cfg.CORSOrigins,
+		Version:       opts.Version,
+		Fallback:      s.routes(),
 	})
 	s.handler = s.api
 
@@ -453,6 +465,36 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			return nil, fmt.Errorf("process runtime: %w", err)
 		}
 		return rt, nil
+	case config.RuntimeSwarm:
+		o := swarm.Options{
+			Deployment: cfg.Deployment,
+			Network:    cfg.SwarmNetwork,
+			Router:     cfg.Router,
+			Traefik: traefik.Options{
+				Domain: cfg.Domain,
+				// Traefik is on the same overlay network as the agents.
+				ForwardAuthURL: forwardAuthURL(cfg.AgentURL),
+			},
+			// Only idepool and the infrastructure may reach the route ports
+			// (docs/security.md, "Network isolation").
+			DiscoverPeers: len(cfg.TrustedPeers) == 0,
+			Logger:        log.With("part", "runtime"),
+		}
+		if len(cfg.TrustedPeers) > 0 {
+			if u, err := url.Parse(cfg.AgentURL); err == nil && u.Hostname() != "" {
+				o.AllowedPeers = append(o.AllowedPeers, u.Hostname())
+			}
+			o.AllowedPeers = append(o.AllowedPeers, cfg.TrustedPeers...)
+		}
+		rt, err := swarm.New(o)
+		if err != nil {
+			return nil, fmt.Errorf("swarm runtime: %w", err)
+		}
+		if err := rt.Ping(ctx); err != nil {
+			rt.Close()
+			return nil, fmt.Errorf("swarm runtime: %w", err)
+		}
+		return rt, nil
 	case config.RuntimeFake:
 		return fake.New(fake.Config{Deployment: cfg.Deployment}), nil
 	default:
@@ -489,4 +531,53 @@ func idleInterval(profiles []idepool.Profile) time.Duration {
 		}
 	}
 	return max(d, time.Second)
+}
+
+// forwardAuthURL is idepool's ForwardAuth endpoint at the agents' base URL
+// (ws→http, wss→https).
+func forwardAuthURL(agentURL string) string {
+	u := strings.TrimSuffix(agentURL, "/")
+	if rest, ok := strings.CutPrefix(u, "ws://"); ok {
+		u = "http://" + rest
+	} else if rest, ok := strings.CutPrefix(u, "wss://"); ok {
+		u = "https://" + rest
+	}
+	return u + "/_auth/forward"
+}
+
+// agentNetworks returns what containers may not reach of idepool: the
+// networks (AGENT_NETWORKS, or on swarm the overlay's subnets) and the
+// trusted peers on them (TRUSTED_PEERS, or on swarm the discovered
+// infrastructure services) that are exempt.
+func agentNetworks(ctx context.Context, cfg config.Config, rt idepool.Runtime, log *slog.Logger) ([]netip.Prefix, func(context.Context, netip.Addr) bool, error) {
+	nets := cfg.AgentNetworks
+	type subnets interface {
+		NetworkSubnets(ctx context.Context) ([]netip.Prefix, error)
+	}
+	if sn, ok := rt.(subnets); ok && len(nets) == 0 {
+		var err error
+		if nets, err = sn.NetworkSubnets(ctx); err != nil {
+			return nil, nil, fmt.Errorf("the containers' network (set AGENT_NETWORKS to skip this look-up): %w", err)
+		}
+	}
+	if len(nets) == 0 {
+		return nil, nil, nil
+	}
+	po := agent.PeerSetOptions{Names: cfg.TrustedPeers, Logger: log}
+	type peerNames interface {
+		PeerNames(ctx context.Context) ([]string, error)
+	}
+	if pn, ok := rt.(peerNames); ok && len(cfg.TrustedPeers) == 0 {
+		po.NamesFunc = pn.PeerNames
+	}
+	if len(po.Names) == 0 && po.NamesFunc == nil {
+		return nets, nil, nil
+	}
+	peers := agent.NewPeerSet(po)
+	trusted := func(ctx context.Context, ip netip.Addr) bool {
+		// Loopback is never on the containers' network; PeerSet allows it.
+		return !ip.IsLoopback() && peers.Allowed(ctx, ip)
+	}
+	log.Info("containers reach only the agent endpoint and ForwardAuth", "networks", nets, "trusted_peers", cfg.TrustedPeers)
+	return nets, trusted, nil
 }

@@ -424,8 +424,9 @@ func TestDebianImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v.Width != 1280 || v.Height != 800 {
-			t.Errorf("canvas %dx%d, want the desktop's 1280x800", v.Width, v.Height)
+		// resize=remote: Xvnc takes the browser's size, so any size will do.
+		if !strings.HasPrefix(v.Status, "Connected") || v.Width == 0 || v.Height == 0 {
+			t.Errorf("noVNC status %q, canvas %dx%d: want connected with a desktop", v.Status, v.Width, v.Height)
 		}
 	})
 
@@ -443,6 +444,38 @@ func TestDebianImage(t *testing.T) {
 		if strings.HasPrefix(string(b[:n]), "RFB") {
 			t.Errorf("Xvnc answers on the container's interface: %q", b[:n])
 		}
+	})
+
+	// A crashed workload comes back: Xvnc killed, the agent restarts it,
+	// its heartbeat says so, and the desktop answers again.
+	t.Run("restart", func(t *testing.T) {
+		ctx := ctxFor(t, 3*time.Minute)
+		if _, err := docker(ctx, "exec", c.name, "pkill", "-KILL", "-x", "Xvnc"); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.waitFor(ctx, func(r idepool.AgentReport) bool {
+			for _, ps := range r.Processes {
+				if ps.Name == "xvnc" && ps.Restarts > 0 && ps.State == "running" {
+					return true
+				}
+			}
+			return false
+		})
+		if err != nil {
+			t.Fatalf("no heartbeat with xvnc restarted: %v; last: %+v", err, r.Processes)
+		}
+		addr := c.addr(t, route("vnc").Port)
+		var d idecheck.Desktop
+		for ctx.Err() == nil { // Xvnc needs a moment to listen again
+			if d, err = idecheck.VNC(ctx, "ws://"+addr+"/websockify", nil, hc); err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("desktop after the restart: %v", err)
+		}
+		t.Logf("after the restart: %+v", d)
 	})
 
 	t.Run("shellinabox", func(t *testing.T) {

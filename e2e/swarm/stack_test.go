@@ -35,6 +35,14 @@ import (
 	"github.com/moby/moby/client"
 )
 
+// Resources of the IDE containers (and of the plain services they are
+// compared with).
+const (
+	ideCPULimit       = 1.0
+	ideCPUReservation = 0.05
+	ideMemory         = 96 << 20
+)
+
 const (
 	// bucket is the one S3 bucket of the tests; workspaces differ by prefix.
 	bucket       = "e2e"
@@ -133,6 +141,12 @@ func newStack(t testing.TB, so stackOptions) *stack {
 		traefikSvc: "e2e-traefik-" + suffix,
 		dataDir:    t.TempDir(),
 	}
+	// A small reservation lets 20 containers fit on 2 cores; the limit is
+	// high enough that the agent's start-up is not throttled.
+	profiles := fmt.Sprintf(`{"profiles": [{"name": "default", "cpuReservation": %g}]}`, ideCPUReservation)
+	if err := os.WriteFile(filepath.Join(s.dataDir, "profiles.json"), []byte(profiles), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	s.network = swarmtest.Network(t, c, "idepool-e2e")
 	// Registered after the network, so it runs before the network's removal.
 	t.Cleanup(s.teardown)
@@ -152,8 +166,9 @@ func newStack(t testing.TB, so stackOptions) *stack {
 		"AGENT_URL":              "http://" + s.idepoolSvc + ":3001",
 		"IDE_CONTAINER_IMAGE":    ideImage,
 		"PRE_WARMED_QUEUE_SIZE":  strconv.Itoa(so.poolTarget),
-		"CONTAINER_CPU_LIMIT":    "0.05",
-		"CONTAINER_MEMORY_LIMIT": strconv.Itoa(96 << 20),
+		"CONTAINER_CPU_LIMIT":    strconv.FormatFloat(ideCPULimit, 'f', -1, 64),
+		"CONTAINER_MEMORY_LIMIT": strconv.Itoa(ideMemory),
+		"PROFILES_FILE":          "/data/profiles.json",
 		"DATA_DIR":               "/data",
 		"LOG_LEVEL":              "debug",
 	}

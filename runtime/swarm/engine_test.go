@@ -421,3 +421,33 @@ func TestForeignServiceUntouched(t *testing.T) {
 		t.Errorf("List: %v, %v", l, err)
 	}
 }
+
+// Nodes reports this node with its capacity and counts our reservation.
+func TestNodes(t *testing.T) {
+	e := newEngine(t)
+	rt := e.runtime(t, newDeployment())
+	before, err := rt.Nodes(t.Context())
+	if err != nil || len(before) == 0 {
+		t.Fatalf("Nodes: %v, %v", before, err)
+	}
+	if n := before[0]; !n.Ready || n.NanoCPUs <= 0 || n.MemoryBytes <= 0 || n.Name == "" {
+		t.Errorf("node %+v", n)
+	}
+	in := create(t, rt, testProfile(), nil)
+	waitStatus(t, rt, in.ID, idepool.StatusRunning)
+	after, err := rt.Nodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b, a int64
+	for _, n := range before {
+		b += n.ReservedMemoryBytes
+	}
+	for _, n := range after {
+		a += n.ReservedMemoryBytes
+	}
+	// Other tests on this engine may come and go: only a lower bound holds.
+	if a < testProfile().MemoryLimit {
+		t.Errorf("reserved memory %d after creating a container reserving %d (before: %d)", a, testProfile().MemoryLimit, b)
+	}
+}

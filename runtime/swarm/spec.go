@@ -21,6 +21,11 @@ const (
 	StateDir     = "/var/lib/idepool-agent"
 )
 
+// EnvAllowedPeers tells the agent which peers (DNS names) may connect to
+// the route ports (agent.EnvAllowedPeers; not imported, the runtime does
+// not depend on the agent).
+const EnvAllowedPeers = "IDEPOOL_ALLOWED_PEERS"
+
 // ServiceName returns the Swarm service name of container id.
 func ServiceName(id string) string { return servicePrefix + id }
 
@@ -57,6 +62,12 @@ func (o *Options) serviceSpec(spec idepool.ContainerSpec, created time.Time) (sw
 	env, err := containerEnv(spec)
 	if err != nil {
 		return swarm.ServiceSpec{}, err
+	}
+	if len(o.AllowedPeers) > 0 {
+		// The runtime's, like the ports: a profile cannot open the relays.
+		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, EnvAllowedPeers+"=") })
+		env = append(env, EnvAllowedPeers+"="+strings.Join(o.AllowedPeers, ","))
+		slices.Sort(env)
 	}
 
 	replicas := uint64(1)

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,16 @@ type Options struct {
 	Traefik traefik.Options
 	// Endpoints is EndpointServiceName (default) or EndpointTaskIP.
 	Endpoints EndpointMode
+	// AllowedPeers are the DNS names of the only peers that may connect to
+	// the containers' route ports (IDEPOOL_ALLOWED_PEERS: the agent relays
+	// each route port and drops everyone else): idepool and Traefik.
+	// DiscoverPeers, when AllowedPeers is empty, uses "tasks.<service>" of
+	// every service on Network that is not an idepool container (idepool,
+	// Traefik, whatever infrastructure the operator put there), looked up
+	// again at most every 10 s when containers are created. Neither: no
+	// relay, every peer on the network reaches the route ports.
+	AllowedPeers  []string
+	DiscoverPeers bool
 	// StopGracePeriod between SIGTERM and SIGKILL on removal (10s).
 	StopGracePeriod time.Duration
 	// RestartMaxAttempts > 0 lets Swarm restart a failed task that many
@@ -104,6 +115,10 @@ type Runtime struct {
 
 	nodesMu sync.Mutex
 	nodes   map[string]string // node id → host name
+
+	peersMu sync.Mutex
+	peers   []string  // discovered AllowedPeers
+	peersAt time.Time // when they were discovered
 
 	// labelLocks serialise SetLabels per container (striped by id), so
 	// concurrent calls of one process do not race on the service version.
@@ -223,7 +238,14 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		}
 	}
 	created := r.o.Clock.Now()
-	ss, err := r.o.serviceSpec(spec, created)
+	o := r.o
+	if len(o.AllowedPeers) == 0 && o.DiscoverPeers {
+		var err error
+		if o.AllowedPeers, err = r.discoverPeers(ctx); err != nil {
+			return idepool.Instance{}, err
+		}
+	}
+	ss, err := o.serviceSpec(spec, created)
 	if err != nil {
 		return idepool.Instance{}, idepool.WrapError(idepool.EStartFailed, err, "container %s: service spec", spec.ID)
 	}
@@ -623,4 +645,78 @@ func dockerError(err error, format string, args ...any) error {
 		return idepool.WrapError(idepool.ETimeout, err, format, args...)
 	}
 	return idepool.WrapError(idepool.ERuntime, err, format, args...)
+}
+
+// NetworkSubnets returns the subnets of the containers' network (its IPAM
+// configuration): every container's address is in one of them.
+func (r *Runtime) NetworkSubnets(ctx context.Context) ([]netip.Prefix, error) {
+	if r.o.Network == "" {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
+	defer cancel()
+	res, err := r.o.Docker.NetworkInspect(ctx, r.o.Network, client.NetworkInspectOptions{})
+	if err != nil {
+		return nil, dockerError(err, "inspect network %s", r.o.Network)
+	}
+	var out []netip.Prefix
+	for _, c := range res.Network.IPAM.Config {
+		if c.Subnet.IsValid() {
+			out = append(out, c.Subnet.Masked())
+		}
+	}
+	if len(out) == 0 {
+		return nil, idepool.Errorf(idepool.EMisconfigured, "network %s has no IPAM subnet", r.o.Network)
+	}
+	return out, nil
+}
+
+// PeerNames returns the names of the peers allowed to reach the route
+// ports (AllowedPeers, or the discovered ones).
+func (r *Runtime) PeerNames(ctx context.Context) ([]string, error) {
+	if len(r.o.AllowedPeers) > 0 || !r.o.DiscoverPeers {
+		return slices.Clone(r.o.AllowedPeers), nil
+	}
+	return r.discoverPeers(ctx)
+}
+
+// discoverPeers lists the services on the network that are not idepool
+// containers, at most every 10 s.
+func (r *Runtime) discoverPeers(ctx context.Context) ([]string, error) {
+	r.peersMu.Lock()
+	defer r.peersMu.Unlock()
+	now := r.o.Clock.Now()
+	if r.peers != nil && now.Sub(r.peersAt) < 10*time.Second {
+		return slices.Clone(r.peers), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
+	defer cancel()
+	nw, err := r.o.Docker.NetworkInspect(ctx, r.o.Network, client.NetworkInspectOptions{})
+	if err != nil {
+		return nil, dockerError(err, "inspect network %s", r.o.Network)
+	}
+	sl, err := r.o.Docker.ServiceList(ctx, client.ServiceListOptions{})
+	if err != nil {
+		return nil, dockerError(err, "list services")
+	}
+	var peers []string
+	for _, s := range sl.Items {
+		if _, ok := s.Spec.Labels[idepool.LabelManaged]; ok {
+			continue // an IDE container (of any deployment)
+		}
+		for _, n := range s.Spec.TaskTemplate.Networks {
+			if n.Target == nw.Network.ID || n.Target == nw.Network.Name {
+				peers = append(peers, "tasks."+s.Spec.Name)
+				break
+			}
+		}
+	}
+	slices.Sort(peers)
+	if len(peers) == 0 {
+		// Not even idepool itself (it runs elsewhere?): refuse to create
+		// containers nobody could reach rather than open them to all.
+		return nil, idepool.Errorf(idepool.EMisconfigured, "no service on network %s besides containers: nothing would be allowed to reach the route ports (set TRUSTED_PEERS)", r.o.Network)
+	}
+	r.peers, r.peersAt = peers, now
+	return slices.Clone(peers), nil
 }

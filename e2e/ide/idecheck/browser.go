@@ -7,8 +7,11 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -57,6 +60,35 @@ type NoVNCView struct {
 	URL           string // where the page ended (vnc.html?…path=…)
 	Status        string // noVNC's status line
 	Width, Height int    // the remote desktop's canvas
+	Loads         int    // page loads it took (see NoVNC)
+}
+
+// maxLoads bounds the page loads of NoVNC.
+const maxLoads = 4
+
+var errNetworkChanged = errors.New("the network changed while the page loaded (net::ERR_NETWORK_CHANGED)")
+
+// waitConnected polls the page until noVNC is connected, ctx ends, or the
+// network changed under the page.
+func waitConnected(ctx context.Context, netChanged *atomic.Bool) error {
+	const connected = `document.documentElement.classList.contains("noVNC_connected") &&
+		!!document.querySelector("#noVNC_container canvas") &&
+		document.querySelector("#noVNC_container canvas").width > 0`
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := chromedp.Run(pctx, chromedp.Poll[chromedp.Void](connected,
+			chromedp.WithPollingInterval(200*time.Millisecond), chromedp.WithPollingTimeout(0)))
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case netChanged.Load():
+			return errNetworkChanged
+		}
+		// Not yet (or the page was between documents): poll again.
+	}
 }
 
 // NoVNC opens pageURL (the vnc route's start page, token included) in the
@@ -68,6 +100,8 @@ func NoVNC(bctx context.Context, pageURL string, d time.Duration) (NoVNCView, er
 	// Script errors explain a page that never connects.
 	var mu sync.Mutex
 	var problems []string
+	var netChanged atomic.Bool
+	loads := 0
 	note := func(s string) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -77,6 +111,13 @@ func NoVNC(bctx context.Context, pageURL string, d time.Duration) (NoVNCView, er
 	}
 	if err := chromedp.Listen(ctx, func(ev any) {
 		switch ev := ev.(type) {
+		case *cdplog.EventEntryAdded:
+			if e := ev.Entry; e != nil && (e.Level == cdplog.EntryLevelError || e.Level == cdplog.EntryLevelWarning) {
+				note(fmt.Sprintf("log %s %s: %s %s", e.Source, e.Level, e.Text, e.URL))
+				if strings.Contains(e.Text, "ERR_NETWORK_CHANGED") {
+					netChanged.Store(true)
+				}
+			}
 		case *runtime.EventExceptionThrown:
 			if e := ev.ExceptionDetails; e != nil {
 				desc := e.Text
@@ -101,16 +142,37 @@ func NoVNC(bctx context.Context, pageURL string, d time.Duration) (NoVNCView, er
 	}); err != nil {
 		return NoVNCView{}, fmt.Errorf("listen to the page: %w", err)
 	}
-	if _, err := chromedp.Run(ctx, chromedp.Navigate(pageURL)); err != nil {
-		return NoVNCView{}, fmt.Errorf("open %s: %w", pageURL, err)
+	// Module loading and network failures are reported in the Log domain.
+	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, cdplog.Enable, cdp.Empty{})
+		return err
+	})); err != nil {
+		return NoVNCView{}, fmt.Errorf("enable the page's log: %w", err)
 	}
-	const connected = `document.documentElement.classList.contains("noVNC_connected") &&
-		!!document.querySelector("#noVNC_container canvas") &&
-		document.querySelector("#noVNC_container canvas").width > 0`
-	_, perr := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](connected,
-		chromedp.WithPollingInterval(200*time.Millisecond), chromedp.WithPollingTimeout(0)))
+	// Chromium aborts the requests in flight when the host's network
+	// changes (another container's interface comes or goes, common on a
+	// shared Docker host: net::ERR_NETWORK_CHANGED), and noVNC's modules
+	// then never run. Only then is the page loaded again, as a person would.
+	u := pageURL
+	var perr error
+	for load := 1; ; load++ {
+		netChanged.Store(false)
+		if _, err := chromedp.Run(ctx, chromedp.Navigate(u)); err != nil {
+			return NoVNCView{Loads: load}, fmt.Errorf("open %s: %w", u, err)
+		}
+		perr = waitConnected(ctx, &netChanged)
+		if perr == nil || !errors.Is(perr, errNetworkChanged) || load == maxLoads {
+			loads = load
+			break
+		}
+		note(fmt.Sprintf("load %d: the network changed; loading the page again", load))
+		// The token in pageURL is spent: reload where the page is now.
+		if cur, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`)); err == nil && strings.HasPrefix(cur, "http") {
+			u = cur
+		}
+	}
 	// What the page shows, connected or not (it explains a failure).
-	var v NoVNCView
+	v := NoVNCView{Loads: loads}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(bctx), 10*time.Second)
 	defer scancel()
 	state, err := chromedp.Run(sctx, chromedp.Evaluate[[]any](`(() => {
@@ -126,6 +188,11 @@ func NoVNC(bctx context.Context, pageURL string, d time.Duration) (NoVNCView, er
 		v.Width, v.Height = int(w), int(h)
 	}
 	if perr != nil {
+		// Which of the page's requests did not finish, or failed.
+		res, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`document.readyState + "; " +
+			performance.getEntriesByType("resource").map(e => e.name.replace(location.origin, "") + " " +
+				(e.responseStatus || 0) + " " + Math.round(e.duration) + "ms").join(", ")`))
+		note("resources (" + res + ")")
 		mu.Lock()
 		defer mu.Unlock()
 		return v, fmt.Errorf("noVNC at %s did not connect (status %q; page problems: %q): %w", v.URL, v.Status, problems, perr)

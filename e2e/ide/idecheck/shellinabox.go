@@ -83,6 +83,9 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 				return fmt.Errorf("terminal %s: %s: %w (%v)", pageURL, what, errNoOutput, ctx.Err())
 			}
 			if _, err := post(size+s, false); err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("terminal %s: %s: %w (%v)", pageURL, what, errNoOutput, ctx.Err())
+				}
 				return err
 			}
 		}

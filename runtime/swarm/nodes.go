@@ -1,0 +1,57 @@
+package swarm
+
+import (
+	"context"
+
+	"github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
+)
+
+// NodeResources is one Swarm node's capacity and what the tasks placed on
+// it reserve, as the Swarm scheduler counts them (every service's tasks, not
+// only idepool's). Admission control compares a profile's reservation with
+// the free part.
+type NodeResources struct {
+	Name                string
+	NanoCPUs            int64
+	MemoryBytes         int64
+	ReservedNanoCPUs    int64
+	ReservedMemoryBytes int64
+	// Ready: the node is up and active (not drained or paused).
+	Ready bool
+}
+
+// Nodes returns every node's resources: two API calls (nodes, and the
+// tasks meant to run).
+func (r *Runtime) Nodes(ctx context.Context) ([]NodeResources, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
+	defer cancel()
+	nl, err := r.o.Docker.NodeList(ctx, client.NodeListOptions{})
+	if err != nil {
+		return nil, dockerError(err, "list nodes")
+	}
+	tl, err := r.o.Docker.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("desired-state", "running")})
+	if err != nil {
+		return nil, dockerError(err, "list tasks")
+	}
+	out := make([]NodeResources, 0, len(nl.Items))
+	index := map[string]int{}
+	for _, n := range nl.Items {
+		index[n.ID] = len(out)
+		out = append(out, NodeResources{
+			Name:        n.Description.Hostname,
+			NanoCPUs:    n.Description.Resources.NanoCPUs,
+			MemoryBytes: n.Description.Resources.MemoryBytes,
+			Ready:       n.Status.State == swarm.NodeStateReady && n.Spec.Availability == swarm.NodeAvailabilityActive,
+		})
+	}
+	for _, t := range tl.Items {
+		i, ok := index[t.NodeID]
+		if !ok || taskDone(t.Status.State) || t.Spec.Resources == nil || t.Spec.Resources.Reservations == nil {
+			continue
+		}
+		out[i].ReservedNanoCPUs += t.Spec.Resources.Reservations.NanoCPUs
+		out[i].ReservedMemoryBytes += t.Spec.Resources.Reservations.MemoryBytes
+	}
+	return out, nil
+}
