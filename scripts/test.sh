@@ -26,6 +26,15 @@ if [ -f deploy/build-traefik.sh ]; then
   traefik_pid=$!
 fi
 
+# The Debian IDE image (debootstrap + docker import; minutes the first time,
+# cached in ~/.cache/idepool) also builds beside the checks.
+debian_pid=""
+if [ -f deploy/ide/build-debian.sh ]; then
+  step "building the Debian IDE image in the background (log: $logs/debian.log)"
+  bash deploy/ide/build-debian.sh >"$logs/debian.log" 2>&1 &
+  debian_pid=$!
+fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^tools/') 2>/dev/null || true)
 if [ -n "$unformatted" ]; then echo "gofmt needed on:"; echo "$unformatted"; exit 1; fi
@@ -50,6 +59,14 @@ if [ -n "$traefik_pid" ]; then
     echo "Traefik build failed:"; tail -40 "$logs/traefik.log"; exit 1
   fi
   tail -3 "$logs/traefik.log"
+fi
+
+if [ -n "$debian_pid" ]; then
+  step "waiting for the Debian IDE image"
+  if ! wait "$debian_pid"; then
+    echo "Debian IDE image build failed:"; tail -40 "$logs/debian.log"; exit 1
+  fi
+  tail -3 "$logs/debian.log"
 fi
 
 step "go test -race (unit, integration and end-to-end)"

@@ -250,7 +250,21 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	})
 
 	s.bus = events.New(events.Options{})
+	var nodes capacity.NodeSource
+	if sw, ok := rt.(*swarm.Runtime); ok {
+		// On Swarm, admission counts every node's capacity minus the
+		// reservations of what runs there, as the scheduler does.
+		nodes = capacity.NodeSourceFunc(func(ctx context.Context) ([]capacity.Node, error) {
+			ns, err := sw.Nodes(ctx)
+			out := make([]capacity.Node, 0, len(ns))
+			for _, n := range ns {
+				out = append(out, capacity.Node(n))
+			}
+			return out, err
+		})
+	}
 	s.admitter = capacity.New(capacity.Options{
+		Nodes:            nodes,
 		MaxMemoryPercent: float64(cfg.MaxMemoryPercent),
 		MaxCPUPercent:    float64(cfg.MaxCPUPercent),
 		Host:             opts.CapacityHost,

@@ -6,7 +6,8 @@
 // container (so each workload really listens beyond localhost), that
 // Jupyter answers under its base URL and runs code over its kernel
 // websocket, that websockify serves noVNC and bridges to Xvnc (an RFB
-// handshake up to ServerInit), and that shellinabox runs a command.
+// handshake up to ServerInit, and noVNC in Chromium), that a killed Xvnc is
+// restarted, and that shellinabox runs a command.
 //
 // It runs when the image exists; with CI=true it builds the image (the
 // script is idempotent and caches its stages) and never skips.

@@ -7,7 +7,6 @@ package idecheck
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -134,6 +133,3 @@ func readReason(r io.Reader) string {
 	}
 	return string(b)
 }
-
-// errNoOutput is returned when a command's expected output never came.
-var errNoOutput = errors.New("expected output did not appear")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,6 +109,9 @@ func Terminal(ctx context.Context, hc *http.Client, pageURL, command, want strin
 func isPrompt(out string) bool {
 	return strings.HasSuffix(out, "$ ") || strings.HasSuffix(out, "# ")
 }
+
+// errNoOutput is returned when a command's expected output never came.
+var errNoOutput = errors.New("expected output did not appear")
 
 func get(ctx context.Context, hc *http.Client, u string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
