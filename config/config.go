@@ -68,6 +68,7 @@ type Config struct {
 	DataDir      string // DATA_DIR, absolute
 	Deployment   string // DEPLOYMENT: value of idepool.LabelManaged
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik
+	TraefikURL   string // TRAEFIK_URL; "" = no routing check
 	SwarmNetwork string // SWARM_NETWORK
 	DockerHost   string // DOCKER_HOST
 	// AgentNetworks (AGENT_NETWORKS) are CIDRs of the containers' network;

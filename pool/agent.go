@@ -133,6 +133,10 @@ func (m *Manager) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]id
 			return nil
 		}
 		if ready {
+			if m.opts.RouteGate != nil && !e.routed {
+				m.gateLocked(e)
+				return nil
+			}
 			m.becomeWarm(e, evs)
 		}
 		return nil
@@ -192,4 +196,52 @@ func (m *Manager) deliver(ctx context.Context, e *entry) {
 	} else {
 		m.log.Info("assignment delivered", "container", id, "generation", a.Generation)
 	}
+}
+
+// gateLocked waits, in the background, for the external router to route a
+// ready container, then lets it join the pool. Caller holds m.mu.
+func (m *Manager) gateLocked(e *entry) {
+	if e.gating {
+		return
+	}
+	e.gating = true
+	c := copyContainer(e.c)
+	m.goBGLocked(func(ctx context.Context) {
+		deadline := m.clock.Now().Add(m.opts.CreateTimeout)
+		delay := 100 * time.Millisecond
+		for {
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := m.opts.RouteGate(gctx, c)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || m.clock.Now().After(deadline) {
+				var evs []idepool.Event
+				m.mu.Lock()
+				e.gating = false
+				m.fail(e, "the router never routed it: "+err.Error(), &evs)
+				m.mu.Unlock()
+				m.publish(evs)
+				m.kick()
+				return
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			delay = min(delay*2, 2*time.Second)
+		}
+		var evs []idepool.Event
+		m.mu.Lock()
+		e.gating = false
+		e.routed = true
+		m.becomeWarm(e, &evs)
+		m.mu.Unlock()
+		m.publish(evs)
+		m.kick()
+	})
 }

@@ -75,6 +75,11 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// AssignTimeout bounds one assignment's delivery (default 15 s).
 	AssignTimeout time.Duration
+	// RouteGate, when set, must return nil before a ready unclaimed
+	// container joins the pool: an external router (Traefik) must route it
+	// first, so a claim never waits for the router's refresh. It is retried
+	// with backoff until CreateTimeout.
+	RouteGate func(ctx context.Context, c idepool.Container) error
 	// AckWait is how long a warm claim waits for the agent's ack before it
 	// answers anyway (default 5 ms): a refusal within it falls back to
 	// another container; a later failure fails the container. Negative
@@ -218,6 +223,8 @@ type profileState struct {
 type entry struct {
 	c         idepool.Container
 	tokenHash string
+	// gating: a RouteGate probe runs; routed: it passed.
+	gating, routed bool
 	// changed is closed and replaced at every change WaitReady cares about.
 	changed chan struct{}
 	// stopDone is non-nil while a stop runs, closed when it ends.

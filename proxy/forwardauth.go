@@ -19,8 +19,15 @@ import (
 //
 // Traffic through Traefik is reported to Touch once per authorised request
 // (websocket frames there are invisible to idepool).
+// HeaderForwardAuth is set on every ForwardAuth answer (Traefik passes a
+// refusal's headers on to the client).
+const HeaderForwardAuth = "X-Idepool-Forward-Auth"
+
 func (rt *Router) ForwardAuth() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Marks answers as idepool's, so a probe through Traefik can tell
+		// "Traefik routes this container here" from Traefik's own 404.
+		w.Header().Set(HeaderForwardAuth, "1")
 		uri := r.Header.Get("X-Forwarded-Uri")
 		u, err := url.ParseRequestURI(uri)
 		if uri == "" || err != nil {

@@ -300,6 +300,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		return nil, fmt.Errorf("profiles: %w", err)
 	}
 	mgr, err := pool.New(pool.Options{
+		RouteGate:          traefikGate(cfg, profiles),
 		Queue:              pool.QueueOptions{Enabled: cfg.QueueEnabled, Limit: cfg.QueueLimit, Timeout: cfg.QueueTimeout},
 		Policies:           policies,
 		Runtime:            rt,

@@ -177,6 +177,8 @@ func newStack(t testing.TB, so stackOptions) *stack {
 	}
 	if so.traefik {
 		s.env["ROUTER"] = "traefik"
+		// Containers join the pool only once Traefik routes them.
+		s.env["TRAEFIK_URL"] = "http://" + s.traefikSvc + ":80"
 	}
 	s.createService(s.idepoolSvc, idepoolImage, []string{"serve"}, s.env, apiPort, 3001, []mount.Mount{
 		{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock"},
