@@ -9,8 +9,8 @@
 #   1. Swarm mode (docker swarm init --advertise-addr 127.0.0.1) if inactive;
 #   2. the attachable overlay network "idepool";
 #   3. the images: deploy/build-images.sh (idepool, the test IDE image),
-#      deploy/build-traefik.sh (Traefik, built from source, cached), and a
-#      FROM-scratch image of versitygw: a local S3 store for the workspaces;
+#      deploy/build-traefik.sh (Traefik, built from source, cached) and
+#      deploy/build-s3.sh (versitygw: a local S3 store for the workspaces);
 #   4. secrets: an API key (generated once into $STATE_DIR/api-key, mode 0600,
 #      printed once; stack.yml passes it in idepool's environment) and the
 #      local S3 store's keys, which idepool reads from a .env file held as a
@@ -41,9 +41,8 @@ MEM_LIMIT="${CONTAINER_MEMORY_LIMIT:-256MiB}"
 SETUP_TIMEOUT="${SETUP_TIMEOUT:-300}"
 export IDEPOOL_IMAGE="${IDEPOOL_IMAGE:-idepool:dev}"
 export IDEPOOL_IDE_IMAGE="${IDEPOOL_IDE_IMAGE:-idepool-ide:test}"
-S3_IMAGE="idepool-s3:local"
-S3_VERSION="v1.8.0"
-BUCKET="workspaces"
+S3_IMAGE="idepool-s3:local" # deploy/build-s3.sh
+BUCKET="workspaces"         # a directory in that image (see build-s3.sh)
 BASE_URL="http://localhost"
 started=$SECONDS
 
@@ -70,38 +69,8 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   bash deploy/build-images.sh
   log "image: Traefik (the first build takes minutes; later runs use the cache)"
   bash deploy/build-traefik.sh
-  # versitygw, a local S3 store, from the Go module proxy (the version
-  # idepool embeds), static, in a FROM-scratch image with the bucket's directory
-  # (with its posix backend a bucket is a directory; an empty named volume
-  # is filled from the image on first use).
-  cache="${IDEPOOL_CACHE:-$HOME/.cache/idepool}"
-  vgw="$cache/versitygw-$S3_VERSION"
-  if [ ! -x "$vgw" ]; then
-    log "building versitygw $S3_VERSION into $vgw (a few minutes, once)"
-    mkdir -p "$cache"
-    gobin=$(mktemp -d)
-    (cd "$gobin" && CGO_ENABLED=0 GOBIN="$gobin" GOFLAGS=-mod=mod go install -trimpath -ldflags "-s -w" \
-      "github.com/versity/versitygw/cmd/versitygw@$S3_VERSION")
-    mv "$gobin/versitygw" "$vgw"
-    rm -rf "$gobin"
-  fi
-  sum=$(sha256sum "$vgw" | cut -c1-16)
-  have=$(docker image inspect --format '{{index .Config.Labels "idepool.binary-sha256"}}' "$S3_IMAGE" 2>/dev/null || true)
-  if [ "$have" != "$sum" ]; then
-    ctx=$(mktemp -d)
-    cp "$vgw" "$ctx/versitygw"
-    mkdir -p "$ctx/root/data/$BUCKET" "$ctx/root/tmp"
-    chmod 1777 "$ctx/root/tmp"
-    printf 'FROM scratch\nCOPY root /\nCOPY versitygw /versitygw\nLABEL idepool.binary-sha256="%s"\nENTRYPOINT ["/versitygw"]\n' "$sum" >"$ctx/Dockerfile"
-    if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t "$S3_IMAGE" "$ctx" 2>&1); then
-      rm -rf "$ctx"
-      die "docker build $S3_IMAGE: $out"
-    fi
-    rm -rf "$ctx"
-    log "built $S3_IMAGE"
-  else
-    log "$S3_IMAGE up to date"
-  fi
+  log "image: $S3_IMAGE (versitygw; the first build takes about 3 minutes)"
+  bash deploy/build-s3.sh
 fi
 for img in "$IDEPOOL_IMAGE" "$IDEPOOL_IDE_IMAGE" idepool-traefik:v3.6.12 "$S3_IMAGE"; do
   docker image inspect "$img" >/dev/null 2>&1 || die "image $img is missing (run without SKIP_BUILD)"

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/capacity"
 	"github.com/idepool/idepool/httpapi"
@@ -72,11 +74,13 @@ type timedOrchestrator struct {
 	buckets *bucketEnsurer
 }
 
-// bucketEnsurer creates each bucket once per run.
+// bucketEnsurer creates each bucket once per run; concurrent starts for a
+// new bucket (a class opening its lab) share one create.
 type bucketEnsurer struct {
 	create func(ctx context.Context, bucket string) error
 	mu     sync.Mutex
 	done   map[string]bool
+	group  singleflight.Group
 }
 
 func (b *bucketEnsurer) ensure(ctx context.Context, ws idepool.Workspace) error {
@@ -89,12 +93,18 @@ func (b *bucketEnsurer) ensure(ctx context.Context, ws idepool.Workspace) error 
 	if ok {
 		return nil
 	}
-	if err := b.create(ctx, ws.Bucket); err != nil {
+	_, err, _ := b.group.Do(ws.Bucket, func() (any, error) {
+		if err := b.create(context.WithoutCancel(ctx), ws.Bucket); err != nil {
+			return nil, err
+		}
+		b.mu.Lock()
+		b.done[ws.Bucket] = true
+		b.mu.Unlock()
+		return nil, nil
+	})
+	if err != nil {
 		return idepool.WrapError(idepool.EStartFailed, err, "create bucket %s in the embedded S3 store", ws.Bucket)
 	}
-	b.mu.Lock()
-	b.done[ws.Bucket] = true
-	b.mu.Unlock()
 	return nil
 }
 

@@ -5,7 +5,10 @@
 // sides last agreed on per path (key, ETag, size, local MD5 and mtime) —
 // lives in a state file outside the synced tree (a JSON snapshot written
 // atomically plus an append-only journal, so a SIGKILL loses no agreement
-// already reached). A cycle scans the tree (hashing only files whose size
+// already reached). Every upload is journaled as pending (path, size, MD5)
+// before its PUT; a pending upload never recorded as a base is settled
+// against the next listing, so an upload that landed just before a kill is
+// taken as the base rather than a conflict. A cycle scans the tree (hashing only files whose size
 // or mtime moved), lists the prefix, and lets the pure Plan decide per
 // path: push, pull, delete-local, delete-remote, conflict, adopt (same
 // bytes on both sides) or forget. Cycles run after filesystem events

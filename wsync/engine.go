@@ -281,6 +281,7 @@ func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
 	e.mu.Lock()
 	e.listFailing = false
 	e.mu.Unlock()
+	e.resolvePending(base, remote)
 	plan := Plan(base, sc.files, remote, sc.skipped)
 	e.mu.Lock()
 	e.stats.Pending = len(plan)
@@ -380,19 +381,54 @@ func (e *Engine) setBase(p string, b *Base) {
 		c.MTime = 0
 		b = &c
 	}
+	e.record(journalEntry{Path: p, Base: b})
+}
+
+// setPending records, before a PUT, what is about to be pushed to p, so a
+// kill between the PUT landing and its base being recorded is recovered
+// (see ResolvePending). It is in the journal (one write(2)) before it
+// returns.
+func (e *Engine) setPending(p string, pe Pending) error {
+	return e.record(journalEntry{Path: p, Pending: &pe})
+}
+
+// dropPending forgets a pending push that did not land as recorded.
+func (e *Engine) dropPending(p string) { _ = e.record(journalEntry{Path: p, Unpend: true}) }
+
+// record applies one update to the base and appends it to the journal.
+func (e *Engine) record(je journalEntry) error {
 	e.mu.Lock()
-	if b == nil {
-		delete(e.state.Entries, p)
-	} else {
-		e.state.Entries[p] = *b
-	}
-	err := e.journal.append(p, b)
+	e.state.apply(je)
+	err := e.journal.append(je)
 	e.stateDirty = true
 	e.mu.Unlock()
 	if err != nil {
-		e.noteError(p, fmt.Errorf("sync journal: %w", err))
+		err = fmt.Errorf("sync journal: %w", err)
+		e.noteError(je.Path, err)
 	}
 	_ = e.saveState(false)
+	return err
+}
+
+// resolvePending settles the pushes a previous cycle (or a killed process)
+// started but never recorded, against the listing, updating base (the
+// planner's input) accordingly. Runs between cycles' transfers only.
+func (e *Engine) resolvePending(base map[string]Base, remote map[string]ObjectInfo) {
+	e.mu.Lock()
+	pending := e.state.clonePending()
+	e.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	bases, drop := ResolvePending(pending, remote)
+	for p, b := range bases {
+		e.log.Debug("interrupted upload landed; recorded as base", "path", p, "etag", b.ETag)
+		e.setBase(p, &b)
+		base[p] = b
+	}
+	for _, p := range drop {
+		e.dropPending(p)
+	}
 }
 
 func (e *Engine) ignorer() *Ignorer {
@@ -694,6 +730,16 @@ func (e *Engine) push(ctx context.Context, rel string, seen *LocalFile, cond Con
 	key := KeyFromRel(e.prefix, rel)
 	if e.condOff.disabled() {
 		cond = Condition{}
+	}
+	// Intent first: if the process dies after the PUT lands but before the
+	// base is recorded, the next start recognises its own upload.
+	// A racy mtime does not prove the bytes (see racyWindow): record 0.
+	pmt := lf.MTime
+	if racy(pmt) {
+		pmt = 0
+	}
+	if err := e.setPending(rel, Pending{Key: key, Size: lf.Size, Hash: lf.Hash, MTime: pmt}); err != nil {
+		return nil, err
 	}
 	obj, err := e.store.Put(ctx, key, f, lf.Size, cond)
 	if errors.Is(err, ErrConditionsUnsupported) {

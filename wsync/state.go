@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 )
 
 const stateVersion = 1
@@ -22,6 +23,41 @@ type State struct {
 	Bucket   string          `json:"bucket"`
 	Prefix   string          `json:"prefix"`
 	Entries  map[string]Base `json:"entries"`
+	// Pending: uploads started but not (yet) recorded as a base, resolved
+	// against the next remote listing (ResolvePending).
+	Pending map[string]Pending `json:"pending,omitempty"`
+}
+
+// Pending is an upload about to be made, recorded before the PUT so that a
+// process killed after the PUT landed but before its base was recorded
+// still knows what it pushed.
+type Pending struct {
+	Key  string `json:"key"`
+	Size int64  `json:"size"`
+	// Hash is the hex MD5 of the bytes being pushed; a single-part PUT gets
+	// it as its ETag. A multipart ETag never equals it, so an interrupted
+	// multipart push is not resolved (the no-base rules apply).
+	Hash  string `json:"hash"`
+	MTime int64  `json:"mtime"`
+}
+
+// ResolvePending decides the interrupted pushes against a remote listing:
+// where the object now holds exactly the bytes that were being pushed
+// (ETag = their MD5, same size), that version becomes the base; every
+// other pending push is dropped (it never landed, or someone else wrote
+// since), leaving the normal rules to decide. It is pure.
+func ResolvePending(pending map[string]Pending, remote map[string]ObjectInfo) (bases map[string]Base, drop []string) {
+	bases = map[string]Base{}
+	for p, pe := range pending {
+		r, ok := remote[p]
+		if ok && pe.Hash != "" && r.ETag == pe.Hash && r.Size == pe.Size {
+			bases[p] = Base{Key: pe.Key, ETag: r.ETag, Size: pe.Size, Hash: pe.Hash, MTime: pe.MTime}
+			continue
+		}
+		drop = append(drop, p)
+	}
+	sort.Strings(drop)
+	return bases, drop
 }
 
 // StateFileName is the state file for a workspace (bucket+prefix), so a
@@ -35,7 +71,7 @@ func StateFileName(endpoint, bucket, prefix string) string {
 func LoadState(file string) (*State, error) {
 	b, err := os.ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
-		s := &State{Version: stateVersion, Entries: map[string]Base{}}
+		s := &State{Version: stateVersion, Entries: map[string]Base{}, Pending: map[string]Pending{}}
 		s.replayJournal(file)
 		return s, nil
 	}
@@ -47,10 +83,13 @@ func LoadState(file string) (*State, error) {
 		// A torn or corrupt file cannot happen with atomic writes; if it
 		// does, start without a base: the planner then adopts identical
 		// files and keeps both versions of different ones, losing nothing.
-		return &State{Version: stateVersion, Entries: map[string]Base{}}, fmt.Errorf("parse sync state %s (starting without a base): %w", file, err)
+		return &State{Version: stateVersion, Entries: map[string]Base{}, Pending: map[string]Pending{}}, fmt.Errorf("parse sync state %s (starting without a base): %w", file, err)
 	}
 	if s.Entries == nil {
 		s.Entries = map[string]Base{}
+	}
+	if s.Pending == nil {
+		s.Pending = map[string]Pending{}
 	}
 	s.replayJournal(file)
 	return &s, nil
@@ -100,13 +139,28 @@ func (s *State) clone() map[string]Base {
 	return out
 }
 
+func (s *State) clonePending() map[string]Pending {
+	out := make(map[string]Pending, len(s.Pending))
+	for k, v := range s.Pending {
+		out[k] = v
+	}
+	return out
+}
+
 // The journal makes every base update durable against a SIGKILL without
 // rewriting the whole state: one JSON line per update, appended (no fsync:
 // the page cache survives a killed process). Save folds it into the
 // snapshot and truncates it.
+//
+// A line is one of: a base set ("b" an object) or removed ("b" null), both
+// of which also settle any pending push of the path; a pending push
+// ("pending", written before the PUT); or a dropped pending push
+// ("unpend").
 type journalEntry struct {
-	Path string `json:"p"`
-	Base *Base  `json:"b"`
+	Path    string   `json:"p"`
+	Base    *Base    `json:"b,omitempty"`
+	Pending *Pending `json:"pending,omitempty"`
+	Unpend  bool     `json:"unpend,omitempty"`
 }
 
 func journalName(stateFile string) string { return stateFile + ".journal" }
@@ -124,13 +178,25 @@ func (s *State) replayJournal(stateFile string) {
 		}
 		var je journalEntry
 		if json.Unmarshal(b[:i], &je) == nil && je.Path != "" {
-			if je.Base == nil {
-				delete(s.Entries, je.Path)
-			} else {
-				s.Entries[je.Path] = *je.Base
-			}
+			s.apply(je)
 		}
 		b = b[i+1:]
+	}
+}
+
+// apply is one journal line's update.
+func (s *State) apply(je journalEntry) {
+	switch {
+	case je.Pending != nil:
+		s.Pending[je.Path] = *je.Pending
+	case je.Unpend:
+		delete(s.Pending, je.Path)
+	case je.Base == nil:
+		delete(s.Entries, je.Path)
+		delete(s.Pending, je.Path)
+	default:
+		s.Entries[je.Path] = *je.Base
+		delete(s.Pending, je.Path)
 	}
 }
 
@@ -149,8 +215,8 @@ func openJournal(stateFile string) (*journal, error) {
 	return &journal{f: f}, nil
 }
 
-func (j *journal) append(p string, b *Base) error {
-	line, err := json.Marshal(journalEntry{Path: p, Base: b})
+func (j *journal) append(je journalEntry) error {
+	line, err := json.Marshal(je)
 	if err != nil {
 		return err
 	}
