@@ -26,6 +26,14 @@ if [ -f deploy/build-traefik.sh ]; then
   traefik_pid=$!
 fi
 
+# The local S3 store's image for deploy/setup-local.sh, likewise.
+s3img_pid=""
+if [ -f deploy/build-s3.sh ]; then
+  step "building the local S3 image in the background (log: $logs/s3img.log)"
+  bash deploy/build-s3.sh >"$logs/s3img.log" 2>&1 &
+  s3img_pid=$!
+fi
+
 # The Debian IDE image (debootstrap + docker import; minutes the first time,
 # cached in ~/.cache/idepool) also builds beside the checks.
 debian_pid=""
@@ -59,6 +67,13 @@ if [ -n "$traefik_pid" ]; then
     echo "Traefik build failed:"; tail -40 "$logs/traefik.log"; exit 1
   fi
   tail -3 "$logs/traefik.log"
+fi
+
+if [ -n "$s3img_pid" ]; then
+  step "waiting for the local S3 image"
+  if ! wait "$s3img_pid"; then
+    echo "local S3 image build failed:"; tail -40 "$logs/s3img.log"; exit 1
+  fi
 fi
 
 if [ -n "$debian_pid" ]; then
