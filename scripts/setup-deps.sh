@@ -17,6 +17,16 @@ fi
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 command -v versitygw >/dev/null || go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 
+# Every local container's agent watches its workspace with inotify: the
+# default of 128 instances per user is too few for a host running a pool of
+# them (see docs/operations.md).
+if [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)" -lt 8192 ]; then
+  sysctl -qw fs.inotify.max_user_instances=8192 || echo "warning: cannot raise fs.inotify.max_user_instances"
+fi
+if [ "$(cat /proc/sys/fs/inotify/max_user_watches 2>/dev/null || echo 0)" -lt 524288 ]; then
+  sysctl -qw fs.inotify.max_user_watches=524288 || echo "warning: cannot raise fs.inotify.max_user_watches"
+fi
+
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   state=$(docker info --format '{{.Swarm.LocalNodeState}}')
   if [ "$state" != "active" ]; then
