@@ -79,6 +79,10 @@ type stack struct {
 type stackOptions struct {
 	poolTarget int
 	traefik    bool
+	// profile adds JSON fields to the default profile ("maxContainers": 32).
+	profile string
+	// env overrides idepool's environment.
+	env map[string]string
 }
 
 // repoRoot is the module root (deploy/ scripts live there).
@@ -143,7 +147,11 @@ func newStack(t testing.TB, so stackOptions) *stack {
 	}
 	// A small reservation lets 20 containers fit on 2 cores; the limit is
 	// high enough that the agent's start-up is not throttled.
-	profiles := fmt.Sprintf(`{"profiles": [{"name": "default", "cpuReservation": %g}]}`, ideCPUReservation)
+	extra := ""
+	if so.profile != "" {
+		extra = ", " + so.profile
+	}
+	profiles := fmt.Sprintf(`{"profiles": [{"name": "default", "cpuReservation": %g%s}]}`, ideCPUReservation, extra)
 	if err := os.WriteFile(filepath.Join(s.dataDir, "profiles.json"), []byte(profiles), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +181,9 @@ func newStack(t testing.TB, so stackOptions) *stack {
 		"LOG_LEVEL":              "debug",
 	}
 	for k, v := range s3Env(s3) {
+		s.env[k] = v
+	}
+	for k, v := range so.env {
 		s.env[k] = v
 	}
 	if so.traefik {
