@@ -21,10 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/config"
 )
@@ -166,39 +162,6 @@ func childPID(parent int, match string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no child of %d runs %q", parent, match)
-}
-
-// e2eS3 is a client of the server's embedded S3 store, which listens on
-// S3_EMBEDDED_ADDR with the credentials kept in DATA_DIR/s3/credentials.json.
-func e2eS3(t testing.TB, cfg config.Config) *s3.Client {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(cfg.DataDir, "s3", "credentials.json"))
-	if err != nil {
-		t.Fatalf("embedded S3 credentials: %v", err)
-	}
-	var c struct{ AccessKey, SecretKey string }
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	return s3.New(s3.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String("http://" + cfg.S3EmbeddedAddr),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(c.AccessKey, c.SecretKey, ""),
-	})
-}
-
-// e2eObject reads one object of the embedded store.
-func e2eObject(c *s3.Client, bucket, key string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
-	if err != nil {
-		return "", err
-	}
-	defer out.Body.Close()
-	b, err := io.ReadAll(out.Body)
-	return string(b), err
 }
 
 // waitEvent reads GET /api/events from the start of the history (after=0),

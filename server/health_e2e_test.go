@@ -95,10 +95,10 @@ func TestHealthReplacesUnresponsiveWorkload(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dataDir, "containers", old, "workspace", file), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		store := e2eS3(t, cfg)
+		store := embeddedS3Client(t, cfg.DataDir, cfg.S3EmbeddedAddr)
 		key := prefix + "/" + file
 		pollUntil(t, "the file in S3", 30*time.Second, func() (bool, string) {
-			got, err := e2eObject(store, bucket, key)
+			got, err := getObject(store, bucket, key)
 			return err == nil && got == body, fmt.Sprintf("%q %v", got, err)
 		})
 
@@ -139,7 +139,7 @@ func TestHealthReplacesUnresponsiveWorkload(t *testing.T) {
 			t.Fatalf("replacement %s workspace %+v, want %s/%s", newID, nc.Workspace, bucket, prefix)
 		}
 		// The workspace is intact: in S3 and in the new container.
-		if got, err := e2eObject(store, bucket, key); err != nil || got != body {
+		if got, err := getObject(store, bucket, key); err != nil || got != body {
 			t.Errorf("S3 after the replacement: %q %v", got, err)
 		}
 		local := filepath.Join(dataDir, "containers", newID, "workspace", file)

@@ -95,8 +95,8 @@ func TestIdleStopsAndKeepsAlive(t *testing.T) {
 	if code != 200 || ac.State != string(idepool.StateStopped) || ac.ShutdownReason != idepool.ReasonInactivity {
 		t.Errorf("GET A %s: %d state %q reason %q, want stopped/inactivity", a.ID, code, ac.State, ac.ShutdownReason)
 	}
-	store := e2eS3(t, cfg)
-	if got, err := e2eObject(store, bucketA, prefixA+"/"+file); err != nil || got != last {
+	store := embeddedS3Client(t, cfg.DataDir, cfg.S3EmbeddedAddr)
+	if got, err := getObject(store, bucketA, prefixA+"/"+file); err != nil || got != last {
 		t.Errorf("S3 %s/%s/%s after the stop: %q %v, want the last edit %q", bucketA, prefixA, file, got, err, last)
 	}
 	if _, bc := in.getContainer(t, b.ID); bc.State != string(idepool.StateRunning) {
