@@ -66,6 +66,7 @@ type Config struct {
 	// Runtime and deployment.
 	Runtime      string // RUNTIME: RuntimeProcess, RuntimeSwarm, RuntimeFake
 	DataDir      string // DATA_DIR, absolute
+	ProcessNice  int    // PROCESS_NICE
 	Deployment   string // DEPLOYMENT: value of idepool.LabelManaged
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik
 	TraefikURL   string // TRAEFIK_URL; "" = no routing check

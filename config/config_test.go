@@ -73,7 +73,7 @@ func TestDefaults(t *testing.T) {
 		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, FlushTimeout: 30 * time.Second,
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",
-		DataDir: filepath.Join(wd, "idepool-data"), Deployment: "idepool", Router: "builtin",
+		DataDir: filepath.Join(wd, "idepool-data"), ProcessNice: 10, Deployment: "idepool", Router: "builtin",
 		SwarmNetwork: "idepool", AWSRegion: "us-east-1", LogLevel: "info", LogFormat: "text",
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -172,6 +172,10 @@ func TestKinds(t *testing.T) {
 		{map[string]string{"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, nil, nil, "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: set both or neither"},
 		{map[string]string{"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}, func(c Config) any { return c.S3Credentials().SecretAccessKey }, "s3cr3t", ""},
 		{map[string]string{"PROFILES_FILE": "profiles.json"}, func(c Config) any { return c.ProfilesFile }, "profiles.json", ""},
+		{map[string]string{"PROCESS_NICE": "0"}, func(c Config) any { return c.ProcessNice }, 0, ""},
+		{map[string]string{"PROCESS_NICE": "19"}, func(c Config) any { return c.ProcessNice }, 19, ""},
+		{map[string]string{"PROCESS_NICE": "20"}, nil, nil, "PROCESS_NICE"},
+		{map[string]string{"PROCESS_NICE": "-5"}, nil, nil, "PROCESS_NICE"},
 		{map[string]string{"DATA_DIR": "/var/lib/idepool"}, func(c Config) any { return c.DataDir }, "/var/lib/idepool", ""},
 		{map[string]string{"DATA_DIR": "/var/lib/../lib/idepool/"}, func(c Config) any { return c.DataDir }, "/var/lib/idepool", ""},
 		// Derived URLs.

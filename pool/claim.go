@@ -147,7 +147,9 @@ func (m *Manager) startOrQueue(ctx context.Context, req idepool.StartRequest, pr
 	call.err = err
 	m.mu.Unlock()
 	close(call.done)
-	m.kick()
+	if err != nil || claim.Kind != idepool.ClaimWarm {
+		m.kick()
+	}
 	return claim, nil, err
 }
 
@@ -307,7 +309,7 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 	a := m.bindLocked(e, req, now, &evs)
 	m.mu.Unlock()
 	m.publish(evs)
-	m.kick() // the pool lost one
+	m.claimedOne() // the pool lost one
 	c, ok := m.completeWarm(ctx, e, req, a, now)
 	if !ok {
 		return idepool.Claim{}, true
@@ -320,12 +322,12 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 
 // completeWarm delivers a bound container's assignment and records the
 // claim in the runtime, both at once. The claim waits for the agent's ack
-// at most AckWait: an agent that refuses or is gone by then makes this
-// start fall back to another container (ok false, the container is failed
-// and never goes back to the pool); a slower ack is not waited for, so a
-// busy agent (or a busy host) never holds the claim's answer — a delivery
-// that fails later fails the container, which its user sees through
-// wait=ready, GET and the event stream.
+// at most AckWait (by default not at all): an agent that refuses or is
+// gone by then makes this start fall back to another container (ok false,
+// the container is failed and never goes back to the pool); a later ack is
+// not waited for, so a busy agent (or a busy host) never holds the claim's
+// answer — a delivery that fails later fails the container, which its user
+// sees through wait=ready, GET and the event stream.
 func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
 	id := e.c.ID // fixed for the entry's life
 	var failOnce sync.Once
@@ -370,7 +372,7 @@ func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartR
 		undo("record claim", err)
 		return idepool.Container{}, false
 	}
-	if m.opts.AckWait >= 0 {
+	if m.opts.AckWait > 0 {
 		t := time.NewTimer(m.opts.AckWait)
 		select {
 		case <-acked:

@@ -243,7 +243,28 @@ func (h *harness) start(bucket string) idepool.Claim {
 	if err != nil {
 		h.t.Fatalf("Start(%s): %v", bucket, err)
 	}
+	h.settle(c.Container.ID)
 	return c
+}
+
+// settle waits until the assignment of container id, which a warm claim
+// delivers in the background (AckWait 0), was acknowledged or failed.
+func (h *harness) settle(id string) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.m.mu.Lock()
+		e := h.m.containers[id]
+		busy := e != nil && e.delivering
+		h.m.mu.Unlock()
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("assignment of %s not settled", id)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // runtimeIDs lists the runtime's container ids, sorted.

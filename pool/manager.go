@@ -81,10 +81,23 @@ type Options struct {
 	// with backoff until CreateTimeout.
 	RouteGate func(ctx context.Context, c idepool.Container) error
 	// AckWait is how long a warm claim waits for the agent's ack before it
-	// answers anyway (default 5 ms): a refusal within it falls back to
-	// another container; a later failure fails the container. Negative
-	// waits for the ack however long it takes.
+	// answers anyway: a refusal within it falls back to another container;
+	// a later failure fails the container (its user sees it through
+	// wait=ready, GET and the event stream, and the next start gets a new
+	// one). Zero (the default) does not wait: only warm containers whose
+	// agent is connected are claimed, so a refusal is rare, and under a
+	// burst the agents answer late because they yield the host's CPU to
+	// the orchestrator. Negative waits for the ack however long it takes.
 	AckWait time.Duration
+	// RefillQuiet and RefillMax pace the refill after warm claims: Run
+	// replaces claimed containers once no claim came for RefillQuiet
+	// (default 50 ms), or RefillMax (default 500 ms) after the first claim
+	// at the latest. A class claiming 200 containers at once gets its
+	// answers first; the creates (seconds each) follow a moment later
+	// instead of competing with the claims for the host. Other changes
+	// (failures, stops, targets) reconcile at once.
+	RefillQuiet time.Duration
+	RefillMax   time.Duration
 	// RuntimeTimeout bounds one runtime call (default 2 min).
 	RuntimeTimeout time.Duration
 	// CreateConcurrency bounds parallel creates and removes of one
@@ -177,11 +190,12 @@ type Manager struct {
 	log      *slog.Logger
 	opts     Options
 
-	wake   chan struct{}
-	recMu  sync.Mutex // one reconcile at a time
-	bg     sync.WaitGroup
-	bgCtx  context.Context
-	cancel context.CancelFunc
+	wake    chan struct{}
+	claimed chan struct{} // a warm claim took one: refill soon (RefillQuiet)
+	recMu   sync.Mutex    // one reconcile at a time
+	bg      sync.WaitGroup
+	bgCtx   context.Context
+	cancel  context.CancelFunc
 
 	mu          sync.Mutex
 	profiles    map[string]*profileState
@@ -297,9 +311,8 @@ func New(o Options) (*Manager, error) {
 	def(&o.AdoptGrace, 2*time.Minute)
 	def(&o.ReconcileInterval, 10*time.Second)
 	def(&o.AssignTimeout, 15*time.Second)
-	if o.AckWait == 0 { // negative means "wait for the ack"
-		o.AckWait = 5 * time.Millisecond
-	}
+	def(&o.RefillQuiet, 50*time.Millisecond)
+	def(&o.RefillMax, 500*time.Millisecond)
 	def(&o.RuntimeTimeout, 2*time.Minute)
 	if o.CreateConcurrency <= 0 {
 		o.CreateConcurrency = 8
@@ -314,6 +327,7 @@ func New(o Options) (*Manager, error) {
 		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
 		clock: o.Clock, log: o.Logger, opts: o,
 		wake:        make(chan struct{}, 1),
+		claimed:     make(chan struct{}, 1),
 		profiles:    map[string]*profileState{},
 		containers:  map[string]*entry{},
 		byWorkspace: map[string]string{},
@@ -391,6 +405,15 @@ func (m *Manager) goBGLocked(f func(ctx context.Context)) {
 func (m *Manager) kick() {
 	select {
 	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// claimedOne tells Run a warm claim took a container: it refills after
+// the burst (RefillQuiet), not during it.
+func (m *Manager) claimedOne() {
+	select {
+	case m.claimed <- struct{}{}:
 	default:
 	}
 }

@@ -527,21 +527,41 @@ func (m *Manager) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// Refill pacing (RefillQuiet): quiet restarts with every claim, refill
+	// bounds the wait from the first claim of a burst.
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	defer quiet.Stop()
+	var refillBy <-chan time.Time
+	reconcile := true
 	for {
-		wakeAt, err := m.reconcile(ctx)
-		if err != nil && ctx.Err() == nil {
-			m.log.Warn("reconcile", "err", err)
+		if reconcile {
+			quiet.Stop()
+			refillBy = nil
+			wakeAt, err := m.reconcile(ctx)
+			if err != nil && ctx.Err() == nil {
+				m.log.Warn("reconcile", "err", err)
+			}
+			timer.Stop()
+			if !wakeAt.IsZero() {
+				timer.Reset(max(wakeAt.Sub(m.clock.Now()), 10*time.Millisecond))
+			}
 		}
-		timer.Stop()
-		if !wakeAt.IsZero() {
-			timer.Reset(max(wakeAt.Sub(m.clock.Now()), 10*time.Millisecond))
-		}
+		reconcile = true
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
 		case <-m.wake:
 		case <-timer.C:
+		case <-m.claimed:
+			quiet.Reset(m.opts.RefillQuiet)
+			if refillBy == nil {
+				refillBy = time.After(m.opts.RefillMax)
+			}
+			reconcile = false
+		case <-quiet.C:
+		case <-refillBy:
 		case ev, ok := <-events:
 			if !ok {
 				events = nil // the runtime stopped streaming; the ticker still lists

@@ -471,6 +471,7 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			DataDir:      cfg.DataDir,
 			Deployment:   cfg.Deployment,
 			AgentCommand: opts.AgentCommand,
+			Nice:         cfg.ProcessNice,
 			// Local processes share the host's network: workloads listen
 			// on loopback only, reachable by the router, not the LAN.
 			ExtraEnv: map[string]string{"IDEPOOL_LISTEN_HOST": "127.0.0.1"},

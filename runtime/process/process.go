@@ -52,6 +52,13 @@ type Options struct {
 	PollInterval time.Duration
 	// MaxLogSize caps agent.log (default 4 MiB; one rotated file is kept).
 	MaxLogSize int64
+	// Nice is the scheduling niceness (0–19) of every agent and all it
+	// starts. Local containers have no CPU limits, so a positive value is
+	// what keeps the orchestrator (claims, routing) responsive while many
+	// workloads start or sync at once; 0 leaves them at ours. Where this
+	// process may create cgroups, the agents also share one CPU cgroup
+	// weighted like a single process at this niceness (see cpuGroup).
+	Nice int
 }
 
 // Runtime runs containers as local process groups. It implements
@@ -71,6 +78,8 @@ type Runtime struct {
 
 	stop     context.CancelFunc
 	monitorW sync.WaitGroup
+
+	cpu *cpuGroup // nil: agents are only reniced
 }
 
 var _ idepool.Runtime = (*Runtime)(nil)
@@ -128,6 +137,9 @@ func newRuntime(opts Options, procs procTable, pick portPicker) (*Runtime, error
 	if opts.MaxLogSize <= 0 {
 		opts.MaxLogSize = defaultMaxLog
 	}
+	if opts.Nice < 0 || opts.Nice > 19 {
+		return nil, idepool.Errorf(idepool.EMisconfigured, "process runtime: Nice %d is outside 0-19 (raising priority needs privileges this runtime does not ask for)", opts.Nice)
+	}
 	if len(opts.AgentCommand) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
@@ -159,6 +171,15 @@ func newRuntime(opts Options, procs procTable, pick portPicker) (*Runtime, error
 		dir:        dir,
 		containers: map[string]*container{},
 		stop:       cancel,
+	}
+	if opts.Nice > 0 {
+		g, err := openCPUGroup("idepool-agents-"+opts.Deployment, opts.Nice)
+		if err != nil {
+			r.log.Info("agents are reniced but share no cgroup", "reason", err)
+		} else {
+			r.cpu = g
+			r.log.Debug("agents share a CPU cgroup", "cgroup", g.dir, "nice", opts.Nice)
+		}
 	}
 	r.monitorW.Add(1)
 	go r.monitor(ctx)
@@ -310,6 +331,18 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	if err != nil {
 		close(c.exited)
 		return fail(err, "start agent of %s", spec.ID)
+	}
+	if r.cpu != nil {
+		if err := r.cpu.add(cmd.Process.Pid); err != nil {
+			r.log.Warn("could not move the agent into the agents' cgroup", "id", spec.ID, "cgroup", r.cpu.dir, "err", err)
+		}
+	}
+	if r.opts.Nice > 0 {
+		// The whole group (every thread of the agent, which setsid made its
+		// leader); what it starts later inherits the value.
+		if err := syscall.Setpriority(syscall.PRIO_PGRP, cmd.Process.Pid, r.opts.Nice); err != nil {
+			r.log.Warn("could not lower the agent's priority", "id", spec.ID, "err", err)
+		}
 	}
 	// Read before the reaper can collect it: until then the pid is ours.
 	m.Process = identity{PID: cmd.Process.Pid, BootID: r.procs.bootID()}
