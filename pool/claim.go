@@ -61,6 +61,8 @@ func (m *Manager) startOrQueue(ctx context.Context, req idepool.StartRequest, pr
 	// wait for it and then find its container. Bounded: each round either
 	// returns or waits for a start or stop that really ended.
 	var call *startCall
+	var taken *warmTaken
+	var takenEvs []idepool.Event
 	for round := 0; call == nil; round++ {
 		if round > 100 {
 			return idepool.Claim{}, nil, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
@@ -122,10 +124,14 @@ func (m *Manager) startOrQueue(ctx context.Context, req idepool.StartRequest, pr
 		}
 		call = &startCall{done: make(chan struct{})}
 		m.pending[key] = call
+		// The common case, a warm container for a new workspace, is bound
+		// under this same lock: one acquisition instead of three keeps
+		// m.mu from becoming a convoy when a class starts at once.
+		taken = m.takeForStartLocked(p, req, &takenEvs)
 		m.mu.Unlock()
 	}
 
-	claim, err := m.claim(ctx, req, p, !prep)
+	claim, err := m.claim(ctx, req, p, !prep, taken, takenEvs)
 	if errors.Is(err, errQueue) {
 		var evs []idepool.Event
 		m.mu.Lock()
@@ -175,9 +181,42 @@ func (m *Manager) assignment(req idepool.StartRequest, gen int64) idepool.Assign
 // errQueue says a start should wait in the admission queue.
 var errQueue = errors.New("queue the start")
 
+// warmTaken is a warm container bound to a start (bindLocked) whose
+// assignment is still to be delivered (finishWarm).
+type warmTaken struct {
+	e   *entry
+	a   idepool.Assignment
+	now time.Time
+}
+
+// takeForStartLocked binds a warm container of p to req when the start
+// needs nothing else first (no limit reached, nobody queued), else nil:
+// claim then decides. Caller holds m.mu.
+func (m *Manager) takeForStartLocked(p idepool.Profile, req idepool.StartRequest, evs *[]idepool.Event) *warmTaken {
+	ps := m.profiles[p.Name]
+	if m.userLimitLocked(ps, req.UserID) != nil || (m.opts.Queue.Enabled && len(ps.queue) > 0) {
+		return nil
+	}
+	e := m.takeWarmLocked(ps)
+	if e == nil {
+		return nil
+	}
+	now := m.clock.Now()
+	return &warmTaken{e: e, a: m.bindLocked(e, req, now, evs), now: now}
+}
+
 // claim runs with the workspace's start registered (m.pending[key]). It
-// returns errQueue when the start should wait in the queue.
-func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, allowQueue bool) (idepool.Claim, error) {
+// returns errQueue when the start should wait in the queue. taken, if not
+// nil, is a warm container startOrQueue already bound to this start
+// (takenEvs its events).
+func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, allowQueue bool, taken *warmTaken, takenEvs []idepool.Event) (idepool.Claim, error) {
+	tries := maxWarmTries
+	if taken != nil {
+		if c, ok := m.finishWarm(ctx, req, p, taken, takenEvs); ok {
+			return c, nil
+		}
+		tries--
+	}
 	m.mu.Lock()
 	ps := m.profiles[p.Name]
 	err := m.userLimitLocked(ps, req.UserID)
@@ -196,7 +235,7 @@ func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool
 		return idepool.Claim{}, errQueue
 	}
 	key := req.Workspace.Key()
-	for range maxWarmTries {
+	for range tries {
 		c, ok := m.claimWarm(ctx, req, p, key)
 		if !ok {
 			break
@@ -308,11 +347,21 @@ func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p ide
 	}
 	a := m.bindLocked(e, req, now, &evs)
 	m.mu.Unlock()
-	m.publish(evs)
-	m.claimedOne() // the pool lost one
-	c, ok := m.completeWarm(ctx, e, req, a, now)
+	c, ok := m.finishWarm(ctx, req, p, &warmTaken{e: e, a: a, now: now}, evs)
 	if !ok {
 		return idepool.Claim{}, true
+	}
+	return c, true
+}
+
+// finishWarm completes a warm claim bound under m.mu (evs are the binding's
+// events). ok false: the container failed and was stopped.
+func (m *Manager) finishWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, t *warmTaken, evs []idepool.Event) (idepool.Claim, bool) {
+	m.publish(evs)
+	m.claimedOne() // the pool lost one
+	c, ok := m.completeWarm(ctx, t.e, req, t.a, t.now)
+	if !ok {
+		return idepool.Claim{}, false
 	}
 	m.log.Info("claimed warm", "container", c.ID, "profile", p.Name, "generation", c.Generation)
 	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,

@@ -744,8 +744,8 @@ func (m *Manager) profile(name string) (idepool.Profile, error) {
 	if name == "" {
 		name = idepool.DefaultProfile
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	// No lock: the map and each profileState's p are fixed by New, and
+	// every start asks here first — under a burst, m.mu is the hot spot.
 	ps := m.profiles[name]
 	if ps == nil {
 		return idepool.Profile{}, idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", name)

@@ -532,7 +532,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
 	defer quiet.Stop()
-	var refillBy <-chan time.Time
+	var refillBy <-chan time.Time // set while claims come in
 	reconcile := true
 	for {
 		if reconcile {
@@ -547,7 +547,6 @@ func (m *Manager) Run(ctx context.Context) error {
 				timer.Reset(max(wakeAt.Sub(m.clock.Now()), 10*time.Millisecond))
 			}
 		}
-		reconcile = true
 		select {
 		case <-ctx.Done():
 			return nil
@@ -559,16 +558,21 @@ func (m *Manager) Run(ctx context.Context) error {
 			if refillBy == nil {
 				refillBy = time.After(m.opts.RefillMax)
 			}
-			reconcile = false
 		case <-quiet.C:
+			refillBy = nil
 		case <-refillBy:
+			refillBy = nil
 		case ev, ok := <-events:
 			if !ok {
 				events = nil // the runtime stopped streaming; the ticker still lists
-				continue
+			} else {
+				m.runtimeEvent(ev)
 			}
-			m.runtimeEvent(ev)
 		}
+		// While claims come in, everything else waits for their pause (at
+		// most RefillMax): each claim's own label write is a runtime event,
+		// and reconciling on each would start the refill mid-burst.
+		reconcile = refillBy == nil
 	}
 }
 

@@ -1,9 +1,12 @@
 package process
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -39,7 +42,81 @@ func readMeta(dir string) (meta, error) {
 	if m.ID == "" || m.Labels == nil {
 		return meta{}, fmt.Errorf("meta.json: missing id or labels")
 	}
+	if l, err := lastLabels(dir); err != nil {
+		return meta{}, err
+	} else if l != nil {
+		m.Labels = l
+	}
 	return m, nil
+}
+
+// labels.log records label changes after meta.json was written: one JSON
+// object (the whole label set) per record, the last complete one wins. A
+// claim records its labels with one append instead of rewriting meta.json
+// (create, write, chmod, close, rename): under a burst of claims those
+// directory operations were most of a claim's cost on this runtime.
+const (
+	labelLogName = "labels.log"
+	// labelLogMax is when SetLabels folds the log into meta.json.
+	labelLogMax = 64 << 10
+)
+
+// appendLabels appends one record and returns the log's size after it.
+// Each record starts and ends a line, so one torn by a crash never spoils
+// the next.
+func appendLabels(dir string, labels map[string]string) (int64, error) {
+	b, err := json.Marshal(labels)
+	if err != nil {
+		return 0, err
+	}
+	rec := make([]byte, 0, len(b)+2)
+	rec = append(append(append(rec, '\n'), b...), '\n')
+	f, err := os.OpenFile(filepath.Join(dir, labelLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Write(rec)
+	var size int64
+	if err == nil {
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil {
+			size = st.Size()
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return size, err
+}
+
+// lastLabels returns the last complete record of dir's labels.log, or nil
+// when there is none.
+func lastLabels(dir string) (map[string]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, labelLogName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	lines := bytes.Split(b, []byte{'\n'})
+	for i := len(lines) - 1; i >= 0; i-- {
+		var l map[string]string
+		if len(lines[i]) > 0 && json.Unmarshal(lines[i], &l) == nil && l != nil {
+			return l, nil
+		}
+	}
+	return nil, nil
+}
+
+// truncateLabels empties dir's labels.log once meta.json holds its last
+// record.
+func truncateLabels(dir string) error {
+	err := os.Truncate(filepath.Join(dir, labelLogName), 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // writeMeta replaces meta.json atomically: a crash leaves the old or the new

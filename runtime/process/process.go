@@ -770,7 +770,15 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 			m.Labels[k] = v
 		}
 	}
-	if err := writeMeta(c.dir, m); err != nil {
+	size, err := appendLabels(c.dir, m.Labels)
+	if err == nil && size > labelLogMax {
+		// Fold the log into meta.json. Its last record already is m's
+		// labels, so a crash before the truncation replays the same.
+		if err = writeMeta(c.dir, m); err == nil {
+			err = truncateLabels(c.dir)
+		}
+	}
+	if err != nil {
 		return idepool.WrapError(idepool.ERuntime, err, "write labels of %s", id)
 	}
 	r.mu.Lock()
