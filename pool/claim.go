@@ -409,10 +409,13 @@ func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartR
 		}
 		acked <- err
 	}
-	if m.opts.AckWait < 0 {
+	switch {
+	case m.opts.AckWait < 0:
 		deliver(ctx) // wait for the ack, however long
-	} else {
+	case m.opts.AckWait > 0:
 		m.goBG(deliver)
+	default:
+		m.deliverPaced(deliver) // nobody waits: answers first, syncs after
 	}
 	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
 	err := m.rt.SetLabels(lctx, id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))

@@ -89,15 +89,16 @@ type Options struct {
 	// burst the agents answer late because they yield the host's CPU to
 	// the orchestrator. Negative waits for the ack however long it takes.
 	AckWait time.Duration
-	// RefillQuiet and RefillMax pace the refill after warm claims: Run
-	// replaces claimed containers once no claim came for RefillQuiet
-	// (default 50 ms), or RefillMax (default 500 ms) after the first claim
-	// at the latest. A class claiming 200 containers at once gets its
-	// answers first; the creates (seconds each) follow a moment later
-	// instead of competing with the claims for the host. Other changes
-	// (failures, stops, targets) reconcile at once.
-	RefillQuiet time.Duration
-	RefillMax   time.Duration
+	// PaceQuiet and PaceMax put a burst of warm claims first: the work
+	// they cause — delivering each assignment (which starts the agent's
+	// sync) and refilling the pool — starts once no claim came for
+	// PaceQuiet (default 50 ms), or PaceMax (default 500 ms) after the
+	// first claim at the latest. A class claiming 200 containers at once
+	// gets its answers first; the syncs and creates (seconds each) follow
+	// a moment later instead of competing with the claims for the host.
+	// Reconciles for other reasons wait for the same pause.
+	PaceQuiet time.Duration
+	PaceMax   time.Duration
 	// RuntimeTimeout bounds one runtime call (default 2 min).
 	RuntimeTimeout time.Duration
 	// CreateConcurrency bounds parallel creates and removes of one
@@ -191,11 +192,15 @@ type Manager struct {
 	opts     Options
 
 	wake    chan struct{}
-	claimed chan struct{} // a warm claim took one: refill soon (RefillQuiet)
-	recMu   sync.Mutex    // one reconcile at a time
-	bg      sync.WaitGroup
-	bgCtx   context.Context
-	cancel  context.CancelFunc
+	claimed chan struct{} // a warm claim took one: refill soon (PaceQuiet)
+	// deliveries are warm claims' assignment deliveries waiting for the
+	// claims' pause (PaceQuiet); see paceDeliveries.
+	deliveries chan func(context.Context)
+	recMu      sync.Mutex     // one reconcile at a time
+	pacer      sync.WaitGroup // paceDeliveries
+	bg         sync.WaitGroup
+	bgCtx      context.Context
+	cancel     context.CancelFunc
 
 	mu          sync.Mutex
 	profiles    map[string]*profileState
@@ -311,8 +316,8 @@ func New(o Options) (*Manager, error) {
 	def(&o.AdoptGrace, 2*time.Minute)
 	def(&o.ReconcileInterval, 10*time.Second)
 	def(&o.AssignTimeout, 15*time.Second)
-	def(&o.RefillQuiet, 50*time.Millisecond)
-	def(&o.RefillMax, 500*time.Millisecond)
+	def(&o.PaceQuiet, 50*time.Millisecond)
+	def(&o.PaceMax, 500*time.Millisecond)
 	def(&o.RuntimeTimeout, 2*time.Minute)
 	if o.CreateConcurrency <= 0 {
 		o.CreateConcurrency = 8
@@ -328,6 +333,7 @@ func New(o Options) (*Manager, error) {
 		clock: o.Clock, log: o.Logger, opts: o,
 		wake:        make(chan struct{}, 1),
 		claimed:     make(chan struct{}, 1),
+		deliveries:  make(chan func(context.Context), 1024),
 		profiles:    map[string]*profileState{},
 		containers:  map[string]*entry{},
 		byWorkspace: map[string]string{},
@@ -358,7 +364,78 @@ func New(o Options) (*Manager, error) {
 		ps.policy = clonePolicy(pol)
 	}
 	m.bgCtx, m.cancel = context.WithCancel(context.Background())
+	m.pacer.Add(1)
+	go m.paceDeliveries()
 	return m, nil
+}
+
+// paceDeliveries starts queued deliveries once claims pause (PaceQuiet,
+// at most PaceMax after the first queued). Deliveries still queued at
+// Close are dropped: their containers keep their claim (labels) and
+// pending assignment, which the next run delivers, as after a crash.
+func (m *Manager) paceDeliveries() {
+	defer m.pacer.Done()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	defer quiet.Stop()
+	var by <-chan time.Time
+	var batch []func(context.Context)
+	for {
+		select {
+		case <-m.bgCtx.Done():
+			// Each queued delivery holds a count of m.bg (deliverPaced).
+			for range batch {
+				m.bg.Done()
+			}
+			for {
+				select {
+				case <-m.deliveries:
+					m.bg.Done()
+				default:
+					return
+				}
+			}
+		case f := <-m.deliveries:
+			batch = append(batch, f)
+			quiet.Reset(m.opts.PaceQuiet)
+			if by == nil {
+				by = time.After(m.opts.PaceMax)
+			}
+			continue
+		case <-quiet.C:
+		case <-by:
+		}
+		by = nil
+		for _, f := range batch {
+			go func() {
+				defer m.bg.Done()
+				f(m.bgCtx)
+			}()
+		}
+		batch = nil
+	}
+}
+
+// deliverPaced queues a warm claim's delivery behind the burst of claims
+// (paceDeliveries); with the queue full it starts at once.
+func (m *Manager) deliverPaced(f func(context.Context)) {
+	// Counted in m.bg from now on, like goBG: Close and tests wait for it.
+	// Queued under m.mu, which Close takes before it stops the pacer: a
+	// queued delivery is never missed by the pacer's final drain.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.bg.Add(1)
+	select {
+	case m.deliveries <- f:
+	default:
+		go func() {
+			defer m.bg.Done()
+			f(m.bgCtx)
+		}()
+	}
 }
 
 // Close stops background work (assignment deliveries, removals started by
@@ -369,6 +446,7 @@ func (m *Manager) Close() error {
 	m.closed = true
 	m.mu.Unlock()
 	m.cancel()
+	m.pacer.Wait()
 	m.bg.Wait()
 	return nil
 }
@@ -410,7 +488,7 @@ func (m *Manager) kick() {
 }
 
 // claimedOne tells Run a warm claim took a container: it refills after
-// the burst (RefillQuiet), not during it.
+// the burst (PaceQuiet), not during it.
 func (m *Manager) claimedOne() {
 	select {
 	case m.claimed <- struct{}{}:

@@ -527,7 +527,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	// Refill pacing (RefillQuiet): quiet restarts with every claim, refill
+	// Refill pacing (PaceQuiet): quiet restarts with every claim, refill
 	// bounds the wait from the first claim of a burst.
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
@@ -554,9 +554,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-m.wake:
 		case <-timer.C:
 		case <-m.claimed:
-			quiet.Reset(m.opts.RefillQuiet)
+			quiet.Reset(m.opts.PaceQuiet)
 			if refillBy == nil {
-				refillBy = time.After(m.opts.RefillMax)
+				refillBy = time.After(m.opts.PaceMax)
 			}
 		case <-quiet.C:
 			refillBy = nil
@@ -570,7 +570,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 		}
 		// While claims come in, everything else waits for their pause (at
-		// most RefillMax): each claim's own label write is a runtime event,
+		// most PaceMax): each claim's own label write is a runtime event,
 		// and reconciling on each would start the refill mid-burst.
 		reconcile = refillBy == nil
 	}
