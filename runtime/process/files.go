@@ -61,32 +61,32 @@ const (
 	labelLogMax = 64 << 10
 )
 
-// appendLabels appends one record and returns the log's size after it.
-// Each record starts and ends a line, so one torn by a crash never spoils
-// the next.
-func appendLabels(dir string, labels map[string]string) (int64, error) {
+// openLabels opens dir's labels.log for appending and returns its size.
+func openLabels(dir string) (*os.File, int64, error) {
+	f, err := os.OpenFile(filepath.Join(dir, labelLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// appendLabels appends one record to f (labels.log) with one write and
+// returns its length. Each record starts and ends a line, so one torn by a
+// crash never spoils the next.
+func appendLabels(f *os.File, labels map[string]string) (int64, error) {
 	b, err := json.Marshal(labels)
 	if err != nil {
 		return 0, err
 	}
 	rec := make([]byte, 0, len(b)+2)
 	rec = append(append(append(rec, '\n'), b...), '\n')
-	f, err := os.OpenFile(filepath.Join(dir, labelLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	_, err = f.Write(rec)
-	var size int64
-	if err == nil {
-		var st os.FileInfo
-		if st, err = f.Stat(); err == nil {
-			size = st.Size()
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return size, err
+	n, err := f.Write(rec)
+	return int64(n), err
 }
 
 // lastLabels returns the last complete record of dir's labels.log, or nil
@@ -107,16 +107,6 @@ func lastLabels(dir string) (map[string]string, error) {
 		}
 	}
 	return nil, nil
-}
-
-// truncateLabels empties dir's labels.log once meta.json holds its last
-// record.
-func truncateLabels(dir string) error {
-	err := os.Truncate(filepath.Join(dir, labelLogName), 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
 }
 
 // writeMeta replaces meta.json atomically: a crash leaves the old or the new

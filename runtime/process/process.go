@@ -90,6 +90,10 @@ type container struct {
 	dir string
 	// op serialises Create, Remove and SetLabels of this container.
 	op sync.Mutex
+	// labelLog is labels.log, open for appending once SetLabels first
+	// wrote to it; labelLogSize its size. Guarded by op.
+	labelLog     *os.File
+	labelLogSize int64
 
 	// Guarded by Runtime.mu.
 	meta    meta
@@ -186,6 +190,14 @@ func newRuntime(opts Options, procs procTable, pick portPicker) (*Runtime, error
 	return r, nil
 }
 
+// closeLabelLog closes labels.log if open. Caller holds c.op.
+func (c *container) closeLabelLog() {
+	if c.labelLog != nil {
+		c.labelLog.Close()
+		c.labelLog = nil
+	}
+}
+
 // Name returns "process".
 func (r *Runtime) Name() string { return "process" }
 
@@ -198,10 +210,19 @@ func (r *Runtime) Close() error {
 		return nil
 	}
 	r.closed = true
+	cs := make([]*container, 0, len(r.containers))
+	for _, c := range r.containers {
+		cs = append(cs, c)
+	}
 	r.mu.Unlock()
 	r.stop()
 	r.monitorW.Wait()
 	r.events.close()
+	for _, c := range cs {
+		c.op.Lock()
+		c.closeLabelLog()
+		c.op.Unlock()
+	}
 	return nil
 }
 
@@ -527,6 +548,7 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	if err := r.stopGroup(ctx, c, pid); err != nil {
 		return idepool.WrapError(idepool.EStopFailed, err, "stop container %s", id)
 	}
+	c.closeLabelLog()
 	if err := os.RemoveAll(c.dir); err != nil {
 		return idepool.WrapError(idepool.ERuntime, err, "delete directory of %s", id)
 	}
@@ -770,15 +792,25 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 			m.Labels[k] = v
 		}
 	}
-	size, err := appendLabels(c.dir, m.Labels)
-	if err == nil && size > labelLogMax {
+	var err error
+	if c.labelLog == nil {
+		c.labelLog, c.labelLogSize, err = openLabels(c.dir)
+	}
+	if err == nil {
+		var n int64
+		n, err = appendLabels(c.labelLog, m.Labels)
+		c.labelLogSize += n
+	}
+	if err == nil && c.labelLogSize > labelLogMax {
 		// Fold the log into meta.json. Its last record already is m's
 		// labels, so a crash before the truncation replays the same.
 		if err = writeMeta(c.dir, m); err == nil {
-			err = truncateLabels(c.dir)
+			err = c.labelLog.Truncate(0)
+			c.labelLogSize = 0
 		}
 	}
 	if err != nil {
+		c.closeLabelLog() // reopened by the next SetLabels
 		return idepool.WrapError(idepool.ERuntime, err, "write labels of %s", id)
 	}
 	r.mu.Lock()
