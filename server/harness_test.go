@@ -68,7 +68,11 @@ func freePort(t testing.TB) int {
 func testConfig(t testing.TB, dataDir string, port, poolTarget int) config.Config {
 	t.Helper()
 	env := map[string]string{
-		"PORT":                  fmt.Sprint(port),
+		"PORT": fmt.Sprint(port),
+		// The default, PORT+1, may be some other socket's on a busy test
+		// host; a port of its own, fixed for this config so a restarted
+		// server's adopted agents find the store where it was.
+		"S3_EMBEDDED_ADDR":      fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"API_KEY":               testKey,
 		"DATA_DIR":              dataDir,
 		"PRE_WARMED_QUEUE_SIZE": fmt.Sprint(poolTarget),

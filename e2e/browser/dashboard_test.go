@@ -68,6 +68,9 @@ func startServer(t *testing.T) *env {
 	vars := map[string]string{
 		"PORT": fmt.Sprint(ln.Addr().(*net.TCPAddr).Port), "API_KEY": apiKey, "DATA_DIR": dataDir, "RUNTIME": "process",
 		"PRE_WARMED_QUEUE_SIZE": "1", "FLUSH_TIMEOUT": "5s",
+		// Port 0: the store picks a free port itself (PORT+1, the
+		// default, may be some other socket's on a busy test host).
+		"S3_EMBEDDED_ADDR": "127.0.0.1:0",
 	}
 	cfg, err := config.Load(func(k string) string { return vars[k] }, "")
 	if err != nil {

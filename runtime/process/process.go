@@ -90,8 +90,9 @@ type container struct {
 	dir string
 	// op serialises Create, Remove and SetLabels of this container.
 	op sync.Mutex
-	// labelLog is labels.log, open for appending once SetLabels first
-	// wrote to it; labelLogSize its size. Guarded by op.
+	// labelLog is labels.log, open for appending from Create (or, for a
+	// recovered container, from its first SetLabels) to Remove;
+	// labelLogSize its size. Guarded by op.
 	labelLog     *os.File
 	labelLogSize int64
 
@@ -382,6 +383,12 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	}
 	inst := r.instanceLocked(c)
 	r.mu.Unlock()
+	// labels.log is created now, not at the claim: creating a file (an
+	// inode) is the costliest step of SetLabels, and a class's 200 claims
+	// arrive at once.
+	if c.labelLog, c.labelLogSize, err = openLabels(c.dir); err != nil {
+		r.log.Warn("could not create labels.log; the first claim will", "id", spec.ID, "err", err)
+	}
 	r.log.Info("agent started", "id", spec.ID, "pid", m.Process.PID, "profile", spec.Profile.Name)
 	r.emit(spec.ID, inst.Status, false)
 	return inst, nil
