@@ -68,7 +68,7 @@ func TestDefaults(t *testing.T) {
 	wd, _ := os.Getwd()
 	want := Config{
 		Port: 3001, Domain: "localhost", PublicURL: "http://localhost:3001", AgentURL: "http://127.0.0.1:3001",
-		MaxBodyBytes: 1 << 20, CookieSameSite: "auto", RateLimitRequests: 1200, QueueEnabled: true, QueueLimit: 1000, QueueTimeout: 10 * time.Minute, RateLimitWindow: 60 * time.Second,
+		MaxBodyBytes: 1 << 20, CookieSameSite: "auto", GCPercent: 400, RateLimitRequests: 1200, QueueEnabled: true, QueueLimit: 1000, QueueTimeout: 10 * time.Minute, RateLimitWindow: 60 * time.Second,
 		Image: "idepool-ide:latest", PoolTarget: 10, CPULimit: 2, MemoryLimit: 4 << 30,
 		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, FlushTimeout: 30 * time.Second,
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
@@ -172,6 +172,9 @@ func TestKinds(t *testing.T) {
 		{map[string]string{"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, nil, nil, "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: set both or neither"},
 		{map[string]string{"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}, func(c Config) any { return c.S3Credentials().SecretAccessKey }, "s3cr3t", ""},
 		{map[string]string{"PROFILES_FILE": "profiles.json"}, func(c Config) any { return c.ProfilesFile }, "profiles.json", ""},
+		{map[string]string{}, func(c Config) any { return c.GCPercent }, 400, ""},
+		{map[string]string{"GC_PERCENT": "0"}, func(c Config) any { return c.GCPercent }, 0, ""},
+		{map[string]string{"GC_PERCENT": "off"}, nil, nil, "GC_PERCENT"},
 		{map[string]string{"PROCESS_NICE": "0"}, func(c Config) any { return c.ProcessNice }, 0, ""},
 		{map[string]string{"PROCESS_NICE": "19"}, func(c Config) any { return c.ProcessNice }, 19, ""},
 		{map[string]string{"PROCESS_NICE": "20"}, nil, nil, "PROCESS_NICE"},

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -153,6 +154,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		log.Warn("configuration", "warning", w)
 	}
 	log.Info("starting idepool", "version", opts.Version, "config", cfg)
+	if cfg.GCPercent > 0 {
+		// Process-wide, as GOGC: serve owns its process.
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create DATA_DIR: %w", err)

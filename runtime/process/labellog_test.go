@@ -3,11 +3,13 @@
 package process
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	idepool "github.com/idepool/idepool"
 )
@@ -82,6 +84,30 @@ func TestLabelLog(t *testing.T) {
 		}
 		if i > 10000 {
 			t.Fatal("labels.log never folded")
+		}
+	}
+}
+
+// appendJSONString must write what encoding/json reads back as the same
+// string (or, for invalid UTF-8, what encoding/json itself would write).
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{
+		"", "plain", `quote " and \ backslash`, "tab\tnewline\ncr\r nul\x00 bell\x07 unit\x1f",
+		"ünïcödé 日本語 😀", "line sep \u2028 para \u2029", "</script>&<>", "bad \xff utf8 \xc3", "del \x7f",
+	} {
+		got := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Errorf("%q: wrote %s, not JSON: %v", s, got, err)
+			continue
+		}
+		want := s
+		if !utf8.ValidString(s) {
+			std, _ := json.Marshal(s)
+			json.Unmarshal(std, &want)
+		}
+		if back != want {
+			t.Errorf("%q: wrote %s, read back %q", s, got, back)
 		}
 	}
 }
