@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/pprof"
 	"sort"
 	"sync"
 	"syscall"
@@ -28,8 +27,10 @@ import (
 // The same burst against an empty JSON handler, with the same client in the
 // same process, is measured first: it is what Go's HTTP stack alone costs
 // for 200 requests at once on this host, the floor of any API here.
-// BENCH_CLAIM_PROFILE=file writes a Go CPU profile of the timed burst;
-// BENCH_CLAIM_PERF=file records it with Linux perf (kernel time included).
+// Both bursts report the CPU time, allocations and collections of this
+// process (server and client) while they ran. BENCH_CLAIM_PERF=file records
+// the claims' burst with Linux perf (kernel time included; Go's own profiler
+// takes a handful of samples in a burst this short).
 // Run with -benchtime 1x: one iteration is the whole classroom.
 func BenchmarkClaimLatency(b *testing.B) {
 	const n = 200
@@ -51,20 +52,6 @@ func BenchmarkClaimLatency(b *testing.B) {
 		in.waitPool(b, "200 warm after the warm-up start", 10*time.Minute, func(w, s, c int) bool { return w == n+1 && c == 1 })
 
 		b.ResetTimer()
-		var prof *os.File
-		if f := os.Getenv("BENCH_CLAIM_PROFILE"); f != "" {
-			var err error
-			if prof, err = os.Create(f); err != nil {
-				b.Fatal(err)
-			}
-			// The burst lasts tens of ms: the default 100 Hz would take a
-			// handful of samples. (The runtime warns that the rate was set
-			// before the profile; it is what we want.)
-			runtime.SetCPUProfileRate(1000)
-			if err := pprof.StartCPUProfile(prof); err != nil {
-				b.Fatal(err)
-			}
-		}
 		var perf *exec.Cmd
 		if f := os.Getenv("BENCH_CLAIM_PERF"); f != "" {
 			// Linux perf sees what the Go profiler cannot in a burst of
@@ -79,10 +66,6 @@ func BenchmarkClaimLatency(b *testing.B) {
 		res := httpBurst(b, in.base, n, func(j int) []byte {
 			return fmt.Appendf(nil, `{"s3Bucket":"bench-class","s3Prefix":"student-%03d/","userId":"student-%d"}`, j, j)
 		})
-		if prof != nil {
-			pprof.StopCPUProfile()
-			prof.Close()
-		}
 		if perf != nil {
 			perf.Process.Signal(os.Interrupt)
 			perf.Wait()
@@ -106,10 +89,11 @@ func BenchmarkClaimLatency(b *testing.B) {
 		b.ReportMetric(float64(p99)/float64(floor.pct(0.99)), "p99/floor")
 		b.ReportMetric(refill.Seconds(), "refill-s")
 		b.ReportMetric(float64(res.cpu.Microseconds())/n, "cpu-us/claim")
-		b.Logf("%d concurrent warm claims over HTTP: p50 %v, p99 %v, max %v, all answered in %v, CPU %v (server and client); "+
+		b.ReportMetric(float64(res.gcs), "gcs-in-burst")
+		b.Logf("%d concurrent warm claims over HTTP: p50 %v, p99 %v, max %v, all answered in %v, CPU %v and %d KB allocated (server and client), %d GCs; "+
 			"same burst against an empty JSON handler: p50 %v, p99 %v, CPU %v (claim p99 = %.1f× that floor); "+
 			"first fill of %d took %v; refill of %d took %v",
-			n, p50, p99, res.max(), res.wall, res.cpu, floor.pct(0.50), floor.pct(0.99), floor.cpu,
+			n, p50, p99, res.max(), res.wall, res.cpu, res.alloc>>10, res.gcs, floor.pct(0.50), floor.pct(0.99), floor.cpu,
 			float64(p99)/float64(floor.pct(0.99)), n+1, fill, n, refill)
 	}
 }
@@ -124,6 +108,10 @@ type burstResult struct {
 	// cpu is the CPU time this process (server and client) spent during
 	// the burst.
 	cpu time.Duration
+	// gcs counts the garbage collections that ended during the burst.
+	gcs uint32
+	// alloc is what the burst allocated (server and client), in bytes.
+	alloc uint64
 }
 
 func (r burstResult) pct(q float64) time.Duration { return r.lat[int(q*float64(len(r.lat)-1))] }
@@ -191,12 +179,17 @@ func httpBurst(b *testing.B, base string, n int, body func(j int) []byte) burstR
 			r.codes[j] = res.StatusCode
 		}()
 	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	cpu0 := cpuTime(b)
 	start := time.Now()
 	close(gate)
 	wg.Wait()
 	r.wall = time.Since(start)
 	r.cpu = cpuTime(b) - cpu0
+	runtime.ReadMemStats(&ms1)
+	r.gcs = ms1.NumGC - ms0.NumGC
+	r.alloc = ms1.TotalAlloc - ms0.TotalAlloc
 	sort.Slice(r.lat, func(a, c int) bool { return r.lat[a] < r.lat[c] })
 	return r
 }
