@@ -176,6 +176,15 @@ func (f *fakeOrch) SetTarget(ctx context.Context, profile string, n int) error {
 
 func (f *fakeOrch) Profiles() []idepool.Profile { return f.profiles }
 
+func (f *fakeOrch) Profile(name string) (idepool.Profile, bool) {
+	for _, p := range f.profiles {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return idepool.Profile{}, false
+}
+
 // fakeURLs hands out "token" URLs like the router does.
 type fakeURLs struct{}
 

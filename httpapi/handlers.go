@@ -182,10 +182,8 @@ func (s *Server) startRequest(b startBody) (idepool.StartRequest, error) {
 }
 
 func (s *Server) profile(name string) (idepool.Profile, bool) {
-	for _, p := range s.o.Orchestrator.Profiles() {
-		if p.Name == name {
-			return p, true
-		}
+	if p, ok := s.o.Orchestrator.Profile(name); ok {
+		return p, true
 	}
 	return idepool.Profile{Name: name}, false
 }

@@ -58,6 +58,10 @@ type Orchestrator interface {
 	Pools() []idepool.PoolStatus
 	SetTarget(ctx context.Context, profile string, n int) error
 	Profiles() []idepool.Profile
+	// Profile returns the named profile (its routes, images, limits;
+	// Profiles has the current pool targets). Every start asks it, so it
+	// must not wait for the pool's lock.
+	Profile(name string) (idepool.Profile, bool)
 }
 
 // URLs builds the public URLs of a container's routes (implemented by

@@ -818,6 +818,17 @@ func (m *Manager) SetTarget(ctx context.Context, profile string, n int) error {
 }
 
 // profile returns a configured profile by name (default when empty).
+// Profile returns the named profile as configured (Profiles has the
+// current targets), without taking the pool's lock. The caller must not
+// change its slices.
+func (m *Manager) Profile(name string) (idepool.Profile, bool) {
+	ps := m.profiles[name] // fixed by New: see profile
+	if ps == nil {
+		return idepool.Profile{}, false
+	}
+	return ps.p, true
+}
+
 func (m *Manager) profile(name string) (idepool.Profile, error) {
 	if name == "" {
 		name = idepool.DefaultProfile

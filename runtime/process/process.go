@@ -383,11 +383,15 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	}
 	inst := r.instanceLocked(c)
 	r.mu.Unlock()
-	// labels.log is created now, not at the claim: creating a file (an
-	// inode) is the costliest step of SetLabels, and a class's 200 claims
-	// arrive at once.
+	// labels.log is created now, not at the claim, with a first record:
+	// creating a file (an inode) and then its first page were most of
+	// SetLabels' cost, and a class's 200 claims arrive at once.
 	if c.labelLog, c.labelLogSize, err = openLabels(c.dir); err != nil {
 		r.log.Warn("could not create labels.log; the first claim will", "id", spec.ID, "err", err)
+	} else if n, err := appendLabels(c.labelLog, m.Labels); err != nil {
+		r.log.Warn("could not write labels.log", "id", spec.ID, "err", err)
+	} else {
+		c.labelLogSize += n
 	}
 	r.log.Info("agent started", "id", spec.ID, "pid", m.Process.PID, "profile", spec.Profile.Name)
 	r.emit(spec.ID, inst.Status, false)
