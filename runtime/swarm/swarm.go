@@ -653,22 +653,34 @@ func (r *Runtime) NetworkSubnets(ctx context.Context) ([]netip.Prefix, error) {
 	if r.o.Network == "" {
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
+	// The Swarm's allocator gives a new overlay its subnet shortly after
+	// the network is created (a stack deploy starts idepool right then):
+	// until it has, the network has no IPAM config. Ask again, for at most
+	// 10 s: a network that never gets one is misconfigured.
+	ctx, cancel := context.WithTimeout(ctx, min(r.o.CallTimeout, 10*time.Second))
 	defer cancel()
-	res, err := r.o.Docker.NetworkInspect(ctx, r.o.Network, client.NetworkInspectOptions{})
-	if err != nil {
-		return nil, dockerError(err, "inspect network %s", r.o.Network)
-	}
-	var out []netip.Prefix
-	for _, c := range res.Network.IPAM.Config {
-		if c.Subnet.IsValid() {
-			out = append(out, c.Subnet.Masked())
+	wait := 50 * time.Millisecond
+	for {
+		res, err := r.o.Docker.NetworkInspect(ctx, r.o.Network, client.NetworkInspectOptions{})
+		if err != nil {
+			return nil, dockerError(err, "inspect network %s", r.o.Network)
 		}
+		var out []netip.Prefix
+		for _, c := range res.Network.IPAM.Config {
+			if c.Subnet.IsValid() {
+				out = append(out, c.Subnet.Masked())
+			}
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, idepool.Errorf(idepool.EMisconfigured, "network %s has no IPAM subnet", r.o.Network)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
 	}
-	if len(out) == 0 {
-		return nil, idepool.Errorf(idepool.EMisconfigured, "network %s has no IPAM subnet", r.o.Network)
-	}
-	return out, nil
 }
 
 // PeerNames returns the names of the peers allowed to reach the route
