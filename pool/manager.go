@@ -817,29 +817,29 @@ func (m *Manager) SetTarget(ctx context.Context, profile string, n int) error {
 	return nil
 }
 
-// profile returns a configured profile by name (default when empty).
 // Profile returns the named profile as configured (Profiles has the
 // current targets), without taking the pool's lock. The caller must not
 // change its slices.
 func (m *Manager) Profile(name string) (idepool.Profile, bool) {
-	ps := m.profiles[name] // fixed by New: see profile
+	// No lock: the map and each profileState's p are fixed by New, and
+	// every start asks here first — under a burst, m.mu is the hot spot.
+	ps := m.profiles[name]
 	if ps == nil {
 		return idepool.Profile{}, false
 	}
 	return ps.p, true
 }
 
+// profile returns a configured profile by name (default when empty).
 func (m *Manager) profile(name string) (idepool.Profile, error) {
 	if name == "" {
 		name = idepool.DefaultProfile
 	}
-	// No lock: the map and each profileState's p are fixed by New, and
-	// every start asks here first — under a burst, m.mu is the hot spot.
-	ps := m.profiles[name]
-	if ps == nil {
+	p, ok := m.Profile(name)
+	if !ok {
 		return idepool.Profile{}, idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", name)
 	}
-	return ps.p, nil
+	return p, nil
 }
 
 // spec builds what the runtime is asked to create; it returns the agent

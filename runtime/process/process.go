@@ -191,6 +191,25 @@ func newRuntime(opts Options, procs procTable, pick portPicker) (*Runtime, error
 	return r, nil
 }
 
+// appendLabelLog appends a record of labels to labels.log, opening it
+// first if needed; after an error the file is closed (the next call
+// reopens it). Caller holds c.op.
+func (c *container) appendLabelLog(labels map[string]string) error {
+	if c.labelLog == nil {
+		f, size, err := openLabels(c.dir)
+		if err != nil {
+			return err
+		}
+		c.labelLog, c.labelLogSize = f, size
+	}
+	n, err := appendLabels(c.labelLog, labels)
+	c.labelLogSize += n
+	if err != nil {
+		c.closeLabelLog()
+	}
+	return err
+}
+
 // closeLabelLog closes labels.log if open. Caller holds c.op.
 func (c *container) closeLabelLog() {
 	if c.labelLog != nil {
@@ -386,12 +405,8 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	// labels.log is created now, not at the claim, with a first record:
 	// creating a file (an inode) and then its first page were most of
 	// SetLabels' cost, and a class's 200 claims arrive at once.
-	if c.labelLog, c.labelLogSize, err = openLabels(c.dir); err != nil {
-		r.log.Warn("could not create labels.log; the first claim will", "id", spec.ID, "err", err)
-	} else if n, err := appendLabels(c.labelLog, m.Labels); err != nil {
-		r.log.Warn("could not write labels.log", "id", spec.ID, "err", err)
-	} else {
-		c.labelLogSize += n
+	if err := c.appendLabelLog(m.Labels); err != nil {
+		r.log.Warn("could not write labels.log; the first claim will", "id", spec.ID, "err", err)
 	}
 	r.log.Info("agent started", "id", spec.ID, "pid", m.Process.PID, "profile", spec.Profile.Name)
 	r.emit(spec.ID, inst.Status, false)
@@ -803,15 +818,7 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 			m.Labels[k] = v
 		}
 	}
-	var err error
-	if c.labelLog == nil {
-		c.labelLog, c.labelLogSize, err = openLabels(c.dir)
-	}
-	if err == nil {
-		var n int64
-		n, err = appendLabels(c.labelLog, m.Labels)
-		c.labelLogSize += n
-	}
+	err := c.appendLabelLog(m.Labels)
 	if err == nil && c.labelLogSize > labelLogMax {
 		// Fold the log into meta.json. Its last record already is m's
 		// labels, so a crash before the truncation replays the same.
