@@ -123,6 +123,9 @@ type Engine struct {
 	condOff   syncFlag
 	kick      chan struct{}
 
+	watchMu sync.Mutex
+	watch   *watcher // installed by Watch, taken over by Run
+
 	cycleMu sync.Mutex // one cycle at a time
 
 	mu          sync.Mutex // guards the fields below
@@ -170,8 +173,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}, nil
 }
 
-// Close releases the workspace handle.
+// Close releases the workspace handle (and a watcher Run never took).
 func (e *Engine) Close() error {
+	e.watchMu.Lock()
+	w := e.watch
+	e.watch = nil
+	e.watchMu.Unlock()
+	if w != nil {
+		w.close()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return errors.Join(e.root.Close(), e.journal.close())
@@ -921,10 +931,29 @@ func (e *Engine) conflict(ctx context.Context, d Decision) error {
 	return nil
 }
 
+// Watch installs the filesystem watcher now, before Run: changes from
+// this moment on are caught by events, not left to the next poll. (An
+// agent calls it before it reports its workspace synced, so a save made
+// the instant the IDE opens is pushed at once.)
+func (e *Engine) Watch() {
+	e.watchMu.Lock()
+	defer e.watchMu.Unlock()
+	if e.watch == nil {
+		e.watch = newWatcher(e, context.Background())
+	}
+}
+
 // Run keeps syncing until ctx ends: filesystem events (debounced), a
-// periodic poll of both sides, and explicit kicks.
+// periodic poll of both sides, and explicit kicks. It uses the watcher
+// Watch installed, if any.
 func (e *Engine) Run(ctx context.Context) error {
-	w := newWatcher(e, ctx)
+	e.watchMu.Lock()
+	w := e.watch
+	e.watch = nil
+	e.watchMu.Unlock()
+	if w == nil {
+		w = newWatcher(e, ctx)
+	}
 	defer w.close()
 	poll := time.NewTicker(e.opts.PollInterval)
 	defer poll.Stop()
