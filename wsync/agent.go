@@ -177,6 +177,18 @@ func (s *AgentSyncer) Flush(ctx context.Context) error {
 	return err
 }
 
+// ConfirmDeletions lets the deletions the mass-deletion guard holds go
+// through (in a cycle started now) and returns how many there are.
+func (s *AgentSyncer) ConfirmDeletions() int {
+	s.mu.Lock()
+	eng := s.eng
+	s.mu.Unlock()
+	if eng == nil {
+		return 0
+	}
+	return eng.ConfirmDeletions()
+}
+
 // Stats returns the figures of the current assignment.
 func (s *AgentSyncer) Stats() idepool.SyncStats {
 	s.mu.Lock()
