@@ -69,8 +69,9 @@ type agent struct {
 	readyCh  chan struct{} // closed once every route answers
 	activity atomic.Int64  // UnixNano of the newest activity the placeholder saw
 
-	stopReq  chan struct{} // closed on a stop message
+	stopReq  chan struct{} // closed on a stop message, or when orphaned
 	stopOnce sync.Once
+	orphaned atomic.Pointer[string] // why the agent gave up on its orchestrator
 
 	mu      sync.Mutex
 	st      savedState // the current assignment (persisted)
@@ -144,7 +145,11 @@ func (a *agent) run(ctx context.Context) error {
 	case <-ctx.Done():
 		a.log.Info("agent shutting down")
 	case <-a.stopReq:
-		a.log.Info("orchestrator asked the agent to stop")
+		if why := a.orphaned.Load(); why != nil {
+			a.log.Warn("orphaned: flushing the workspace and exiting", "why", *why)
+		} else {
+			a.log.Info("orchestrator asked the agent to stop")
+		}
 	}
 	// Workloads first, so what they save on SIGTERM is in the flush.
 	stopWork()
@@ -231,13 +236,27 @@ func (a *agent) awaitReady(ctx context.Context) {
 }
 
 // connectLoop keeps a control connection up until ctx ends, reconnecting
-// with capped exponential backoff and jitter.
+// with capped exponential backoff and jitter. An orchestrator that refuses
+// the agent, or one out of reach for OrphanTimeout, orphans it: the agent
+// then stops (flushing first) rather than wait for ever.
 func (a *agent) connectLoop(ctx context.Context) {
 	attempt := 0
+	lastUp := time.Now() // the last moment the orchestrator was reachable
 	for ctx.Err() == nil {
 		start := time.Now()
 		connected, err := a.session(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			lastUp = time.Now()
+		}
+		if errors.Is(err, errRefused) {
+			a.orphan("the orchestrator does not know this container (its record is gone or the token is not its)")
+			return
+		}
+		if down := time.Since(lastUp); down >= a.cfg.OrphanTimeout {
+			a.orphan(fmt.Sprintf("the orchestrator has been unreachable for %v (last error: %v)", down.Round(time.Second), err))
 			return
 		}
 		// Only a connection that lasted resets the backoff: one dropped at
@@ -252,6 +271,16 @@ func (a *agent) connectLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// errRefused: the orchestrator said it does not know this agent.
+var errRefused = errors.New("the orchestrator refused the agent: unknown container or token")
+
+// orphan stops the agent the way a stop message does (workloads, flush,
+// exit), saying why.
+func (a *agent) orphan(why string) {
+	a.orphaned.CompareAndSwap(nil, &why)
+	a.stopOnce.Do(func() { close(a.stopReq) })
 }
 
 // backoff is base·2^attempt capped at max, with the upper half jittered.
@@ -293,6 +322,9 @@ func (a *agent) session(ctx context.Context) (connected bool, err error) {
 	cancel()
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			if resp.Header.Get(control.HeaderRefused) == control.RefusedUnknownAgent {
+				return false, errRefused
+			}
 			return false, errors.New("the orchestrator refused the agent token (401)")
 		}
 		return false, err
@@ -382,6 +414,20 @@ func (a *agent) handle(ctx context.Context, s *session, m control.Message) {
 		}()
 	case control.TypeStop:
 		a.stopOnce.Do(func() { close(a.stopReq) })
+	case control.TypeConfirmDeletions:
+		a.mu.Lock()
+		sy := a.syncer
+		a.mu.Unlock()
+		ack := control.Message{Type: control.TypeAck, ID: m.ID}
+		if sy != nil {
+			ack.Count = sy.ConfirmDeletions()
+		}
+		if ack.Count == 0 {
+			ack.Error = "no deletions are held"
+		} else {
+			a.log.Info("held deletions confirmed", "count", ack.Count)
+		}
+		_ = a.write(ctx, s, ack)
 	default:
 		a.log.Debug("ignoring unknown message type", "type", m.Type)
 	}
