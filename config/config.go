@@ -53,6 +53,8 @@ type Config struct {
 	ProfilesFile      string        // PROFILES_FILE
 	CreateTimeout     time.Duration // CREATE_TIMEOUT
 	FlushTimeout      time.Duration // FLUSH_TIMEOUT
+	// AgentOrphanTimeout: AGENT_ORPHAN_TIMEOUT, passed to every agent.
+	AgentOrphanTimeout time.Duration
 
 	// Capacity.
 	MaxMemoryPercent int // MAX_MEMORY_PERCENT
@@ -87,7 +89,9 @@ type Config struct {
 	AWSAccessKeyID     string // AWS_ACCESS_KEY_ID; secret
 	AWSSecretAccessKey string // AWS_SECRET_ACCESS_KEY; secret
 	S3Endpoint         string // S3_ENDPOINT; "" = AWS
-	S3EmbeddedAddr     string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
+	// SyncMaxDeletePercent: SYNC_MAX_DELETE_PERCENT, passed to every agent.
+	SyncMaxDeletePercent int
+	S3EmbeddedAddr       string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
 
 	// Logging.
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error

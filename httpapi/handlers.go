@@ -614,6 +614,31 @@ func (s *Server) handleInactivity(w http.ResponseWriter, r *http.Request) error 
 	return s.stop(w, r, idepool.ReasonInactivity)
 }
 
+// handleConfirmDeletions lets a container's held mass deletion through.
+func (s *Server) handleConfirmDeletions(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	var b struct{}
+	if err := s.decodeJSON(w, r, &b); err != nil {
+		return err
+	}
+	sc := s.o.Sync
+	if sc == nil {
+		sc, _ = s.o.Orchestrator.(SyncControl)
+	}
+	if sc == nil {
+		return idepool.Errorf(idepool.EUnavailable, "sync control is not available here")
+	}
+	n, err := sc.ConfirmDeletions(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, http.StatusOK, map[string]any{"id": id, "confirmed": n})
+	return nil
+}
+
 func (s *Server) handlePools(w http.ResponseWriter, r *http.Request) error {
 	ps := s.o.Orchestrator.Pools()
 	if ps == nil {

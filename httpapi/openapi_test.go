@@ -401,6 +401,8 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 		{method: "GET", path: "/api/containers/nope1234"},
 		{method: "GET", path: "/api/containers/used0001", noAuth: true},
 		{method: "POST", path: "/api/containers/warm0002/inactivity-shutdown", body: `{"reason":"idle"}`},
+		{method: "POST", path: "/api/containers/used0001/sync/confirm-deletions"},
+		{method: "POST", path: "/api/containers/nope1234/sync/confirm-deletions", body: `{}`},
 		{method: "DELETE", path: "/api/containers/used0001"},
 		{method: "DELETE", path: "/api/containers/used0001"},
 		{method: "GET", path: "/api/pool"},

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -304,6 +305,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		ln.Close()
 		return nil, fmt.Errorf("profiles: %w", err)
 	}
+	// The agents' own settings reach them through their environment (unset:
+	// the agent's defaults).
+	agentEnv := map[string]string{}
+	if cfg.AgentOrphanTimeout > 0 {
+		agentEnv[idepool.EnvOrphanTimeout] = cfg.AgentOrphanTimeout.String()
+	}
+	if cfg.SyncMaxDeletePercent > 0 {
+		agentEnv[idepool.EnvSyncMaxDeletePercent] = strconv.Itoa(cfg.SyncMaxDeletePercent)
+	}
 	mgr, err := pool.New(pool.Options{
 		RouteGate:          traefikGate(cfg, profiles),
 		Queue:              pool.QueueOptions{Enabled: cfg.QueueEnabled, Limit: cfg.QueueLimit, Timeout: cfg.QueueTimeout},
@@ -315,6 +325,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		Profiles:           profiles,
 		Deployment:         cfg.Deployment,
 		AgentURL:           agentURL,
+		AgentEnv:           agentEnv,
 		DefaultCredentials: creds,
 		S3Endpoint:         s3Endpoint,
 		Logger:             log.With("part", "pool"),
@@ -373,6 +384,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		AgentNetworks: nets,
 		TrustedPeer:   trusted,
 		Orchestrator:  timedOrchestrator{mgr, s.metrics, buckets},
+		Sync:          syncControl{mgr, s.hub},
 		Health:        healthReporter{s},
 		Events:        s.bus.Handler(events.HandlerOptions{}),
 		Metrics:       s.metrics.Handler(),
