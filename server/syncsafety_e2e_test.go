@@ -158,3 +158,35 @@ func TestOrphanAgentProcessesExit(t *testing.T) {
 		})
 	}
 }
+
+// TestStartOverHalfMadeBucket: a crash inside the embedded store's bucket
+// creation left the bucket's directory without its metadata (with a file
+// in it). The next serve repairs it: the start succeeds (not 500
+// CONTAINER_START_FAILED for ever) and the workspace works, file kept.
+func TestStartOverHalfMadeBucket(t *testing.T) {
+	dataDir := t.TempDir()
+	cleanupContainers(t, dataDir)
+	p := filepath.Join(dataDir, "s3", "buckets", "half-made", "dana", "notes.txt")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dataDir, freePort(t), 1)
+	in := start(t, cfg)
+	defer in.stop(t)
+	var res startJSON
+	if code := in.call(t, "POST", "/api/containers/start?wait=ready", map[string]any{"s3Bucket": "half-made", "s3Prefix": "dana"}, &res); code != 201 || res.State != "running" {
+		t.Fatalf("start over a half-made bucket: %d %+v", code, res)
+	}
+	ws := filepath.Join(dataDir, "containers", res.ID, "workspace")
+	if err := fileIs(filepath.Join(ws, "notes.txt"), "kept"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ws, "new.txt"), []byte("works"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s3c := embeddedS3Client(t, dataDir, cfg.S3EmbeddedAddr)
+	eventually(t, "new.txt in S3", 30*time.Second, func() error { return objectIs(s3c, "half-made", "dana/new.txt", "works") })
+}
