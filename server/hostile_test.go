@@ -179,7 +179,7 @@ func TestErrorEnvelopeEveryRoute(t *testing.T) {
 	}
 	big := `{"s3Bucket":"` + strings.Repeat("a", 2<<20) + `"}`
 	cases := map[string][]call{
-		"GET /": {{method: "POST", path: "/"}, {method: "DELETE", path: "/"}},
+		"GET /":                 {{method: "POST", path: "/"}, {method: "DELETE", path: "/"}},
 		"GET /api/openapi.json": {{method: "POST", path: "/api/openapi.json"}},
 		"GET /api/health":       {{method: "POST", path: "/api/health", body: "{}"}, {method: "DELETE", path: "/health"}},
 		"GET /api/profiles":     {{method: "GET", path: "/api/profiles", noKey: true}, {method: "POST", path: "/api/profiles"}},
