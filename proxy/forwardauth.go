@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -34,6 +35,8 @@ func (rt *Router) ForwardAuth() http.Handler {
 			rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "missing or invalid X-Forwarded-Uri"))
 			return
 		}
+		// A page for a refusal speaks of the user's URL, not of this one.
+		r = r.WithContext(context.WithValue(r.Context(), ctxForwarded{}, u))
 		t, err := rt.resolve(u.EscapedPath())
 		if err != nil {
 			rt.writeError(w, r, err)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/htmlpage"
 )
 
 // Backend is what the router needs from the orchestrator (implemented by
@@ -429,8 +430,13 @@ func StatusOf(c idepool.Code) int {
 	return http.StatusInternalServerError
 }
 
-// writeError answers in the API's envelope {error:{code,message},timestamp,path}.
+// writeError answers in the API's envelope {error:{code,message},timestamp,path},
+// or, to a browser loading a page, with a page a person can act on.
 func (rt *Router) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if htmlpage.WantsHTML(r) {
+		rt.writePage(w, r, err)
+		return
+	}
 	code := idepool.ErrorCode(err)
 	body, _ := json.Marshal(map[string]any{
 		"error":     map[string]any{"code": code, "message": idepool.ErrorMessage(err)},

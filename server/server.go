@@ -369,12 +369,16 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		ln.Close()
 		return nil, err
 	}
+	bodiesPerClient := cfg.BodiesPerClient
+	if bodiesPerClient == 0 {
+		bodiesPerClient = -1 // 0 in the config: no bound
+	}
 	s.api = httpapi.New(httpapi.Options{
 		AgentNetworks: nets,
 		TrustedPeer:   trusted,
 		Orchestrator:  timedOrchestrator{mgr, s.metrics, buckets},
 		Health:        healthReporter{s},
-		Events:        s.bus.Handler(events.HandlerOptions{}),
+		Events:        s.bus.Handler(events.HandlerOptions{Error: s.apiError}),
 		Metrics:       s.metrics.Handler(),
 		Keys:          keys,
 		URLs:          s.router,
@@ -384,6 +388,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		CORSOrigins:   cfg.CORSOrigins,
 		Version:       opts.Version,
 		Fallback:      s.routes(),
+
+		BodyTimeout:     cfg.BodyTimeout,
+		BodiesPerClient: bodiesPerClient,
 	})
 	s.handler = s.api
 
@@ -394,6 +401,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		return nil, fmt.Errorf("recover containers from the %s runtime: %w", rt.Name(), err)
 	}
 	return s, nil
+}
+
+// apiError answers err in the API's envelope and status table (the event
+// stream's errors); s.api is set before any request.
+func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
+	s.api.WriteError(w, r, err)
 }
 
 // routes serves what is not the REST API: the agents' endpoint, Traefik's
@@ -423,6 +436,9 @@ func (s *Server) Runtime() idepool.Runtime { return s.rt }
 // Serve runs the pool and the HTTP server until ctx ends, then shuts down
 // without touching the containers.
 func (s *Server) Serve(ctx context.Context) error {
+	// No ReadTimeout: it would cut websockets, event streams and long
+	// uploads through the router; the API's body guard puts a deadline on
+	// every body instead (REQUEST_BODY_TIMEOUT).
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
