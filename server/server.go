@@ -33,6 +33,7 @@ import (
 	"github.com/idepool/idepool/events"
 	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
+	"github.com/idepool/idepool/ide"
 	"github.com/idepool/idepool/idle"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
@@ -180,6 +181,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	secret, err := readSecret(cfg.DataDir, "router-secret")
 	if err != nil {
 		return nil, fmt.Errorf("router secret: %w", err)
+	}
+	if cfg.Runtime == config.RuntimeProcess {
+		// The default profile runs the IDE installed here (EMBEDDED_IDE).
+		choice, err := ide.Detect(ctx, ide.Options{Want: cfg.EmbeddedIDE})
+		if err != nil {
+			return nil, err
+		}
+		cfg.IDE, s.cfg.IDE = choice, choice
+		log.Info("IDE of the default profile: " + choice.String())
 	}
 	profiles, err := cfg.Profiles()
 	if err != nil {
