@@ -34,6 +34,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/versity/versitygw/auth"
 	"github.com/versity/versitygw/backend/meta"
 	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/embedgw"
@@ -146,6 +147,9 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 		Quiet:             true,
 		KeepAlive:         true,
 	}
+	// Our own single-account IAM: versitygw's default path to the same one
+	// prints "No IAM service configured" on stdout (auth.New).
+	gw.IAMService = auth.NewIAMServiceSingle(gw.IamOpts().RootAccount)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Server{cancel: cancel, done: make(chan error, 1), Endpoint: "http://" + dialAddr(addr), Region: cfg.Region}
 	s.client = s3.New(s3.Options{Region: cfg.Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
@@ -175,7 +179,7 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	log.Info("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", cfg.Dir)
+	log.Debug("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", cfg.Dir)
 	return s, nil
 }
 
