@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/ide"
 )
 
 // Config is every setting, typed. Build it with Load (or Defaults in
@@ -84,6 +85,12 @@ type Config struct {
 	TrustedPeers  []string
 	agentNetworks []string // AGENT_NETWORKS as given
 	EnvFile       string   // ENV_FILE: the file actually read, "" if none
+
+	// EMBEDDED_IDE (one of ide.Names), and the IDE server detected for it
+	// (the zero value: the placeholder), which the process runtime's
+	// default profile runs.
+	EmbeddedIDE string
+	IDE         ide.Choice
 
 	// Workspace storage.
 	AWSRegion          string // AWS_REGION

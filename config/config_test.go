@@ -76,6 +76,7 @@ func TestDefaults(t *testing.T) {
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",
 		DataDir: filepath.Join(wd, "idepool-data"), ProcessNice: 10, Deployment: "idepool", Router: "builtin",
 		SwarmNetwork: "idepool", AWSRegion: "us-east-1", LogLevel: "info", LogFormat: "text",
+		EmbeddedIDE: "auto",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Defaults():\n got %s\nwant %s", c, want)

@@ -33,7 +33,9 @@ import (
 	"github.com/idepool/idepool/events"
 	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
+	"github.com/idepool/idepool/ide"
 	"github.com/idepool/idepool/idle"
+	"github.com/idepool/idepool/internal/dirlock"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
 	"github.com/idepool/idepool/proxy"
@@ -137,11 +139,13 @@ type Server struct {
 	handler  http.Handler
 	listener net.Listener
 	closers  []func()
+	lock     *dirlock.Lock
+	startup  startup
 }
 
 // New builds a server from its configuration: it prepares DATA_DIR, the API
 // key, the runtime and every part, and recovers the runtime's containers.
-func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) {
+func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -153,7 +157,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration", "warning", w)
 	}
-	log.Info("starting idepool", "version", opts.Version, "config", cfg)
+	// The whole configuration is for debugging; a person gets the short
+	// summary once serving (logStartup).
+	log.Debug("starting idepool", "version", opts.Version, "config", cfg)
+	s.startup = startup{Runtime: string(cfg.Runtime), DataDir: cfg.DataDir, KeySource: "API_KEY"}
 	if cfg.GCPercent > 0 {
 		// Process-wide, as GOGC: serve owns its process.
 		debug.SetGCPercent(cfg.GCPercent)
@@ -162,24 +169,43 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create DATA_DIR: %w", err)
 	}
+	lock, err := lockDataDir(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
+	s.lock = lock // released last, in Serve
 	keys := cfg.APIKeys
 	if len(keys) == 0 {
 		key, generated, err := config.EnsureAPIKey(cfg.DataDir)
 		if err != nil {
 			return nil, fmt.Errorf("API key: %w", err)
 		}
+		s.startup.KeySource = filepath.Join(cfg.DataDir, config.APIKeyFile)
+		s.startup.KeyGenerated = generated
 		if generated {
 			// Printed once, to stdout only, never to the log.
 			fmt.Fprintf(opts.Stdout, "idepool: no API_KEY set; generated one and stored it in %s:\n\n    %s\n\n",
 				filepath.Join(cfg.DataDir, config.APIKeyFile), key)
-		} else {
-			log.Info("no API_KEY set; using the key stored in DATA_DIR", "file", filepath.Join(cfg.DataDir, config.APIKeyFile))
 		}
 		keys = []string{key}
 	}
 	secret, err := readSecret(cfg.DataDir, "router-secret")
 	if err != nil {
 		return nil, fmt.Errorf("router secret: %w", err)
+	}
+	if cfg.Runtime == config.RuntimeProcess {
+		// The default profile runs the IDE installed here (EMBEDDED_IDE).
+		choice, err := ide.Detect(ctx, ide.Options{Want: cfg.EmbeddedIDE})
+		if err != nil {
+			return nil, err
+		}
+		cfg.IDE, s.cfg.IDE = choice, choice
+		log.Info("IDE of the default profile: " + choice.String())
 	}
 	profiles, err := cfg.Profiles()
 	if err != nil {
@@ -203,6 +229,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		}
 	}
 	s.listener = ln
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		_ = lock.SetPort(a.Port) // only a name for whoever is refused
+	}
 	agentURL := cfg.AgentURL
 	if opts.Listener != nil && cfg.Runtime != config.RuntimeSwarm {
 		// Tests listen on a random port; agents must dial that one.
@@ -213,6 +242,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		publicURL = "http://" + ln.Addr().String()
 	}
 
+	s.startup.URL = strings.TrimSuffix(publicURL, "/")
+	if s.startup.URL == "" {
+		s.startup.URL = "http://" + ln.Addr().String()
+	}
 	creds, s3Endpoint := cfg.S3Credentials(), cfg.S3Endpoint
 	var buckets *bucketEnsurer
 	if creds.IsZero() && s3Endpoint == "" && cfg.Runtime != config.RuntimeSwarm {
@@ -225,7 +258,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		creds = idepool.Credentials{AccessKeyID: store.accessKey, SecretAccessKey: store.secretKey}
 		s3Endpoint = store.Endpoint
 		buckets = &bucketEnsurer{create: store.EnsureBucket, done: map[string]bool{}}
+		s.startup.Store, s.startup.StoreDir = "embedded", store.dir
+	} else {
+		s.startup.Store = "s3"
 	}
+	s.startup.StoreEndpoint = s3Endpoint
 
 	rt, err := newRuntime(ctx, cfg, opts, log)
 	if err != nil {
@@ -460,7 +497,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer wg.Done(); s.admitter.Run(ctx, s.pool) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
-	s.log.Info("idepool serving", "addr", s.Addr(), "runtime", s.rt.Name())
+	s.logStartup(ctx)
 	if s.opts.Ready != nil {
 		s.opts.Ready(s)
 	}
@@ -481,6 +518,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, c := range s.closers {
 		c()
 	}
+	_ = s.lock.Close()
 	s.log.Info("idepool stopped; containers left running for the next start")
 	return err
 }
