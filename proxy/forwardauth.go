@@ -16,7 +16,8 @@ import (
 //   - a valid cookie for the container in X-Forwarded-Uri (/<route>/<id>/...) → 200;
 //   - a valid one-time token query parameter → 302 to the same URI without the
 //     token, with Set-Cookie (Traefik passes non-2xx answers to the client);
-//   - an unknown or unclaimed container → 404; anything else → 401.
+//   - an unknown or unclaimed container → 404, one a cold start is still
+//     creating → 503; anything else → 401.
 //
 // Traffic through Traefik is reported to Touch once per authorised request
 // (websocket frames there are invisible to idepool).

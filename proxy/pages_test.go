@@ -34,6 +34,8 @@ func TestStudentPages(t *testing.T) {
 		o.FrameAncestors = []string{"https://lms.example.com"}
 	})
 	f.be.set(idepool.Container{ID: "cold5555", Profile: "default", State: idepool.StateRunning, Generation: 1})
+	f.be.set(idepool.Container{ID: "boot7777", Profile: "default", State: idepool.StateStarting, Generation: 1,
+		Workspace: &idepool.Workspace{Bucket: "b"}})
 	f.rt.o.Backend = historyBackend{backend: f.be, stopped: map[string]idepool.Container{
 		"gone6666": {ID: "gone6666", Profile: "default", State: idepool.StateStopped, StopReason: idepool.ReasonInactivity},
 	}}
@@ -53,6 +55,7 @@ func TestStudentPages(t *testing.T) {
 		{"used link", "/code/aaaa1111/?token=" + used, 401, "This link was already used", false},
 		{"no link", "/code/aaaa1111/", 401, "This IDE needs its link", false},
 		{"not ready", "/code/cold5555/", 503, "This IDE is starting", true},
+		{"cold start", "/code/boot7777/?token=not-spent-yet", 503, "This IDE is starting", true},
 		{"stopped", "/code/gone6666/", 404, "This IDE was stopped", false},
 		{"unknown", "/code/zzzz9999/", 404, "There is no IDE at this address", false},
 		{"warm", "/code/warm3333/", 404, "There is no IDE at this address", false},

@@ -239,13 +239,19 @@ func parsePath(escaped string) (route, id, rest string, ok bool) {
 }
 
 // resolve finds the container and route a path names. Unknown ids, unknown
-// routes and containers not claimed (warm, starting, stopping) are 404.
+// routes and containers not claimed (warm, stopping) are 404; one a cold
+// start gave a user and still being created is 503.
 func (rt *Router) resolve(escapedPath string) (target, error) {
 	route, id, rest, ok := parsePath(escapedPath)
 	if !ok || !idepool.ValidID(id) {
 		return target{}, idepool.Errorf(idepool.ERouteNotFound, "not found")
 	}
 	c, ok := rt.o.Backend.Lookup(id)
+	if ok && c.Workspace != nil && (c.State == idepool.StateCreating || c.State == idepool.StateStarting) {
+		// Given to a user by a cold start, not running yet: its link will
+		// work soon (the token is not spent here).
+		return target{}, idepool.Errorf(idepool.EUnavailable, "container %s is starting", id)
+	}
 	if !ok || !c.State.Claimed() {
 		return target{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
 	}
