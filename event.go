@@ -26,6 +26,11 @@ const (
 	EventPool              EventType = "pool.target" // a pool target changed
 	EventCreateFail        EventType = "container.create-failed"
 	EventAgent             EventType = "agent.connection" // an agent connected or disconnected
+	// EventSalvaged: a dead container's unsynced files were pushed before
+	// its removal (Data: salvaged, uploaded, conflicts, failed), or could
+	// not be reached (Reason "unreachable"; Data lastSync: later edits may
+	// be lost).
+	EventSalvaged EventType = "container.salvaged"
 )
 
 // Event is one structured happening, streamed at /api/events and kept in a

@@ -162,6 +162,9 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 		Quiet:             true,
 		KeepAlive:         true,
 	}
+	// Our own single-account IAM: versitygw's default path to the same one
+	// prints "No IAM service configured" on stdout (auth.New).
+	gw.IAMService = auth.NewIAMServiceSingle(gw.IamOpts().RootAccount)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Server{cancel: cancel, done: make(chan error, 1), Endpoint: "http://" + dialAddr(addr), Region: cfg.Region,
 		meta: bm, owner: cfg.AccessKey, log: log}
@@ -192,7 +195,7 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	log.Info("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", dir)
+	log.Debug("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", dir)
 	return s, nil
 }
 
