@@ -18,7 +18,9 @@ const IgnoreFile = ".idepoolignore"
 // DefaultIgnore are patterns never synced. .git is synced on purpose: a
 // user's unpushed commits are work too (add ".git" to .idepoolignore to
 // skip it).
-var defaultIgnore = []string{"node_modules", "__pycache__", ".venv", "*.swp", "*.swx", "*~", ".DS_Store", tmpPrefix + "*"}
+// The identity marker is in it so that nothing built on the ignore list
+// (salvage) ever uploads over it.
+var defaultIgnore = []string{"node_modules", "__pycache__", ".venv", "*.swp", "*.swx", "*~", ".DS_Store", tmpPrefix + "*", MarkerRel}
 
 // DefaultIgnore returns a copy of the built-in ignore patterns.
 func DefaultIgnore() []string { return append([]string(nil), defaultIgnore...) }
