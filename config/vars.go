@@ -183,7 +183,7 @@ func vars() []VarSpec {
 			Description: "With no S3 configured at all (no S3_ENDPOINT, no AWS keys) and the process runtime, serve runs an embedded S3-compatible store (versitygw) under DATA_DIR/s3, local only; it listens here (default 127.0.0.1:PORT+1). Its credentials are generated into DATA_DIR/s3/credentials.json; buckets are created on first use.",
 			bind:        func(c *Config) any { return &c.S3EmbeddedAddr }},
 		{Name: "SYNC_MAX_DELETE_PERCENT", Default: "50", Kind: KindPercent, Topic: TopicS3,
-			Description: "Mass-deletion guard: when one sync pass would delete more than this share of a container's files (and more than 3) because they vanished from S3, the deletions wait (event sync.deletions_held) until POST /api/containers/{id}/sync/confirm-deletions; 100 turns the guard off.",
+			Description: "Mass-deletion guard: when one sync pass would delete more than this share of a container's files (and more than 3) because they vanished from S3, the deletions wait (event sync.deletions_held) until POST /api/containers/{id}/sync/confirm-deletions; 100 turns the guard off, 0 means the default.",
 			bind:        func(c *Config) any { return &c.SyncMaxDeletePercent }},
 
 		// Logging.
