@@ -30,3 +30,18 @@ func TestSyncSafetyReportsBecomeEvents(t *testing.T) {
 		}
 	}
 }
+
+// The agents' settings (AgentEnv) go into every container's environment,
+// beside the agent's own variables, which they cannot override.
+func TestAgentEnvInSpec(t *testing.T) {
+	h := newHarness(t, setup{opts: func(o *Options) {
+		o.AgentEnv = map[string]string{idepool.EnvOrphanTimeout: "15m0s", idepool.EnvAgentID: "spoofed"}
+	}})
+	spec, _ := h.m.spec("abcd1", testProfile(idepool.DefaultProfile, 1), nil)
+	if spec.Env[idepool.EnvOrphanTimeout] != "15m0s" || spec.Env[idepool.EnvAgentID] != "abcd1" || spec.Env[idepool.EnvAgentToken] == "" {
+		t.Fatalf("env: %v", spec.Env)
+	}
+	if h.m.opts.AgentEnv[idepool.EnvAgentToken] != "" {
+		t.Fatal("the token leaked into the shared AgentEnv")
+	}
+}
