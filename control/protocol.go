@@ -12,7 +12,8 @@
 //	  hello      generation, workspace (if assigned), ready, processes, lastActivity
 //	  ready      every route answers locally
 //	  heartbeat  every 5 s: generation, ready, lastActivity, processes, sync
-//	  ack        id and generation of an assign; error if refused
+//	  ack        id and generation of an assign; error if refused (of a
+//	             confirm-deletions: count, error if none were held)
 //	  synced     generation, workspace, sync (error if the initial pull failed);
 //	             re-sent after a reconnect and on a repeated assign
 //	  flushed    id of the flush (none when the agent flushed on its own, at

@@ -154,3 +154,16 @@ func TestMassDeletionHeldUntilConfirmed(t *testing.T) {
 		t.Fatalf("deleting 1 of 2 files: %v", got)
 	}
 }
+
+// A workspace whose prefix holds another workspace (u1/ and u1/sub/) never
+// syncs the inner one's identity marker.
+func TestNestedWorkspaceMarkerNotSynced(t *testing.T) {
+	e := newEnv(t, "u1/")
+	e.putRemote("sub/"+MarkerRel, []byte("idepool workspace inner\n"))
+	e.putRemote("sub/a.txt", []byte("a"))
+	eng := e.engine(nil, testOptions(), nil)
+	e.syncOnce(eng)
+	if got := e.localFiles(); !slices.Equal(got, []string{"sub/a.txt"}) {
+		t.Fatalf("local files %v: the inner workspace's marker was pulled", got)
+	}
+}
