@@ -79,6 +79,8 @@ type agent struct {
 	synced  bool       // syncGen's initial pull is done
 	syncer  Syncer
 	sess    *session
+	// undelivered: sync events raised while disconnected (bounded).
+	undelivered []control.Message
 
 	syncMu sync.Mutex // serializes Syncer Start, Flush and Stop
 	saveMu sync.Mutex // serializes persist
@@ -353,6 +355,7 @@ func (a *agent) session(ctx context.Context) (connected bool, err error) {
 		// The orchestrator may have restarted: tell it the pull is done.
 		_ = a.write(ctx, s, a.syncedMessage(nil))
 	}
+	a.deliverKept(ctx, s)
 
 	sctx, scancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -586,17 +589,57 @@ func (a *agent) forward(r idepool.AgentReport) {
 	a.send(context.Background(), m)
 }
 
-// send writes m on the current connection, if any (reports are not queued:
-// the next hello and heartbeat carry the state).
+// send writes m on the current connection, if any. Reports are not queued
+// (the next hello and heartbeat carry the state), except sync events: a
+// conflict or a remote reset seen while the orchestrator was away (a
+// store replaced while it restarted) is told once it is back.
 func (a *agent) send(ctx context.Context, m control.Message) {
 	a.mu.Lock()
 	s := a.sess
 	a.mu.Unlock()
 	if s == nil {
+		if a.keep(m) {
+			return
+		}
 		a.log.Debug("not connected; dropping report", "type", m.Type)
 		return
 	}
-	_ = a.write(ctx, s, m)
+	if err := a.write(ctx, s, m); err != nil {
+		a.keep(m)
+	}
+}
+
+// maxUndelivered bounds the sync events kept while disconnected.
+const maxUndelivered = 64
+
+// keep queues a sync event for the next connection; false if m is not one.
+func (a *agent) keep(m control.Message) bool {
+	if m.Type != control.TypeSync || m.Event == "" || m.Event == "stats" {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.undelivered) == maxUndelivered {
+		a.undelivered = a.undelivered[1:] // the oldest goes
+	}
+	a.undelivered = append(a.undelivered, m)
+	return true
+}
+
+// deliverKept sends the sync events kept while disconnected.
+func (a *agent) deliverKept(ctx context.Context, s *session) {
+	a.mu.Lock()
+	kept := a.undelivered
+	a.undelivered = nil
+	a.mu.Unlock()
+	for i, m := range kept {
+		if err := a.write(ctx, s, m); err != nil {
+			for _, r := range kept[i:] {
+				a.keep(r)
+			}
+			return
+		}
+	}
 }
 
 func (a *agent) write(ctx context.Context, s *session, m control.Message) error {

@@ -560,3 +560,30 @@ func BenchmarkAssignRoundTrip(b *testing.B) {
 	b.ReportMetric(float64(rt.Microseconds()), "µs/roundtrip")
 	b.Logf("assign round trip to a real agent over loopback: %v (n=%d)", rt, n)
 }
+
+// A sync event raised while the orchestrator is away (a store replaced
+// while it restarted) is delivered once it is back; figures are not kept.
+func TestSyncEventsWhileDisconnectedAreDelivered(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL)
+	fs := &fakeSyncer{}
+	cfg.NewSyncer = func(string, string, *slog.Logger) Syncer { return fs }
+	runAgent(t, cfg)
+	_, i := e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	if err := e.hub.Assign(context.Background(), testID, idepool.Assignment{Generation: 2, Workspace: idepool.Workspace{Bucket: "bucket-e"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.waitFor(t, i, "synced", kind(idepool.AgentSynced))
+	addr := e.srv.Listener.Addr().String()
+	e.stop()
+	fs.mu.Lock()
+	report := fs.report
+	fs.mu.Unlock()
+	report(idepool.AgentReport{Kind: idepool.AgentSyncEvent, Event: "stats"})
+	report(idepool.AgentReport{Kind: idepool.AgentSyncEvent, Event: "remote-reset", Message: "store lost"})
+	e2 := startHub(t, addr)
+	ev, _ := e2.rec.waitFor(t, 0, "remote-reset", func(r idepool.AgentReport) bool { return r.Kind == idepool.AgentSyncEvent && r.Event != "stats" })
+	if ev.Event != "remote-reset" || ev.Message != "store lost" || ev.Generation != 2 {
+		t.Fatalf("delivered after the reconnect: %+v", ev)
+	}
+}

@@ -190,3 +190,52 @@ func TestStartOverHalfMadeBucket(t *testing.T) {
 	s3c := embeddedS3Client(t, dataDir, cfg.S3EmbeddedAddr)
 	eventually(t, "new.txt in S3", 30*time.Second, func() error { return objectIs(s3c, "half-made", "dana/new.txt", "works") })
 }
+
+// TestStoreReplacedUnderLiveContainer: serve restarts with its embedded
+// store's data gone (an empty store on the same address, same
+// credentials) while a container lives on: its agent recreates the bucket
+// and uploads everything again, deleting nothing, and sync.remote_reset is
+// on the new instance's event bus.
+func TestStoreReplacedUnderLiveContainer(t *testing.T) {
+	dataDir := t.TempDir()
+	cleanupContainers(t, dataDir)
+	cfg := testConfig(t, dataDir, freePort(t), 1)
+	in := start(t, cfg)
+	in.waitPool(t, "1 warm", time.Minute, func(w, s, c int) bool { return w == 1 })
+	s3c := embeddedS3Client(t, dataDir, cfg.S3EmbeddedAddr)
+	const bucket = "store-replaced"
+	if _, err := s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{"a.txt", "src/b.txt", "src/c.txt", "src/d.txt"}
+	for _, f := range files {
+		putObject(t, s3c, bucket, "erin/"+f, "v1 "+f)
+	}
+	var res startJSON
+	if code := in.call(t, "POST", "/api/containers/start?wait=ready", map[string]any{"s3Bucket": bucket, "s3Prefix": "erin"}, &res); code != 201 || res.State != "running" {
+		t.Fatalf("start: %d %+v", code, res)
+	}
+	ws := filepath.Join(dataDir, "containers", res.ID, "workspace")
+	eventually(t, "the marker in S3", 30*time.Second, func() error {
+		_, err := getObject(s3c, bucket, "erin/.idepool/workspace-id")
+		return err
+	})
+	in.stop(t)
+	if err := os.RemoveAll(filepath.Join(dataDir, "s3", "buckets")); err != nil {
+		t.Fatal(err)
+	}
+	in = start(t, cfg)
+	defer in.stop(t)
+	eventually(t, "every file back in the new store", time.Minute, func() error {
+		for _, f := range files {
+			if err := fileIs(filepath.Join(ws, f), "v1 "+f); err != nil {
+				t.Fatalf("on disk: %v: the sync deleted the user's files", err)
+			}
+			if err := objectIs(s3c, bucket, "erin/"+f, "v1 "+f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	in.waitEvent(t, res.ID, 30*time.Second, "sync.remote_reset", func(e idepool.Event) bool { return e.Type == idepool.EventSyncRemoteReset })
+}
