@@ -189,11 +189,13 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 			return nil, err
 		}
 		cfg.IDE, s.cfg.IDE = choice, choice
-		log.Info("IDE of the default profile: " + choice.String())
 	}
 	profiles, err := cfg.Profiles()
 	if err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
+	}
+	if cfg.Runtime == config.RuntimeProcess {
+		log.Info("IDE of the default profile: " + ide.Describe(profiles[0], cfg.IDE))
 	}
 	if err := httpapi.CheckRouteNames(profiles); err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
