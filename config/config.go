@@ -34,6 +34,9 @@ type Config struct {
 	PublicURL    string   // PUBLIC_URL, derived when unset; no trailing slash
 	AgentURL     string   // AGENT_URL, derived when unset; as given (http/https/ws/wss)
 	MaxBodyBytes int64    // MAX_BODY_BYTES
+	// REQUEST_BODY_TIMEOUT and MAX_BODIES_PER_CLIENT (0 = no bound).
+	BodyTimeout     time.Duration
+	BodiesPerClient int
 
 	// Browser security and the rate limit.
 	CORSOrigins       []string      // CORS_ORIGINS; empty = no CORS
