@@ -211,7 +211,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		return nil, fmt.Errorf("profiles: %w", err)
 	}
 	if cfg.Runtime == config.RuntimeProcess {
-		log.Info("IDE of the default profile: " + ide.Describe(profiles[0], cfg.IDE))
+		s.startup.IDE = ide.Describe(profiles[0], cfg.IDE)
 	}
 	if err := httpapi.CheckRouteNames(profiles); err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
