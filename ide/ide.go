@@ -188,7 +188,8 @@ type Options struct {
 	Want string
 	// Path is the search path (default $PATH).
 	Path string
-	// Env is the environment of the version probes (default os.Environ()).
+	// Env is the environment of the version probes (default: PATH, HOME,
+	// LANG and TMPDIR, PATH set to Path).
 	Env []string
 	// Timeout bounds one version probe (default 15 s: Python programs
 	// start slowly on a busy machine).
@@ -228,7 +229,14 @@ func Detect(ctx context.Context, o Options) (Choice, error) {
 		o.Path = os.Getenv("PATH")
 	}
 	if o.Env == nil {
-		o.Env = os.Environ()
+		// As agents get: serve's own environment (API keys, S3
+		// credentials) is not the IDE's to see.
+		o.Env = []string{"PATH=" + o.Path}
+		for _, k := range []string{"HOME", "LANG", "TMPDIR"} {
+			if v, ok := os.LookupEnv(k); ok {
+				o.Env = append(o.Env, k+"="+v)
+			}
+		}
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 15 * time.Second
