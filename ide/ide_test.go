@@ -244,3 +244,17 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeEnvironment: a version probe does not see serve's secrets.
+func TestProbeEnvironment(t *testing.T) {
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+	dir := t.TempDir()
+	script := "#!/bin/sh\n[ -z \"$AWS_SECRET_ACCESS_KEY\" ] || { echo leaked >&2; exit 3; }\necho 4.96.4\n"
+	if err := os.WriteFile(filepath.Join(dir, "code-server"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Detect(context.Background(), Options{Path: dir})
+	if err != nil || c.Name != CodeServer {
+		t.Fatalf("Detect = %v, %v (skipped: %q)", c, err, c.Skipped)
+	}
+}
