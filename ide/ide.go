@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -125,7 +126,10 @@ func (c Choice) Workload() (w idepool.Workload, ok bool) {
 	default:
 		return idepool.Workload{}, false
 	}
-	script := `exec "$0" "$@" ` + strings.Join(flags, " ")
+	// The IDE keeps its state in $HOME; where serve's HOME is not the
+	// workload user's to write (another user's), one of the container's own.
+	const home = `[ -w "${HOME:-/}" ] || { HOME="${TMPDIR:-/tmp}/idepool-home-$IDEPOOL_CONTAINER_ID"; mkdir -p "$HOME" && export HOME; }; `
+	script := home + `exec "$0" "$@" ` + strings.Join(flags, " ")
 	cmd := append([]string{"sh", "-c", script}, c.Command...)
 	return idepool.Workload{Name: c.Name, Command: cmd, Env: env}, true
 }
@@ -148,6 +152,26 @@ func (c Choice) Apply(p *idepool.Profile) {
 	p.Workloads = []idepool.Workload{w}
 }
 
+// Describe says in a few words what p serves on its routes, given the
+// detected choice c: c.String() when p runs c (or c is the placeholder and
+// p runs nothing), else what the profile gives.
+func Describe(p idepool.Profile, c Choice) string {
+	if len(p.Workloads) == 0 {
+		if c.IsIDE() {
+			return "placeholder, not an IDE (the profile's own routes; " + c.Name + " runs only on the default routes)"
+		}
+		return c.String()
+	}
+	if w, ok := c.Workload(); ok && len(p.Workloads) == 1 && reflect.DeepEqual(p.Workloads[0], w) {
+		return c.String()
+	}
+	names := make([]string, len(p.Workloads))
+	for i, w := range p.Workloads {
+		names[i] = w.Name
+	}
+	return "the profile's own workloads (" + strings.Join(names, ", ") + ")"
+}
+
 // major is the leading number of a version ("6.4.12" → 6), 0 if none.
 func major(v string) int {
 	i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
@@ -164,7 +188,8 @@ type Options struct {
 	Want string
 	// Path is the search path (default $PATH).
 	Path string
-	// Env is the environment of the version probes (default os.Environ()).
+	// Env is the environment of the version probes (default: PATH, HOME,
+	// LANG and TMPDIR, PATH set to Path).
 	Env []string
 	// Timeout bounds one version probe (default 15 s: Python programs
 	// start slowly on a busy machine).
@@ -204,7 +229,14 @@ func Detect(ctx context.Context, o Options) (Choice, error) {
 		o.Path = os.Getenv("PATH")
 	}
 	if o.Env == nil {
-		o.Env = os.Environ()
+		// As agents get: serve's own environment (API keys, S3
+		// credentials) is not the IDE's to see.
+		o.Env = []string{"PATH=" + o.Path}
+		for _, k := range []string{"HOME", "LANG", "TMPDIR"} {
+			if v, ok := os.LookupEnv(k); ok {
+				o.Env = append(o.Env, k+"="+v)
+			}
+		}
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 15 * time.Second

@@ -163,7 +163,7 @@ func TestWorkloadRuns(t *testing.T) {
 			}
 			// Now the program prints its arguments, one a line.
 			prog := c.Command[0]
-			if err := os.WriteFile(prog, []byte("#!/bin/sh\nfor a; do echo \"$a\"; done\n"), 0o755); err != nil {
+			if err := os.WriteFile(prog, []byte("#!/bin/sh\necho \"HOME=$HOME\"\nfor a; do echo \"$a\"; done\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			p := idepool.Profile{Name: "default", Routes: idepool.DefaultRoutes()}
@@ -175,15 +175,22 @@ func TestWorkloadRuns(t *testing.T) {
 				t.Fatalf("workloads %+v", p.Workloads)
 			}
 			w := p.Workloads[0]
+			tmp := t.TempDir()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			cmd := execCommand(ctx, w.Command, []string{"IDEPOOL_PORT_CODE=18080", "IDEPOOL_WORKSPACE=/ws dir",
-				"IDEPOOL_CONTAINER_ID=abc123", "IDEPOOL_LISTEN_HOST=127.0.0.1", "PATH=/usr/bin:/bin"})
+				"IDEPOOL_CONTAINER_ID=abc123", "IDEPOOL_LISTEN_HOST=127.0.0.1", "PATH=/usr/bin:/bin",
+				// serve's HOME, not the workload user's to write: the
+				// IDE gets one of the container's own.
+				"HOME=/nonexistent/home", "TMPDIR=" + tmp})
 			out, err := cmd.Output()
 			if err != nil {
 				t.Fatalf("%q: %v", w.Command, err)
 			}
 			args := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+			if want := "HOME=" + filepath.Join(tmp, "idepool-home-abc123"); args[0] != want {
+				t.Errorf("%s, want %s", args[0], want)
+			}
 			for _, a := range tt.want {
 				if !slices.Contains(args, a) {
 					t.Errorf("argument %q missing from %q", a, args)
@@ -211,4 +218,43 @@ func execCommand(ctx context.Context, argv, env []string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = env
 	return cmd
+}
+
+func TestDescribe(t *testing.T) {
+	nb := Choice{Name: Notebook, Version: "6.4.12", Command: []string{"/usr/bin/jupyter-notebook"}}
+	ph := Choice{Name: Placeholder, Reason: "EMBEDDED_IDE=placeholder"}
+	runs := idepool.Profile{Name: "default", Routes: idepool.DefaultRoutes()}
+	nb.Apply(&runs)
+	own := idepool.Profile{Name: "default", Workloads: []idepool.Workload{{Name: "a"}, {Name: "b"}}}
+	bare := idepool.Profile{Name: "default", Routes: idepool.DefaultRoutes()}
+	tests := []struct {
+		p    idepool.Profile
+		c    Choice
+		want string
+	}{
+		{runs, nb, "notebook 6.4.12 (/usr/bin/jupyter-notebook)"},
+		{bare, ph, "placeholder, not an IDE (EMBEDDED_IDE=placeholder)"},
+		{bare, nb, "placeholder, not an IDE (the profile's own routes"},
+		{own, nb, "the profile's own workloads (a, b)"},
+		{own, ph, "the profile's own workloads (a, b)"},
+	}
+	for _, tt := range tests {
+		if got := Describe(tt.p, tt.c); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("Describe(%v, %v) = %q, want %q…", tt.p.Workloads, tt.c, got, tt.want)
+		}
+	}
+}
+
+// TestProbeEnvironment: a version probe does not see serve's secrets.
+func TestProbeEnvironment(t *testing.T) {
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+	dir := t.TempDir()
+	script := "#!/bin/sh\n[ -z \"$AWS_SECRET_ACCESS_KEY\" ] || { echo leaked >&2; exit 3; }\necho 4.96.4\n"
+	if err := os.WriteFile(filepath.Join(dir, "code-server"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Detect(context.Background(), Options{Path: dir})
+	if err != nil || c.Name != CodeServer {
+		t.Fatalf("Detect = %v, %v (skipped: %q)", c, err, c.Skipped)
+	}
 }

@@ -206,11 +206,13 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			return nil, err
 		}
 		cfg.IDE, s.cfg.IDE = choice, choice
-		log.Info("IDE of the default profile: " + choice.String())
 	}
 	profiles, err := cfg.Profiles()
 	if err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
+	}
+	if cfg.Runtime == config.RuntimeProcess {
+		s.startup.IDE = ide.Describe(profiles[0], cfg.IDE)
 	}
 	if err := httpapi.CheckRouteNames(profiles); err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)

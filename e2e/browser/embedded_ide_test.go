@@ -153,8 +153,14 @@ func TestEmbeddedDefaultOpensJupyter(t *testing.T) {
 	if !strings.HasPrefix(evalString(t, bctx, `location.pathname`), "/code/"+res.ID+"/") {
 		t.Errorf("the page left the container's route: %s", title)
 	}
-	if html := evalString(t, bctx, `document.documentElement.outerHTML`); !strings.Contains(html, "jupyter") && !strings.Contains(html, "Jupyter") {
-		t.Errorf("not Jupyter's page: %s", title)
+	// Jupyter's pages carry their base URL: Notebook 6 on <body>, Lab and
+	// Notebook 7 in their config script.
+	if got := evalString(t, bctx, `(function(){
+		if (document.body && document.body.dataset.baseUrl) return document.body.dataset.baseUrl;
+		const c = document.getElementById("jupyter-config-data");
+		return c ? JSON.parse(c.textContent).baseUrl || "" : "";
+	})()`); got != "/code/"+res.ID+"/" {
+		t.Errorf("not Jupyter's page under /code/%s/ (its base URL: %q): %s", res.ID, got, title)
 	}
 
 	// A notebook saved from the browser session, as Jupyter's UI saves.
