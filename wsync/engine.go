@@ -154,8 +154,9 @@ type Engine struct {
 	// those ConfirmDeletions let through in the next cycle.
 	held, confirmed map[string]bool
 	heldReported    int
-	// markerRetry: a marker write failed; not tried again before then.
-	markerRetry time.Time
+	// markerRetry, bucketRetry: a marker write or a bucket creation failed;
+	// not tried again before then.
+	markerRetry, bucketRetry time.Time
 }
 
 // NewEngine opens the workspace and loads the base.

@@ -112,7 +112,16 @@ func (e *Engine) recreateBucket(ctx context.Context) bool {
 	if !ok || e.marker() == "" {
 		return false
 	}
+	e.mu.Lock()
+	due := !e.opts.Clock.Now().Before(e.bucketRetry)
+	e.mu.Unlock()
+	if !due {
+		return false
+	}
 	if err := bc.CreateBucket(ctx); err != nil {
+		e.mu.Lock()
+		e.bucketRetry = e.opts.Clock.Now().Add(markerRetryAfter)
+		e.mu.Unlock()
 		e.emitEvery(Event{Type: "error", Message: "the workspace's bucket is gone and could not be created again: " + err.Error()}, false, 5*time.Minute)
 		return false
 	}
