@@ -93,6 +93,9 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 		ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
 			Reason: r.Event, Message: r.Message}
 		if r.Sync != nil {
+			if r.Sync.LastSync.After(e.lastSync) {
+				e.lastSync = r.Sync.LastSync
+			}
 			ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
 				"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
 		}
