@@ -49,9 +49,14 @@ func (m *Manager) salvageBeforeRemove(ctx context.Context, e *entry) {
 			m.events.Publish(ev)
 			return
 		}
-		m.log.Error("salvage before remove failed", "container", id, "err", err)
 		ev.Reason = "failed"
-		ev.Message = "salvage failed: " + idepool.ErrorMessage(err) + "; "
+		if idepool.ErrorCode(err) == idepool.EUnavailable {
+			ev.Reason = "unreachable" // a lost node: not an error of ours
+			m.log.Warn("dead container's files cannot be reached", "container", id, "err", err)
+		} else {
+			m.log.Error("salvage before remove failed", "container", id, "err", err)
+		}
+		ev.Message = idepool.ErrorMessage(err) + "; "
 	} else {
 		ev.Reason = "unreachable"
 		ev.Message = "the runtime cannot reach the container's files; "

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ type salvagingRuntime struct {
 	calls []idepool.Assignment
 	ids   []string
 	alive []bool
+	err   error // answered instead of a result when set
 }
 
 func (r *salvagingRuntime) Salvage(ctx context.Context, id string, a idepool.Assignment) (idepool.SalvageResult, error) {
@@ -26,6 +28,9 @@ func (r *salvagingRuntime) Salvage(ctx context.Context, id string, a idepool.Ass
 	r.calls = append(r.calls, a)
 	r.ids = append(r.ids, id)
 	r.alive = append(r.alive, err == nil)
+	if r.err != nil {
+		return idepool.SalvageResult{}, r.err
+	}
 	return idepool.SalvageResult{Uploaded: 1, Bytes: 10, Paths: []string{"new.txt"}}, nil
 }
 
@@ -118,4 +123,27 @@ func TestDeadContainerUnreachableSaysWhatMayBeLost(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSalvageUnreachableFallsBack: a Salvager that cannot reach the files
+// (Swarm, the container on a lost node) leads to the "may be lost" event.
+func TestSalvageUnreachableFallsBack(t *testing.T) {
+	sr := &salvagingRuntime{err: idepool.Errorf(idepool.EUnavailable, "no stopped task container on this engine's node")}
+	h := newHarness(t, setup{opts: func(o *Options) {
+		sr.helloRuntime = o.Runtime.(*helloRuntime)
+		o.Runtime = sr
+	}})
+	h.reconcile()
+	id := h.start("lost-node-ws").Container.ID
+	last := h.clock.Now().Add(-time.Minute)
+	h.killAgent(id, last)
+	h.reconcile()
+	ev, ok := h.events.find(idepool.EventSalvaged, id)
+	if !ok {
+		t.Fatalf("no %s event", idepool.EventSalvaged)
+	}
+	if ev.Reason != "unreachable" || ev.Data["lastSync"] != last.UTC().Format(time.RFC3339) || !strings.Contains(ev.Message, "may be lost") {
+		t.Errorf("event = %+v, want unreachable with the last sync", ev)
+	}
+	h.checkNoLeak()
 }
