@@ -123,7 +123,7 @@ func vars() []VarSpec {
 			Description: "Directory of idepool's state: the generated API key, the process runtime's workspaces. Made absolute at start-up.",
 			bind:        func(c *Config) any { return &c.DataDir }},
 		{Name: "PROCESS_NICE", Default: "10", Kind: KindInt, Max: 19, Topic: TopicRuntime,
-			Description: "With the process runtime: the scheduling niceness (0-19) of every agent and its workloads. Local containers have no CPU limits; a lower priority keeps claims and routing fast while hundreds of them start or sync at once. 0 runs them at idepool's own priority.",
+			Description: "With the process runtime: the scheduling niceness (0-19) of every agent and its workloads. Local containers have CPU limits only when idepool runs as root (PROCESS_USER); a lower priority keeps claims and routing fast while hundreds of them start or sync at once. 0 runs them at idepool's own priority.",
 			bind:        func(c *Config) any { return &c.ProcessNice }},
 		{Name: "PROCESS_USER", Default: "65534", Kind: KindString, Pattern: `off|[1-9][0-9]{0,9}(:[1-9][0-9]{0,9})?`,
 			Accepts: "off, or a non-zero uid[:gid]", Topic: TopicRuntime,
