@@ -16,6 +16,7 @@ import (
 type embeddedS3 struct {
 	*embeds3.Server
 	accessKey, secretKey string
+	dir                  string
 }
 
 // startEmbeddedS3 runs the embedded S3-compatible store under DATA_DIR/s3.
@@ -36,7 +37,8 @@ func startEmbeddedS3(ctx context.Context, cfg config.Config, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("embedded S3 store on %s (set S3_EMBEDDED_ADDR, or S3_ENDPOINT for a real store): %w", addr, err)
 	}
-	log.Warn("no S3 configured: workspaces are kept by an embedded S3-compatible store, on this machine only",
+	// The start-up summary says it, with a warning (logStartup).
+	log.Debug("no S3 configured: workspaces are kept by an embedded S3-compatible store, on this machine only",
 		"endpoint", srv.Endpoint, "dir", dir)
-	return &embeddedS3{Server: srv, accessKey: ak, secretKey: sk}, nil
+	return &embeddedS3{Server: srv, accessKey: ak, secretKey: sk, dir: dir}, nil
 }

@@ -33,7 +33,9 @@ import (
 	"github.com/idepool/idepool/events"
 	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
+	"github.com/idepool/idepool/ide"
 	"github.com/idepool/idepool/idle"
+	"github.com/idepool/idepool/internal/dirlock"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
 	"github.com/idepool/idepool/proxy"
@@ -137,11 +139,13 @@ type Server struct {
 	handler  http.Handler
 	listener net.Listener
 	closers  []func()
+	lock     *dirlock.Lock
+	startup  startup
 }
 
 // New builds a server from its configuration: it prepares DATA_DIR, the API
 // key, the runtime and every part, and recovers the runtime's containers.
-func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) {
+func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -153,7 +157,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration", "warning", w)
 	}
-	log.Info("starting idepool", "version", opts.Version, "config", cfg)
+	// The whole configuration is for debugging; a person gets the short
+	// summary once serving (logStartup).
+	log.Debug("starting idepool", "version", opts.Version, "config", cfg)
+	s.startup = startup{Runtime: string(cfg.Runtime), DataDir: cfg.DataDir, KeySource: "API_KEY"}
 	if cfg.GCPercent > 0 {
 		// Process-wide, as GOGC: serve owns its process.
 		debug.SetGCPercent(cfg.GCPercent)
@@ -162,18 +169,28 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create DATA_DIR: %w", err)
 	}
+	lock, err := lockDataDir(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
+	s.lock = lock // released last, in Serve
 	keys := cfg.APIKeys
 	if len(keys) == 0 {
 		key, generated, err := config.EnsureAPIKey(cfg.DataDir)
 		if err != nil {
 			return nil, fmt.Errorf("API key: %w", err)
 		}
+		s.startup.KeySource = filepath.Join(cfg.DataDir, config.APIKeyFile)
+		s.startup.KeyGenerated = generated
 		if generated {
 			// Printed once, to stdout only, never to the log.
 			fmt.Fprintf(opts.Stdout, "idepool: no API_KEY set; generated one and stored it in %s:\n\n    %s\n\n",
 				filepath.Join(cfg.DataDir, config.APIKeyFile), key)
-		} else {
-			log.Info("no API_KEY set; using the key stored in DATA_DIR", "file", filepath.Join(cfg.DataDir, config.APIKeyFile))
 		}
 		keys = []string{key}
 	}
@@ -181,9 +198,20 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("router secret: %w", err)
 	}
+	if cfg.Runtime == config.RuntimeProcess {
+		// The default profile runs the IDE installed here (EMBEDDED_IDE).
+		choice, err := ide.Detect(ctx, ide.Options{Want: cfg.EmbeddedIDE})
+		if err != nil {
+			return nil, err
+		}
+		cfg.IDE, s.cfg.IDE = choice, choice
+	}
 	profiles, err := cfg.Profiles()
 	if err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
+	}
+	if cfg.Runtime == config.RuntimeProcess {
+		s.startup.IDE = ide.Describe(profiles[0], cfg.IDE)
 	}
 	if err := httpapi.CheckRouteNames(profiles); err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
@@ -203,6 +231,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		}
 	}
 	s.listener = ln
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		_ = lock.SetPort(a.Port) // only a name for whoever is refused
+	}
 	agentURL := cfg.AgentURL
 	if opts.Listener != nil && cfg.Runtime != config.RuntimeSwarm {
 		// Tests listen on a random port; agents must dial that one.
@@ -213,6 +244,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		publicURL = "http://" + ln.Addr().String()
 	}
 
+	s.startup.URL = strings.TrimSuffix(publicURL, "/")
+	if s.startup.URL == "" {
+		s.startup.URL = "http://" + ln.Addr().String()
+	}
 	creds, s3Endpoint := cfg.S3Credentials(), cfg.S3Endpoint
 	var buckets *bucketEnsurer
 	if creds.IsZero() && s3Endpoint == "" && cfg.Runtime != config.RuntimeSwarm {
@@ -225,7 +260,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		creds = idepool.Credentials{AccessKeyID: store.accessKey, SecretAccessKey: store.secretKey}
 		s3Endpoint = store.Endpoint
 		buckets = &bucketEnsurer{create: store.EnsureBucket, done: map[string]bool{}}
+		s.startup.Store, s.startup.StoreDir = "embedded", store.dir
+	} else {
+		s.startup.Store = "s3"
 	}
+	s.startup.StoreEndpoint = s3Endpoint
 
 	rt, err := newRuntime(ctx, cfg, opts, log)
 	if err != nil {
@@ -369,12 +408,16 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		ln.Close()
 		return nil, err
 	}
+	bodiesPerClient := cfg.BodiesPerClient
+	if bodiesPerClient == 0 {
+		bodiesPerClient = -1 // 0 in the config: no bound
+	}
 	s.api = httpapi.New(httpapi.Options{
 		AgentNetworks: nets,
 		TrustedPeer:   trusted,
 		Orchestrator:  timedOrchestrator{mgr, s.metrics, buckets},
 		Health:        healthReporter{s},
-		Events:        s.bus.Handler(events.HandlerOptions{}),
+		Events:        s.bus.Handler(events.HandlerOptions{Error: s.apiError}),
 		Metrics:       s.metrics.Handler(),
 		Keys:          keys,
 		URLs:          s.router,
@@ -384,6 +427,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		CORSOrigins:   cfg.CORSOrigins,
 		Version:       opts.Version,
 		Fallback:      s.routes(),
+
+		BodyTimeout:     cfg.BodyTimeout,
+		BodiesPerClient: bodiesPerClient,
 	})
 	s.handler = s.api
 
@@ -394,6 +440,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) 
 		return nil, fmt.Errorf("recover containers from the %s runtime: %w", rt.Name(), err)
 	}
 	return s, nil
+}
+
+// apiError answers err in the API's envelope and status table (the event
+// stream's errors); s.api is set before any request.
+func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
+	s.api.WriteError(w, r, err)
 }
 
 // routes serves what is not the REST API: the agents' endpoint, Traefik's
@@ -423,6 +475,9 @@ func (s *Server) Runtime() idepool.Runtime { return s.rt }
 // Serve runs the pool and the HTTP server until ctx ends, then shuts down
 // without touching the containers.
 func (s *Server) Serve(ctx context.Context) error {
+	// No ReadTimeout: it would cut websockets, event streams and long
+	// uploads through the router; the API's body guard puts a deadline on
+	// every body instead (REQUEST_BODY_TIMEOUT).
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -444,7 +499,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer wg.Done(); s.admitter.Run(ctx, s.pool) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
-	s.log.Info("idepool serving", "addr", s.Addr(), "runtime", s.rt.Name())
+	s.logStartup(ctx)
 	if s.opts.Ready != nil {
 		s.opts.Ready(s)
 	}
@@ -465,6 +520,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, c := range s.closers {
 		c()
 	}
+	_ = s.lock.Close()
 	s.log.Info("idepool stopped; containers left running for the next start")
 	return err
 }

@@ -1,0 +1,55 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// startup is what a person needs to know once serve runs, logged as a few
+// short lines instead of one dump of the configuration (that is at DEBUG).
+type startup struct {
+	URL     string // where the API, dashboard and routes are served
+	Runtime string
+	DataDir string
+	// Store names the workspace store: "embedded" (with its endpoint and
+	// directory) or the configured S3 endpoint; never credentials.
+	Store, StoreEndpoint, StoreDir string
+	// KeySource is where the API key comes from: the key file under
+	// DATA_DIR (KeyGenerated when this start made it) or API_KEY.
+	KeySource    string
+	KeyGenerated bool
+	// IDE says which IDE the default profile's code route runs; empty
+	// until the IDE detection fills it, and then left out.
+	IDE string
+}
+
+// logStartup writes the summary: at most four lines, none long.
+func (s *Server) logStartup(ctx context.Context) {
+	su := s.startup
+	s.log.LogAttrs(ctx, slog.LevelInfo, "idepool serving",
+		slog.String("url", su.URL), slog.String("dashboard", su.URL+"/dashboard"),
+		slog.String("runtime", su.Runtime), slog.String("version", s.opts.Version))
+	store := []slog.Attr{slog.String("store", su.Store)}
+	level := slog.LevelInfo
+	if su.StoreEndpoint != "" {
+		store = append(store, slog.String("endpoint", su.StoreEndpoint))
+	}
+	if su.Store == "embedded" {
+		// Worth a warning: a lost disk loses every workspace.
+		level = slog.LevelWarn
+		store = append(store, slog.String("dir", su.StoreDir), slog.String("note", "this machine only; set S3_ENDPOINT for a real store"))
+	}
+	s.log.LogAttrs(ctx, level, "workspaces", store...)
+	var pools []string
+	for _, p := range s.pool.Pools() {
+		pools = append(pools, fmt.Sprintf("%s=%d", p.Profile, p.Target))
+	}
+	attrs := []slog.Attr{slog.String("data_dir", su.DataDir), slog.String("api_key", su.KeySource),
+		slog.String("pools", strings.Join(pools, ","))}
+	if su.IDE != "" {
+		attrs = append(attrs, slog.String("ide", su.IDE))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "settings", attrs...)
+}
