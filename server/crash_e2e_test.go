@@ -55,6 +55,21 @@ func startedUnder(t testing.TB, dataDir string) map[int]string {
 	return out
 }
 
+// sessionOf returns the session id of pid (field 6 of /proc/<pid>/stat).
+func sessionOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	i := bytes.LastIndexByte(b, ')')
+	if err != nil || i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 4 {
+		return 0
+	}
+	sid, _ := strconv.Atoi(f[3])
+	return sid
+}
+
 // TestServeKilledMidBurst SIGKILLs the real `idepool serve` binary while it
 // creates a pool of containers, then starts serve again on the same
 // DATA_DIR: every agent process must be one a record tracks (adopted), and
@@ -66,7 +81,8 @@ func TestServeKilledMidBurst(t *testing.T) {
 	cfg.S3EmbeddedAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(agentBinary(t), "serve")
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(cfg.Port), "API_KEY="+testKey, "DATA_DIR="+dataDir,
-		"PRE_WARMED_QUEUE_SIZE=10", "RUNTIME=process", "S3_EMBEDDED_ADDR="+cfg.S3EmbeddedAddr, "LOG_LEVEL=warn")
+		"PRE_WARMED_QUEUE_SIZE=10", "RUNTIME=process", "S3_EMBEDDED_ADDR="+cfg.S3EmbeddedAddr, "LOG_LEVEL=warn",
+		"EMBEDDED_IDE=placeholder")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +119,8 @@ func TestServeKilledMidBurst(t *testing.T) {
 		if err == nil {
 			err = json.Unmarshal(b, &m)
 		}
-		if err != nil || m.Process.PID != pid {
+		// The recorded agent, or a workload in its session.
+		if err != nil || m.Process.PID <= 1 || (m.Process.PID != pid && sessionOf(pid) != m.Process.PID) {
 			t.Errorf("process %d of container %s runs untracked (record pid %d, %v)", pid, id, m.Process.PID, err)
 		}
 	}
