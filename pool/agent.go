@@ -55,6 +55,9 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 		if r.Processes != nil {
 			e.processes = slices.Clone(r.Processes)
 		}
+		if r.Sync != nil && r.Sync.LastSync.After(e.lastSync) {
+			e.lastSync = r.Sync.LastSync
+		}
 		ready := r.Ready || r.Kind == idepool.AgentReady
 		deliver = m.onAlive(e, r, ready, &evs)
 	case idepool.AgentSynced:
