@@ -73,6 +73,7 @@ type Config struct {
 	Runtime      string // RUNTIME: RuntimeProcess, RuntimeSwarm, RuntimeFake
 	DataDir      string // DATA_DIR, absolute
 	ProcessNice  int    // PROCESS_NICE
+	ProcessUser  string // PROCESS_USER: "off" or uid[:gid]
 	GCPercent    int    // GC_PERCENT; 0 = the Go runtime's own
 	Deployment   string // DEPLOYMENT: value of idepool.LabelManaged
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik

@@ -75,7 +75,7 @@ func TestDefaults(t *testing.T) {
 		AgentOrphanTimeout: 15 * time.Minute, SyncMaxDeletePercent: 50,
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",
-		DataDir: filepath.Join(wd, "idepool-data"), ProcessNice: 10, Deployment: "idepool", Router: "builtin",
+		DataDir: filepath.Join(wd, "idepool-data"), ProcessNice: 10, ProcessUser: "65534", Deployment: "idepool", Router: "builtin",
 		SwarmNetwork: "idepool", AWSRegion: "us-east-1", LogLevel: "info", LogFormat: "text",
 		EmbeddedIDE: "auto",
 	}

@@ -279,6 +279,9 @@ type entry struct {
 	// noFlush: never ask the agent to push (its initial pull failed, so
 	// what it holds is not the user's work).
 	noFlush bool
+	// lastSync is the agent's last successful sync (its reports): what a
+	// lost container's "may be lost" event names.
+	lastSync time.Time
 }
 
 type startCall struct {

@@ -540,11 +540,21 @@ func (s *Server) Serve(ctx context.Context) error {
 func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (idepool.Runtime, error) {
 	switch cfg.Runtime {
 	case config.RuntimeProcess:
+		var user *process.User
+		if cfg.ProcessUser != "off" && os.Geteuid() == 0 {
+			u, err := process.ParseUser(cfg.ProcessUser)
+			if err != nil {
+				return nil, fmt.Errorf("PROCESS_USER: %w", err)
+			}
+			user = &u
+		}
 		rt, err := process.New(process.Options{
 			DataDir:      cfg.DataDir,
 			Deployment:   cfg.Deployment,
 			AgentCommand: opts.AgentCommand,
 			Nice:         cfg.ProcessNice,
+			User:         user,
+			Limits:       true, // where cgroups allow; the start-up line says what is not isolated
 			// Local processes share the host's network: workloads listen
 			// on loopback only, reachable by the router, not the LAN.
 			ExtraEnv: map[string]string{"IDEPOOL_LISTEN_HOST": "127.0.0.1"},
