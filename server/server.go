@@ -489,11 +489,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	_ = s.hub.Close(shut)
 	wg.Wait()
 	_ = s.pool.Close()
+	left := s.leftRunning()
 	for _, c := range s.closers {
 		c()
 	}
 	_ = s.lock.Close()
-	s.log.Info("idepool stopped; containers left running for the next start")
+	s.logStopped(left)
 	return err
 }
 

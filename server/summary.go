@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 )
 
 // startup is what a person needs to know once serve runs, logged as a few
@@ -52,4 +53,37 @@ func (s *Server) logStartup(ctx context.Context) {
 		attrs = append(attrs, slog.String("ide", su.IDE))
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "settings", attrs...)
+}
+
+// leftRunning counts the containers that outlive this serve (-1: unknown).
+func (s *Server) leftRunning() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	insts, err := s.rt.List(ctx)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, i := range insts {
+		if !i.Status.Terminal() {
+			n++
+		}
+	}
+	return n
+}
+
+// logStopped tells the person who pressed Ctrl-C what still runs, and how
+// to stop it: serve leaves its containers running on purpose, so that a
+// restart adopts them.
+func (s *Server) logStopped(left int) {
+	switch {
+	case left == 0:
+		s.log.Info("idepool stopped; no containers left running")
+	case left < 0:
+		s.log.Warn("idepool stopped; its containers keep running (a restart adopts them); to stop them: idepool down",
+			"data_dir", s.cfg.DataDir)
+	default:
+		s.log.Warn(fmt.Sprintf("idepool stopped; %d containers keep running (a restart adopts them); to stop them: idepool down", left),
+			"data_dir", s.cfg.DataDir, "runtime", s.rt.Name())
+	}
 }
