@@ -324,6 +324,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			snap := s.admitter.Snapshot(context.Background())
 			return snap.MemoryPercent, snap.CPUPercent
 		},
+		Host:    s.hostFigures,
+		Version: opts.Version,
+		Runtime: rt.Name(),
 		Process: true,
 	})
 	policies, err := poolPolicies(cfg)
