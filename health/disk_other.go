@@ -5,4 +5,6 @@ package health
 import "errors"
 
 // Disk is not measured here.
-func Disk(string) (DiskUsage, error) { return DiskUsage{}, errors.New("disk usage: not supported on this system") }
+func Disk(string) (DiskUsage, error) {
+	return DiskUsage{}, errors.New("disk usage: not supported on this system")
+}

@@ -414,7 +414,7 @@ func buildInfo(version, runtime string) prometheus.Collector {
 		version = "dev"
 	}
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "idepool_build_info",
-		Help: "Always 1; its labels say which idepool runs: version, Go version, runtime.",
+		Help:        "Always 1; its labels say which idepool runs: version, Go version, runtime.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goruntime.Version(), "runtime": runtime}})
 	g.Set(1)
 	return g
