@@ -184,7 +184,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		if err != nil {
 			return nil, fmt.Errorf("API key: %w", err)
 		}
-		s.startup.KeySource = filepath.Join(cfg.DataDir, config.APIKeyFile)
+		s.startup.KeySource = "DATA_DIR/" + config.APIKeyFile
 		s.startup.KeyGenerated = generated
 		if generated {
 			// Printed once, to stdout only, never to the log.
@@ -248,7 +248,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		creds = idepool.Credentials{AccessKeyID: store.accessKey, SecretAccessKey: store.secretKey}
 		s3Endpoint = store.Endpoint
 		buckets = &bucketEnsurer{create: store.EnsureBucket, done: map[string]bool{}}
-		s.startup.Store, s.startup.StoreDir = "embedded", store.dir
+		s.startup.Store = "embedded"
 	} else {
 		s.startup.Store = "s3"
 	}

@@ -16,7 +16,7 @@ type startup struct {
 	DataDir string
 	// Store names the workspace store: "embedded" (with its endpoint and
 	// directory) or the configured S3 endpoint; never credentials.
-	Store, StoreEndpoint, StoreDir string
+	Store, StoreEndpoint string
 	// KeySource is where the API key comes from: the key file under
 	// DATA_DIR (KeyGenerated when this start made it) or API_KEY.
 	KeySource    string
@@ -40,7 +40,7 @@ func (s *Server) logStartup(ctx context.Context) {
 	if su.Store == "embedded" {
 		// Worth a warning: a lost disk loses every workspace.
 		level = slog.LevelWarn
-		store = append(store, slog.String("dir", su.StoreDir), slog.String("note", "this machine only; set S3_ENDPOINT for a real store"))
+		store = append(store, slog.String("note", "kept in DATA_DIR/s3, on this machine only; S3_ENDPOINT sets a real store"))
 	}
 	s.log.LogAttrs(ctx, level, "workspaces", store...)
 	var pools []string

@@ -310,3 +310,44 @@ func lastLines(s string, n int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(l[max(len(l)-n, 0):], "\n")
 }
+
+// TestStartupOutputIsShort: a zero-config serve (no API_KEY, no S3) says
+// what a person needs in a few short lines — address, runtime, store, key
+// file, pools — and no library prints its own (versitygw's "No IAM service
+// configured").
+func TestStartupOutputIsShort(t *testing.T) {
+	dataDir := t.TempDir()
+	t.Cleanup(func() { removeAll(t, dataDir) })
+	env, port := serveEnv(t, dataDir, 0)
+	delete(env, "API_KEY")
+	serve := startBinary(t, env, "serve")
+	serve.waitServing(t, port)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(serve.stderr.String(), "msg=settings") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no start-up summary:\n%s", serve.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	errOut, stdOut := serve.stderr.String(), serve.stdout.String()
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if len(lines) >= 8 {
+		t.Errorf("start-up log has %d lines, want a few:\n%s", len(lines), errOut)
+	}
+	for _, l := range append(lines, strings.Split(stdOut, "\n")...) {
+		if len(l) > 200 {
+			t.Errorf("start-up line of %d characters: %.120s...", len(l), l)
+		}
+		if strings.Contains(l, "IAM") {
+			t.Errorf("a library's line in the start-up output: %s", l)
+		}
+	}
+	for _, want := range []string{fmt.Sprintf(":%d", port), "runtime=process", "store=embedded", "api_key=DATA_DIR/api-key", `pools="default=0"`, "data_dir=" + dataDir} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("start-up summary lacks %q:\n%s", want, errOut)
+		}
+	}
+	if !strings.Contains(stdOut, "generated") {
+		t.Errorf("the generated key is not announced on stdout:\n%s", stdOut)
+	}
+}
