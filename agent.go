@@ -61,6 +61,9 @@ type SyncStats struct {
 	LastSync     time.Time     `json:"lastSync,omitzero"`
 	LastError    string        `json:"lastError,omitempty"`
 	LastConflict string        `json:"lastConflict,omitempty"`
+	// DeletionsHeld: local files deleted in the store that the mass-deletion
+	// guard keeps on disk until the deletions are confirmed.
+	DeletionsHeld int `json:"deletionsHeld,omitempty"`
 }
 
 // AgentReport is one message from an agent, as the orchestrator consumes it.

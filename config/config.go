@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/ide"
 )
 
 // Config is every setting, typed. Build it with Load (or Defaults in
@@ -33,6 +34,9 @@ type Config struct {
 	PublicURL    string   // PUBLIC_URL, derived when unset; no trailing slash
 	AgentURL     string   // AGENT_URL, derived when unset; as given (http/https/ws/wss)
 	MaxBodyBytes int64    // MAX_BODY_BYTES
+	// REQUEST_BODY_TIMEOUT and MAX_BODIES_PER_CLIENT (0 = no bound).
+	BodyTimeout     time.Duration
+	BodiesPerClient int
 
 	// Browser security and the rate limit.
 	CORSOrigins       []string      // CORS_ORIGINS; empty = no CORS
@@ -81,6 +85,12 @@ type Config struct {
 	TrustedPeers  []string
 	agentNetworks []string // AGENT_NETWORKS as given
 	EnvFile       string   // ENV_FILE: the file actually read, "" if none
+
+	// EMBEDDED_IDE (one of ide.Names), and the IDE server detected for it
+	// (the zero value: the placeholder), which the process runtime's
+	// default profile runs.
+	EmbeddedIDE string
+	IDE         ide.Choice
 
 	// Workspace storage.
 	AWSRegion          string // AWS_REGION

@@ -69,12 +69,14 @@ func TestDefaults(t *testing.T) {
 	want := Config{
 		Port: 3001, Domain: "localhost", PublicURL: "http://localhost:3001", AgentURL: "http://127.0.0.1:3001",
 		MaxBodyBytes: 1 << 20, CookieSameSite: "auto", GCPercent: 400, RateLimitRequests: 1200, QueueEnabled: true, QueueLimit: 1000, QueueTimeout: 10 * time.Minute, RateLimitWindow: 60 * time.Second,
+		BodyTimeout: 30 * time.Second, BodiesPerClient: 128,
 		Image: "idepool-ide:latest", PoolTarget: 10, CPULimit: 2, MemoryLimit: 4 << 30,
 		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, FlushTimeout: 30 * time.Second,
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",
 		DataDir: filepath.Join(wd, "idepool-data"), ProcessNice: 10, Deployment: "idepool", Router: "builtin",
 		SwarmNetwork: "idepool", AWSRegion: "us-east-1", LogLevel: "info", LogFormat: "text",
+		EmbeddedIDE: "auto",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Defaults():\n got %s\nwant %s", c, want)

@@ -68,7 +68,8 @@ func (b *byteSize) UnmarshalJSON(data []byte) error {
 // then the profiles file's other profiles in file order. A profile other
 // than default starts as a copy of the final default with poolTarget 0;
 // the fields it gives replace the copy's. Every profile passes
-// Profile.Validate.
+// Profile.Validate. With the process runtime, a default given neither
+// workloads nor routes runs c.IDE, the IDE server detected.
 func (c Config) Profiles() ([]idepool.Profile, error) {
 	def := idepool.Profile{
 		Name:        idepool.DefaultProfile,
@@ -102,6 +103,12 @@ func (c Config) Profiles() ([]idepool.Profile, error) {
 				fail(err)
 			}
 		}
+	}
+	// The detected IDE (EMBEDDED_IDE) serves the process runtime's default
+	// profile unless the profiles file gave it workloads or routes of its
+	// own; the other profiles, copies of the default, inherit it.
+	if c.Runtime == RuntimeProcess && def.Workloads == nil && slices.Equal(def.Routes, idepool.DefaultRoutes()) {
+		c.IDE.Apply(&def)
 	}
 	if err := def.Validate(); err != nil {
 		if seen[idepool.DefaultProfile] {

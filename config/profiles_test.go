@@ -4,11 +4,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/ide"
 )
 
 func profilesConfig(t *testing.T, json string) Config {
@@ -134,4 +136,68 @@ func TestLoadValidatesProfiles(t *testing.T) {
 	if _, err := Load(env(map[string]string{"PROFILES_FILE": "p.json"}), ""); err == nil || !strings.Contains(err.Error(), "PROFILES_FILE p.json") {
 		t.Errorf("error %v", err)
 	}
+}
+
+// TestProfilesEmbeddedIDE: with the process runtime, the IDE server
+// detected runs on the default profile's code route, unless the profiles
+// file gave the default workloads or routes; other runtimes (the image
+// brings the IDE) and the placeholder leave the profile as it was.
+func TestProfilesEmbeddedIDE(t *testing.T) {
+	nb := ide.Choice{Name: ide.Notebook, Version: "6.4.12", Command: []string{"/usr/bin/jupyter-notebook"}}
+	w, _ := nb.Workload()
+	withIDE := []idepool.Route{{Name: "code", Port: 8080, KeepPrefix: true}}
+	tests := []struct {
+		name      string
+		runtime   string
+		choice    ide.Choice
+		file      string
+		routes    []idepool.Route // of default, then of "other" when the file has it
+		workloads bool
+	}{
+		{name: "process with notebook", runtime: RuntimeProcess, choice: nb, routes: withIDE, workloads: true},
+		{name: "process, copies inherit", runtime: RuntimeProcess, choice: nb,
+			file: `{"profiles": [{"name": "other", "cpuLimit": 1}]}`, routes: withIDE, workloads: true},
+		{name: "process with the placeholder", runtime: RuntimeProcess, choice: ide.Choice{Name: ide.Placeholder}, routes: idepool.DefaultRoutes()},
+		{name: "swarm", runtime: RuntimeSwarm, choice: nb, routes: idepool.DefaultRoutes()},
+		{name: "default given workloads", runtime: RuntimeProcess, choice: nb,
+			file:   `{"profiles": [{"name": "default", "workloads": [{"name": "x", "command": ["x"]}]}]}`,
+			routes: idepool.DefaultRoutes(), workloads: true},
+		{name: "default given routes", runtime: RuntimeProcess, choice: nb,
+			file:   `{"profiles": [{"name": "default", "routes": [{"name": "code", "port": 9000}]}]}`,
+			routes: []idepool.Route{{Name: "code", Port: 9000}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := profilesConfig(t, tt.file)
+			c.Runtime, c.IDE = tt.runtime, tt.choice
+			ps, err := c.Profiles()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range ps {
+				if !reflect.DeepEqual(p.Routes, tt.routes) {
+					t.Errorf("%s: routes %+v, want %+v", p.Name, p.Routes, tt.routes)
+				}
+				if got := len(p.Workloads) > 0; got != tt.workloads {
+					t.Errorf("%s: workloads %+v", p.Name, p.Workloads)
+				}
+				if tt.workloads && tt.file == "" && !reflect.DeepEqual(p.Workloads, []idepool.Workload{w}) {
+					t.Errorf("%s: workloads %+v, want the IDE's %+v", p.Name, p.Workloads, w)
+				}
+			}
+		})
+	}
+}
+
+// TestEmbeddedIDEValues: EMBEDDED_IDE accepts exactly what ide.Detect does.
+func TestEmbeddedIDEValues(t *testing.T) {
+	for _, s := range Describe() {
+		if s.Name == "EMBEDDED_IDE" {
+			if !slices.Equal(s.Values, ide.Names) || s.Default != ide.Auto {
+				t.Errorf("EMBEDDED_IDE values %q default %q, want %q and %q", s.Values, s.Default, ide.Names, ide.Auto)
+			}
+			return
+		}
+	}
+	t.Error("EMBEDDED_IDE is not in the table")
 }

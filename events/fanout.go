@@ -56,7 +56,7 @@ func LogSink(l *slog.Logger) idepool.EventSink {
 		switch e.Type {
 		case idepool.EventStopped, idepool.EventRefused, idepool.EventClaim, idepool.EventPool:
 			level = slog.LevelInfo
-		case idepool.EventCreateFail, idepool.EventSyncError, idepool.EventConflict:
+		case idepool.EventCreateFail, idepool.EventSyncError, idepool.EventConflict, idepool.EventSyncRemoteReset, idepool.EventSyncDeletionsHeld:
 			level = slog.LevelWarn
 		case idepool.EventHealth:
 			if s, _ := e.Data["status"].(string); s == string(idepool.HealthUnhealthy) {

@@ -40,13 +40,7 @@ func (b *Bus) Handler(o HandlerOptions) http.Handler {
 		o.Retry = 3 * time.Second
 	}
 	if o.Error == nil {
-		o.Error = func(w http.ResponseWriter, r *http.Request, err error) {
-			code := http.StatusBadRequest
-			if idepool.ErrorCode(err) == idepool.EUnavailable {
-				code = http.StatusServiceUnavailable
-			}
-			http.Error(w, idepool.ErrorMessage(err), code)
-		}
+		o.Error = writeError
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -134,6 +128,29 @@ func (b *Bus) Handler(o HandlerOptions) http.Handler {
 			}
 		}
 	})
+}
+
+// writeError answers err in the API's error envelope
+// ({"error":{"code","message"},"timestamp","path"}) when no Error is given.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadRequest
+	switch idepool.ErrorCode(err) {
+	case idepool.EUnavailable:
+		status = http.StatusServiceUnavailable
+	case idepool.EMethodNotAllowed:
+		status = http.StatusMethodNotAllowed
+	}
+	body, _ := json.Marshal(map[string]any{
+		"error":     map[string]any{"code": idepool.ErrorCode(err), "message": idepool.ErrorMessage(err)},
+		"timestamp": time.Now().UTC().Format("2006-01-02T15:04:05.000Z"),
+		"path":      r.URL.Path,
+	})
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
 }
 
 // filter selects the events a stream shows.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/idepool/idepool"
@@ -30,6 +31,13 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 		if errors.As(err, &tooBig) {
 			return &idepool.Error{Code: idepool.ETooLarge, Message: fmt.Sprintf("request body over %d bytes", s.o.MaxBodyBytes),
 				Details: map[string]any{"limit": s.o.MaxBodyBytes}}
+		}
+		var ie *idepool.Error
+		if errors.As(err, &ie) {
+			return ie // the body guard's refusal
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return idepool.Errorf(idepool.EInvalid, "request body stalled: no data for %s", s.o.BodyTimeout)
 		}
 		return idepool.WrapError(idepool.EInvalid, err, "could not read request body")
 	}

@@ -73,6 +73,13 @@ type ErrorDetail struct {
 // timestamp formats t as JavaScript's toISOString does, like the original.
 func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
+// WriteError answers err in the API's envelope (for parts mounted
+// elsewhere, such as the event stream).
+func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	securityHeaders(w.Header())
+	s.writeError(w, r, err)
+}
+
 // writeError answers err in the envelope. Non-idepool errors become a bare
 // INTERNAL_ERROR; their text (which may hold internals) is only logged.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/htmlpage"
 )
 
 // Limits on request fields, so no field can be used to push huge values
@@ -28,6 +29,25 @@ const (
 )
 
 func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request) error {
+	if htmlpage.WantsHTML(r) {
+		// A person who opens the server's address: what runs here and where
+		// to go, instead of JSON.
+		htmlpage.Write(w, r, http.StatusOK, htmlpage.Page{
+			Title: "idepool is running",
+			Lines: []string{
+				"This server hands out browser IDEs from a pool of ready containers. A course page or platform asks its API for one; each IDE opens at the link it gets back.",
+				"Looking for your IDE? Open it from your course page.",
+			},
+			Links: []htmlpage.Link{
+				{Text: "Dashboard (operators, with an API key)", Href: "/dashboard/"},
+				{Text: "Health (JSON)", Href: "/api/health"},
+				{Text: "API reference (OpenAPI)", Href: "/api/openapi.json"},
+				{Text: "Metrics (Prometheus)", Href: "/metrics"},
+			},
+			Footer: "idepool " + s.o.Version,
+		})
+		return nil
+	}
 	s.writeJSON(w, http.StatusOK, map[string]string{"name": "idepool", "version": s.o.Version, "status": "running"})
 	return nil
 }

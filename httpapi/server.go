@@ -41,6 +41,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -177,6 +178,14 @@ type Options struct {
 	// may call the API; empty: no CORS headers at all. Credentials are never
 	// allowed. CheckOrigins validates the list at start-up.
 	CORSOrigins []string
+
+	// BodyTimeout is how long reading a request body may wait for data
+	// (default 30 s), on every route: a stalled body is cut, a slow upload
+	// that keeps sending is not (bodyguard.go).
+	BodyTimeout time.Duration
+	// BodiesPerClient bounds the request bodies one client address may
+	// have unfinished at once (default 128; negative: no bound); more → 429.
+	BodiesPerClient int
 }
 
 // Server is the REST API. It is an http.Handler.
@@ -194,6 +203,7 @@ type Server struct {
 	apiPatterns map[string]bool
 	openAPI     []byte
 	openAPIErr  error
+	bodies      bodyCounter
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -215,6 +225,12 @@ func New(o Options) *Server {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = defaultMaxBody
 	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = defaultBodyTimeout
+	}
+	if o.BodiesPerClient == 0 {
+		o.BodiesPerClient = defaultBodiesPerIP
+	}
 	if o.DefaultWait <= 0 {
 		o.DefaultWait = defaultWait
 	}
@@ -228,7 +244,8 @@ func New(o Options) *Server {
 		o.Version = "dev"
 	}
 	s := &Server{o: o, log: o.Logger, clock: o.Clock, keys: newKeyring(o.Keys), mux: http.NewServeMux(),
-		limiter: newLimiter(o.RateLimit), cors: newCORS(o.CORSOrigins), apiPatterns: map[string]bool{}}
+		limiter: newLimiter(o.RateLimit), cors: newCORS(o.CORSOrigins), apiPatterns: map[string]bool{},
+		bodies: bodyCounter{max: o.BodiesPerClient, n: map[string]int{}}}
 	s.openAPI, s.openAPIErr = OpenAPI(o.Version)
 	for _, rt := range s.routes() {
 		h := http.Handler(s.adapt(rt.handler))
@@ -253,7 +270,7 @@ func New(o Options) *Server {
 	for i := len(o.Global) - 1; i >= 0; i-- {
 		inner = o.Global[i](inner)
 	}
-	s.handler = s.requestID(s.accessLog(s.recoverPanic(s.restrictNetworks(inner))))
+	s.handler = s.requestID(s.accessLog(s.guardBody(s.recoverPanic(s.restrictNetworks(inner)))))
 	return s
 }
 
@@ -274,6 +291,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	if pattern != "" {
 		if s.apiPatterns[pattern] {
 			s.apiHeaders(w, r)
+			if r.Body != nil && r.Body != http.NoBody {
+				r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes)
+			}
 		}
 		s.mux.ServeHTTP(w, r)
 		return
@@ -287,7 +307,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, idepool.Errorf(idepool.EMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
-	if s.o.Fallback != nil {
+	// Nothing under /api/ is the router's or the dashboard's: an unknown
+	// API path is the API's 404.
+	if s.o.Fallback != nil && r.URL.Path != "/api" && !strings.HasPrefix(r.URL.Path, "/api/") {
 		s.o.Fallback.ServeHTTP(w, r)
 		return
 	}

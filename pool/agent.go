@@ -89,12 +89,19 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 			t = idepool.EventConflict
 		case "error", "limit":
 			t = idepool.EventSyncError
+		case "remote-reset":
+			t = idepool.EventSyncRemoteReset
+		case "deletions-held":
+			t = idepool.EventSyncDeletionsHeld
 		}
 		ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
 			Reason: r.Event, Message: r.Message}
 		if r.Sync != nil {
 			ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
 				"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
+			if r.Sync.DeletionsHeld > 0 {
+				ev.Data["deletionsHeld"] = r.Sync.DeletionsHeld
+			}
 		}
 		evs = append(evs, ev)
 	case idepool.AgentGone:

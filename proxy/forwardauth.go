@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,7 +16,8 @@ import (
 //   - a valid cookie for the container in X-Forwarded-Uri (/<route>/<id>/...) → 200;
 //   - a valid one-time token query parameter → 302 to the same URI without the
 //     token, with Set-Cookie (Traefik passes non-2xx answers to the client);
-//   - an unknown or unclaimed container → 404; anything else → 401.
+//   - an unknown or unclaimed container → 404, one a cold start is still
+//     creating → 503; anything else → 401.
 //
 // Traffic through Traefik is reported to Touch once per authorised request
 // (websocket frames there are invisible to idepool).
@@ -34,6 +36,8 @@ func (rt *Router) ForwardAuth() http.Handler {
 			rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "missing or invalid X-Forwarded-Uri"))
 			return
 		}
+		// A page for a refusal speaks of the user's URL, not of this one.
+		r = r.WithContext(context.WithValue(r.Context(), ctxForwarded{}, u))
 		t, err := rt.resolve(u.EscapedPath())
 		if err != nil {
 			rt.writeError(w, r, err)

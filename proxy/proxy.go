@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/htmlpage"
 )
 
 // Backend is what the router needs from the orchestrator (implemented by
@@ -238,13 +239,19 @@ func parsePath(escaped string) (route, id, rest string, ok bool) {
 }
 
 // resolve finds the container and route a path names. Unknown ids, unknown
-// routes and containers not claimed (warm, starting, stopping) are 404.
+// routes and containers not claimed (warm, stopping) are 404; one a cold
+// start gave a user and still being created is 503.
 func (rt *Router) resolve(escapedPath string) (target, error) {
 	route, id, rest, ok := parsePath(escapedPath)
 	if !ok || !idepool.ValidID(id) {
 		return target{}, idepool.Errorf(idepool.ERouteNotFound, "not found")
 	}
 	c, ok := rt.o.Backend.Lookup(id)
+	if ok && c.Workspace != nil && (c.State == idepool.StateCreating || c.State == idepool.StateStarting) {
+		// Given to a user by a cold start, not running yet: its link will
+		// work soon (the token is not spent here).
+		return target{}, idepool.Errorf(idepool.EUnavailable, "container %s is starting", id)
+	}
 	if !ok || !c.State.Claimed() {
 		return target{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
 	}
@@ -429,8 +436,13 @@ func StatusOf(c idepool.Code) int {
 	return http.StatusInternalServerError
 }
 
-// writeError answers in the API's envelope {error:{code,message},timestamp,path}.
+// writeError answers in the API's envelope {error:{code,message},timestamp,path},
+// or, to a browser loading a page, with a page a person can act on.
 func (rt *Router) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if htmlpage.WantsHTML(r) {
+		rt.writePage(w, r, err)
+		return
+	}
 	code := idepool.ErrorCode(err)
 	body, _ := json.Marshal(map[string]any{
 		"error":     map[string]any{"code": code, "message": idepool.ErrorMessage(err)},

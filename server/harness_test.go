@@ -79,6 +79,8 @@ func testConfig(t testing.TB, dataDir string, port, poolTarget int) config.Confi
 		"RUNTIME":               "process",
 		"FLUSH_TIMEOUT":         "5s",
 		"RATE_LIMIT_REQUESTS":   "0", // the benchmark sends 200 starts with one key
+		// These tests drive the placeholder, not an IDE installed here.
+		"EMBEDDED_IDE": "placeholder",
 	}
 	cfg, err := config.Load(func(k string) string { return env[k] }, "")
 	if err != nil {

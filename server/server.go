@@ -33,6 +33,7 @@ import (
 	"github.com/idepool/idepool/events"
 	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
+	"github.com/idepool/idepool/ide"
 	"github.com/idepool/idepool/idle"
 	"github.com/idepool/idepool/internal/dirlock"
 	"github.com/idepool/idepool/metrics"
@@ -197,9 +198,20 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 	if err != nil {
 		return nil, fmt.Errorf("router secret: %w", err)
 	}
+	if cfg.Runtime == config.RuntimeProcess {
+		// The default profile runs the IDE installed here (EMBEDDED_IDE).
+		choice, err := ide.Detect(ctx, ide.Options{Want: cfg.EmbeddedIDE})
+		if err != nil {
+			return nil, err
+		}
+		cfg.IDE, s.cfg.IDE = choice, choice
+	}
 	profiles, err := cfg.Profiles()
 	if err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
+	}
+	if cfg.Runtime == config.RuntimeProcess {
+		s.startup.IDE = ide.Describe(profiles[0], cfg.IDE)
 	}
 	if err := httpapi.CheckRouteNames(profiles); err != nil {
 		return nil, fmt.Errorf("profiles: %w", err)
@@ -399,12 +411,16 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		ln.Close()
 		return nil, err
 	}
+	bodiesPerClient := cfg.BodiesPerClient
+	if bodiesPerClient == 0 {
+		bodiesPerClient = -1 // 0 in the config: no bound
+	}
 	s.api = httpapi.New(httpapi.Options{
 		AgentNetworks: nets,
 		TrustedPeer:   trusted,
 		Orchestrator:  timedOrchestrator{mgr, s.metrics, buckets},
 		Health:        healthReporter{s},
-		Events:        s.bus.Handler(events.HandlerOptions{}),
+		Events:        s.bus.Handler(events.HandlerOptions{Error: s.apiError}),
 		Metrics:       s.metrics.Handler(),
 		Keys:          keys,
 		URLs:          s.router,
@@ -414,6 +430,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		CORSOrigins:   cfg.CORSOrigins,
 		Version:       opts.Version,
 		Fallback:      s.routes(),
+
+		BodyTimeout:     cfg.BodyTimeout,
+		BodiesPerClient: bodiesPerClient,
 	})
 	s.handler = s.api
 
@@ -424,6 +443,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		return nil, fmt.Errorf("recover containers from the %s runtime: %w", rt.Name(), err)
 	}
 	return s, nil
+}
+
+// apiError answers err in the API's envelope and status table (the event
+// stream's errors); s.api is set before any request.
+func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
+	s.api.WriteError(w, r, err)
 }
 
 // routes serves what is not the REST API: the agents' endpoint, Traefik's
@@ -453,6 +478,9 @@ func (s *Server) Runtime() idepool.Runtime { return s.rt }
 // Serve runs the pool and the HTTP server until ctx ends, then shuts down
 // without touching the containers.
 func (s *Server) Serve(ctx context.Context) error {
+	// No ReadTimeout: it would cut websockets, event streams and long
+	// uploads through the router; the API's body guard puts a deadline on
+	// every body instead (REQUEST_BODY_TIMEOUT).
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -79,6 +79,10 @@ func (s *AgentSyncer) Start(ctx context.Context, a idepool.Assignment, report fu
 	s.mu.Lock()
 	s.eng, s.report, s.gen, s.ws = eng, report, a.Generation, ws
 	s.mu.Unlock()
+	// The watcher goes in before the pull: once Start returns the agent
+	// reports the workspace synced, and a save at that instant must not
+	// wait for the next poll. The pull's own renames cost one extra cycle.
+	eng.Watch()
 	log.Info("initial pull")
 	t0 := time.Now()
 	if _, err := eng.SyncOnce(ctx); err != nil {
@@ -171,6 +175,18 @@ func (s *AgentSyncer) Flush(ctx context.Context) error {
 	err := eng.Flush(ctx)
 	s.sendStats()
 	return err
+}
+
+// ConfirmDeletions lets the deletions the mass-deletion guard holds go
+// through (in a cycle started now) and returns how many there are.
+func (s *AgentSyncer) ConfirmDeletions() int {
+	s.mu.Lock()
+	eng := s.eng
+	s.mu.Unlock()
+	if eng == nil {
+		return 0
+	}
+	return eng.ConfirmDeletions()
 }
 
 // Stats returns the figures of the current assignment.

@@ -47,6 +47,11 @@ type Options struct {
 	Host string
 	// Clock for timestamps [system clock].
 	Clock idepool.Clock
+	// MaxDeletePercent guards mass deletions: when one cycle would delete
+	// more than this share of the local files because they vanished from
+	// the store (and more than deleteFloor of them), those deletions are
+	// held until ConfirmDeletions [50; 100 or more: no guard].
+	MaxDeletePercent int
 
 	// Used by AgentSyncer only: figures are reported this often [10s];
 	// S3 multipart tuning and the bound on one small request (S3Config).
@@ -87,12 +92,18 @@ func (o Options) withDefaults() Options {
 	if o.Clock == nil {
 		o.Clock = idepool.SystemClock{}
 	}
+	if o.MaxDeletePercent <= 0 {
+		o.MaxDeletePercent = 50
+	}
 	return o
 }
 
 // Event is something the engine tells its owner about.
 type Event struct {
-	// Type: "conflict", "error", "limit", "unsafe-key", "retry".
+	// Type: "conflict", "error", "limit", "unsafe-key", "retry",
+	// "remote-reset" (the store lost the workspace's identity marker:
+	// nothing was deleted locally, the files go up again) or
+	// "deletions-held" (a mass deletion waits for ConfirmDeletions).
 	Type    string
 	Path    string
 	Message string
@@ -123,6 +134,9 @@ type Engine struct {
 	condOff   syncFlag
 	kick      chan struct{}
 
+	watchMu sync.Mutex
+	watch   *watcher // installed by Watch, taken over by Run
+
 	cycleMu sync.Mutex // one cycle at a time
 
 	mu          sync.Mutex // guards the fields below
@@ -136,6 +150,10 @@ type Engine struct {
 	stateDirty  bool // base changed since the last snapshot
 	// lastActivity is the newest local change pushed: user activity.
 	lastActivity time.Time
+	// held: local deletions the mass-deletion guard holds back; confirmed:
+	// those ConfirmDeletions let through in the next cycle.
+	held, confirmed map[string]bool
+	heldReported    int
 }
 
 // NewEngine opens the workspace and loads the base.
@@ -170,8 +188,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}, nil
 }
 
-// Close releases the workspace handle.
+// Close releases the workspace handle (and a watcher Run never took).
 func (e *Engine) Close() error {
+	e.watchMu.Lock()
+	w := e.watch
+	e.watch = nil
+	e.watchMu.Unlock()
+	if w != nil {
+		w.close()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return errors.Join(e.root.Close(), e.journal.close())
@@ -182,6 +207,7 @@ func (e *Engine) Stats() idepool.SyncStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.stats
+	s.DeletionsHeld = len(e.held)
 	if !e.dirtySince.IsZero() {
 		s.Lag = e.opts.Clock.Now().Sub(e.dirtySince)
 	}
@@ -264,7 +290,10 @@ func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
 	e.mu.Unlock()
 
 	sc := e.scan(base)
-	remote, err := e.listRemote(ctx, sc)
+	remote, marker, err := e.listRemote(ctx, sc)
+	if errors.Is(err, ErrNoBucket) && e.recreateBucket(ctx) {
+		remote, marker, err = e.listRemote(ctx, sc)
+	}
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrList, err)
 		e.mu.Lock()
@@ -281,8 +310,19 @@ func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
 	e.mu.Lock()
 	e.listFailing = false
 	e.mu.Unlock()
+	reset := e.checkIdentity(base, marker)
 	e.resolvePending(base, remote)
 	plan := Plan(base, sc.files, remote, sc.skipped)
+	plan = e.guardDeletions(plan, len(sc.files))
+	if reset {
+		pushes := 0
+		for _, d := range plan {
+			if d.Action == Push || d.Action == Conflict {
+				pushes++
+			}
+		}
+		e.emit(Event{Type: "remote-reset", Message: fmt.Sprintf("the workspace's store lost its identity marker (emptied or replaced by an empty one): nothing is deleted locally; %d files go up again from disk", pushes)}, false)
+	}
 	e.mu.Lock()
 	e.stats.Pending = len(plan)
 	e.mu.Unlock()
@@ -293,6 +333,25 @@ func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
 	)
 	var g errgroup.Group
 	g.SetLimit(e.opts.Parallelism)
+	if e.marker() == "" {
+		g.Go(func() error {
+			err := e.ensureMarker(ctx, marker)
+			errMu.Lock()
+			defer errMu.Unlock()
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrPreconditionFailed):
+				res.Retry = true // written concurrently: adopted next cycle
+			default:
+				res.Failed++
+				errs = append(errs, fmt.Errorf("identity marker: %w", err))
+				if ctx.Err() == nil {
+					e.noteError(MarkerRel, err)
+				}
+			}
+			return nil
+		})
+	}
 	for _, d := range plan {
 		if ctx.Err() != nil {
 			break
@@ -474,6 +533,16 @@ func (e *Engine) scan(base map[string]Base) *scanResult {
 			return nil
 		}
 		name := d.Name()
+		if reserved(p) {
+			// The store's own directory (identity marker): never synced,
+			// never taken for a deletion.
+			sc.skip[p] = true
+			if d.IsDir() {
+				sc.skipDir = append(sc.skipDir, p+"/")
+				return fs.SkipDir
+			}
+			return nil
+		}
 		if first && strings.HasPrefix(name, tmpPrefix) && d.Type().IsRegular() {
 			_ = e.root.Remove(p) // left by a killed engine
 			return nil
@@ -560,21 +629,27 @@ func (e *Engine) hashFile(p string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func (e *Engine) listRemote(ctx context.Context, sc *scanResult) (map[string]ObjectInfo, error) {
+// listRemote lists the workspace; marker is its identity marker, if listed.
+func (e *Engine) listRemote(ctx context.Context, sc *scanResult) (out map[string]ObjectInfo, marker *ObjectInfo, err error) {
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	objs, err := e.store.List(lctx, e.prefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make(map[string]ObjectInfo, len(objs))
+	out = make(map[string]ObjectInfo, len(objs))
 	for _, o := range objs {
 		rel, err := RelFromKey(e.prefix, o.Key)
 		if err != nil {
 			e.emit(Event{Type: "unsafe-key", Path: o.Key, Message: "refused: " + err.Error()}, true)
 			continue
 		}
-		if rel == "" || sc.ig.Ignored(rel) {
+		if rel == MarkerRel {
+			m := o
+			marker = &m
+			continue
+		}
+		if rel == "" || reserved(rel) || sc.ig.Ignored(rel) {
 			continue
 		}
 		if o.Size > e.opts.MaxFileSize {
@@ -589,7 +664,7 @@ func (e *Engine) listRemote(ctx context.Context, sc *scanResult) (map[string]Obj
 		}
 		out[rel] = o
 	}
-	return out, nil
+	return out, marker, nil
 }
 
 // ErrList wraps a failure to list the remote side: nothing was decided.
@@ -921,10 +996,29 @@ func (e *Engine) conflict(ctx context.Context, d Decision) error {
 	return nil
 }
 
+// Watch installs the filesystem watcher now, before Run: changes from
+// this moment on are caught by events, not left to the next poll. (An
+// agent calls it before it reports its workspace synced, so a save made
+// the instant the IDE opens is pushed at once.)
+func (e *Engine) Watch() {
+	e.watchMu.Lock()
+	defer e.watchMu.Unlock()
+	if e.watch == nil {
+		e.watch = newWatcher(e, context.Background())
+	}
+}
+
 // Run keeps syncing until ctx ends: filesystem events (debounced), a
-// periodic poll of both sides, and explicit kicks.
+// periodic poll of both sides, and explicit kicks. It uses the watcher
+// Watch installed, if any.
 func (e *Engine) Run(ctx context.Context) error {
-	w := newWatcher(e, ctx)
+	e.watchMu.Lock()
+	w := e.watch
+	e.watch = nil
+	e.watchMu.Unlock()
+	if w == nil {
+		w = newWatcher(e, ctx)
+	}
 	defer w.close()
 	poll := time.NewTicker(e.opts.PollInterval)
 	defer poll.Stop()

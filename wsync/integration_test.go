@@ -124,7 +124,9 @@ func (e *env) remoteKeys() []string {
 	}
 	var keys []string
 	for _, o := range objs {
-		keys = append(keys, o.Key)
+		if !strings.HasSuffix(o.Key, MarkerRel) { // the engine's own
+			keys = append(keys, o.Key)
+		}
 	}
 	return keys
 }

@@ -276,7 +276,7 @@ func mapErr(err error) error {
 		case "NotImplemented":
 			return errors.Join(ErrConditionsUnsupported, err)
 		case "NoSuchBucket":
-			return err
+			return errors.Join(ErrNoBucket, err)
 		}
 	}
 	var re interface{ HTTPStatusCode() int }
@@ -289,6 +289,20 @@ func mapErr(err error) error {
 		}
 	}
 	return err
+}
+
+// CreateBucket creates the store's bucket (the engine recreates a bucket
+// that vanished under a workspace it had synced). An existing bucket is
+// not an error.
+func (s *S3Store) CreateBucket(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	_, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.cfg.Bucket)})
+	var owned *types.BucketAlreadyOwnedByYou
+	if err != nil && !errors.As(err, &owned) {
+		return fmt.Errorf("create bucket %s: %w", s.cfg.Bucket, err)
+	}
+	return nil
 }
 
 func trimETag(s string) string { return strings.Trim(s, `"`) }

@@ -26,6 +26,10 @@ type State struct {
 	// Pending: uploads started but not (yet) recorded as a base, resolved
 	// against the next remote listing (ResolvePending).
 	Pending map[string]Pending `json:"pending,omitempty"`
+	// Marker is the ETag of the workspace's identity marker (MarkerRel) the
+	// base was agreed against; empty until one is written or adopted. A
+	// listing without it, or with another, means the store was reset.
+	Marker string `json:"marker,omitempty"`
 }
 
 // Pending is an upload about to be made, recorded before the PUT so that a
@@ -154,13 +158,18 @@ func (s *State) clonePending() map[string]Pending {
 //
 // A line is one of: a base set ("b" an object) or removed ("b" null), both
 // of which also settle any pending push of the path; a pending push
-// ("pending", written before the PUT); or a dropped pending push
-// ("unpend").
+// ("pending", written before the PUT); a dropped pending push ("unpend");
+// the identity marker agreed on ("marker"); or a reset of the store
+// ("reset").
 type journalEntry struct {
 	Path    string   `json:"p"`
 	Base    *Base    `json:"b,omitempty"`
 	Pending *Pending `json:"pending,omitempty"`
 	Unpend  bool     `json:"unpend,omitempty"`
+	// Marker records the identity marker's ETag (Path is MarkerRel);
+	// Reset empties the base and forgets the marker (the store was reset).
+	Marker *string `json:"marker,omitempty"`
+	Reset  bool    `json:"reset,omitempty"`
 }
 
 func journalName(stateFile string) string { return stateFile + ".journal" }
@@ -187,6 +196,12 @@ func (s *State) replayJournal(stateFile string) {
 // apply is one journal line's update.
 func (s *State) apply(je journalEntry) {
 	switch {
+	case je.Reset:
+		clear(s.Entries)
+		clear(s.Pending)
+		s.Marker = ""
+	case je.Marker != nil:
+		s.Marker = *je.Marker
 	case je.Pending != nil:
 		s.Pending[je.Path] = *je.Pending
 	case je.Unpend:

@@ -18,6 +18,8 @@ var (
 	// not implemented; the engine then falls back to unconditional writes
 	// checked by re-listing.
 	ErrConditionsUnsupported = errors.New("conditional writes not supported by the server")
+	// ErrNoBucket: the bucket does not exist.
+	ErrNoBucket = errors.New("no such bucket")
 )
 
 // ObjectInfo is one object as a listing or a write reports it.

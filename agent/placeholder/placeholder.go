@@ -1,6 +1,7 @@
 // Package placeholder is the built-in workload idepool runs when a profile
 // names none: a read-only page listing the workspace's files, a websocket
-// echo at /ws and /healthz. It is not an IDE: no shell, no file writes.
+// echo at /ws and /healthz. It is not an IDE: no shell, no file writes; the
+// page says so and how to get one.
 package placeholder
 
 import (
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/idepool/idepool/ide"
 )
 
 // ProbeHeader marks the agent's readiness probes, which are not user
@@ -136,6 +139,7 @@ type page struct {
 	Truncated bool
 	WSURL     string
 	Error     string
+	Hints     []ide.Hint
 }
 
 var listTmpl = template.Must(template.New("list").Parse(`<!doctype html>
@@ -143,13 +147,20 @@ var listTmpl = template.Must(template.New("list").Parse(`<!doctype html>
 <style>body{font-family:system-ui,sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}td.n{text-align:right}</style>
 </head><body>
 <h1>{{.Title}}</h1>
+<div id="not-an-ide" style="border:1px solid #c90;background:#fff8e0;padding:.5em 1em">
+<p><strong>This is idepool's placeholder, not an IDE:</strong> a read-only list of the workspace's files.
+No IDE was found on the machine that runs <code>idepool serve</code>, or the profile names none.</p>
+<p>To get a real IDE, install one there and restart <code>idepool serve</code> (it picks the first of code-server, JupyterLab, Jupyter Notebook):</p>
+<ul>{{range .Hints}}<li>{{.IDE}}: <code>{{.Command}}</code></li>{{end}}</ul>
+<p>Or give the profile its own <code>workloads</code> in <code>PROFILES_FILE</code> (see deploy/ide).</p>
+</div>
 <p>Workspace: <code>{{.Path}}</code>{{if .Parent}} — <a href="{{.Parent}}">up</a>{{end}}</p>
 {{if .Error}}<p><strong>{{.Error}}</strong></p>{{else}}
 <table><tr><th>Name</th><th>Size</th><th>Modified</th></tr>
 {{range .Entries}}<tr><td>{{if .Href}}<a href="{{.Href}}">{{.Name}}/</a>{{else}}{{.Name}}{{if eq .Kind "link"}} →{{end}}{{end}}</td><td class="n">{{if eq .Kind "file"}}{{.Size}}{{end}}</td><td>{{.ModTime}}</td></tr>
 {{else}}<tr><td colspan="3"><em>empty</em></td></tr>{{end}}
 </table>{{if .Truncated}}<p>(listing truncated)</p>{{end}}{{end}}
-<p>This is idepool's placeholder workload. Websocket echo: <code id="ws">{{.WSURL}}</code> <span id="st"></span></p>
+<p>Websocket echo: <code id="ws">{{.WSURL}}</code> <span id="st"></span></p>
 <script>
 (function(){try{var u=new URL(document.getElementById("ws").textContent,location.href);u.protocol=u.protocol==="https:"?"wss:":"ws:";
 var s=new WebSocket(u);s.onopen=function(){s.send("ping")};s.onmessage=function(e){document.getElementById("st").textContent="echo: "+e.data;s.close()}}catch(e){}})();
@@ -175,7 +186,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		rel = "."
 		shown = "/"
 	}
-	pg := page{Title: h.opts.Title, Path: shown, WSURL: pfx + "/ws"}
+	pg := page{Title: h.opts.Title, Path: shown, WSURL: pfx + "/ws", Hints: ide.InstallHints()}
 	if rel != "." {
 		parent := path.Dir("/" + rel)
 		if parent == "/" {

@@ -179,3 +179,21 @@ func TestWebsocketEcho(t *testing.T) {
 		t.Fatalf("activity = %d, want 5", n.Load())
 	}
 }
+
+// TestSaysWhatItIs: the page says plainly that it is not an IDE and how to
+// get one, one line per option.
+func TestSaysWhatItIs(t *testing.T) {
+	srv, _, _ := setup(t)
+	code, body := get(t, srv.URL+"/", nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET / = %d", code)
+	}
+	if !strings.Contains(body, "placeholder, not an IDE") {
+		t.Errorf("the page does not say it is not an IDE:\n%s", body)
+	}
+	for _, want := range []string{"apt install jupyter-notebook", "pip install jupyterlab", "code-server.dev/install.sh"} {
+		if n := strings.Count(body, want); n != 1 {
+			t.Errorf("%q appears %d times, want once:\n%s", want, n, body)
+		}
+	}
+}

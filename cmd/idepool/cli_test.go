@@ -53,6 +53,7 @@ func startCLIServer(t *testing.T, poolTarget int) *cliServer {
 	env := map[string]string{
 		"PORT": fmt.Sprint(ln.Addr().(*net.TCPAddr).Port), "API_KEY": cliTestKey, "DATA_DIR": dataDir, "RUNTIME": "process",
 		"PRE_WARMED_QUEUE_SIZE": fmt.Sprint(poolTarget), "FLUSH_TIMEOUT": "5s",
+		"EMBEDDED_IDE": "placeholder", // the CLI, not an IDE installed here
 	}
 	cfg, err := config.Load(func(k string) string { return env[k] }, "")
 	if err != nil {

@@ -150,6 +150,7 @@ func serveEnv(t *testing.T, dataDir string, pool int) (map[string]string, int) {
 		"API_KEY": cliTestKey, "PRE_WARMED_QUEUE_SIZE": fmt.Sprint(pool),
 		"S3_EMBEDDED_ADDR": fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)),
 		"FLUSH_TIMEOUT":    "10s",
+		"EMBEDDED_IDE":     "placeholder", // serve's own behaviour, not an IDE installed here
 	}, port
 }
 

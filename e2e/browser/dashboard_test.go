@@ -71,6 +71,7 @@ func startServer(t *testing.T) *env {
 		// Port 0: the store picks a free port itself (PORT+1, the
 		// default, may be some other socket's on a busy test host).
 		"S3_EMBEDDED_ADDR": "127.0.0.1:0",
+		"EMBEDDED_IDE":     "placeholder", // the dashboard, not an IDE installed here
 	}
 	cfg, err := config.Load(func(k string) string { return vars[k] }, "")
 	if err != nil {

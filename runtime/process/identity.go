@@ -15,6 +15,18 @@ type procTable interface {
 	// groupMembers lists the live processes of a process group.
 	groupMembers(pgid int) []int
 	kill(pid int, sig syscall.Signal) error
+	// marked lists live processes carrying the runtime's marker (see
+	// markerEnv) with a value under the given prefix.
+	marked(key, under string) []markedProc
+}
+
+// markedProc is a live process that carries the runtime's marker.
+type markedProc struct {
+	pid   int
+	value string // the marker's value: the container's directory
+	pgrp  int
+	sid   int
+	start uint64
 }
 
 // identity names one agent process so that it can be found again after a

@@ -26,6 +26,7 @@ const (
 	envIgnoreTerm = "IDEPOOL_TEST_IGNORE_TERM"   // "1": ignore SIGTERM (SIGKILL path)
 	envExitCode   = "IDEPOOL_TEST_EXIT"          // exit at once with this code
 	envGrandchild = "IDEPOOL_TEST_GRANDCHILD"    // "1": start a grandchild that ignores SIGTERM
+	envOwnGroup   = "IDEPOOL_TEST_OWN_GROUP"     // "1": the grandchild gets a process group of its own, as workloads do
 	envFile       = "env.json"                   // in the state dir, written when the ports listen
 	grandPIDFile  = "grandchild.pid"             // in the state dir
 	// envOwner is the pid of the test process: the stand-ins exit when it
@@ -41,6 +42,10 @@ func TestMain(m *testing.M) {
 			}
 			os.Exit(3)
 		}()
+	}
+	if dir := os.Getenv(envRuntimeOwner); dir != "" {
+		runtimeOwnerMain(dir)
+		return
 	}
 	switch os.Getenv(envChild) {
 	case "1":
@@ -79,6 +84,9 @@ func childMain() {
 		}
 		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), envChild+"=sleeper")
+		if os.Getenv(envOwnGroup) == "1" {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		}
 		if err := cmd.Start(); err != nil {
 			fail(err)
 		}

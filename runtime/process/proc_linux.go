@@ -93,3 +93,62 @@ func (h hostProcs) groupMembers(pgid int) []int {
 }
 
 func (h hostProcs) kill(pid int, sig syscall.Signal) error { return syscall.Kill(pid, sig) }
+
+// marked lists the live processes whose environment holds key=value with
+// value starting with under: every process a Runtime started (agents and
+// what they started, which inherit the variable). Processes whose
+// environment cannot be read (another user's, without privileges) are not
+// listed.
+func (h hostProcs) marked(key, under string) []markedProc {
+	ents, err := os.ReadDir(h.dir)
+	if err != nil {
+		return nil
+	}
+	want := []byte(key + "=" + under)
+	var out []markedProc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile(h.dir + "/" + e.Name() + "/environ")
+		if err != nil || !bytes.Contains(env, want) {
+			continue
+		}
+		var value string
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if bytes.HasPrefix(kv, want) {
+				value = string(kv[len(key)+1:])
+				break
+			}
+		}
+		if value == "" {
+			continue
+		}
+		b, err := os.ReadFile(h.dir + "/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		st, err := parseProcStat(b)
+		if err != nil || st.dead() {
+			continue
+		}
+		out = append(out, markedProc{pid: pid, value: value, pgrp: st.pgrp, sid: parseSession(b), start: st.start})
+	}
+	return out
+}
+
+// parseSession returns the session id (field 6) of a /proc/<pid>/stat line,
+// 0 when malformed.
+func parseSession(b []byte) int {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 4 {
+		return 0
+	}
+	sid, _ := strconv.Atoi(f[3])
+	return sid
+}

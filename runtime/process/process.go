@@ -80,7 +80,36 @@ type Runtime struct {
 	monitorW sync.WaitGroup
 
 	cpu *cpuGroup // nil: agents are only reniced
+
+	// crashAfter, set by tests only, simulates a crash of this process
+	// inside Create: when it returns true for a step, Create returns
+	// errCrashed at once, leaving on disk and running whatever the steps
+	// so far made, as a SIGKILL there would.
+	crashAfter func(createStep) bool
 }
+
+// createStep names the points of Create after which a crash leaves a
+// different state behind.
+type createStep int
+
+const (
+	stepDir     createStep = iota + 1 // the container's directories exist
+	stepIntent                        // meta.json records it, without a process
+	stepStarted                       // the agent runs; meta.json has no pid yet
+	stepPID                           // meta.json records the agent's identity
+	stepLabels                        // labels.log has its first record
+)
+
+var errCrashed = errors.New("simulated crash")
+
+func (r *Runtime) crashed(step createStep) bool { return r.crashAfter != nil && r.crashAfter(step) }
+
+// markerEnv is set in every agent's environment to its container's
+// directory; what the agent starts inherits it. It finds every process this
+// runtime started, whatever the records say: after a crash between
+// starting an agent and recording its pid, and for workloads left behind by
+// an agent that was killed.
+const markerEnv = "IDEPOOL_PROCESS_DIR"
 
 var _ idepool.Runtime = (*Runtime)(nil)
 
@@ -304,6 +333,9 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 			case <-time.After(killWait):
 				r.log.Warn("agent of a failed create did not end", "id", spec.ID, "pid", started.PID)
 			}
+			if err := r.killProcs(context.Background(), r.markedOf(c.dir)); err != nil {
+				r.log.Warn("processes of a failed create did not end", "id", spec.ID, "err", err)
+			}
 		}
 		if rmErr := os.RemoveAll(c.dir); rmErr != nil {
 			r.log.Warn("remove directory of failed create", "id", spec.ID, "err", rmErr)
@@ -315,6 +347,9 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		if err := os.Mkdir(filepath.Join(c.dir, sub), 0o700); err != nil {
 			return fail(err, "create %s directory of %s", sub, spec.ID)
 		}
+	}
+	if r.crashed(stepDir) {
+		return idepool.Instance{}, errCrashed
 	}
 	routeNames := make([]string, 0, len(spec.Profile.Routes))
 	for _, rt := range spec.Profile.Routes {
@@ -348,6 +383,9 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	r.mu.Lock()
 	c.meta = m
 	r.mu.Unlock()
+	if r.crashed(stepIntent) {
+		return idepool.Instance{}, errCrashed
+	}
 	r.emit(spec.ID, idepool.StatusPending, false)
 
 	env, err := r.agentEnv(spec, c.dir, ports)
@@ -392,8 +430,14 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	}
 	started = &m.Process
 	go r.reap(c, cmd)
+	if r.crashed(stepStarted) {
+		return idepool.Instance{}, errCrashed
+	}
 	if err := writeMeta(c.dir, m); err != nil {
 		return fail(err, "write meta.json of %s", spec.ID)
+	}
+	if r.crashed(stepPID) {
+		return idepool.Instance{}, errCrashed
 	}
 	r.mu.Lock()
 	c.meta = m
@@ -407,6 +451,9 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	// SetLabels' cost, and a class's 200 claims arrive at once.
 	if err := c.appendLabelLog(m.Labels); err != nil {
 		r.log.Warn("could not write labels.log; the first claim will", "id", spec.ID, "err", err)
+	}
+	if r.crashed(stepLabels) {
+		return idepool.Instance{}, errCrashed
 	}
 	r.log.Info("agent started", "id", spec.ID, "pid", m.Process.PID, "profile", spec.Profile.Name)
 	r.emit(spec.ID, inst.Status, false)
@@ -451,6 +498,7 @@ func (r *Runtime) agentEnv(spec idepool.ContainerSpec, dir string, ports map[str
 	env[idepool.EnvWorkspaceDir] = filepath.Join(dir, "workspace")
 	env[idepool.EnvStateDir] = filepath.Join(dir, "state")
 	env[idepool.EnvAgentID] = spec.ID
+	env[markerEnv] = dir
 	out := make([]string, 0, len(env))
 	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
@@ -573,6 +621,11 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	}
 	if err := r.stopGroup(ctx, c, pid); err != nil {
 		return idepool.WrapError(idepool.EStopFailed, err, "stop container %s", id)
+	}
+	// What the group left: an agent never recorded (a crash before its pid
+	// was), workloads in groups of their own whose agent was killed.
+	if err := r.killProcs(ctx, r.markedOf(c.dir)); err != nil {
+		return idepool.WrapError(idepool.EStopFailed, err, "stop processes of container %s", id)
 	}
 	c.closeLabelLog()
 	if err := os.RemoveAll(c.dir); err != nil {
@@ -709,6 +762,7 @@ func (r *Runtime) Recover(ctx context.Context) ([]idepool.Instance, error) {
 	if err != nil {
 		return nil, idepool.WrapError(idepool.ERuntime, err, "read %s", r.dir)
 	}
+	loaded := map[string]*container{}
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
 			return nil, idepool.WrapError(idepool.ERuntime, err, "recover")
@@ -726,6 +780,10 @@ func (r *Runtime) Recover(ctx context.Context) ([]idepool.Instance, error) {
 		if c == nil {
 			continue
 		}
+		loaded[c.id] = c
+	}
+	r.sweep(ctx, loaded)
+	for _, c := range loaded {
 		r.mu.Lock()
 		if _, known := r.containers[c.id]; !known {
 			r.containers[c.id] = c

@@ -61,6 +61,7 @@ func (f *fakeProcs) groupMembers(pgid int) []int {
 	}
 	return out
 }
+func (f *fakeProcs) marked(key, under string) []markedProc { return nil }
 func (f *fakeProcs) kill(pid int, sig syscall.Signal) error {
 	f.killed = append(f.killed, pid)
 	return nil

@@ -64,6 +64,9 @@ type Server struct {
 	Endpoint string
 	Region   string
 	client   *s3.Client
+	meta     bucketMeta
+	owner    string // the root access key: the owner of every bucket
+	log      *slog.Logger
 	cancel   context.CancelFunc
 	done     chan error
 	stopOnce sync.Once
@@ -106,16 +109,22 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 			running.Unlock()
 		}
 	}()
-	root := filepath.Join(cfg.Dir, "buckets")
+	// Absolute: the posix backend changes the process's working directory.
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded s3: %w", err)
+	}
+	root := filepath.Join(dir, "buckets")
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded s3: create %s: %w", root, err)
 	}
 	opts := posix.PosixOpts{Concurrency: 64}
 	var ms meta.MetadataStorer = meta.XattrMeta{}
+	bm := bucketMeta{ms: ms, root: root}
 	if err := (meta.XattrMeta{}).Test(root); err != nil {
 		// No user xattrs here (tmpfs, some overlays): keep metadata in a
 		// sidecar tree instead.
-		side := filepath.Join(cfg.Dir, "meta")
+		side := filepath.Join(dir, "meta")
 		if err := os.MkdirAll(side, 0o700); err != nil {
 			return nil, fmt.Errorf("embedded s3: create %s: %w", side, err)
 		}
@@ -124,8 +133,14 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("embedded s3: sidecar metadata: %w", err)
 		}
 		ms = sc
+		bm = bucketMeta{ms: sc, root: root, sidecar: true}
 		opts.SideCarDir = side
 		log.Info("embedded s3: no xattr support, using sidecar metadata", "dir", side)
+	}
+	// Before the gateway serves: a bucket a crash left half-made would
+	// otherwise answer InternalError to every request, for ever.
+	if err := repairBuckets(bm, cfg.AccessKey, log); err != nil {
+		return nil, err
 	}
 	be, err := posix.New(root, ms, opts)
 	if err != nil {
@@ -151,7 +166,8 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 	// prints "No IAM service configured" on stdout (auth.New).
 	gw.IAMService = auth.NewIAMServiceSingle(gw.IamOpts().RootAccount)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Server{cancel: cancel, done: make(chan error, 1), Endpoint: "http://" + dialAddr(addr), Region: cfg.Region}
+	s := &Server{cancel: cancel, done: make(chan error, 1), Endpoint: "http://" + dialAddr(addr), Region: cfg.Region,
+		meta: bm, owner: cfg.AccessKey, log: log}
 	s.client = s3.New(s3.Options{Region: cfg.Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
 		HTTPClient:  &http.Client{Timeout: 30 * time.Second}})
@@ -179,20 +195,117 @@ func Run(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	log.Debug("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", cfg.Dir)
+	log.Debug("embedded s3 store running (local only)", "endpoint", s.Endpoint, "dir", dir)
 	return s, nil
 }
 
 // EnsureBucket creates a bucket unless it exists (the zero-config run
-// creates a workspace's bucket on first use).
+// creates a workspace's bucket on first use). It is idempotent, and a
+// bucket a crash left half-made is repaired, its objects kept.
 func (s *Server) EnsureBucket(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	// Repair first (a stat and an xattr read): the create would answer
+	// InternalError, retried by the SDK, before failing.
+	repaired, err := repairBucket(s.meta, name, s.owner)
+	if err != nil {
+		return fmt.Errorf("embedded s3: create bucket %s: %w", name, err)
+	}
+	if repaired {
+		s.log.Warn("embedded s3: repaired a bucket a crash left without its metadata", "bucket", name)
+	}
+	if err := s.createBucket(ctx, name); err != nil {
+		return fmt.Errorf("embedded s3: create bucket %s: %w", name, err)
+	}
+	return nil
+}
+
+func (s *Server) createBucket(ctx context.Context, name string) error {
 	_, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
 	var owned *types.BucketAlreadyOwnedByYou
 	var exists *types.BucketAlreadyExists
 	if err != nil && !errors.As(err, &owned) && !errors.As(err, &exists) {
-		return fmt.Errorf("embedded s3: create bucket %s: %w", name, err)
+		return err
+	}
+	return nil
+}
+
+// The posix backend makes a bucket in two steps: mkdir, then its metadata
+// (the "acl" and "ownership" attributes). A crash between them leaves a
+// directory every request then fails on ("get bucket acl: no such key"),
+// and CreateBucket answers InternalError instead of creating it. These are
+// the attribute names and the values its CreateBucket writes for a plain
+// create by the root user (versitygw v1.8.0, backend/posix).
+const (
+	attrACL       = "acl"
+	attrOwnership = "ownership"
+)
+
+// bucketMeta reads and writes a bucket's attributes where the backend keeps
+// them: xattrs on the bucket directory (under root) or the sidecar tree
+// (keyed by bucket name).
+type bucketMeta struct {
+	ms      meta.MetadataStorer
+	root    string
+	sidecar bool
+}
+
+func (m bucketMeta) path(bucket string) string {
+	if m.sidecar {
+		return bucket
+	}
+	return filepath.Join(m.root, bucket)
+}
+
+// repairBucket gives a half-made bucket the metadata a completed create
+// writes; repaired is false when the bucket is not half-made (absent, or
+// complete). Objects in it are left as they are.
+func repairBucket(m bucketMeta, bucket, owner string) (repaired bool, err error) {
+	if bucket == "" || bucket[0] == '.' || filepath.Base(bucket) != bucket {
+		return false, nil // not a bucket name (the backend's own .sgwtmp)
+	}
+	if fi, err := os.Stat(filepath.Join(m.root, bucket)); err != nil || !fi.IsDir() {
+		return false, nil
+	}
+	_, err = m.ms.RetrieveAttribute(nil, m.path(bucket), "", attrACL)
+	if err == nil {
+		return false, nil
+	}
+	if !errors.Is(err, meta.ErrNoSuchKey) {
+		return false, fmt.Errorf("read bucket %s metadata: %w", bucket, err)
+	}
+	acl, err := json.Marshal(auth.ACL{Owner: owner, Grantees: []auth.Grantee{
+		{Permission: auth.PermissionFullControl, Access: owner, Type: types.TypeCanonicalUser}}})
+	if err != nil {
+		return false, err
+	}
+	// Ownership first: acl is what marks the bucket complete.
+	if err := m.ms.StoreAttribute(nil, m.path(bucket), "", attrOwnership, []byte(types.ObjectOwnershipBucketOwnerEnforced)); err != nil {
+		return false, fmt.Errorf("repair bucket %s: %w", bucket, err)
+	}
+	if err := m.ms.StoreAttribute(nil, m.path(bucket), "", attrACL, acl); err != nil {
+		return false, fmt.Errorf("repair bucket %s: %w", bucket, err)
+	}
+	return true, nil
+}
+
+// repairBuckets repairs every half-made bucket of the store.
+func repairBuckets(m bucketMeta, owner string, log *slog.Logger) error {
+	ents, err := os.ReadDir(m.root)
+	if err != nil {
+		return fmt.Errorf("embedded s3: read %s: %w", m.root, err)
+	}
+	for _, d := range ents {
+		if !d.IsDir() {
+			continue
+		}
+		repaired, err := repairBucket(m, d.Name(), owner)
+		if err != nil {
+			return fmt.Errorf("embedded s3: %w", err)
+		}
+		if repaired {
+			log.Warn("embedded s3: repaired a bucket a crash left without its metadata", "bucket", d.Name())
+		}
 	}
 	return nil
 }

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,5 +119,200 @@ func TestEmbeddedStoreServesS3AndSyncs(t *testing.T) {
 	// Objects are plain files under dir: the store is inspectable.
 	if b, err := os.ReadFile(filepath.Join(dir, "buckets", "workspaces", "u1", "src", "b.txt")); err != nil || string(b) != "from the IDE" {
 		t.Fatalf("backing file: %q, %v", b, err)
+	}
+}
+
+// halfMadeBucket leaves what a crash inside the backend's CreateBucket
+// leaves: the bucket's directory (mkdir is its first step) without the
+// metadata written after it, here with a file a user had in it.
+func halfMadeBucket(t *testing.T, dir, bucket string) {
+	t.Helper()
+	p := filepath.Join(dir, "buckets", bucket, "u1", "notes.txt")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkBucketWorks proves a workspace in bucket works: the file already in
+// it is pulled, a new one is pushed.
+func checkBucketWorks(t *testing.T, ctx context.Context, srv *Server, ak, sk, bucket string) {
+	t.Helper()
+	ws := filepath.Join(t.TempDir(), "workspace")
+	syncer := wsync.NewAgentSyncer(ws, filepath.Join(t.TempDir(), "state"), nil, wsync.Options{PollInterval: time.Hour})
+	a := idepool.Assignment{Workspace: idepool.Workspace{Bucket: bucket, Prefix: "u1"}, Credentials: idepool.Credentials{AccessKeyID: ak, SecretAccessKey: sk}, S3Endpoint: srv.Endpoint}
+	if err := syncer.Start(ctx, a, func(idepool.AgentReport) {}); err != nil {
+		t.Fatalf("workspace start: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(ws, "notes.txt")); err != nil || string(got) != "kept" {
+		t.Fatalf("the object the bucket held before the crash: %q, %v", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(ws, "new.txt"), []byte("after"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syncer.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store, err := wsync.NewS3Store(wsync.S3Config{Endpoint: srv.Endpoint, Bucket: bucket, AccessKeyID: ak, SecretAccessKey: sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := store.Get(ctx, "u1/new.txt", 0, -1)
+	if err != nil {
+		t.Fatalf("new.txt not pushed: %v", err)
+	}
+	b, _ := io.ReadAll(rc)
+	_ = rc.Close()
+	if string(b) != "after" {
+		t.Fatalf("new.txt = %q", b)
+	}
+}
+
+// A crash during bucket creation must not poison the workspace: a store
+// restarted over the half-made bucket repairs it (keeping its objects).
+func TestHalfMadeBucketRepairedAtStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	ak, sk, err := LoadOrCreateCredentials(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	halfMadeBucket(t, dir, "crashed")
+	srv, err := Run(ctx, Config{Dir: dir, Addr: "127.0.0.1:0", AccessKey: ak, SecretKey: sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	if err := srv.EnsureBucket(ctx, "crashed"); err != nil {
+		t.Fatalf("EnsureBucket over a half-made bucket: %v", err)
+	}
+	if err := srv.EnsureBucket(ctx, "crashed"); err != nil {
+		t.Fatalf("EnsureBucket again: %v", err)
+	}
+	checkBucketWorks(t, ctx, srv, ak, sk, "crashed")
+}
+
+// The same state found by EnsureBucket itself (the bucket directory made
+// behind the running store's back) is repaired there.
+func TestHalfMadeBucketRepairedByEnsureBucket(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	ak, sk, err := LoadOrCreateCredentials(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Run(ctx, Config{Dir: dir, Addr: "127.0.0.1:0", AccessKey: ak, SecretKey: sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	halfMadeBucket(t, dir, "crashed")
+	if err := srv.EnsureBucket(ctx, "crashed"); err != nil {
+		t.Fatalf("EnsureBucket over a half-made bucket: %v", err)
+	}
+	checkBucketWorks(t, ctx, srv, ak, sk, "crashed")
+}
+
+// The store replaced by an empty one on the same address (Swarm restarting
+// it on another node with a new volume) under a live sync: nothing is
+// deleted on disk, every file goes up again (into a bucket the engine
+// creates again if the new store has none) and a remote-reset is reported.
+func TestStoreReplacedByAnEmptyOneUnderLiveSync(t *testing.T) {
+	t.Run("bucket provisioned", func(t *testing.T) { testStoreReplaced(t, []string{"replaced"}) })
+	t.Run("no bucket", func(t *testing.T) { testStoreReplaced(t, nil) })
+}
+
+func testStoreReplaced(t *testing.T, buckets []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	ak, sk, err := LoadOrCreateCredentials(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Run(ctx, Config{Dir: dir, Addr: "127.0.0.1:0", AccessKey: ak, SecretKey: sk, Buckets: []string{"replaced"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(srv.Endpoint, "http://")
+	store, err := wsync.NewS3Store(wsync.S3Config{Endpoint: srv.Endpoint, Bucket: "replaced", AccessKeyID: ak, SecretAccessKey: sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []string{"a.txt", "src/b.txt", "src/c.txt", "src/d/e.txt", "f.txt"}
+	for _, rel := range files[:4] {
+		if _, err := store.Put(ctx, "u1/"+rel, bytes.NewReader([]byte("v "+rel)), int64(len("v "+rel)), wsync.Condition{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := filepath.Join(t.TempDir(), "workspace")
+	var mu sync.Mutex
+	var events []string
+	syncer := wsync.NewAgentSyncer(ws, filepath.Join(t.TempDir(), "state"), nil, wsync.Options{PollInterval: 100 * time.Millisecond, Debounce: 20 * time.Millisecond})
+	a := idepool.Assignment{Workspace: idepool.Workspace{Bucket: "replaced", Prefix: "u1"}, Credentials: idepool.Credentials{AccessKeyID: ak, SecretAccessKey: sk}, S3Endpoint: srv.Endpoint}
+	if err := syncer.Start(ctx, a, func(r idepool.AgentReport) { mu.Lock(); events = append(events, r.Event); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	defer syncer.Stop(ctx)
+	if err := os.WriteFile(filepath.Join(ws, "f.txt"), []byte("v f.txt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	remote := func(rel string) bool {
+		rc, _, err := store.Get(ctx, "u1/"+rel, 0, -1)
+		if err != nil {
+			return false
+		}
+		_ = rc.Close()
+		return true
+	}
+	waitFor(t, func() string {
+		if !remote("f.txt") || !remote(wsync.MarkerRel) {
+			return "f.txt and the marker not in the first store"
+		}
+		return ""
+	})
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	srv2, err := Run(ctx, Config{Dir: t.TempDir(), Addr: addr, AccessKey: ak, SecretKey: sk, Buckets: buckets})
+	if err != nil {
+		t.Fatalf("the replacement store on %s: %v", addr, err)
+	}
+	defer srv2.Stop()
+	waitFor(t, func() string {
+		for _, rel := range files {
+			if b, err := os.ReadFile(filepath.Join(ws, rel)); err != nil || string(b) != "v "+rel {
+				t.Fatalf("%s on disk: %q, %v: the sync deleted the user's files", rel, b, err)
+			}
+			if !remote(rel) {
+				return rel + " not uploaded again"
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(events, "remote-reset") {
+			return "no remote-reset event"
+		}
+		return ""
+	})
+}
+
+func waitFor(t *testing.T, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		why := cond()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(why)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
