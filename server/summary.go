@@ -26,11 +26,11 @@ type startup struct {
 	IDE string
 }
 
-// logStartup writes the summary: at most four lines, none long.
+// logStartup writes the summary: four lines, none long.
 func (s *Server) logStartup(ctx context.Context) {
 	su := s.startup
 	s.log.LogAttrs(ctx, slog.LevelInfo, "idepool serving",
-		slog.String("url", su.URL), slog.String("dashboard", su.URL+"/dashboard"),
+		slog.String("url", su.URL), slog.String("dashboard", "/dashboard"),
 		slog.String("runtime", su.Runtime), slog.String("version", s.opts.Version))
 	store := []slog.Attr{slog.String("store", su.Store)}
 	level := slog.LevelInfo
@@ -49,10 +49,11 @@ func (s *Server) logStartup(ctx context.Context) {
 	}
 	attrs := []slog.Attr{slog.String("data_dir", su.DataDir), slog.String("api_key", su.KeySource),
 		slog.String("pools", strings.Join(pools, ","))}
-	if su.IDE != "" {
-		attrs = append(attrs, slog.String("ide", su.IDE))
-	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "settings", attrs...)
+	if su.IDE != "" {
+		// A line of its own: the description may be long.
+		s.log.LogAttrs(ctx, slog.LevelInfo, "ide", slog.String("default_profile", su.IDE))
+	}
 }
 
 // leftRunning counts the containers that outlive this serve (-1: unknown).
