@@ -53,7 +53,12 @@ func TestSwarmDown(t *testing.T) {
 
 	const content = "written just before down"
 	ctr := s.taskContainer(t, "idepool-"+res.ID)
-	if out, err := exec.Command("docker", "exec", ctr, "sh", "-c", "printf '"+content+"' > /workspace/last.txt").CombinedOutput(); err != nil {
+	// The IDE image has no shell: docker cp writes through the engine.
+	src := filepath.Join(t.TempDir(), "last.txt")
+	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("docker", "cp", src, ctr+":/workspace/last.txt").CombinedOutput(); err != nil {
 		t.Fatalf("write in the container: %v\n%s", err, out)
 	}
 
