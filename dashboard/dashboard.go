@@ -60,7 +60,7 @@ type Resource struct {
 	Role        string  `json:"role,omitempty"`  // host, manager, worker
 	State       string  `json:"state,omitempty"` // ready, down, drain ...
 	CPUCores    float64 `json:"cpuCores,omitempty"`
-	CPUPercent  float64 `json:"cpuPercent,omitempty"`
+	CPUPercent  float64 `json:"cpuPercent"` // 0 is a figure: shown when CPUCores is known
 	MemoryTotal int64   `json:"memoryTotal,omitempty"`
 	MemoryUsed  int64   `json:"memoryUsed,omitempty"`
 	DiskTotal   int64   `json:"diskTotal,omitempty"`

@@ -271,6 +271,13 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf(" (%.0f%%)", float64(used)/float64(total)*100)
 	},
+	// cpu shows "37% of 2 cores"; without a core count nothing is known.
+	"cpu": func(pct, cores float64) string {
+		if cores <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f%% of %s cores", pct, strconv.FormatFloat(cores, 'f', -1, 64))
+	},
 	"num": func(f float64) string {
 		if f == 0 {
 			return "-"

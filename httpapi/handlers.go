@@ -75,6 +75,19 @@ type dockerHealth struct {
 	Error     string `json:"error,omitempty"`
 }
 
+// dockerFor keeps the original's docker{connected} truthful: only the
+// runtimes that drive Docker report its reachability; the others say that
+// Docker is not used (connected false, with why), and status stays "ok".
+func dockerFor(rep HealthReport) dockerHealth {
+	switch rep.Runtime {
+	case "swarm", "docker":
+		return dockerHealth{Connected: rep.Connected, Error: rep.Error}
+	case "":
+		return dockerHealth{Connected: rep.Connected, Error: rep.Error} // no reporter: nothing known
+	}
+	return dockerHealth{Error: "not used: the " + rep.Runtime + " runtime runs no Docker; see runtime"}
+}
+
 type queueBody struct {
 	PreWarmed    int `json:"preWarmed"`
 	WithS3Bucket int `json:"withS3Bucket"`
@@ -99,7 +112,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
 		Timestamp: timestamp(s.clock.Now()),
 		Version:   s.o.Version,
 		Runtime:   runtimeHealth{Name: rep.Runtime, Connected: rep.Connected, Error: rep.Error},
-		Docker:    dockerHealth{Connected: rep.Connected, Error: rep.Error},
+		Docker:    dockerFor(rep),
 		Resources: rep.Resources,
 		Pools:     rep.Pools,
 	}

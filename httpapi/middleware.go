@@ -76,9 +76,10 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
-		lvl := slog.LevelInfo
-		if rec.status >= 500 {
-			lvl = slog.LevelWarn
+		d := s.clock.Now().Sub(start)
+		lvl := accessLevel(r, w, rec.status, d)
+		if !s.log.Enabled(r.Context(), lvl) {
+			return
 		}
 		s.log.LogAttrs(r.Context(), lvl, "http",
 			slog.String("request_id", RequestID(r.Context())),
@@ -86,7 +87,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			slog.String("path", r.URL.Path),
 			slog.Int("status", rec.status),
 			slog.Int64("bytes", rec.bytes),
-			slog.Duration("duration", s.clock.Now().Sub(start)),
+			slog.Duration("duration", d),
 			slog.String("remote", r.RemoteAddr),
 			slog.String("key", KeyID(r.Context())),
 		)

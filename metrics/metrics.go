@@ -8,6 +8,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	goruntime "runtime"
 	"sync"
 	"time"
 
@@ -41,8 +42,13 @@ type Options struct {
 	// Containers lists live containers at scrape time, for
 	// idepool_containers{state,profile}.
 	Containers Lister
-	// Capacity gives the percentages admission compares, at scrape time.
+	// Capacity gives the percentages admission compares, at scrape time
+	// (exported as 0–1 ratios).
 	Capacity func() (memoryPercent, cpuPercent float64)
+	// Host gives the host's measured figures at scrape time (optional).
+	Host func() HostFigures
+	// Version and Runtime label idepool_build_info.
+	Version, Runtime string
 	// Process adds the Go runtime and process collectors (default false,
 	// so tests see only idepool's metrics).
 	Process bool
@@ -121,6 +127,10 @@ func New(o Options) *Metrics {
 	if o.Capacity != nil {
 		m.reg.MustRegister(&capacityCollector{f: o.Capacity})
 	}
+	if o.Host != nil {
+		m.reg.MustRegister(&hostCollector{f: o.Host})
+	}
+	m.reg.MustRegister(buildInfo(o.Version, o.Runtime))
 	if o.Process {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -286,8 +296,8 @@ var (
 	}
 	poolBackoffDesc = prometheus.NewDesc("idepool_pool_backoff", "1 while failed creates hold a pool's refills back.", []string{"profile"}, nil)
 	containersDesc  = prometheus.NewDesc("idepool_containers", "Live containers by state and profile.", []string{"state", "profile"}, nil)
-	memDesc         = prometheus.NewDesc("idepool_capacity_memory_percent", "Memory in use (or reserved, on Swarm), percent.", nil, nil)
-	cpuDesc         = prometheus.NewDesc("idepool_capacity_cpu_percent", "CPU in use (or reserved, on Swarm), percent.", nil, nil)
+	memDesc         = prometheus.NewDesc("idepool_capacity_memory_ratio", "Memory in use (or reserved, on Swarm) as admission counts it, 0-1.", nil, nil)
+	cpuDesc         = prometheus.NewDesc("idepool_capacity_cpu_ratio", "CPU reserved (or measured, where admission measures it) as admission counts it, 0-1.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -362,6 +372,50 @@ func (c *capacityCollector) Describe(ch chan<- *prometheus.Desc) { ch <- memDesc
 
 func (c *capacityCollector) Collect(ch chan<- prometheus.Metric) {
 	mem, cpu := c.f()
-	ch <- prometheus.MustNewConstMetric(memDesc, prometheus.GaugeValue, mem)
-	ch <- prometheus.MustNewConstMetric(cpuDesc, prometheus.GaugeValue, cpu)
+	ch <- prometheus.MustNewConstMetric(memDesc, prometheus.GaugeValue, mem/100)
+	ch <- prometheus.MustNewConstMetric(cpuDesc, prometheus.GaugeValue, cpu/100)
+}
+
+// HostFigures are the host's measured use, each from 0 to 1; OK false when
+// unknown (nothing is exported then).
+type HostFigures struct {
+	CPU, Memory, Disk float64
+	OK                bool
+}
+
+var (
+	hostCPUDesc  = prometheus.NewDesc("idepool_host_cpu_ratio", "CPU busy on the host (or in idepool's cgroup, where limited), measured, 0-1.", nil, nil)
+	hostMemDesc  = prometheus.NewDesc("idepool_host_memory_ratio", "Memory in use on the host (or in idepool's cgroup), measured, 0-1.", nil, nil)
+	hostDiskDesc = prometheus.NewDesc("idepool_host_disk_ratio", "Space used on DATA_DIR's filesystem, 0-1.", nil, nil)
+)
+
+type hostCollector struct{ f func() HostFigures }
+
+func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- hostCPUDesc
+	ch <- hostMemDesc
+	ch <- hostDiskDesc
+}
+
+func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
+	h := c.f()
+	if !h.OK {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(hostCPUDesc, prometheus.GaugeValue, h.CPU)
+	ch <- prometheus.MustNewConstMetric(hostMemDesc, prometheus.GaugeValue, h.Memory)
+	ch <- prometheus.MustNewConstMetric(hostDiskDesc, prometheus.GaugeValue, h.Disk)
+}
+
+// buildInfo is the constant 1 labelled with what runs, as Prometheus'
+// own *_build_info metrics.
+func buildInfo(version, runtime string) prometheus.Collector {
+	if version == "" {
+		version = "dev"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "idepool_build_info",
+		Help:        "Always 1; its labels say which idepool runs: version, Go version, runtime.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goruntime.Version(), "runtime": runtime}})
+	g.Set(1)
+	return g
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +68,9 @@ func TestScrape(t *testing.T) {
 		`idepool_containers{profile="default",state="running"} 2`,
 		`idepool_containers{profile="default",state="warm"} 1`,
 		`idepool_containers{profile="default",state="failed"} 0`,
-		`idepool_capacity_memory_percent 95`,
+		`idepool_capacity_memory_ratio 0.95`,
+		`idepool_capacity_cpu_ratio 0.125`,
+		`idepool_build_info{goversion="`+goruntime.Version()+`",runtime="",version="dev"} 1`,
 		`idepool_sync_bytes_total{direction="up"} 0`,
 	)
 

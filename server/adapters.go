@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/capacity"
+	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
@@ -151,14 +153,36 @@ func (h healthReporter) Health(ctx context.Context) httpapi.HealthReport {
 	if hs := snap.Host; hs != nil {
 		avail := hs.MemoryTotal - hs.MemoryUsed
 		rep.Resources.Memory = httpapi.Usage{Total: hs.MemoryTotal, Used: hs.MemoryUsed, Available: avail, UsagePercent: percent(hs.MemoryUsed, hs.MemoryTotal)}
-		rep.Resources.CPU = httpapi.CPUUsage{Cores: hs.CPUs, UsagePercent: snap.CPUPercent}
+		// Measured (busy /proc/stat ticks, or the cgroup's usage, between
+		// two samples), not the reservations admission counts: those are
+		// 0 on the process runtime however busy the host is.
+		rep.Resources.CPU = httpapi.CPUUsage{Cores: hs.CPUs, UsagePercent: round1(hs.CPUPercent())}
+	}
+	if d, err := health.Disk(h.s.cfg.DataDir); err == nil {
+		rep.Resources.Disk = httpapi.Usage{Total: d.Total, Used: d.Used, Available: d.Available, UsagePercent: round1(100 * d.UsedRatio())}
 	}
 	return rep
 }
+
+func round1(f float64) float64 { return math.Round(f*10) / 10 }
 
 func percent(a, b int64) float64 {
 	if b <= 0 {
 		return 0
 	}
 	return float64(a) * 100 / float64(b)
+}
+
+// hostFigures are the host's measured figures for /metrics.
+func (s *Server) hostFigures() metrics.HostFigures {
+	snap := s.admitter.Snapshot(context.Background())
+	hs := snap.Host
+	if hs == nil {
+		return metrics.HostFigures{}
+	}
+	f := metrics.HostFigures{CPU: hs.CPUPercent() / 100, Memory: hs.MemoryPercent() / 100, OK: true}
+	if d, err := health.Disk(s.cfg.DataDir); err == nil {
+		f.Disk = d.UsedRatio()
+	}
+	return f
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/idepool/idepool/dashboard"
+	"github.com/idepool/idepool/health"
 )
 
 // dashboardResources shows the host and, on Swarm, every node.
@@ -11,8 +12,13 @@ func (s *Server) dashboardResources(ctx context.Context) []dashboard.Resource {
 	snap := s.admitter.Snapshot(ctx)
 	var out []dashboard.Resource
 	if h := snap.Host; h != nil {
-		out = append(out, dashboard.Resource{Name: "host", Role: s.rt.Name(), State: "ready", CPUCores: h.CPUs,
-			CPUPercent: snap.CPUPercent, MemoryTotal: h.MemoryTotal, MemoryUsed: h.MemoryUsed})
+		// The measured load, as /api/health reports it.
+		r := dashboard.Resource{Name: "host", Role: s.rt.Name(), State: "ready", CPUCores: h.CPUs,
+			CPUPercent: round1(h.CPUPercent()), MemoryTotal: h.MemoryTotal, MemoryUsed: h.MemoryUsed}
+		if d, err := health.Disk(s.cfg.DataDir); err == nil {
+			r.DiskTotal, r.DiskUsed = d.Total, d.Used
+		}
+		out = append(out, r)
 	}
 	for _, n := range snap.Nodes {
 		state := "ready"

@@ -16,7 +16,6 @@ import (
 type embeddedS3 struct {
 	*embeds3.Server
 	accessKey, secretKey string
-	dir                  string
 }
 
 // startEmbeddedS3 runs the embedded S3-compatible store under DATA_DIR/s3.
@@ -40,5 +39,5 @@ func startEmbeddedS3(ctx context.Context, cfg config.Config, log *slog.Logger) (
 	// The start-up summary says it, with a warning (logStartup).
 	log.Debug("no S3 configured: workspaces are kept by an embedded S3-compatible store, on this machine only",
 		"endpoint", srv.Endpoint, "dir", dir)
-	return &embeddedS3{Server: srv, accessKey: ak, secretKey: sk, dir: dir}, nil
+	return &embeddedS3{Server: srv, accessKey: ak, secretKey: sk}, nil
 }

@@ -186,7 +186,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		if err != nil {
 			return nil, fmt.Errorf("API key: %w", err)
 		}
-		s.startup.KeySource = filepath.Join(cfg.DataDir, config.APIKeyFile)
+		s.startup.KeySource = "DATA_DIR/" + config.APIKeyFile
 		s.startup.KeyGenerated = generated
 		if generated {
 			// Printed once, to stdout only, never to the log.
@@ -261,7 +261,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		creds = idepool.Credentials{AccessKeyID: store.accessKey, SecretAccessKey: store.secretKey}
 		s3Endpoint = store.Endpoint
 		buckets = &bucketEnsurer{create: store.EnsureBucket, done: map[string]bool{}}
-		s.startup.Store, s.startup.StoreDir = "embedded", store.dir
+		s.startup.Store = "embedded"
 	} else {
 		s.startup.Store = "s3"
 	}
@@ -337,6 +337,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 			snap := s.admitter.Snapshot(context.Background())
 			return snap.MemoryPercent, snap.CPUPercent
 		},
+		Host:    s.hostFigures,
+		Version: opts.Version,
+		Runtime: rt.Name(),
 		Process: true,
 	})
 	policies, err := poolPolicies(cfg)
@@ -529,11 +532,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	_ = s.hub.Close(shut)
 	wg.Wait()
 	_ = s.pool.Close()
+	left := s.leftRunning()
 	for _, c := range s.closers {
 		c()
 	}
 	_ = s.lock.Close()
-	s.log.Info("idepool stopped; containers left running for the next start")
+	s.logStopped(left)
 	return err
 }
 

@@ -29,6 +29,7 @@ const usage = `idepool hands a person a browser IDE in milliseconds.
 
 Usage:
   idepool serve                 run the orchestrator (configuration from the environment and .env)
+  idepool down                  stop every container (flushed first); serve leaves them running
   idepool agent                 run the in-container agent (started by the runtimes)
   idepool version               print the version
 
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	switch args[0] {
 	case "serve":
 		return runServe(ctx, args[1:], getenv, stdout, stderr)
+	case "down":
+		return runDown(ctx, args[1:], getenv, stdout, stderr)
 	case "agent":
 		return runAgent(ctx, args[1:], getenv, stderr)
 	case "version", "--version", "-v":

@@ -141,7 +141,7 @@
       return r;
     }, function (r, x) {
       setText(r, "name", x.name); setText(r, "role", x.role || ""); setText(r, "rstate", x.state || "");
-      setText(r, "cpu", (x.cpuPercent ? x.cpuPercent.toFixed(0) : "-") + "% of " + (x.cpuCores || "-"));
+      setText(r, "cpu", x.cpuCores ? (x.cpuPercent || 0).toFixed(0) + "% of " + x.cpuCores + " cores" : "-");
       setText(r, "mem", bytes(x.memoryUsed) + " / " + bytes(x.memoryTotal));
       setText(r, "disk", bytes(x.diskUsed) + " / " + bytes(x.diskTotal));
       setText(r, "count", x.containers || "-");

@@ -29,6 +29,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/s3test"
 	"github.com/idepool/idepool/runtime/swarm/swarmtest"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/swarm"
@@ -74,6 +75,7 @@ type stack struct {
 	api        *idepoolclient.Client
 	dataDir    string
 	env        map[string]string
+	s3         *s3test.Server
 }
 
 type stackOptions struct {
@@ -160,6 +162,7 @@ func newStack(t testing.TB, so stackOptions) *stack {
 	t.Cleanup(s.teardown)
 	s3 := startS3(t, c)
 	s3.CreateBucket(t, bucket)
+	s.s3 = s3
 	apiPort := freePort(t)
 	s.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	s.env = map[string]string{
