@@ -41,22 +41,7 @@ type URLs = apiwire.URLs
 
 // StartResponse is the answer to a start. Its URLs carry one-time tokens.
 type StartResponse struct {
-	ID          string            `json:"id"`
-	ServiceName string            `json:"serviceName"`
-	Status      string            `json:"status"`
-	State       idepool.State     `json:"state"`
-	Ready       bool              `json:"ready"`
-	URLs        URLs              `json:"urls"`
-	Routes      map[string]string `json:"routes"`
-	Message     string            `json:"message"`
-	IsPreWarmed bool              `json:"isPreWarmed"`
-	IsReused    bool              `json:"isReused"`
-	Claim       idepool.ClaimKind `json:"claim"`
-	Profile     string            `json:"profile"`
-	S3Bucket    string            `json:"s3Bucket"`
-	S3Prefix    string            `json:"s3Prefix,omitempty"`
-	Generation  int64             `json:"generation"`
-	CreatedAt   time.Time         `json:"createdAt"`
+	apiwire.StartResponse
 	// HTTPStatus is 201 (new claim), 200 (reused) or 202 (waited, not ready).
 	HTTPStatus int `json:"-"`
 }

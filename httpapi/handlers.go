@@ -262,26 +262,6 @@ func toLegacyURLs(routes map[string]string) apiwire.URLs {
 	return u
 }
 
-// startResponse is the answer to a start.
-type startResponse struct {
-	ID          string            `json:"id"`
-	ServiceName string            `json:"serviceName"`
-	Status      string            `json:"status"`
-	State       idepool.State     `json:"state"`
-	Ready       bool              `json:"ready"`
-	URLs        apiwire.URLs      `json:"urls"`
-	Routes      map[string]string `json:"routes"`
-	Message     string            `json:"message"`
-	IsPreWarmed bool              `json:"isPreWarmed"`
-	IsReused    bool              `json:"isReused"`
-	Claim       idepool.ClaimKind `json:"claim"`
-	Profile     string            `json:"profile"`
-	S3Bucket    string            `json:"s3Bucket"`
-	S3Prefix    string            `json:"s3Prefix,omitempty"`
-	Generation  int64             `json:"generation"`
-	CreatedAt   time.Time         `json:"createdAt"`
-}
-
 func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	wait, timeout, err := s.waitOptions(r)
 	if err != nil {
@@ -331,7 +311,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 			return idepool.WrapError(idepool.EInternal, err, "could not make route URLs")
 		}
 	}
-	resp := startResponse{
+	resp := apiwire.StartResponse{
 		ID: c.ID, ServiceName: serviceName(c.ID), Status: legacyStatus(c.State), State: c.State,
 		Ready: c.State == idepool.StateRunning, URLs: toLegacyURLs(routes), Routes: routes,
 		IsPreWarmed: c.PreWarmed || claim.Kind == idepool.ClaimWarm, IsReused: claim.Kind == idepool.ClaimReused,

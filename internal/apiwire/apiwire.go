@@ -17,6 +17,26 @@ type URLs struct {
 	Terminal   string `json:"terminal,omitempty"`
 }
 
+// StartResponse is the answer to a start. Its URLs carry one-time tokens.
+type StartResponse struct {
+	ID          string            `json:"id"`
+	ServiceName string            `json:"serviceName"`
+	Status      string            `json:"status"`
+	State       idepool.State     `json:"state"`
+	Ready       bool              `json:"ready"`
+	URLs        URLs              `json:"urls"`
+	Routes      map[string]string `json:"routes"`
+	Message     string            `json:"message"`
+	IsPreWarmed bool              `json:"isPreWarmed"`
+	IsReused    bool              `json:"isReused"`
+	Claim       idepool.ClaimKind `json:"claim"`
+	Profile     string            `json:"profile"`
+	S3Bucket    string            `json:"s3Bucket"`
+	S3Prefix    string            `json:"s3Prefix,omitempty"`
+	Generation  int64             `json:"generation"`
+	CreatedAt   time.Time         `json:"createdAt"`
+}
+
 // Container is a container in GET answers: the original's detail fields
 // plus ours. Its URLs carry no token.
 type Container struct {
