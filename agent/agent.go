@@ -23,6 +23,7 @@ import (
 	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/agent/placeholder"
 	"github.com/idepool/idepool/control"
+	"github.com/idepool/idepool/internal/peerset"
 )
 
 // Run runs the agent until ctx ends (the caller cancels it on SIGTERM or
@@ -107,7 +108,7 @@ func (a *agent) run(ctx context.Context) error {
 	workRoutes, workHost := a.cfg.Routes, a.cfg.ListenHost
 	if a.cfg.workRoutes != nil {
 		workRoutes, workHost = a.cfg.workRoutes, a.cfg.workHost
-		peers := NewPeerSet(PeerSetOptions{Names: a.cfg.AllowedPeers, Resolver: a.cfg.Resolver, Logger: a.log})
+		peers := peerset.New(peerset.Options{Names: a.cfg.AllowedPeers, Resolver: a.cfg.Resolver, Logger: a.log})
 		for i, r := range a.cfg.Routes {
 			rl, err := startRelay(r.Name, net.JoinHostPort(a.cfg.ListenHost, strconv.Itoa(r.Port)),
 				net.JoinHostPort(workHost, strconv.Itoa(workRoutes[i].Port)), peers.Allowed, a.log)
@@ -220,7 +221,7 @@ func (a *agent) awaitReady(ctx context.Context) {
 				a.log.Error("bad readiness URL", "route", r.Name, "err", err)
 				return
 			}
-			req.Header.Set(placeholder.ProbeHeader, "1")
+			req.Header.Set(idepool.ProbeHeader, "1")
 			resp, err := client.Do(req)
 			if err == nil {
 				resp.Body.Close()

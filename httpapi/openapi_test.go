@@ -197,7 +197,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		doc = append(doc, c.(string))
 	}
 	var code []string
-	for c := range statusOf {
+	for _, c := range idepool.Codes() {
 		code = append(code, string(c))
 	}
 	sort.Strings(doc)
@@ -206,8 +206,8 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		t.Fatalf("ErrorCode enum %v\nstatus table   %v", doc, code)
 	}
 	desc := s["description"].(string)
-	for c, st := range statusOf {
-		if !strings.Contains(desc, fmt.Sprintf("%s %d", c, st)) {
+	for _, c := range idepool.Codes() {
+		if st := c.HTTPStatus(); !strings.Contains(desc, fmt.Sprintf("%s %d", c, st)) {
 			t.Errorf("ErrorCode description lacks %q", fmt.Sprintf("%s %d", c, st))
 		}
 	}

@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
-	"github.com/idepool/idepool/agent"
 	"github.com/idepool/idepool/capacity"
 	"github.com/idepool/idepool/config"
 	"github.com/idepool/idepool/control"
@@ -37,6 +36,7 @@ import (
 	"github.com/idepool/idepool/ide"
 	"github.com/idepool/idepool/idle"
 	"github.com/idepool/idepool/internal/dirlock"
+	"github.com/idepool/idepool/internal/peerset"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
 	"github.com/idepool/idepool/proxy"
@@ -666,7 +666,7 @@ func agentNetworks(ctx context.Context, cfg config.Config, rt idepool.Runtime, l
 	if len(nets) == 0 {
 		return nil, nil, nil
 	}
-	po := agent.PeerSetOptions{Names: cfg.TrustedPeers, Logger: log}
+	po := peerset.Options{Names: cfg.TrustedPeers, Logger: log}
 	type peerNames interface {
 		PeerNames(ctx context.Context) ([]string, error)
 	}
@@ -676,9 +676,9 @@ func agentNetworks(ctx context.Context, cfg config.Config, rt idepool.Runtime, l
 	if len(po.Names) == 0 && po.NamesFunc == nil {
 		return nets, nil, nil
 	}
-	peers := agent.NewPeerSet(po)
+	peers := peerset.New(po)
 	trusted := func(ctx context.Context, ip netip.Addr) bool {
-		// Loopback is never on the containers' network; PeerSet allows it.
+		// Loopback is never on the containers' network; peerset allows it.
 		return !ip.IsLoopback() && peers.Allowed(ctx, ip)
 	}
 	log.Info("containers reach only the agent endpoint and ForwardAuth", "networks", nets, "trusted_peers", cfg.TrustedPeers)
