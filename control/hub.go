@@ -321,7 +321,7 @@ func (h *Hub) sweepLoop() {
 }
 
 // sweep closes every connection silent for longer than the heartbeat
-// timeout by the hub's clock (tests call it directly with a fake clock).
+// timeout by the hub's clock.
 func (h *Hub) sweep() {
 	deadline := h.clock.Now().Add(-h.timeout).UnixNano()
 	var stale []*conn

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/memnet"
 )
 
 type tokens map[string]string
@@ -37,7 +39,7 @@ func (r *recorder) AgentReport(rep idepool.AgentReport) {
 }
 
 // waitFor returns the first report (at or after index from) matching ok.
-func (r *recorder) waitFor(t *testing.T, from int, ok func(idepool.AgentReport) bool) (idepool.AgentReport, int) {
+func (r *recorder) waitFor(t testing.TB, from int, ok func(idepool.AgentReport) bool) (idepool.AgentReport, int) {
 	t.Helper()
 	deadline := time.After(30 * time.Second) // a hang guard, not a timing assertion
 	for {
@@ -69,44 +71,42 @@ func kind(k idepool.AgentReportKind) func(idepool.AgentReport) bool {
 	return func(r idepool.AgentReport) bool { return r.Kind == k }
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
-	hub *Hub
-	srv *httptest.Server
-	rec *recorder
-	clk *fakeClock
+	hub    *Hub
+	url    string       // the server's base URL
+	client *http.Client // nil: http.DefaultClient
+	rec    *recorder
 }
 
+// newEnv serves a hub on a real socket.
 func newEnv(t testing.TB) *env {
+	e, mux := newHubEnv(t)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close) // runs after the hub's Close (cleanups are LIFO)
+	e.url = srv.URL
+	return e
+}
+
+// newBubbleEnv serves a hub in memory, for tests inside a synctest bubble
+// (where the hub's sweep ticker and clock run on fake time).
+func newBubbleEnv(t testing.TB) *env {
+	e, mux := newHubEnv(t)
+	srv := memnet.NewServer(t, mux)
+	e.url, e.client = srv.URL, srv.Client
+	return e
+}
+
+func newHubEnv(t testing.TB) (*env, *http.ServeMux) {
 	rec := newRecorder()
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	hub := NewHub(Options{Verifier: tokens{"abcd1": "tok1", "abcd2": "tok2"}, Observer: rec, Clock: clk})
+	hub := NewHub(Options{Verifier: tokens{"abcd1": "tok1", "abcd2": "tok2"}, Observer: rec})
 	mux := http.NewServeMux()
 	mux.Handle(Path, hub)
-	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		hub.Close(ctx)
-		srv.Close()
 	})
-	return &env{hub: hub, srv: srv, rec: rec, clk: clk}
+	return &env{hub: hub, rec: rec}, mux
 }
 
 func (e *env) dial(t testing.TB, id, token string) (*websocket.Conn, *http.Response, error) {
@@ -117,7 +117,7 @@ func (e *env) dial(t testing.TB, id, token string) (*websocket.Conn, *http.Respo
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
 	}
-	c, resp, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(e.srv.URL, "http")+Path, &websocket.DialOptions{HTTPHeader: h})
+	c, resp, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(e.url, "http")+Path, &websocket.DialOptions{HTTPHeader: h, HTTPClient: e.client})
 	if c != nil {
 		t.Cleanup(func() { c.CloseNow() })
 	}
@@ -314,25 +314,34 @@ func TestDuplicateConnectionReplacesOld(t *testing.T) {
 	}
 }
 
+// The hub's own sweep loop, on fake time: the silent agent is dropped, the
+// one that sent a heartbeat stays.
 func TestHeartbeatTimeout(t *testing.T) {
-	e := newEnv(t)
-	c1 := e.agentConn(t, "abcd1", "tok1")
-	e.agentConn(t, "abcd2", "tok2")
-	e.rec.waitFor(t, 0, func(r idepool.AgentReport) bool { return r.Kind == idepool.AgentHello && r.ContainerID == "abcd2" })
-	e.rec.waitFor(t, 0, func(r idepool.AgentReport) bool { return r.Kind == idepool.AgentHello && r.ContainerID == "abcd1" })
+	synctest.Test(t, func(t *testing.T) {
+		e := newBubbleEnv(t)
+		c1 := e.agentConn(t, "abcd1", "tok1")
+		e.agentConn(t, "abcd2", "tok2")
+		e.rec.waitFor(t, 0, func(r idepool.AgentReport) bool { return r.Kind == idepool.AgentHello && r.ContainerID == "abcd2" })
+		e.rec.waitFor(t, 0, func(r idepool.AgentReport) bool { return r.Kind == idepool.AgentHello && r.ContainerID == "abcd1" })
 
-	e.clk.Advance(10 * time.Second)
-	send(t, c1, Message{V: Version, Type: TypeHeartbeat})
-	_, i := e.rec.waitFor(t, 0, kind(idepool.AgentHeartbeat))
-	e.clk.Advance(10 * time.Second) // abcd2 silent for 20 s, abcd1 for 10 s
-	e.hub.sweep()
-	rep, _ := e.rec.waitFor(t, i, kind(idepool.AgentGone))
-	if rep.ContainerID != "abcd2" {
-		t.Fatalf("wrong agent timed out: %+v", rep)
-	}
-	if e.hub.Connected("abcd2") || !e.hub.Connected("abcd1") {
-		t.Fatal("want abcd2 disconnected and abcd1 connected")
-	}
+		time.Sleep(10 * time.Second)
+		send(t, c1, Message{V: Version, Type: TypeHeartbeat})
+		_, i := e.rec.waitFor(t, 0, kind(idepool.AgentHeartbeat))
+		if n := len(e.rec.all()); n != i {
+			t.Fatalf("reports before the timeout: %+v", e.rec.all()[i:])
+		}
+		// abcd2 silent for 20 s, abcd1 for 10 s (the default timeout is 15 s,
+		// swept every 3.75 s).
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		rep, _ := e.rec.waitFor(t, i, kind(idepool.AgentGone))
+		if rep.ContainerID != "abcd2" {
+			t.Fatalf("wrong agent timed out: %+v", rep)
+		}
+		if e.hub.Connected("abcd2") || !e.hub.Connected("abcd1") {
+			t.Fatal("want abcd2 disconnected and abcd1 connected")
+		}
+	})
 }
 
 func TestBadMessagesClose(t *testing.T) {
@@ -406,9 +415,7 @@ func BenchmarkAssign(b *testing.B) {
 			}
 		}
 	}()
-	for !e.hub.Connected("abcd1") {
-		time.Sleep(time.Millisecond)
-	}
+	e.rec.waitFor(b, 0, kind(idepool.AgentHello)) // connected once it said hello
 	asg := idepool.Assignment{Generation: 1, Workspace: idepool.Workspace{Bucket: "bucket-a", Prefix: "users/1/"},
 		Credentials: idepool.Credentials{AccessKeyID: "AKIA0000", SecretAccessKey: "secret"}}
 	ctx := context.Background()
@@ -439,12 +446,12 @@ func (o *assignOnHello) AgentReport(r idepool.AgentReport) {
 }
 
 func TestObserverMayCallAssign(t *testing.T) {
-	e := newEnv(t)
 	o := &assignOnHello{errs: make(chan error, 1)}
 	o.hub = NewHub(Options{Verifier: tokens{"abcd1": "tok1"}, Observer: o})
-	e.srv.Config.Handler = o.hub
+	srv := httptest.NewServer(o.hub)
+	t.Cleanup(srv.Close)
 	t.Cleanup(func() { o.hub.Close(context.Background()) })
-	c, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(e.srv.URL, "http"),
+	c, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"),
 		&websocket.DialOptions{HTTPHeader: http.Header{HeaderContainer: {"abcd1"}, "Authorization": {"Bearer tok1"}}})
 	if err != nil {
 		t.Fatal(err)
