@@ -14,25 +14,20 @@ import (
 // containers of its deployment (a restart), and Runtimes of different
 // deployments share it without seeing each other's containers. Ids are
 // unique across the whole Backend, as Swarm service names are.
+//
+// Latencies and crashes run on time.AfterFunc: tests put the fake in a
+// testing/synctest bubble to make them exact and instant.
 type Backend struct {
-	clock Clock
-
 	mu         sync.Mutex
 	containers map[string]*container
 	subs       map[*subscriber]struct{}
 	dropped    int
 }
 
-// NewBackend returns an empty backend on clock (nil: SystemClock).
-func NewBackend(clock Clock) *Backend {
-	if clock == nil {
-		clock = SystemClock{}
-	}
-	return &Backend{clock: clock, containers: map[string]*container{}, subs: map[*subscriber]struct{}{}}
+// NewBackend returns an empty backend.
+func NewBackend() *Backend {
+	return &Backend{containers: map[string]*container{}, subs: map[*subscriber]struct{}{}}
 }
-
-// Clock returns the backend's clock.
-func (b *Backend) Clock() Clock { return b.clock }
 
 // Kill makes a container of any deployment fail as if killed from outside.
 func (b *Backend) Kill(id string) error { return b.end("", id, idepool.StatusFailed, "killed") }
@@ -62,7 +57,7 @@ type container struct {
 	created        time.Time
 	node           string
 	message        string
-	timers         []Timer
+	timers         []*time.Timer
 }
 
 func (c *container) instance() idepool.Instance {
@@ -81,7 +76,7 @@ func (c *container) instance() idepool.Instance {
 // was removed (or replaced by another of the same id) meanwhile.
 // The caller holds b.mu.
 func (c *container) schedule(b *Backend, d time.Duration, f func()) {
-	c.timers = append(c.timers, b.clock.AfterFunc(d, func() {
+	c.timers = append(c.timers, time.AfterFunc(d, func() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.containers[c.id] != c {
@@ -143,13 +138,13 @@ func (b *Backend) env(dep, id string) (map[string]string, bool) {
 	return maps.Clone(c.env), true
 }
 
-// sleep waits d on the backend's clock, or until ctx ends.
+// sleep waits d, or until ctx ends.
 func (b *Backend) sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
 	done := make(chan struct{})
-	t := b.clock.AfterFunc(d, func() { close(done) })
+	t := time.AfterFunc(d, func() { close(done) })
 	defer t.Stop()
 	select {
 	case <-done:

@@ -31,11 +31,8 @@ type Config struct {
 	// "" means DefaultDeployment.
 	Deployment string
 	// Backend is the world the containers live in; nil means a new private
-	// one using Clock.
+	// one.
 	Backend *Backend
-	// Clock is used only to make the private Backend (a shared Backend has
-	// its own); nil means SystemClock.
-	Clock Clock
 	// Seed makes the random choices (jitter, FailureRate) repeatable.
 	Seed uint64
 
@@ -106,7 +103,7 @@ func New(cfg Config) *Runtime {
 	}
 	be := cfg.Backend
 	if be == nil {
-		be = NewBackend(cfg.Clock)
+		be = NewBackend()
 	}
 	return &Runtime{cfg: cfg, be: be, rand: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))}
 }
@@ -257,7 +254,7 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		// container is never replaced by a leftover.
 		return idepool.Instance{}, idepool.Errorf(idepool.EExists, "fake: container %s already exists", spec.ID)
 	}
-	c.created = b.clock.Now().UTC()
+	c.created = time.Now().UTC()
 	labels[idepool.LabelCreated] = c.created.Format(time.RFC3339Nano)
 
 	if r.injectCreateFailure() {

@@ -12,7 +12,7 @@ import (
 	"github.com/idepool/idepool/runtime/fake"
 )
 
-// Knob tests run in testing/synctest bubbles: the fake's SystemClock uses
+// Knob tests run in testing/synctest bubbles: the fake uses time.Now and
 // time.AfterFunc, whose time the bubble fakes, so latencies are exact and
 // nothing sleeps for real.
 
@@ -253,7 +253,7 @@ func TestCrashNext(t *testing.T) {
 
 func TestKillAndExit(t *testing.T) {
 	ctx := context.Background()
-	be := fake.NewBackend(nil)
+	be := fake.NewBackend()
 	rt := fake.New(fake.Config{Backend: be})
 	other := fake.New(fake.Config{Backend: be, Deployment: "other"})
 	mustCreate(t, rt, "kill")
@@ -389,81 +389,26 @@ func TestRemoveKnobs(t *testing.T) {
 	})
 }
 
-// manualClock is a clock tests step by hand: the Clock interface is enough
-// to drive the fake without synctest.
-type manualClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*manualTimer
-}
-
-type manualTimer struct {
-	c       *manualClock
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) AfterFunc(d time.Duration, f func()) fake.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &manualTimer{c: c, at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *manualTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := !t.stopped
-	t.stopped = true
-	return was
-}
-
-// Advance moves time and runs due timers synchronously, in order.
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*manualTimer
-	c.timers = slices.DeleteFunc(c.timers, func(t *manualTimer) bool {
-		if !t.stopped && !t.at.After(c.now) {
-			t.stopped = true
-			due = append(due, t)
-			return true
+// Creation time, StartLatency and CrashAfter all read the bubble's clock.
+func TestFakeTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := fake.New(fake.Config{StartLatency: time.Minute, CrashAfter: time.Hour})
+		t0 := time.Now()
+		inst := mustCreate(t, rt, "clk0")
+		if !inst.CreatedAt.Equal(t0) || inst.Labels[idepool.LabelCreated] != t0.UTC().Format(time.RFC3339) {
+			t.Errorf("CreatedAt %v, label %q; want the bubble's time %v", inst.CreatedAt, inst.Labels[idepool.LabelCreated], t0)
 		}
-		return t.stopped
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if s := status(t, rt, "clk0"); s != idepool.StatusRunning {
+			t.Errorf("after StartLatency: %s", s)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if s := status(t, rt, "clk0"); s != idepool.StatusFailed {
+			t.Errorf("after CrashAfter: %s", s)
+		}
 	})
-	c.mu.Unlock()
-	slices.SortStableFunc(due, func(a, b *manualTimer) int { return a.at.Compare(b.at) })
-	for _, t := range due {
-		t.f()
-	}
-}
-
-func TestInjectedClock(t *testing.T) {
-	clk := &manualClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	rt := fake.New(fake.Config{Clock: clk, StartLatency: time.Minute, CrashAfter: time.Hour})
-	inst := mustCreate(t, rt, "clk0")
-	if !inst.CreatedAt.Equal(clk.Now()) || inst.Labels[idepool.LabelCreated] != "2026-01-02T03:04:05Z" {
-		t.Errorf("CreatedAt %v, label %q; want the injected clock's time", inst.CreatedAt, inst.Labels[idepool.LabelCreated])
-	}
-	clk.Advance(time.Minute)
-	if s := status(t, rt, "clk0"); s != idepool.StatusRunning {
-		t.Errorf("after StartLatency: %s", s)
-	}
-	clk.Advance(time.Hour)
-	if s := status(t, rt, "clk0"); s != idepool.StatusFailed {
-		t.Errorf("after CrashAfter: %s", s)
-	}
-	if rt.Backend().Clock() != fake.Clock(clk) {
-		t.Error("the private backend does not use the injected clock")
-	}
 }
 
 func TestRestartOverSharedBackend(t *testing.T) {
@@ -544,7 +489,7 @@ func TestBeforeCreate(t *testing.T) {
 func TestConcurrentChaos(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		be := fake.NewBackend(nil)
+		be := fake.NewBackend()
 		rt := fake.New(fake.Config{Backend: be, Seed: 3, CreateLatency: time.Millisecond, CreateJitter: time.Millisecond,
 			StartLatency: 5 * time.Millisecond, CrashAfter: 50 * time.Millisecond, FailureRate: 0.1, LeaveLeftoverOnFailure: true})
 		other := fake.New(fake.Config{Backend: be, Deployment: "other"})
