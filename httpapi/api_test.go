@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -332,29 +333,32 @@ func TestStart(t *testing.T) {
 		}}},
 	}
 	for _, tc := range cases {
+		// A bubble each: ?wait=ready runs out on fake time.
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			if tc.setup != nil {
-				tc.setup(h.orch)
-			}
-			tc.c.method = "POST"
-			path := "/api/containers/start"
-			tc.c.path = path + tc.c.path
-			w, m := h.do(t, tc.c)
-			if w.Code != tc.want.status {
-				t.Fatalf("status %d, want %d: %s", w.Code, tc.want.status, w.Body)
-			}
-			if tc.want.code != "" {
-				if code := errCode(t, m, path); code != string(tc.want.code) {
-					t.Fatalf("code %s, want %s", code, tc.want.code)
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, nil)
+				if tc.setup != nil {
+					tc.setup(h.orch)
 				}
-			}
-			if tc.want.check != nil {
-				tc.want.check(t, m, h.orch)
-			}
-			if strings.Contains(h.logs.String(), "s3cr3t") || strings.Contains(h.logs.String(), testKey) {
-				t.Fatalf("secret in logs: %s", h.logs)
-			}
+				tc.c.method = "POST"
+				path := "/api/containers/start"
+				tc.c.path = path + tc.c.path
+				w, m := h.do(t, tc.c)
+				if w.Code != tc.want.status {
+					t.Fatalf("status %d, want %d: %s", w.Code, tc.want.status, w.Body)
+				}
+				if tc.want.code != "" {
+					if code := errCode(t, m, path); code != string(tc.want.code) {
+						t.Fatalf("code %s, want %s", code, tc.want.code)
+					}
+				}
+				if tc.want.check != nil {
+					tc.want.check(t, m, h.orch)
+				}
+				if strings.Contains(h.logs.String(), "s3cr3t") || strings.Contains(h.logs.String(), testKey) {
+					t.Fatalf("secret in logs: %s", h.logs)
+				}
+			})
 		})
 	}
 }

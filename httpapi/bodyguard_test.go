@@ -10,7 +10,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/idepool/idepool/internal/memnet"
 )
 
 // answer is what one raw connection got back.
@@ -118,19 +121,24 @@ func TestBodiesPerClient(t *testing.T) {
 // TestBodyDeadline: a body that stops coming is cut after BodyTimeout of
 // silence, answered and closed.
 func TestBodyDeadline(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.BodyTimeout = 300 * time.Millisecond })
-	ts := httptest.NewServer(h.srv)
-	t.Cleanup(ts.Close)
-	addr := strings.TrimPrefix(ts.URL, "http://")
-	deadline := time.Now().Add(30 * time.Second)
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.BodyTimeout = 10 * time.Second })
+		srv := memnet.NewServer(t, h.srv)
+		deadline := time.Now().Add(30 * time.Second)
 
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprintf(c, "POST /api/containers/start HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 50\r\n\r\n{", testKey)
-	if a := readAnswer(0, c, deadline); a.err != nil || a.status != http.StatusBadRequest || !a.eof {
-		t.Fatalf("stalled body: %+v, want 400 and closed", a)
-	}
+		c, err := srv.Dial(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// net.Pipe is unbuffered: write while the answer is read.
+		go fmt.Fprintf(c, "POST /api/containers/start HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 50\r\n\r\n{", testKey)
+		start := time.Now()
+		if a := readAnswer(0, c, deadline); a.err != nil || a.status != http.StatusBadRequest || !a.eof {
+			t.Fatalf("stalled body: %+v, want 400 and closed", a)
+		}
+		if waited := time.Since(start); waited != 10*time.Second {
+			t.Errorf("cut after %v of silence, want BodyTimeout (10s)", waited)
+		}
+	})
 }

@@ -80,6 +80,12 @@ type Server struct {
 	srv    *http.Server
 }
 
+// Dial opens a raw connection to the server, for tests that speak HTTP by
+// hand.
+func (s *Server) Dial(ctx context.Context) (net.Conn, error) {
+	return s.ln.DialContext(ctx, "memnet", "memnet")
+}
+
 // NewServer serves h until tb's cleanup, which closes the server and the
 // client's idle connections (so a bubble's goroutines all end).
 func NewServer(tb testing.TB, h http.Handler) *Server {
