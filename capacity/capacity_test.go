@@ -14,17 +14,11 @@ import (
 	"github.com/idepool/idepool"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fixedClock pins Now for tests where no time passes; where it does, the
+// test runs in a synctest bubble on the system clock.
+type fixedClock struct{ t time.Time }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func (c fixedClock) Now() time.Time { return c.t }
 
 const gib = int64(1) << 30
 
@@ -46,62 +40,64 @@ func writeFiles(t *testing.T, root string, files map[string]string) {
 const meminfo = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    4000000 kB\n"
 
 func TestProcSourceHost(t *testing.T) {
-	root := t.TempDir()
-	writeFiles(t, root, map[string]string{
-		"proc/meminfo": meminfo,
-		"proc/stat":    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0 0 0\ncpu1 50 0 50 400 0 0 0 0 0 0\nintr 1\n",
+	synctest.Test(t, func(t *testing.T) {
+		root := t.TempDir()
+		writeFiles(t, root, map[string]string{
+			"proc/meminfo": meminfo,
+			"proc/stat":    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0 0 0\ncpu1 50 0 50 400 0 0 0 0 0 0\nintr 1\n",
+		})
+		src := NewProcSource(root, nil)
+		s, err := src.SampleHost(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.MemoryTotal != 16000000*1024 || s.MemoryUsed != 12000000*1024 || s.CPUs != 2 || s.Source != "proc" {
+			t.Fatalf("sample = %+v", s)
+		}
+		if s.MemoryPercent() != 75 || s.CPUUsed != 0.4 { // since boot: 200 busy of 1000
+			t.Fatalf("memory %.1f%%, cpu %.2f cores", s.MemoryPercent(), s.CPUUsed)
+		}
+		// Then: 150 busy ticks of 200 since the last sample on 2 CPUs.
+		writeFiles(t, root, map[string]string{"proc/stat": "cpu  200 0 150 850 0 0 0 0 0 0\ncpu0 0\ncpu1 0\n"})
+		time.Sleep(time.Second)
+		s, _ = src.SampleHost(t.Context())
+		if s.CPUUsed != 1.5 || s.CPUPercent() != 75 {
+			t.Fatalf("cpu used = %.2f cores (%.1f%%), want 1.5 (75%%)", s.CPUUsed, s.CPUPercent())
+		}
 	})
-	clk := &clock{t: t0}
-	src := NewProcSource(root, clk)
-	s, err := src.SampleHost(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.MemoryTotal != 16000000*1024 || s.MemoryUsed != 12000000*1024 || s.CPUs != 2 || s.Source != "proc" {
-		t.Fatalf("sample = %+v", s)
-	}
-	if s.MemoryPercent() != 75 || s.CPUUsed != 0.4 { // since boot: 200 busy of 1000
-		t.Fatalf("memory %.1f%%, cpu %.2f cores", s.MemoryPercent(), s.CPUUsed)
-	}
-	// Then: 150 busy ticks of 200 since the last sample on 2 CPUs.
-	writeFiles(t, root, map[string]string{"proc/stat": "cpu  200 0 150 850 0 0 0 0 0 0\ncpu0 0\ncpu1 0\n"})
-	clk.Add(time.Second)
-	s, _ = src.SampleHost(t.Context())
-	if s.CPUUsed != 1.5 || s.CPUPercent() != 75 {
-		t.Fatalf("cpu used = %.2f cores (%.1f%%), want 1.5 (75%%)", s.CPUUsed, s.CPUPercent())
-	}
 }
 
 func TestProcSourceCgroup(t *testing.T) {
-	root := t.TempDir()
-	writeFiles(t, root, map[string]string{
-		"proc/meminfo":                 meminfo,
-		"proc/stat":                    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 0\ncpu1 0\ncpu2 0\ncpu3 0\n",
-		"sys/fs/cgroup/memory.max":     "2147483648\n",
-		"sys/fs/cgroup/memory.current": "1610612736\n",
-		"sys/fs/cgroup/memory.stat":    "anon 1\ninactive_file 536870912\n",
-		"sys/fs/cgroup/cpu.max":        "150000 100000\n",
-		"sys/fs/cgroup/cpu.stat":       "usage_usec 1000000\nuser_usec 1\n",
+	synctest.Test(t, func(t *testing.T) {
+		root := t.TempDir()
+		writeFiles(t, root, map[string]string{
+			"proc/meminfo":                 meminfo,
+			"proc/stat":                    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 0\ncpu1 0\ncpu2 0\ncpu3 0\n",
+			"sys/fs/cgroup/memory.max":     "2147483648\n",
+			"sys/fs/cgroup/memory.current": "1610612736\n",
+			"sys/fs/cgroup/memory.stat":    "anon 1\ninactive_file 536870912\n",
+			"sys/fs/cgroup/cpu.max":        "150000 100000\n",
+			"sys/fs/cgroup/cpu.stat":       "usage_usec 1000000\nuser_usec 1\n",
+		})
+		src := NewProcSource(root, nil)
+		s, err := src.SampleHost(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Source != "cgroup" || s.MemoryTotal != 2*gib || s.MemoryUsed != gib || s.CPUs != 1.5 || s.CPUUsed != 0 {
+			t.Fatalf("sample = %+v", s)
+		}
+		writeFiles(t, root, map[string]string{"sys/fs/cgroup/cpu.stat": "usage_usec 3000000\n"})
+		time.Sleep(2 * time.Second)
+		if s, _ = src.SampleHost(t.Context()); s.CPUUsed != 1 {
+			t.Fatalf("cgroup cpu used = %v, want 1 core", s.CPUUsed)
+		}
+		// No limits ("max"): the host figures stand.
+		writeFiles(t, root, map[string]string{"sys/fs/cgroup/memory.max": "max\n", "sys/fs/cgroup/cpu.max": "max 100000\n"})
+		if s, _ = src.SampleHost(t.Context()); s.Source != "proc" || s.CPUs != 4 || s.MemoryTotal != 16000000*1024 {
+			t.Fatalf("unlimited cgroup sample = %+v", s)
+		}
 	})
-	clk := &clock{t: t0}
-	src := NewProcSource(root, clk)
-	s, err := src.SampleHost(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Source != "cgroup" || s.MemoryTotal != 2*gib || s.MemoryUsed != gib || s.CPUs != 1.5 || s.CPUUsed != 0 {
-		t.Fatalf("sample = %+v", s)
-	}
-	writeFiles(t, root, map[string]string{"sys/fs/cgroup/cpu.stat": "usage_usec 3000000\n"})
-	clk.Add(2 * time.Second)
-	if s, _ = src.SampleHost(t.Context()); s.CPUUsed != 1 {
-		t.Fatalf("cgroup cpu used = %v, want 1 core", s.CPUUsed)
-	}
-	// No limits ("max"): the host figures stand.
-	writeFiles(t, root, map[string]string{"sys/fs/cgroup/memory.max": "max\n", "sys/fs/cgroup/cpu.max": "max 100000\n"})
-	if s, _ = src.SampleHost(t.Context()); s.Source != "proc" || s.CPUs != 4 || s.MemoryTotal != 16000000*1024 {
-		t.Fatalf("unlimited cgroup sample = %+v", s)
-	}
 }
 
 func TestProcSourceBroken(t *testing.T) {
@@ -145,7 +141,7 @@ func TestAdmitHost(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}, MeasuredCPU: true})
+			a := New(Options{Host: NewStaticHost(tc.host), Clock: fixedClock{t0}, MeasuredCPU: true})
 			a.SetCommitted(committed{pools: []idepool.PoolStatus{{Profile: "default", Starting: tc.starting}}, profiles: []idepool.Profile{prof}})
 			err := a.Admit(t.Context(), prof, tc.kind)
 			if tc.reason == "" {
@@ -166,28 +162,29 @@ func TestAdmitHost(t *testing.T) {
 }
 
 func TestAdmitCountsGrantsUntilSettled(t *testing.T) {
-	clk := &clock{t: t0}
-	a := New(Options{Host: NewStaticHost(host(76, 0)), Clock: clk, Settle: 10 * time.Second})
-	// Warm limit 80 %: 76 + 1 + 1 + 1 + 1 = 80 admits four, the fifth would be 81.
-	for i := range 4 {
-		if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err != nil {
-			t.Fatalf("create %d refused: %v", i, err)
+	synctest.Test(t, func(t *testing.T) {
+		a := New(Options{Host: NewStaticHost(host(76, 0)), Settle: 10 * time.Second})
+		// Warm limit 80 %: 76 + 1 + 1 + 1 + 1 = 80 admits four, the fifth would be 81.
+		for i := range 4 {
+			if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err != nil {
+				t.Fatalf("create %d refused: %v", i, err)
+			}
 		}
-	}
-	if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err == nil {
-		t.Fatal("fifth create admitted: grants not counted")
-	}
-	if h := a.Headroom(prof); h != 0 {
-		t.Fatalf("headroom = %d, want 0", h)
-	}
-	clk.Add(10 * time.Second)
-	if h := a.Headroom(prof); h != 4 {
-		t.Fatalf("headroom after settling = %d, want 4", h)
-	}
+		if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err == nil {
+			t.Fatal("fifth create admitted: grants not counted")
+		}
+		if h := a.Headroom(prof); h != 0 {
+			t.Fatalf("headroom = %d, want 0", h)
+		}
+		time.Sleep(10 * time.Second)
+		if h := a.Headroom(prof); h != 4 {
+			t.Fatalf("headroom after settling = %d, want 4", h)
+		}
+	})
 }
 
 func TestAdmitFailsOpen(t *testing.T) {
-	a := New(Options{Host: hostErr{}, Clock: &clock{t: t0}})
+	a := New(Options{Host: hostErr{}, Clock: fixedClock{t0}})
 	if err := a.Admit(t.Context(), prof, idepool.ClaimCold); err != nil {
 		t.Fatalf("refused on unknown capacity: %v", err)
 	}
@@ -219,7 +216,7 @@ func TestHeadroomHost(t *testing.T) {
 		{HostSample{}, prof, -1},                         // nothing known
 	}
 	for i, tc := range tests {
-		a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}, MeasuredCPU: true})
+		a := New(Options{Host: NewStaticHost(tc.host), Clock: fixedClock{t0}, MeasuredCPU: true})
 		if got := a.Headroom(tc.p); got != tc.want {
 			t.Errorf("%d: headroom = %d, want %d", i, got, tc.want)
 		}
@@ -248,7 +245,7 @@ func TestSwarmNodes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := New(Options{Host: NewStaticHost(host(99, 99)), Clock: &clock{t: t0},
+			a := New(Options{Host: NewStaticHost(host(99, 99)), Clock: fixedClock{t0},
 				Nodes: NodeSourceFunc(func(context.Context) ([]Node, error) { return tc.nodes, nil })})
 			if got := a.Headroom(tc.p); got != tc.head {
 				t.Errorf("headroom = %d, want %d", got, tc.head)
@@ -278,7 +275,7 @@ func TestPressure(t *testing.T) {
 		{host(81, 95), true, true, "cpu"},
 	}
 	for i, tc := range tests {
-		a := New(Options{Host: NewStaticHost(tc.host), Clock: &clock{t: t0}, MeasuredCPU: true})
+		a := New(Options{Host: NewStaticHost(tc.host), Clock: fixedClock{t0}, MeasuredCPU: true})
 		p := a.Pressure()
 		if p.Active != tc.active || p.Critical != tc.critical || p.Reason != tc.reason {
 			t.Errorf("%d: pressure = %+v", i, p)
@@ -319,8 +316,7 @@ func (f *fakePool) Stop(_ context.Context, id, reason string) (idepool.Container
 // shrinks one container per step, and stops when the pressure is gone.
 func TestShedUnderPressure(t *testing.T) {
 	src := NewStaticHost(host(95, 0))
-	clk := &clock{t: t0}
-	a := New(Options{Host: src, Clock: clk})
+	a := New(Options{Host: src, Clock: fixedClock{t0}})
 	p := &fakePool{stopped: map[string]string{}, warm: []idepool.Container{
 		{ID: "w1", State: idepool.StateWarm}, {ID: "w2", State: idepool.StateWarm}, {ID: "w3", State: idepool.StateWarm}}}
 	if err := a.Admit(t.Context(), prof, idepool.ClaimCold); idepool.ErrorCode(err) != idepool.ECapacity {
@@ -385,7 +381,7 @@ func (f *fakePool) stops() map[string]string {
 func TestAdmitHostCPUByReservation(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	busy := host(10, 99) // 99 of 100 cores busy
-	a := New(Options{Host: NewStaticHost(busy), Clock: &clock{t: t0}})
+	a := New(Options{Host: NewStaticHost(busy), Clock: fixedClock{t0}})
 	if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err != nil {
 		t.Fatalf("busy host with no reservations: %v, want admitted", err)
 	}
