@@ -1,26 +1,22 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/idepool/idepool"
 )
 
-// steppingClock advances by step at every reading: a request spans at
-// least one step.
-type steppingClock struct {
-	mu   sync.Mutex
-	t    time.Time
-	step time.Duration
-}
+// slowHealth answers after SlowRequest (of the bubble's fake time).
+type slowHealth struct{ fakeHealth }
 
-func (c *steppingClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(c.step)
-	return c.t
+func (h slowHealth) Health(ctx context.Context) HealthReport {
+	time.Sleep(SlowRequest)
+	return h.fakeHealth.Health(ctx)
 }
 
 // accessLines returns the access log's records as path → level.
@@ -55,11 +51,16 @@ func TestAccessLogLevels(t *testing.T) {
 		}
 	}
 
-	slow := newHarness(t, func(o *Options) { o.Clock = &steppingClock{t: t0, step: SlowRequest} })
-	slow.do(t, call{method: "GET", path: "/api/health", noAuth: true})
-	if got := accessLines(t, slow.logs.String())["/api/health"]; got != "WARN" {
-		t.Errorf("slow request logged at %q, want WARN", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		slow := newHarness(t, func(o *Options) {
+			o.Clock = idepool.SystemClock{} // the bubble's
+			o.Health = slowHealth{fakeHealth{HealthReport{Runtime: "fake", Connected: true}}}
+		})
+		slow.do(t, call{method: "GET", path: "/api/health", noAuth: true})
+		if got := accessLines(t, slow.logs.String())["/api/health"]; got != "WARN" {
+			t.Errorf("slow request logged at %q, want WARN", got)
+		}
+	})
 
 	fail := newHarness(t, nil)
 	fail.orch.startErr = errFake("boom")

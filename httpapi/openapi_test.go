@@ -357,7 +357,7 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := loadDoc(t)
 		ops := d.operations()
-		clk := &stepClock{t: t0}
+		clk := fixedClock{t0}
 		h := newHarness(t, func(o *Options) {
 			o.Clock = clk
 			o.RateLimit = RateLimit{Requests: 1000, Window: time.Minute}
