@@ -11,9 +11,10 @@ import (
 	"github.com/idepool/idepool"
 )
 
-// slowHealth answers after SlowRequest (of the bubble's fake time).
+// slowHealth answers slowly.
 type slowHealth struct{ fakeHealth }
 
+// Health answers after SlowRequest of the bubble's fake time.
 func (h slowHealth) Health(ctx context.Context) HealthReport {
 	time.Sleep(SlowRequest)
 	return h.fakeHealth.Health(ctx)
