@@ -2,6 +2,11 @@ package idepool
 
 import "time"
 
+// ProbeHeader marks a request of idepool's own probes (the health monitor's,
+// the agent's readiness checks) to a container's workloads: it is not user
+// activity, so the built-in placeholder does not count it as such.
+const ProbeHeader = "X-Idepool-Probe"
+
 // Assignment binds a container to a workspace. It is sent to the agent over
 // its control connection and is the only way S3 credentials reach a
 // container.

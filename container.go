@@ -164,6 +164,17 @@ const (
 	LabelIdleExempt = "idepool.idle-exempt"
 )
 
+// IsRuntimeLabel reports whether k is one of the labels a Runtime sets
+// itself at creation (LabelManaged, LabelID, LabelProfile, LabelCreated):
+// a caller cannot set or change them.
+func IsRuntimeLabel(k string) bool {
+	switch k {
+	case LabelManaged, LabelID, LabelProfile, LabelCreated:
+		return true
+	}
+	return false
+}
+
 // WorkspaceFromLabels returns the workspace recorded in labels, if any.
 func WorkspaceFromLabels(l map[string]string) (Workspace, bool) {
 	if l[LabelBucket] == "" {

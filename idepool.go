@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -114,6 +115,14 @@ func (p Profile) EffectiveMemoryReservation() int64 {
 	return p.MemoryLimit
 }
 
+// ReservedPaths returns the first path segments idepool serves besides the
+// API's own paths (which httpapi adds): the dashboard, metrics, the agents'
+// channel, Traefik's ForwardAuth, the event stream. A container route named
+// like one would be shadowed.
+func ReservedPaths() []string {
+	return []string{"_auth", "agent", "api", "dashboard", "events", "metrics", "openapi.json", "static"}
+}
+
 var (
 	profileNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	routeNameRE   = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
@@ -145,7 +154,7 @@ func (p Profile) Validate() error {
 		if !routeNameRE.MatchString(r.Name) {
 			return Errorf(EInvalid, "profile %s: route name %q: want a-z, 0-9, '-', starting with a letter", p.Name, r.Name)
 		}
-		if r.Name == "api" || r.Name == "dashboard" || r.Name == "metrics" || r.Name == "agent" {
+		if slices.Contains(ReservedPaths(), r.Name) {
 			return Errorf(EInvalid, "profile %s: route name %q is reserved", p.Name, r.Name)
 		}
 		if seen[r.Name] {

@@ -144,4 +144,10 @@ const (
 	EnvWorkloads = "IDEPOOL_WORKLOADS"
 	// EnvRoutes is the profile's routes as JSON.
 	EnvRoutes = "IDEPOOL_ROUTES"
+	// EnvOrphanTimeout (a Go duration): an agent that cannot reach its
+	// orchestrator this long flushes its workspace and exits.
+	EnvOrphanTimeout = "IDEPOOL_ORPHAN_TIMEOUT"
+	// EnvSyncMaxDeletePercent: the share of a workspace's files one sync
+	// pass may delete before the deletions wait for a confirmation.
+	EnvSyncMaxDeletePercent = "IDEPOOL_SYNC_MAX_DELETE_PERCENT"
 )

@@ -23,6 +23,7 @@ import (
 	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/agent/placeholder"
 	"github.com/idepool/idepool/control"
+	"github.com/idepool/idepool/internal/peerset"
 )
 
 // Run runs the agent until ctx ends (the caller cancels it on SIGTERM or
@@ -69,8 +70,9 @@ type agent struct {
 	readyCh  chan struct{} // closed once every route answers
 	activity atomic.Int64  // UnixNano of the newest activity the placeholder saw
 
-	stopReq  chan struct{} // closed on a stop message
+	stopReq  chan struct{} // closed on a stop message, or when orphaned
 	stopOnce sync.Once
+	orphaned atomic.Pointer[string] // why the agent gave up on its orchestrator
 
 	mu      sync.Mutex
 	st      savedState // the current assignment (persisted)
@@ -78,6 +80,8 @@ type agent struct {
 	synced  bool       // syncGen's initial pull is done
 	syncer  Syncer
 	sess    *session
+	// undelivered: sync events raised while disconnected (bounded).
+	undelivered []control.Message
 
 	syncMu sync.Mutex // serializes Syncer Start, Flush and Stop
 	saveMu sync.Mutex // serializes persist
@@ -104,7 +108,7 @@ func (a *agent) run(ctx context.Context) error {
 	workRoutes, workHost := a.cfg.Routes, a.cfg.ListenHost
 	if a.cfg.workRoutes != nil {
 		workRoutes, workHost = a.cfg.workRoutes, a.cfg.workHost
-		peers := NewPeerSet(PeerSetOptions{Names: a.cfg.AllowedPeers, Resolver: a.cfg.Resolver, Logger: a.log})
+		peers := peerset.New(peerset.Options{Names: a.cfg.AllowedPeers, Resolver: a.cfg.Resolver, Logger: a.log})
 		for i, r := range a.cfg.Routes {
 			rl, err := startRelay(r.Name, net.JoinHostPort(a.cfg.ListenHost, strconv.Itoa(r.Port)),
 				net.JoinHostPort(workHost, strconv.Itoa(workRoutes[i].Port)), peers.Allowed, a.log)
@@ -144,7 +148,11 @@ func (a *agent) run(ctx context.Context) error {
 	case <-ctx.Done():
 		a.log.Info("agent shutting down")
 	case <-a.stopReq:
-		a.log.Info("orchestrator asked the agent to stop")
+		if why := a.orphaned.Load(); why != nil {
+			a.log.Warn("orphaned: flushing the workspace and exiting", "why", *why)
+		} else {
+			a.log.Info("orchestrator asked the agent to stop")
+		}
 	}
 	// Workloads first, so what they save on SIGTERM is in the flush.
 	stopWork()
@@ -213,7 +221,7 @@ func (a *agent) awaitReady(ctx context.Context) {
 				a.log.Error("bad readiness URL", "route", r.Name, "err", err)
 				return
 			}
-			req.Header.Set(placeholder.ProbeHeader, "1")
+			req.Header.Set(idepool.ProbeHeader, "1")
 			resp, err := client.Do(req)
 			if err == nil {
 				resp.Body.Close()
@@ -231,13 +239,27 @@ func (a *agent) awaitReady(ctx context.Context) {
 }
 
 // connectLoop keeps a control connection up until ctx ends, reconnecting
-// with capped exponential backoff and jitter.
+// with capped exponential backoff and jitter. An orchestrator that refuses
+// the agent, or one out of reach for OrphanTimeout, orphans it: the agent
+// then stops (flushing first) rather than wait for ever.
 func (a *agent) connectLoop(ctx context.Context) {
 	attempt := 0
+	lastUp := time.Now() // the last moment the orchestrator was reachable
 	for ctx.Err() == nil {
 		start := time.Now()
 		connected, err := a.session(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			lastUp = time.Now()
+		}
+		if errors.Is(err, errRefused) {
+			a.orphan("the orchestrator does not know this container (its record is gone or the token is not its)")
+			return
+		}
+		if down := time.Since(lastUp); down >= a.cfg.OrphanTimeout {
+			a.orphan(fmt.Sprintf("the orchestrator has been unreachable for %v (last error: %v)", down.Round(time.Second), err))
 			return
 		}
 		// Only a connection that lasted resets the backoff: one dropped at
@@ -252,6 +274,16 @@ func (a *agent) connectLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// errRefused: the orchestrator said it does not know this agent.
+var errRefused = errors.New("the orchestrator refused the agent: unknown container or token")
+
+// orphan stops the agent the way a stop message does (workloads, flush,
+// exit), saying why.
+func (a *agent) orphan(why string) {
+	a.orphaned.CompareAndSwap(nil, &why)
+	a.stopOnce.Do(func() { close(a.stopReq) })
 }
 
 // backoff is base·2^attempt capped at max, with the upper half jittered.
@@ -293,6 +325,9 @@ func (a *agent) session(ctx context.Context) (connected bool, err error) {
 	cancel()
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			if resp.Header.Get(control.HeaderRefused) == control.RefusedUnknownAgent {
+				return false, errRefused
+			}
 			return false, errors.New("the orchestrator refused the agent token (401)")
 		}
 		return false, err
@@ -321,6 +356,7 @@ func (a *agent) session(ctx context.Context) (connected bool, err error) {
 		// The orchestrator may have restarted: tell it the pull is done.
 		_ = a.write(ctx, s, a.syncedMessage(nil))
 	}
+	a.deliverKept(ctx, s)
 
 	sctx, scancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -382,6 +418,20 @@ func (a *agent) handle(ctx context.Context, s *session, m control.Message) {
 		}()
 	case control.TypeStop:
 		a.stopOnce.Do(func() { close(a.stopReq) })
+	case control.TypeConfirmDeletions:
+		a.mu.Lock()
+		sy := a.syncer
+		a.mu.Unlock()
+		ack := control.Message{Type: control.TypeAck, ID: m.ID}
+		if sy != nil {
+			ack.Count = sy.ConfirmDeletions()
+		}
+		if ack.Count == 0 {
+			ack.Error = "no deletions are held"
+		} else {
+			a.log.Info("held deletions confirmed", "count", ack.Count)
+		}
+		_ = a.write(ctx, s, ack)
 	default:
 		a.log.Debug("ignoring unknown message type", "type", m.Type)
 	}
@@ -540,17 +590,57 @@ func (a *agent) forward(r idepool.AgentReport) {
 	a.send(context.Background(), m)
 }
 
-// send writes m on the current connection, if any (reports are not queued:
-// the next hello and heartbeat carry the state).
+// send writes m on the current connection, if any. Reports are not queued
+// (the next hello and heartbeat carry the state), except sync events: a
+// conflict or a remote reset seen while the orchestrator was away (a
+// store replaced while it restarted) is told once it is back.
 func (a *agent) send(ctx context.Context, m control.Message) {
 	a.mu.Lock()
 	s := a.sess
 	a.mu.Unlock()
 	if s == nil {
+		if a.keep(m) {
+			return
+		}
 		a.log.Debug("not connected; dropping report", "type", m.Type)
 		return
 	}
-	_ = a.write(ctx, s, m)
+	if err := a.write(ctx, s, m); err != nil {
+		a.keep(m)
+	}
+}
+
+// maxUndelivered bounds the sync events kept while disconnected.
+const maxUndelivered = 64
+
+// keep queues a sync event for the next connection; false if m is not one.
+func (a *agent) keep(m control.Message) bool {
+	if m.Type != control.TypeSync || m.Event == "" || m.Event == "stats" {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.undelivered) == maxUndelivered {
+		a.undelivered = a.undelivered[1:] // the oldest goes
+	}
+	a.undelivered = append(a.undelivered, m)
+	return true
+}
+
+// deliverKept sends the sync events kept while disconnected.
+func (a *agent) deliverKept(ctx context.Context, s *session) {
+	a.mu.Lock()
+	kept := a.undelivered
+	a.undelivered = nil
+	a.mu.Unlock()
+	for i, m := range kept {
+		if err := a.write(ctx, s, m); err != nil {
+			for _, r := range kept[i:] {
+				a.keep(r)
+			}
+			return
+		}
+	}
 }
 
 func (a *agent) write(ctx context.Context, s *session, m control.Message) error {

@@ -24,12 +24,16 @@ const (
 	testToken = "secret-agent-token"
 )
 
-// verifier accepts testToken for testID and counts attempts.
-type verifier struct{ calls atomic.Int64 }
+// verifier accepts testToken for testID (unless it knows no agent) and
+// counts attempts.
+type verifier struct {
+	calls   atomic.Int64
+	knowsNo bool
+}
 
 func (v *verifier) VerifyAgent(id, token string) bool {
 	v.calls.Add(1)
-	return id == testID && token == testToken
+	return !v.knowsNo && id == testID && token == testToken
 }
 
 // recorder is an Observer that keeps every report.
@@ -47,12 +51,6 @@ func (r *recorder) AgentReport(rep idepool.AgentReport) {
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
-}
-
-func (r *recorder) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.reports)
 }
 
 // waitFor returns the first report at index >= from matching ok, and the
@@ -94,7 +92,13 @@ type hubEnv struct {
 // startHub serves a hub on addr ("" = any free port).
 func startHub(t *testing.T, addr string) *hubEnv {
 	t.Helper()
-	e := &hubEnv{rec: newRecorder(), ver: &verifier{}}
+	return startHubWith(t, addr, &verifier{})
+}
+
+// startHubWith serves a hub checking agents with v.
+func startHubWith(t *testing.T, addr string, v *verifier) *hubEnv {
+	t.Helper()
+	e := &hubEnv{rec: newRecorder(), ver: v}
 	e.hub = control.NewHub(control.Options{Verifier: e.ver, Observer: e.rec})
 	mux := http.NewServeMux()
 	mux.Handle(control.Path, e.hub)
@@ -135,6 +139,7 @@ type fakeSyncer struct {
 	starts  []idepool.Assignment
 	flushes int
 	stops   int
+	held    int
 	report  func(idepool.AgentReport)
 }
 
@@ -164,6 +169,14 @@ func (f *fakeSyncer) Stop(context.Context) error {
 	defer f.mu.Unlock()
 	f.stops++
 	return nil
+}
+
+func (f *fakeSyncer) ConfirmDeletions() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.held
+	f.held = 0
+	return n
 }
 
 func (f *fakeSyncer) counts() (starts, flushes, stops int) {
@@ -388,20 +401,50 @@ func TestRestartedAgentKnowsItsAssignment(t *testing.T) {
 	}
 }
 
-func TestBadTokenKeepsRetrying(t *testing.T) {
-	e := startHub(t, "")
-	cfg := testConfig(t, e.srv.URL+control.Path)
-	cfg.Token = "wrong"
+// A 401 that does not come from the orchestrator (a proxy's, without
+// control.HeaderRefused) is retried, not taken for a refusal.
+func TestProxy401KeepsRetrying(t *testing.T) {
+	var calls atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	}))
+	defer proxy.Close()
+	cfg := testConfig(t, proxy.URL+control.Path)
 	cancel, done := runAgent(t, cfg)
-	for e.ver.calls.Load() < 3 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if e.hub.Connected(testID) || e.rec.len() != 0 {
-		t.Fatal("an agent with a bad token got in")
+	for calls.Load() < 3 {
+		select {
+		case <-done:
+			t.Fatal("the agent gave up on a 401 its orchestrator did not send")
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	cancel()
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestConfirmDeletionsReachesTheSyncer(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL)
+	fs := &fakeSyncer{held: 7}
+	cfg.NewSyncer = func(string, string, *slog.Logger) Syncer { return fs }
+	runAgent(t, cfg)
+	ctx := context.Background()
+	_, i := e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	if _, err := e.hub.ConfirmDeletions(ctx, testID); idepool.ErrorCode(err) != idepool.EConflict {
+		t.Fatalf("confirm before any assignment: %v", err)
+	}
+	if err := e.hub.Assign(ctx, testID, idepool.Assignment{Generation: 1, Workspace: idepool.Workspace{Bucket: "bucket-d"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.waitFor(t, i, "synced", kind(idepool.AgentSynced))
+	if n, err := e.hub.ConfirmDeletions(ctx, testID); err != nil || n != 7 {
+		t.Fatalf("confirm: %d, %v", n, err)
+	}
+	if _, err := e.hub.ConfirmDeletions(ctx, testID); idepool.ErrorCode(err) != idepool.EConflict {
+		t.Fatalf("confirm with nothing held: %v", err)
 	}
 }
 
@@ -516,4 +559,31 @@ func BenchmarkAssignRoundTrip(b *testing.B) {
 	rt := time.Since(start) / time.Duration(n)
 	b.ReportMetric(float64(rt.Microseconds()), "µs/roundtrip")
 	b.Logf("assign round trip to a real agent over loopback: %v (n=%d)", rt, n)
+}
+
+// A sync event raised while the orchestrator is away (a store replaced
+// while it restarted) is delivered once it is back; figures are not kept.
+func TestSyncEventsWhileDisconnectedAreDelivered(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL)
+	fs := &fakeSyncer{}
+	cfg.NewSyncer = func(string, string, *slog.Logger) Syncer { return fs }
+	runAgent(t, cfg)
+	_, i := e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	if err := e.hub.Assign(context.Background(), testID, idepool.Assignment{Generation: 2, Workspace: idepool.Workspace{Bucket: "bucket-e"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.waitFor(t, i, "synced", kind(idepool.AgentSynced))
+	addr := e.srv.Listener.Addr().String()
+	e.stop()
+	fs.mu.Lock()
+	report := fs.report
+	fs.mu.Unlock()
+	report(idepool.AgentReport{Kind: idepool.AgentSyncEvent, Event: "stats"})
+	report(idepool.AgentReport{Kind: idepool.AgentSyncEvent, Event: "remote-reset", Message: "store lost"})
+	e2 := startHub(t, addr)
+	ev, _ := e2.rec.waitFor(t, 0, "remote-reset", func(r idepool.AgentReport) bool { return r.Kind == idepool.AgentSyncEvent && r.Event != "stats" })
+	if ev.Event != "remote-reset" || ev.Message != "store lost" || ev.Generation != 2 {
+		t.Fatalf("delivered after the reconnect: %+v", ev)
+	}
 }

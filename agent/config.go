@@ -27,6 +27,9 @@ type Syncer interface {
 	Flush(ctx context.Context) error
 	Stats() idepool.SyncStats
 	Stop(ctx context.Context) error
+	// ConfirmDeletions lets the deletions the sync holds back (a mass
+	// deletion) go through, and returns how many there are.
+	ConfirmDeletions() int
 }
 
 // SyncerFactory makes the Syncer for an assignment.
@@ -95,6 +98,11 @@ type Config struct {
 	KillGrace time.Duration
 	// ReconnectMax caps the reconnect backoff (default 5 s).
 	ReconnectMax time.Duration
+	// OrphanTimeout: an agent that could not reach its orchestrator for
+	// this long flushes its workspace and exits (default 15 min;
+	// EnvOrphanTimeout). An orchestrator that refuses it (HeaderRefused)
+	// has the same effect at once.
+	OrphanTimeout time.Duration
 	// RestartMin and RestartMax bound a crashed workload's restart backoff
 	// (defaults 200 ms, 30 s); it resets once a run lasted StableAfter
 	// (default 30 s).
@@ -123,6 +131,7 @@ func (c *Config) withDefaults() {
 	def(&c.FlushTimeout, 30*time.Second)
 	def(&c.KillGrace, 5*time.Second)
 	def(&c.ReconnectMax, 5*time.Second)
+	def(&c.OrphanTimeout, 15*time.Minute)
 	def(&c.RestartMin, 200*time.Millisecond)
 	def(&c.RestartMax, 30*time.Second)
 	def(&c.StableAfter, 30*time.Second)
@@ -173,6 +182,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.WorkspaceDir == "" {
 		c.WorkspaceDir = "/workspace"
+	}
+	if s := getenv(idepool.EnvOrphanTimeout); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return Config{}, fmt.Errorf("agent: %s=%q: want a duration > 0 such as 15m", idepool.EnvOrphanTimeout, s)
+		}
+		c.OrphanTimeout = d
 	}
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(os.TempDir(), "idepool-agent")

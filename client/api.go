@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/apiwire"
 )
 
 // StartRequest asks for a container for a workspace.
@@ -34,70 +35,20 @@ type StartRequest struct {
 	WaitTimeout time.Duration
 }
 
-// URLs are the original's URL fields of a start answer.
-type URLs struct {
-	VNC        string `json:"vnc,omitempty"`
-	CodeServer string `json:"codeServer,omitempty"`
-	WebServer  string `json:"webServer,omitempty"`
-	Terminal   string `json:"terminal,omitempty"`
-}
+// URLs are the original's URL fields of a start answer (the server's own
+// type: one shape on both sides).
+type URLs = apiwire.URLs
 
 // StartResponse is the answer to a start. Its URLs carry one-time tokens.
 type StartResponse struct {
-	ID          string            `json:"id"`
-	ServiceName string            `json:"serviceName"`
-	Status      string            `json:"status"`
-	State       idepool.State     `json:"state"`
-	Ready       bool              `json:"ready"`
-	URLs        URLs              `json:"urls"`
-	Routes      map[string]string `json:"routes"`
-	Message     string            `json:"message"`
-	IsPreWarmed bool              `json:"isPreWarmed"`
-	IsReused    bool              `json:"isReused"`
-	Claim       idepool.ClaimKind `json:"claim"`
-	Profile     string            `json:"profile"`
-	S3Bucket    string            `json:"s3Bucket"`
-	S3Prefix    string            `json:"s3Prefix,omitempty"`
-	Generation  int64             `json:"generation"`
-	CreatedAt   time.Time         `json:"createdAt"`
+	apiwire.StartResponse
 	// HTTPStatus is 201 (new claim), 200 (reused) or 202 (waited, not ready).
 	HTTPStatus int `json:"-"`
 }
 
-// Container is one container as GET answers show it (URLs without tokens).
-type Container struct {
-	ID             string             `json:"id"`
-	ServiceName    string             `json:"serviceName"`
-	Status         string             `json:"status"`
-	State          idepool.State      `json:"state"`
-	Profile        string             `json:"profile"`
-	URLs           URLs               `json:"urls"`
-	Routes         map[string]string  `json:"routes"`
-	S3Bucket       string             `json:"s3Bucket"`
-	Workspace      *idepool.Workspace `json:"workspace,omitempty"`
-	UserID         string             `json:"userId,omitempty"`
-	Generation     int64              `json:"generation"`
-	CreatedAt      time.Time          `json:"createdAt"`
-	StartedAt      *time.Time         `json:"startedAt"`
-	StoppedAt      *time.Time         `json:"stoppedAt"`
-	LastActivity   *time.Time         `json:"lastActivity"`
-	Uptime         int64              `json:"uptime"`
-	ShutdownReason string             `json:"shutdownReason,omitempty"`
-	Message        string             `json:"message,omitempty"`
-	ResourceLimits struct {
-		CPULimit    float64 `json:"cpuLimit"`
-		MemoryLimit int64   `json:"memoryLimit"`
-	} `json:"resourceLimits"`
-	Health struct {
-		Status              idepool.HealthStatus `json:"status"`
-		LastCheck           *time.Time           `json:"lastCheck"`
-		Checks              map[string]string    `json:"checks"`
-		ConsecutiveFailures int                  `json:"consecutiveFailures"`
-	} `json:"health"`
-	IsPreWarmed bool   `json:"isPreWarmed"`
-	IdleExempt  bool   `json:"idleExempt"`
-	Node        string `json:"node,omitempty"`
-}
+// Container is one container as GET answers show it (URLs without tokens):
+// the server's own type.
+type Container = apiwire.Container
 
 // ListOptions select containers.
 type ListOptions struct {

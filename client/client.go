@@ -152,30 +152,15 @@ func IsCapacity(err error) bool {
 	return IsCode(err, idepool.ECapacity, idepool.EQueueFull, idepool.ELimitExceeded)
 }
 
-// codeForStatus names a non-envelope answer.
+// codeForStatus names a non-envelope answer: the inverse of the server's
+// status table (idepool.CodeForStatus), except that a bare 502 comes from a
+// proxy in front of the server (the server's own 502 carries BAD_GATEWAY in
+// an envelope), so it means the server is unavailable.
 func codeForStatus(status int) idepool.Code {
-	switch status {
-	case http.StatusNotFound:
-		return idepool.ERouteNotFound
-	case http.StatusUnauthorized:
-		return idepool.EUnauthorized
-	case http.StatusForbidden:
-		return idepool.EForbidden
-	case http.StatusTooManyRequests:
-		return idepool.ERateLimited
-	case http.StatusServiceUnavailable, http.StatusBadGateway:
+	if status == http.StatusBadGateway {
 		return idepool.EUnavailable
-	case http.StatusGatewayTimeout:
-		return idepool.ETimeout
-	case http.StatusRequestEntityTooLarge:
-		return idepool.ETooLarge
-	case http.StatusMethodNotAllowed:
-		return idepool.EMethodNotAllowed
 	}
-	if status >= 400 && status < 500 {
-		return idepool.EInvalid
-	}
-	return idepool.EInternal
+	return idepool.CodeForStatus(status)
 }
 
 // decodeError turns a non-2xx answer into *Error.

@@ -222,3 +222,20 @@ func TestStreamIdle(t *testing.T) {
 		t.Fatalf("err = %v, want ErrStreamIdle", err)
 	}
 }
+
+// TestCodeForStatus: a bare answer (no envelope) of any status in the
+// server's table decodes to a code of that same status, but a bare 502,
+// which comes from a proxy in front of the server: unavailable.
+func TestCodeForStatus(t *testing.T) {
+	for _, c := range idepool.Codes() {
+		st := c.HTTPStatus()
+		got := decodeError(&http.Response{StatusCode: st, Header: http.Header{}}, []byte("<html></html>")).Code
+		want := st
+		if st == http.StatusBadGateway {
+			want = http.StatusServiceUnavailable
+		}
+		if got.HTTPStatus() != want {
+			t.Errorf("bare %d (%s) → %s (%d), want a code of %d", st, c, got, got.HTTPStatus(), want)
+		}
+	}
+}

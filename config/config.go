@@ -57,6 +57,8 @@ type Config struct {
 	ProfilesFile      string        // PROFILES_FILE
 	CreateTimeout     time.Duration // CREATE_TIMEOUT
 	FlushTimeout      time.Duration // FLUSH_TIMEOUT
+	// AgentOrphanTimeout: AGENT_ORPHAN_TIMEOUT, passed to every agent.
+	AgentOrphanTimeout time.Duration
 
 	// Capacity.
 	MaxMemoryPercent int // MAX_MEMORY_PERCENT
@@ -71,6 +73,7 @@ type Config struct {
 	Runtime      string // RUNTIME: RuntimeProcess, RuntimeSwarm, RuntimeFake
 	DataDir      string // DATA_DIR, absolute
 	ProcessNice  int    // PROCESS_NICE
+	ProcessUser  string // PROCESS_USER: "off" or uid[:gid]
 	GCPercent    int    // GC_PERCENT; 0 = the Go runtime's own
 	Deployment   string // DEPLOYMENT: value of idepool.LabelManaged
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik
@@ -97,7 +100,9 @@ type Config struct {
 	AWSAccessKeyID     string // AWS_ACCESS_KEY_ID; secret
 	AWSSecretAccessKey string // AWS_SECRET_ACCESS_KEY; secret
 	S3Endpoint         string // S3_ENDPOINT; "" = AWS
-	S3EmbeddedAddr     string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
+	// SyncMaxDeletePercent: SYNC_MAX_DELETE_PERCENT, passed to every agent.
+	SyncMaxDeletePercent int
+	S3EmbeddedAddr       string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
 
 	// Logging.
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error

@@ -101,6 +101,9 @@ func vars() []VarSpec {
 		{Name: "FLUSH_TIMEOUT", Default: "30s", Kind: KindDuration, NonZero: true, Topic: TopicPool,
 			Description: "How long a stop waits for the agent's final push of the workspace before removing the container.",
 			bind:        func(c *Config) any { return &c.FlushTimeout }},
+		{Name: "AGENT_ORPHAN_TIMEOUT", Default: "15m", Kind: KindDuration, NonZero: true, Topic: TopicPool,
+			Description: "An agent that cannot reach its orchestrator this long flushes its workspace to S3 and exits (its container is no one's any more); one the orchestrator refuses as unknown does so at once.",
+			bind:        func(c *Config) any { return &c.AgentOrphanTimeout }},
 
 		// Capacity.
 		{Name: "MAX_MEMORY_PERCENT", Default: "90", Kind: KindPercent, Topic: TopicCapacity,
@@ -129,8 +132,12 @@ func vars() []VarSpec {
 			Description: "Directory of idepool's state: the generated API key, the process runtime's workspaces. Made absolute at start-up.",
 			bind:        func(c *Config) any { return &c.DataDir }},
 		{Name: "PROCESS_NICE", Default: "10", Kind: KindInt, Max: 19, Topic: TopicRuntime,
-			Description: "With the process runtime: the scheduling niceness (0-19) of every agent and its workloads. Local containers have no CPU limits; a lower priority keeps claims and routing fast while hundreds of them start or sync at once. 0 runs them at idepool's own priority.",
+			Description: "With the process runtime: the scheduling niceness (0-19) of every agent and its workloads. Local containers have CPU limits only when idepool runs as root (PROCESS_USER); a lower priority keeps claims and routing fast while hundreds of them start or sync at once. 0 runs them at idepool's own priority.",
 			bind:        func(c *Config) any { return &c.ProcessNice }},
+		{Name: "PROCESS_USER", Default: "65534", Kind: KindString, Pattern: `off|[1-9][0-9]{0,9}(:[1-9][0-9]{0,9})?`,
+			Accepts: "off, or a non-zero uid[:gid]", Topic: TopicRuntime,
+			Description: "With the process runtime, when idepool runs as root: the user (uid[:gid], gid defaults to uid) every agent and its workloads run as, instead of root. off keeps root. Not root: they run as idepool's own user, and the start-up line says so.",
+			bind:        func(c *Config) any { return &c.ProcessUser }},
 		{Name: "EMBEDDED_IDE", Default: "auto", Kind: KindEnum, Values: []string{"auto", "code-server", "jupyterlab", "notebook", "placeholder"}, Topic: TopicRuntime,
 			Description: "With the process runtime: the IDE the default profile runs on its code route when it names no workloads. auto takes the first installed of code-server, JupyterLab, Jupyter Notebook, else the placeholder (a read-only file listing).",
 			bind:        func(c *Config) any { return &c.EmbeddedIDE }},
@@ -179,6 +186,9 @@ func vars() []VarSpec {
 		{Name: "S3_EMBEDDED_ADDR", Kind: KindString, Pattern: `[0-9A-Za-z.\-\[\]:]*:[0-9]{1,5}`, Topic: TopicS3,
 			Description: "With no S3 configured at all (no S3_ENDPOINT, no AWS keys) and the process runtime, serve runs an embedded S3-compatible store (versitygw) under DATA_DIR/s3, local only; it listens here (default 127.0.0.1:PORT+1). Its credentials are generated into DATA_DIR/s3/credentials.json; buckets are created on first use.",
 			bind:        func(c *Config) any { return &c.S3EmbeddedAddr }},
+		{Name: "SYNC_MAX_DELETE_PERCENT", Default: "50", Kind: KindPercent, Topic: TopicS3,
+			Description: "Mass-deletion guard: when one sync pass would delete more than this share of a container's files (and more than 3) because they vanished from S3, the deletions wait (event sync.deletions_held) until POST /api/containers/{id}/sync/confirm-deletions; 100 turns the guard off, 0 means the default.",
+			bind:        func(c *Config) any { return &c.SyncMaxDeletePercent }},
 
 		// Logging.
 		{Name: "LOG_LEVEL", Default: "info", Kind: KindEnum, Values: []string{"debug", "info", "warn", "error"}, Topic: TopicLogging,

@@ -161,6 +161,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			logID = "(invalid)"
 		}
 		h.log.Warn("agent authentication failed", "container", logID, "remote", r.RemoteAddr)
+		if idepool.ValidID(id) && hasToken && h.verifier != nil {
+			// A well-formed agent this orchestrator does not know (its
+			// container was removed, or never recorded): say so, so it
+			// exits instead of reconnecting for ever.
+			w.Header().Set(HeaderRefused, RefusedUnknownAgent)
+		}
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}
@@ -378,6 +384,20 @@ func (h *Hub) Flush(ctx context.Context, id string) error {
 		return idepool.WrapError(idepool.EStopFailed, errors.New(resp.Error), "agent of container %s could not flush its workspace", id)
 	}
 	return nil
+}
+
+// ConfirmDeletions tells the container's agent to apply the deletions its
+// sync holds back (a mass deletion) and returns how many. None held gives
+// EConflict; other errors as for Assign.
+func (h *Hub) ConfirmDeletions(ctx context.Context, id string) (int, error) {
+	resp, err := h.request(ctx, id, Message{Type: TypeConfirmDeletions})
+	if err != nil {
+		return 0, err
+	}
+	if resp.Error != "" {
+		return 0, idepool.WrapError(idepool.EConflict, errors.New(resp.Error), "container %s", id)
+	}
+	return resp.Count, nil
 }
 
 // Stop tells the container's agent to flush and exit. It does not wait for

@@ -175,17 +175,23 @@ func respond(t *testing.T, c *websocket.Conn, answer func(Message) *Message) <-c
 
 func TestAuthentication(t *testing.T) {
 	e := newEnv(t)
-	for _, tc := range []struct{ name, id, token string }{
-		{"no credentials", "", ""},
-		{"no token", "abcd1", ""},
-		{"wrong token", "abcd1", "tok2"},
-		{"unknown id", "zzzz9", "tok1"},
-		{"invalid id", "ABCD/../1", "tok1"},
+	for _, tc := range []struct {
+		name, id, token string
+		refused         bool // the orchestrator says it does not know the agent
+	}{
+		{"no credentials", "", "", false},
+		{"no token", "abcd1", "", false},
+		{"wrong token", "abcd1", "tok2", true},
+		{"unknown id", "zzzz9", "tok1", true},
+		{"invalid id", "ABCD/../1", "tok1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, resp, err := e.dial(t, tc.id, tc.token)
 			if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("want 401, got resp=%v err=%v", resp, err)
+			}
+			if got := resp.Header.Get(HeaderRefused) == RefusedUnknownAgent; got != tc.refused {
+				t.Fatalf("%s = %q, want refused=%v", HeaderRefused, resp.Header.Get(HeaderRefused), tc.refused)
 			}
 		})
 	}

@@ -4,14 +4,16 @@
 //
 // The agent dials the orchestrator (never the reverse) with a websocket at
 // Path, authenticated by its per-container token ("Authorization: Bearer
-// <token>" and HeaderContainer, checked before the upgrade; 401 otherwise).
+// <token>" and HeaderContainer, checked before the upgrade; 401 otherwise,
+// with HeaderRefused when the orchestrator does not know the agent).
 // Messages are JSON text frames, one Message each, {"v":1,"type":...}:
 //
 //	agent → server
 //	  hello      generation, workspace (if assigned), ready, processes, lastActivity
 //	  ready      every route answers locally
 //	  heartbeat  every 5 s: generation, ready, lastActivity, processes, sync
-//	  ack        id and generation of an assign; error if refused
+//	  ack        id and generation of an assign; error if refused (of a
+//	             confirm-deletions: count, error if none were held)
 //	  synced     generation, workspace, sync (error if the initial pull failed);
 //	             re-sent after a reconnect and on a repeated assign
 //	  flushed    id of the flush (none when the agent flushed on its own, at
@@ -21,6 +23,8 @@
 //	  assign     id, assignment (carries credentials: never logged)
 //	  flush      id
 //	  stop       flush, report flushed, exit
+//	  confirm-deletions  id: apply the deletions the sync holds (answered
+//	             by an ack with count, error if none are held)
 //
 // The server closes a connection silent for its heartbeat timeout, and the
 // previous connection of a container when a new one authenticates.
@@ -45,6 +49,15 @@ const Path = "/agent/v1/connect"
 // "Authorization: Bearer <token>".
 const HeaderContainer = "X-Idepool-Container"
 
+// HeaderRefused is set on the hub's 401 to an agent this orchestrator does
+// not know (no such container, or not its token), with the value
+// RefusedUnknownAgent: the agent then flushes its workspace and exits
+// instead of retrying for ever. A 401 without it (from a proxy) is retried.
+const HeaderRefused = "X-Idepool-Refused"
+
+// RefusedUnknownAgent is HeaderRefused's value.
+const RefusedUnknownAgent = "unknown-agent"
+
 // DefaultReadLimit bounds one inbound message.
 const DefaultReadLimit = 1 << 20
 
@@ -52,7 +65,7 @@ const DefaultReadLimit = 1 << 20
 type Type string
 
 // Message types. agent→server: hello, ready, heartbeat, ack, synced,
-// flushed, sync. server→agent: assign, flush, stop.
+// flushed, sync. server→agent: assign, flush, stop, confirm-deletions.
 const (
 	TypeHello     Type = "hello"
 	TypeReady     Type = "ready"
@@ -64,6 +77,9 @@ const (
 	TypeAssign    Type = "assign"
 	TypeFlush     Type = "flush"
 	TypeStop      Type = "stop"
+	// TypeConfirmDeletions lets the deletions the agent's mass-deletion
+	// guard holds go through.
+	TypeConfirmDeletions Type = "confirm-deletions"
 )
 
 // Message is one frame in either direction. Which fields are set depends on
@@ -90,6 +106,8 @@ type Message struct {
 	// Error is set on an ack that refuses an assignment, a flushed whose
 	// flush failed, or a sync error.
 	Error string `json:"error,omitempty"`
+	// Count is set on the ack of confirm-deletions: how many were held.
+	Count int `json:"count,omitempty"`
 }
 
 // reportKinds maps the inbound message types that become an AgentReport.

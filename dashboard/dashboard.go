@@ -479,20 +479,14 @@ func (d *Dashboard) actionDone(w http.ResponseWriter, r *http.Request, status in
 	http.Redirect(w, r, Prefix+"/", http.StatusSeeOther)
 }
 
-// statusOf maps an orchestrator error to a status for the page.
+// statusOf is the page's status for an orchestrator error: its code's, and
+// 504 for a bare deadline (which carries no code).
 func statusOf(err error) int {
-	switch idepool.ErrorCode(err) {
-	case idepool.ENotFound:
-		return http.StatusNotFound
-	case idepool.EInvalid, idepool.EUnknownProfile:
-		return http.StatusBadRequest
-	case idepool.EConflict, idepool.ENotReady:
-		return http.StatusConflict
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	st := idepool.ErrorCode(err).HTTPStatus()
+	if st == http.StatusInternalServerError && errors.Is(err, context.DeadlineExceeded) {
 		return http.StatusGatewayTimeout
 	}
-	return http.StatusInternalServerError
+	return st
 }
 
 func (d *Dashboard) render(w http.ResponseWriter, status int, name string, data any) {

@@ -62,6 +62,11 @@ func LogSink(l *slog.Logger) idepool.EventSink {
 			if s, _ := e.Data["status"].(string); s == string(idepool.HealthUnhealthy) {
 				level = slog.LevelWarn
 			}
+		case idepool.EventSalvaged:
+			level = slog.LevelInfo
+			if e.Reason != "salvaged" || e.Data["failed"] != 0 {
+				level = slog.LevelWarn // work may be lost
+			}
 		}
 		ctx := context.Background()
 		if !l.Enabled(ctx, level) {

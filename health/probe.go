@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
-	"github.com/idepool/idepool/agent/placeholder"
 )
 
 // Prober checks that a workload answers at endpoint (host:port) and path.
@@ -72,7 +71,7 @@ func (p *HTTPProber) Probe(ctx context.Context, endpoint, path string) error {
 	// placeholder counted every probe as a user request, so its agent
 	// reported fresh activity each round and no idle container was ever
 	// stopped for inactivity.
-	req.Header.Set(placeholder.ProbeHeader, "1")
+	req.Header.Set(idepool.ProbeHeader, "1")
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return err

@@ -545,17 +545,6 @@ func TestMiddlewareSeesKeyID(t *testing.T) {
 	}
 }
 
-func TestStatusTable(t *testing.T) {
-	for code, st := range statusOf {
-		if st < 400 || st > 599 {
-			t.Errorf("%s → %d", code, st)
-		}
-	}
-	if HTTPStatus("SOMETHING_NEW") != 500 || HTTPStatus(idepool.ENotFound) != 404 || HTTPStatus(idepool.ETooLarge) != 413 {
-		t.Fatal("HTTPStatus")
-	}
-}
-
 // FuzzStartDecoder: whatever the body, Content-Type and query, the start
 // handler never panics and never answers 500 (the fake orchestrator does not
 // fail), and every error is in the envelope.

@@ -11,47 +11,6 @@ import (
 	"github.com/idepool/idepool"
 )
 
-// statusOf is THE table mapping an error code to its HTTP status. A code
-// missing here answers 500.
-var statusOf = map[idepool.Code]int{
-	idepool.ENotFound:           http.StatusNotFound,
-	idepool.EInvalidBucket:      http.StatusBadRequest,
-	idepool.EInvalid:            http.StatusBadRequest,
-	idepool.EUnauthorized:       http.StatusUnauthorized,
-	idepool.EStartFailed:        http.StatusInternalServerError,
-	idepool.EStopFailed:         http.StatusInternalServerError,
-	idepool.ERuntime:            http.StatusInternalServerError,
-	idepool.EInternal:           http.StatusInternalServerError,
-	idepool.ECapacity:           http.StatusServiceUnavailable,
-	idepool.ERouteNotFound:      http.StatusNotFound,
-	idepool.ERateLimited:        http.StatusTooManyRequests,
-	idepool.ETooLarge:           http.StatusRequestEntityTooLarge,
-	idepool.EUnknownProfile:     http.StatusBadRequest,
-	idepool.EConflict:           http.StatusConflict,
-	idepool.EExists:             http.StatusConflict,
-	idepool.EUnavailable:        http.StatusServiceUnavailable,
-	idepool.ETimeout:            http.StatusGatewayTimeout,
-	idepool.EMethodNotAllowed:   http.StatusMethodNotAllowed,
-	idepool.EUnsupportedMedia:   http.StatusUnsupportedMediaType,
-	idepool.EQueueFull:          http.StatusServiceUnavailable,
-	idepool.ELimitExceeded:      http.StatusTooManyRequests,
-	idepool.EForbidden:          http.StatusForbidden,
-	idepool.ENotReady:           http.StatusConflict,
-	idepool.EAgentUnavailable:   http.StatusServiceUnavailable,
-	idepool.EMisconfigured:      http.StatusInternalServerError,
-	idepool.EClientClosed:       499,
-	idepool.ERuntimeUnreachable: http.StatusServiceUnavailable,
-	idepool.EBadGateway:         http.StatusBadGateway,
-}
-
-// HTTPStatus returns the HTTP status for an error code (500 when unknown).
-func HTTPStatus(c idepool.Code) int {
-	if s, ok := statusOf[c]; ok {
-		return s
-	}
-	return http.StatusInternalServerError
-}
-
 // ErrorBody is the error envelope, the original's shape.
 type ErrorBody struct {
 	Error     ErrorDetail `json:"error"`
@@ -87,7 +46,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		code = idepool.EClientClosed
 	}
-	status := HTTPStatus(code)
+	status := code.HTTPStatus()
 	msg := idepool.ErrorMessage(err)
 	if code == idepool.EClientClosed {
 		msg = "client closed the request"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/apiwire"
 	"github.com/idepool/idepool/internal/htmlpage"
 )
 
@@ -265,40 +266,13 @@ func (s *Server) waitOptions(r *http.Request) (bool, time.Duration, error) {
 	return wait, timeout, nil
 }
 
-// legacyURLs are the original's URL field names.
-type legacyURLs struct {
-	VNC        string `json:"vnc,omitempty"`
-	CodeServer string `json:"codeServer,omitempty"`
-	WebServer  string `json:"webServer,omitempty"`
-	Terminal   string `json:"terminal,omitempty"`
-}
-
-func toLegacyURLs(routes map[string]string) legacyURLs {
-	u := legacyURLs{VNC: routes["vnc"], CodeServer: routes["code"], WebServer: routes["web"], Terminal: routes["terminal"]}
+// toLegacyURLs fills the original's URL fields from the routes.
+func toLegacyURLs(routes map[string]string) apiwire.URLs {
+	u := apiwire.URLs{VNC: routes["vnc"], CodeServer: routes["code"], WebServer: routes["web"], Terminal: routes["terminal"]}
 	if u.Terminal == "" {
 		u.Terminal = u.CodeServer
 	}
 	return u
-}
-
-// startResponse is the answer to a start.
-type startResponse struct {
-	ID          string            `json:"id"`
-	ServiceName string            `json:"serviceName"`
-	Status      string            `json:"status"`
-	State       idepool.State     `json:"state"`
-	Ready       bool              `json:"ready"`
-	URLs        legacyURLs        `json:"urls"`
-	Routes      map[string]string `json:"routes"`
-	Message     string            `json:"message"`
-	IsPreWarmed bool              `json:"isPreWarmed"`
-	IsReused    bool              `json:"isReused"`
-	Claim       idepool.ClaimKind `json:"claim"`
-	Profile     string            `json:"profile"`
-	S3Bucket    string            `json:"s3Bucket"`
-	S3Prefix    string            `json:"s3Prefix,omitempty"`
-	Generation  int64             `json:"generation"`
-	CreatedAt   time.Time         `json:"createdAt"`
 }
 
 func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
@@ -350,7 +324,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 			return idepool.WrapError(idepool.EInternal, err, "could not make route URLs")
 		}
 	}
-	resp := startResponse{
+	resp := apiwire.StartResponse{
 		ID: c.ID, ServiceName: serviceName(c.ID), Status: legacyStatus(c.State), State: c.State,
 		Ready: c.State == idepool.StateRunning, URLs: toLegacyURLs(routes), Routes: routes,
 		IsPreWarmed: c.PreWarmed || claim.Kind == idepool.ClaimWarm, IsReused: claim.Kind == idepool.ClaimReused,
@@ -452,48 +426,6 @@ func intParam(q map[string][]string, name string, def, lo, hi int) (int, error) 
 	return n, nil
 }
 
-// containerBody is a container in GET answers: the original's detail fields
-// plus ours. Its URLs carry no token.
-type containerBody struct {
-	ID             string             `json:"id"`
-	ServiceName    string             `json:"serviceName"`
-	Status         string             `json:"status"`
-	State          idepool.State      `json:"state"`
-	Profile        string             `json:"profile"`
-	URLs           legacyURLs         `json:"urls"`
-	Routes         map[string]string  `json:"routes"`
-	S3Bucket       string             `json:"s3Bucket"`
-	Workspace      *idepool.Workspace `json:"workspace,omitempty"`
-	UserID         string             `json:"userId,omitempty"`
-	Generation     int64              `json:"generation"`
-	CreatedAt      time.Time          `json:"createdAt"`
-	StartedAt      *time.Time         `json:"startedAt"`
-	StoppedAt      *time.Time         `json:"stoppedAt"`
-	LastActivity   *time.Time         `json:"lastActivity"`
-	Uptime         int64              `json:"uptime"`
-	ShutdownReason string             `json:"shutdownReason,omitempty"`
-	Message        string             `json:"message,omitempty"`
-	ResourceLimits resourceLimits     `json:"resourceLimits"`
-	Health         healthDetail       `json:"health"`
-	IsPreWarmed    bool               `json:"isPreWarmed"`
-	IdleExempt     bool               `json:"idleExempt"`
-	Node           string             `json:"node,omitempty"`
-	// ReplacedBy names the container that replaced this one in place.
-	ReplacedBy string `json:"replacedBy,omitempty"`
-}
-
-type resourceLimits struct {
-	CPULimit    float64 `json:"cpuLimit"`
-	MemoryLimit int64   `json:"memoryLimit"`
-}
-
-type healthDetail struct {
-	Status              idepool.HealthStatus `json:"status"`
-	LastCheck           *time.Time           `json:"lastCheck"`
-	Checks              map[string]string    `json:"checks"`
-	ConsecutiveFailures int                  `json:"consecutiveFailures"`
-}
-
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -501,7 +433,8 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-func (s *Server) containerBody(c idepool.Container) containerBody {
+// containerBody is c as GET answers show it.
+func (s *Server) containerBody(c idepool.Container) apiwire.Container {
 	p, _ := s.profile(c.Profile)
 	routes := map[string]string{}
 	if s.o.URLs != nil && c.State.Claimed() {
@@ -527,13 +460,13 @@ func (s *Server) containerBody(c idepool.Container) containerBody {
 	if hs == "" {
 		hs = idepool.HealthUnknown
 	}
-	b := containerBody{
+	b := apiwire.Container{
 		ID: c.ID, ServiceName: serviceName(c.ID), Status: legacyStatus(c.State), State: c.State, Profile: c.Profile,
 		URLs: toLegacyURLs(routes), Routes: routes, Workspace: c.Workspace, UserID: c.UserID, Generation: c.Generation,
 		CreatedAt: c.CreatedAt, StartedAt: timePtr(started), StoppedAt: timePtr(c.StoppedAt), LastActivity: timePtr(c.LastActivity),
 		Uptime: uptime, ShutdownReason: c.StopReason, Message: c.Message,
-		ResourceLimits: resourceLimits{CPULimit: p.CPULimit, MemoryLimit: p.MemoryLimit},
-		Health:         healthDetail{Status: hs, LastCheck: timePtr(c.Health.LastCheck), Checks: checks, ConsecutiveFailures: c.Health.ConsecutiveFailures},
+		ResourceLimits: apiwire.ResourceLimits{CPULimit: p.CPULimit, MemoryLimit: p.MemoryLimit},
+		Health:         apiwire.Health{Status: hs, LastCheck: timePtr(c.Health.LastCheck), Checks: checks, ConsecutiveFailures: c.Health.ConsecutiveFailures},
 		IsPreWarmed:    c.PreWarmed, IdleExempt: c.IdleExempt, Node: c.Node,
 	}
 	if c.Workspace != nil {
@@ -574,7 +507,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]containerBody, 0, len(cs))
+	out := make([]apiwire.Container, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, s.containerBody(c))
 	}
@@ -645,6 +578,31 @@ func (s *Server) handleInactivity(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	return s.stop(w, r, idepool.ReasonInactivity)
+}
+
+// handleConfirmDeletions lets a container's held mass deletion through.
+func (s *Server) handleConfirmDeletions(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	var b struct{}
+	if err := s.decodeJSON(w, r, &b); err != nil {
+		return err
+	}
+	sc := s.o.Sync
+	if sc == nil {
+		sc, _ = s.o.Orchestrator.(SyncControl)
+	}
+	if sc == nil {
+		return idepool.Errorf(idepool.EUnavailable, "sync control is not available here")
+	}
+	n, err := sc.ConfirmDeletions(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, http.StatusOK, map[string]any{"id": id, "confirmed": n})
+	return nil
 }
 
 func (s *Server) handlePools(w http.ResponseWriter, r *http.Request) error {

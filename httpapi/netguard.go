@@ -64,6 +64,6 @@ func inAny(nets []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// TrustedPeerFunc adapts a peer check (such as (*agent.PeerSet).Allowed)
+// TrustedPeerFunc adapts a peer check (such as (*peerset.Set).Allowed)
 // to Options.TrustedPeer.
 type TrustedPeerFunc = func(ctx context.Context, ip netip.Addr) bool

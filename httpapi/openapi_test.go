@@ -197,7 +197,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		doc = append(doc, c.(string))
 	}
 	var code []string
-	for c := range statusOf {
+	for _, c := range idepool.Codes() {
 		code = append(code, string(c))
 	}
 	sort.Strings(doc)
@@ -206,8 +206,8 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		t.Fatalf("ErrorCode enum %v\nstatus table   %v", doc, code)
 	}
 	desc := s["description"].(string)
-	for c, st := range statusOf {
-		if !strings.Contains(desc, fmt.Sprintf("%s %d", c, st)) {
+	for _, c := range idepool.Codes() {
+		if st := c.HTTPStatus(); !strings.Contains(desc, fmt.Sprintf("%s %d", c, st)) {
 			t.Errorf("ErrorCode description lacks %q", fmt.Sprintf("%s %d", c, st))
 		}
 	}
@@ -401,6 +401,8 @@ func TestOpenAPIResponsesValidate(t *testing.T) {
 		{method: "GET", path: "/api/containers/nope1234"},
 		{method: "GET", path: "/api/containers/used0001", noAuth: true},
 		{method: "POST", path: "/api/containers/warm0002/inactivity-shutdown", body: `{"reason":"idle"}`},
+		{method: "POST", path: "/api/containers/used0001/sync/confirm-deletions"},
+		{method: "POST", path: "/api/containers/nope1234/sync/confirm-deletions", body: `{}`},
 		{method: "DELETE", path: "/api/containers/used0001"},
 		{method: "DELETE", path: "/api/containers/used0001"},
 		{method: "GET", path: "/api/pool"},

@@ -9,16 +9,11 @@ import (
 	"github.com/idepool/idepool"
 )
 
-// otherReserved are first path segments served by idepool besides the API
-// table: the dashboard, metrics, the agents' channel, Traefik's ForwardAuth,
-// the event stream. A container route named like one would be shadowed.
-var otherReserved = []string{"_auth", "agent", "api", "dashboard", "events", "metrics", "openapi.json", "static"}
-
 // ReservedRouteNames returns the names a profile's route must not have:
 // the first segment of every API path (both mounts) and of idepool's other
-// endpoints, sorted.
+// endpoints (idepool.ReservedPaths), sorted.
 func ReservedRouteNames() []string {
-	out := slices.Clone(otherReserved)
+	out := idepool.ReservedPaths()
 	for _, rt := range (&Server{}).routes() {
 		for _, p := range rt.paths() {
 			seg, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")

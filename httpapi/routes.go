@@ -44,6 +44,7 @@ func (s *Server) routes() []Route {
 		{"GET", "/api/containers/{id}", true, "One container's details (URLs without tokens).", s.handleGet},
 		{"DELETE", "/api/containers/{id}", true, "Stop a container (flush, remove). Unknown or gone: 404.", s.handleDelete},
 		{"POST", "/api/containers/{id}/inactivity-shutdown", true, "The original's inactivity webhook; now requires an API key.", s.handleInactivity},
+		{"POST", "/api/containers/{id}/sync/confirm-deletions", true, "Apply the deletions a container's sync holds back (more than SYNC_MAX_DELETE_PERCENT of its files vanished from S3 at once; event sync.deletions_held). None held: 409.", s.handleConfirmDeletions},
 		{"GET", "/api/pool", true, "Every profile's pool: target, warm, starting, claimed, failed.", s.handlePools},
 		{"PUT", "/api/pool/{profile}", true, "Change a profile's pool target: {\"target\": n}.", s.handleSetTarget},
 		{"GET", "/api/queue/{ticket}", true, "A queued start's state (position, estimate; its container once assigned); ?wait=ready&timeout=60s long-polls.", s.handleQueueTicket},

@@ -65,6 +65,14 @@ type Orchestrator interface {
 	Profile(name string) (idepool.Profile, bool)
 }
 
+// SyncControl acts on a container's workspace sync.
+type SyncControl interface {
+	// ConfirmDeletions lets the deletions the container's sync holds back
+	// (a mass deletion) go through and returns how many; ENotFound for an
+	// unknown container, EConflict when none are held.
+	ConfirmDeletions(ctx context.Context, id string) (int, error)
+}
+
 // URLs builds the public URLs of a container's routes (implemented by
 // *proxy.Router).
 type URLs interface {
@@ -130,6 +138,9 @@ type Options struct {
 	// (classroom.go); nil: the Orchestrator if it implements Classroom,
 	// else those routes answer 503.
 	Classroom Classroom
+	// Sync serves POST /api/containers/{id}/sync/confirm-deletions; nil:
+	// the Orchestrator if it implements SyncControl, else 503.
+	Sync SyncControl
 	// Keys are the accepted API keys; only their SHA-256 is kept. No keys
 	// means every authenticated route answers 401.
 	Keys   []string

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/idepool/idepool/internal/apiwire"
 	"github.com/idepool/idepool/proxy"
 )
 
@@ -62,7 +63,7 @@ func TestWiringWithRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var start startResponse
+	var start apiwire.StartResponse
 	json.NewDecoder(resp.Body).Decode(&start)
 	resp.Body.Close()
 	if resp.StatusCode != 201 || start.URLs.CodeServer == "" {

@@ -55,6 +55,9 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 		if r.Processes != nil {
 			e.processes = slices.Clone(r.Processes)
 		}
+		if r.Sync != nil && r.Sync.LastSync.After(e.lastSync) {
+			e.lastSync = r.Sync.LastSync
+		}
 		ready := r.Ready || r.Kind == idepool.AgentReady
 		deliver = m.onAlive(e, r, ready, &evs)
 	case idepool.AgentSynced:
@@ -97,6 +100,9 @@ func (m *Manager) AgentReport(r idepool.AgentReport) {
 		ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
 			Reason: r.Event, Message: r.Message}
 		if r.Sync != nil {
+			if r.Sync.LastSync.After(e.lastSync) {
+				e.lastSync = r.Sync.LastSync
+			}
 			ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
 				"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
 			if r.Sync.DeletionsHeld > 0 {

@@ -56,6 +56,9 @@ type Options struct {
 	Deployment string
 	// AgentURL goes into every container's IDEPOOL_AGENT_URL.
 	AgentURL string
+	// AgentEnv is added to every container's environment: the agent's
+	// settings (idepool.EnvOrphanTimeout, ...). No secrets.
+	AgentEnv map[string]string
 	// DefaultCredentials and S3Endpoint go into assignments when a start
 	// brings no credentials of its own.
 	DefaultCredentials idepool.Credentials
@@ -276,6 +279,9 @@ type entry struct {
 	// noFlush: never ask the agent to push (its initial pull failed, so
 	// what it holds is not the user's work).
 	noFlush bool
+	// lastSync is the agent's last successful sync (its reports): what a
+	// lost container's "may be lost" event names.
+	lastSync time.Time
 }
 
 type startCall struct {
@@ -850,15 +856,18 @@ func (m *Manager) spec(id string, p idepool.Profile, labels map[string]string) (
 		labels = map[string]string{}
 	}
 	labels[idepool.LabelTokenHash] = hash
+	env := maps.Clone(m.opts.AgentEnv)
+	if env == nil {
+		env = map[string]string{}
+	}
+	env[idepool.EnvAgentURL] = m.opts.AgentURL
+	env[idepool.EnvAgentToken] = token
+	env[idepool.EnvAgentID] = id
 	return idepool.ContainerSpec{
 		ID:      id,
 		Profile: p,
 		Labels:  labels,
-		Env: map[string]string{
-			idepool.EnvAgentURL:   m.opts.AgentURL,
-			idepool.EnvAgentToken: token,
-			idepool.EnvAgentID:    id,
-		},
+		Env:     env,
 	}, hash
 }
 

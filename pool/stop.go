@@ -61,10 +61,12 @@ func (m *Manager) beginStop(e *entry, reason string, evs *[]idepool.Event) (flus
 // runStop flushes and removes a container whose stop began (beginStop).
 func (m *Manager) runStop(ctx context.Context, e *entry, reason string, flush bool) (idepool.Container, error) {
 	id := e.c.ID
+	flushed := false
 	if flush && m.agents.Connected(id) {
 		fctx, cancel := m.rtCtx(ctx, m.opts.FlushTimeout)
 		err := m.agents.Flush(fctx, id)
 		cancel()
+		flushed = err == nil
 		if err != nil {
 			// Removal goes on: a stop must end. The agent pushes as it goes,
 			// so only the last changes can be missing; say so loudly.
@@ -72,6 +74,9 @@ func (m *Manager) runStop(ctx context.Context, e *entry, reason string, flush bo
 			m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventSyncError, ContainerID: id,
 				Profile: e.c.Profile, Reason: "flush", Message: "final flush failed: " + idepool.ErrorMessage(err)})
 		}
+	}
+	if !flushed {
+		m.salvageBeforeRemove(ctx, e)
 	}
 	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
 	err := m.rt.Remove(rctx, id)

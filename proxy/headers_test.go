@@ -176,3 +176,21 @@ func TestFramingHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorStatusFromTable: the router answers every code with the root
+// package's status for it, as the API does (httpapi's
+// TestStatusAgreesWithRouter), in JSON and as a page.
+func TestErrorStatusFromTable(t *testing.T) {
+	rt := New(Options{Backend: &backend{}, Secret: []byte("0123456789abcdef0123456789abcdef")})
+	for _, code := range idepool.Codes() {
+		for _, accept := range []string{"application/json", "text/html"} {
+			r := httptest.NewRequest("GET", "/code/abcd1234/", nil)
+			r.Header.Set("Accept", accept)
+			w := httptest.NewRecorder()
+			rt.writeError(w, r, idepool.Errorf(code, "x"))
+			if w.Code != code.HTTPStatus() {
+				t.Errorf("%s (%s): router %d, table %d", code, accept, w.Code, code.HTTPStatus())
+			}
+		}
+	}
+}

@@ -59,7 +59,7 @@ func (rt *Router) page(r *http.Request, err error) (int, htmlpage.Page) {
 		p.Title = "Page not found"
 		p.Lines = []string{"There is nothing at this address.", back}
 	}
-	return StatusOf(code), p
+	return code.HTTPStatus(), p
 }
 
 // notFoundPage tells a stopped IDE from one that never existed here.

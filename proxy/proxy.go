@@ -416,26 +416,6 @@ func (rt *Router) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	rt.writeError(w, r, &idepool.Error{Code: idepool.EBadGateway, Message: "the container did not answer"})
 }
 
-// StatusOf is the HTTP status of the codes the router answers with; the
-// same as the API's table (httpapi tests that), 500 for any other code.
-func StatusOf(c idepool.Code) int {
-	switch c {
-	case idepool.ENotFound, idepool.ERouteNotFound:
-		return http.StatusNotFound
-	case idepool.EUnauthorized:
-		return http.StatusUnauthorized
-	case idepool.EInvalid:
-		return http.StatusBadRequest
-	case idepool.EUnavailable:
-		return http.StatusServiceUnavailable
-	case idepool.EBadGateway:
-		return http.StatusBadGateway
-	case idepool.EMethodNotAllowed:
-		return http.StatusMethodNotAllowed
-	}
-	return http.StatusInternalServerError
-}
-
 // writeError answers in the API's envelope {error:{code,message},timestamp,path},
 // or, to a browser loading a page, with a page a person can act on.
 func (rt *Router) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -453,7 +433,7 @@ func (rt *Router) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	rt.ownHeaders(h)
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(StatusOf(code))
+	w.WriteHeader(code.HTTPStatus())
 	w.Write(append(body, '\n'))
 }
 

@@ -53,6 +53,9 @@ for f in $(git ls-files '*.sh') .ci/run; do bash -n "$f"; done
 step "go vet"
 go vet ./...
 
+step "go mod tidy -diff (go.mod and go.sum as tidy leaves them)"
+go mod tidy -diff
+
 step "staticcheck"
 staticcheck ./...
 

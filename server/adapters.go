@@ -16,8 +16,9 @@ import (
 	"github.com/idepool/idepool/pool"
 )
 
-// processAdmitter adapts admission to the process runtime, which enforces no
-// limits: a local container is an agent and its workloads, so its memory is
+// processAdmitter adapts admission to the process runtime, which reserves
+// nothing (its limits, as root, are caps: docs/operations.md "On the process
+// runtime"): a local container is an agent and its workloads, so its memory is
 // counted at a small estimate and its CPU not at all (an idle agent uses
 // none), unless its profile reserves more explicitly. Measured host memory
 // still decides.

@@ -20,12 +20,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/idepool/idepool"
-	"github.com/idepool/idepool/agent"
 	"github.com/idepool/idepool/capacity"
 	"github.com/idepool/idepool/config"
 	"github.com/idepool/idepool/control"
@@ -36,6 +36,7 @@ import (
 	"github.com/idepool/idepool/ide"
 	"github.com/idepool/idepool/idle"
 	"github.com/idepool/idepool/internal/dirlock"
+	"github.com/idepool/idepool/internal/peerset"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
 	"github.com/idepool/idepool/proxy"
@@ -346,6 +347,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		ln.Close()
 		return nil, fmt.Errorf("profiles: %w", err)
 	}
+	// The agents' own settings reach them through their environment (unset:
+	// the agent's defaults).
+	agentEnv := map[string]string{}
+	if cfg.AgentOrphanTimeout > 0 {
+		agentEnv[idepool.EnvOrphanTimeout] = cfg.AgentOrphanTimeout.String()
+	}
+	if cfg.SyncMaxDeletePercent > 0 {
+		agentEnv[idepool.EnvSyncMaxDeletePercent] = strconv.Itoa(cfg.SyncMaxDeletePercent)
+	}
 	mgr, err := pool.New(pool.Options{
 		RouteGate:          traefikGate(cfg, profiles),
 		Queue:              pool.QueueOptions{Enabled: cfg.QueueEnabled, Limit: cfg.QueueLimit, Timeout: cfg.QueueTimeout},
@@ -357,6 +367,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		Profiles:           profiles,
 		Deployment:         cfg.Deployment,
 		AgentURL:           agentURL,
+		AgentEnv:           agentEnv,
 		DefaultCredentials: creds,
 		S3Endpoint:         s3Endpoint,
 		Logger:             log.With("part", "pool"),
@@ -419,6 +430,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		AgentNetworks: nets,
 		TrustedPeer:   trusted,
 		Orchestrator:  timedOrchestrator{mgr, s.metrics, buckets},
+		Sync:          syncControl{mgr, s.hub},
 		Health:        healthReporter{s},
 		Events:        s.bus.Handler(events.HandlerOptions{Error: s.apiError}),
 		Metrics:       s.metrics.Handler(),
@@ -532,11 +544,21 @@ func (s *Server) Serve(ctx context.Context) error {
 func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (idepool.Runtime, error) {
 	switch cfg.Runtime {
 	case config.RuntimeProcess:
+		var user *process.User
+		if cfg.ProcessUser != "off" && os.Geteuid() == 0 {
+			u, err := process.ParseUser(cfg.ProcessUser)
+			if err != nil {
+				return nil, fmt.Errorf("PROCESS_USER: %w", err)
+			}
+			user = &u
+		}
 		rt, err := process.New(process.Options{
 			DataDir:      cfg.DataDir,
 			Deployment:   cfg.Deployment,
 			AgentCommand: opts.AgentCommand,
 			Nice:         cfg.ProcessNice,
+			User:         user,
+			Limits:       true, // where cgroups allow; the start-up line says what is not isolated
 			// Local processes share the host's network: workloads listen
 			// on loopback only, reachable by the router, not the LAN.
 			ExtraEnv: map[string]string{"IDEPOOL_LISTEN_HOST": "127.0.0.1"},
@@ -644,7 +666,7 @@ func agentNetworks(ctx context.Context, cfg config.Config, rt idepool.Runtime, l
 	if len(nets) == 0 {
 		return nil, nil, nil
 	}
-	po := agent.PeerSetOptions{Names: cfg.TrustedPeers, Logger: log}
+	po := peerset.Options{Names: cfg.TrustedPeers, Logger: log}
 	type peerNames interface {
 		PeerNames(ctx context.Context) ([]string, error)
 	}
@@ -654,9 +676,9 @@ func agentNetworks(ctx context.Context, cfg config.Config, rt idepool.Runtime, l
 	if len(po.Names) == 0 && po.NamesFunc == nil {
 		return nets, nil, nil
 	}
-	peers := agent.NewPeerSet(po)
+	peers := peerset.New(po)
 	trusted := func(ctx context.Context, ip netip.Addr) bool {
-		// Loopback is never on the containers' network; PeerSet allows it.
+		// Loopback is never on the containers' network; peerset allows it.
 		return !ip.IsLoopback() && peers.Allowed(ctx, ip)
 	}
 	log.Info("containers reach only the agent endpoint and ForwardAuth", "networks", nets, "trusted_peers", cfg.TrustedPeers)

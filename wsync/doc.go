@@ -40,6 +40,15 @@
 //     is synced: unpushed commits are work too.
 //   - Files over MaxFileSize and files beyond MaxFiles are not synced and
 //     are reported as "limit" events; they are never deleted either.
+//   - The store has an identity: a marker object (MarkerRel, under the
+//     prefix) whose ETag the base records. A listing without it, or with
+//     another, means the store lost the workspace; the base is forgotten
+//     (nothing is deleted locally, everything goes up again; a vanished
+//     bucket is created again) and "remote-reset" is reported. .idepool/
+//     is the engine's own and never synced.
+//   - A cycle that would delete more than MaxDeletePercent of the local
+//     files (beyond deleteFloor) holds those deletions ("deletions-held")
+//     until ConfirmDeletions.
 //
 // AgentSyncer adapts the engine to the agent's Syncer interface; embeds3
 // runs an S3-compatible store in-process for the zero-config run.

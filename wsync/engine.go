@@ -154,6 +154,9 @@ type Engine struct {
 	// those ConfirmDeletions let through in the next cycle.
 	held, confirmed map[string]bool
 	heldReported    int
+	// markerRetry, bucketRetry: a marker write or a bucket creation failed;
+	// not tried again before then.
+	markerRetry, bucketRetry time.Time
 }
 
 // NewEngine opens the workspace and loads the base.
@@ -333,21 +336,19 @@ func (e *Engine) SyncOnce(ctx context.Context) (CycleResult, error) {
 	)
 	var g errgroup.Group
 	g.SetLimit(e.opts.Parallelism)
-	if e.marker() == "" {
+	if e.marker() == "" && e.markerDue() {
 		g.Go(func() error {
 			err := e.ensureMarker(ctx, marker)
-			errMu.Lock()
-			defer errMu.Unlock()
 			switch {
 			case err == nil:
 			case errors.Is(err, ErrPreconditionFailed):
+				errMu.Lock()
 				res.Retry = true // written concurrently: adopted next cycle
-			default:
-				res.Failed++
-				errs = append(errs, fmt.Errorf("identity marker: %w", err))
-				if ctx.Err() == nil {
-					e.noteError(MarkerRel, err)
-				}
+				errMu.Unlock()
+			case ctx.Err() == nil:
+				// Not the cycle's failure: a read-only workspace still
+				// syncs, without this protection (the guard remains).
+				e.markerFailed(err)
 			}
 			return nil
 		})

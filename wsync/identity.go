@@ -86,6 +86,23 @@ func (e *Engine) ensureMarker(ctx context.Context, listed *ObjectInfo) error {
 	return e.record(journalEntry{Path: MarkerRel, Marker: &etag})
 }
 
+// markerRetryAfter spaces the attempts to write a marker the store refuses
+// (read-only credentials): one PUT per poll would be waste.
+const markerRetryAfter = 5 * time.Minute
+
+func (e *Engine) markerDue() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !e.opts.Clock.Now().Before(e.markerRetry)
+}
+
+func (e *Engine) markerFailed(err error) {
+	e.mu.Lock()
+	e.markerRetry = e.opts.Clock.Now().Add(markerRetryAfter)
+	e.mu.Unlock()
+	e.emitEvery(Event{Type: "error", Path: MarkerRel, Message: "cannot write the workspace's identity marker, so a store that loses its data cannot be told from deletions (the mass-deletion guard still applies): " + err.Error()}, false, time.Hour)
+}
+
 // recreateBucket creates the bucket again when it vanished under a
 // workspace this engine had synced (a store replaced by an empty one).
 // A workspace never synced is not created: a wrong bucket name stays an
@@ -95,7 +112,16 @@ func (e *Engine) recreateBucket(ctx context.Context) bool {
 	if !ok || e.marker() == "" {
 		return false
 	}
+	e.mu.Lock()
+	due := !e.opts.Clock.Now().Before(e.bucketRetry)
+	e.mu.Unlock()
+	if !due {
+		return false
+	}
 	if err := bc.CreateBucket(ctx); err != nil {
+		e.mu.Lock()
+		e.bucketRetry = e.opts.Clock.Now().Add(markerRetryAfter)
+		e.mu.Unlock()
 		e.emitEvery(Event{Type: "error", Message: "the workspace's bucket is gone and could not be created again: " + err.Error()}, false, 5*time.Minute)
 		return false
 	}

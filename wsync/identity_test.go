@@ -1,10 +1,14 @@
 package wsync
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,5 +156,54 @@ func TestMassDeletionHeldUntilConfirmed(t *testing.T) {
 	e.syncOnce(eng)
 	if got := e.localFiles(); !slices.Equal(got, []string{"f9.txt"}) {
 		t.Fatalf("deleting 1 of 2 files: %v", got)
+	}
+}
+
+// A workspace whose prefix holds another workspace (u1/ and u1/sub/) never
+// syncs the inner one's identity marker.
+func TestNestedWorkspaceMarkerNotSynced(t *testing.T) {
+	e := newEnv(t, "u1/")
+	e.putRemote("sub/"+MarkerRel, []byte("idepool workspace inner\n"))
+	e.putRemote("sub/a.txt", []byte("a"))
+	eng := e.engine(nil, testOptions(), nil)
+	e.syncOnce(eng)
+	if got := e.localFiles(); !slices.Equal(got, []string{"sub/a.txt"}) {
+		t.Fatalf("local files %v: the inner workspace's marker was pulled", got)
+	}
+}
+
+// refuseMarker is a store whose credentials may not write the marker.
+type refuseMarker struct {
+	Store
+	mu    sync.Mutex
+	tries int
+}
+
+func (s *refuseMarker) Put(ctx context.Context, key string, r io.ReaderAt, size int64, cond Condition) (ObjectInfo, error) {
+	if strings.HasSuffix(key, MarkerRel) {
+		s.mu.Lock()
+		s.tries++
+		s.mu.Unlock()
+		return ObjectInfo{}, errors.New("AccessDenied")
+	}
+	return s.Store.Put(ctx, key, r, size, cond)
+}
+
+// A store that refuses the marker still syncs (cycles do not fail), is
+// told about it once, and is not asked again every cycle.
+func TestMarkerRefusedStillSyncs(t *testing.T) {
+	e := newEnv(t, "u1/")
+	st := &refuseMarker{Store: e.store}
+	var events eventLog
+	eng := e.engine(st, testOptions(), &events)
+	e.writeLocal("a.txt", []byte("a"))
+	e.syncOnce(eng) // fails the test on a cycle error
+	e.writeLocal("b.txt", []byte("b"))
+	e.syncOnce(eng)
+	if _, ok := e.remote("b.txt"); !ok {
+		t.Fatal("b.txt not pushed")
+	}
+	if st.tries != 1 || !events.has("error", "identity marker") {
+		t.Fatalf("%d marker writes, events %+v", st.tries, events.evs)
 	}
 }

@@ -66,6 +66,9 @@ func TestHelperSyncProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	if os.Getenv("WSYNC_HELPER_RUN") == "1" {
+		eng.Watch() // as the agent's syncer: watching before "synced"
+	}
 	if _, err := eng.SyncOnce(ctx); err != nil {
 		fmt.Println("ERROR", err)
 	}

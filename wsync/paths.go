@@ -18,7 +18,10 @@ const IgnoreFile = ".idepoolignore"
 // DefaultIgnore are patterns never synced. .git is synced on purpose: a
 // user's unpushed commits are work too (add ".git" to .idepoolignore to
 // skip it).
-var defaultIgnore = []string{"node_modules", "__pycache__", ".venv", "*.swp", "*.swx", "*~", ".DS_Store", tmpPrefix + "*"}
+// .idepool (at any depth) holds identity markers: a workspace's own, or
+// that of a workspace whose prefix lies inside this one's. Nothing built on
+// the ignore list (salvage, a parent workspace) touches them.
+var defaultIgnore = []string{"node_modules", "__pycache__", ".venv", "*.swp", "*.swx", "*~", ".DS_Store", tmpPrefix + "*", reservedDir}
 
 // DefaultIgnore returns a copy of the built-in ignore patterns.
 func DefaultIgnore() []string { return append([]string(nil), defaultIgnore...) }

@@ -13,6 +13,7 @@ type syncer interface {
 	Flush(ctx context.Context) error
 	Stats() idepool.SyncStats
 	Stop(ctx context.Context) error
+	ConfirmDeletions() int
 }
 
 var _ syncer = (*AgentSyncer)(nil)

@@ -21,12 +21,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/ide"
 )
-
-// ProbeHeader marks the agent's readiness probes, which are not user
-// activity.
-const ProbeHeader = "X-Idepool-Probe"
 
 // Options configure a Handler.
 type Options struct {
@@ -72,7 +69,7 @@ func (h *Handler) Close() {
 }
 
 func (h *Handler) touch(r *http.Request) {
-	if h.opts.OnActivity != nil && (r == nil || r.Header.Get(ProbeHeader) == "") {
+	if h.opts.OnActivity != nil && (r == nil || r.Header.Get(idepool.ProbeHeader) == "") {
 		h.opts.OnActivity()
 	}
 }

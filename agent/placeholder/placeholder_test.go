@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
+
+	"github.com/idepool/idepool"
 )
 
 func setup(t *testing.T) (*httptest.Server, *atomic.Int64, string) {
@@ -142,7 +144,7 @@ func TestHealthAndProbesAreNotActivity(t *testing.T) {
 	if code, body := get(t, srv.URL+"/healthz", nil); code != http.StatusOK || body != "ok\n" {
 		t.Fatalf("healthz: %d %q", code, body)
 	}
-	get(t, srv.URL+"/", map[string]string{ProbeHeader: "1"})
+	get(t, srv.URL+"/", map[string]string{idepool.ProbeHeader: "1"})
 	if n.Load() != 0 {
 		t.Fatalf("activity = %d", n.Load())
 	}

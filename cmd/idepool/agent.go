@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 
+	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/agent"
 	"github.com/idepool/idepool/wsync"
 )
@@ -20,8 +22,16 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	logger := newLogger(stderr, getenv("LOG_LEVEL"), getenv("LOG_FORMAT")) // the agent adds the container id
 	cfg.Logger = logger
+	var opts wsync.Options
+	if s := getenv(idepool.EnvSyncMaxDeletePercent); s != "" {
+		p, err := strconv.Atoi(s)
+		if err != nil || p < 0 || p > 100 {
+			return fmt.Errorf("agent configuration: %s=%q: want an integer 0-100", idepool.EnvSyncMaxDeletePercent, s)
+		}
+		opts.MaxDeletePercent = p
+	}
 	cfg.NewSyncer = func(workspaceDir, stateDir string, logger *slog.Logger) agent.Syncer {
-		return wsync.NewAgentSyncer(workspaceDir, stateDir, logger, wsync.Options{})
+		return wsync.NewAgentSyncer(workspaceDir, stateDir, logger, opts)
 	}
 	return agent.Run(ctx, cfg)
 }

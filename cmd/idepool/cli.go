@@ -16,6 +16,7 @@ import (
 
 	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/human"
 )
 
 // Exit codes of the client commands.
@@ -237,22 +238,7 @@ func ago(now time.Time, t *time.Time) string {
 	if t == nil || t.IsZero() {
 		return "-"
 	}
-	return shortDuration(now.Sub(*t))
-}
-
-func shortDuration(d time.Duration) string {
-	if d < 0 {
-		d = 0
-	}
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	return human.Duration(now.Sub(*t))
 }
 
 func workspaceOf(ct client.Container) string {
@@ -291,7 +277,7 @@ func poolTable(w io.Writer, now time.Time, ps []idepool.PoolStatus) {
 	for _, p := range ps {
 		note := p.LastError
 		if !p.BackoffUntil.IsZero() && p.BackoffUntil.After(now) {
-			note = strings.TrimSpace(fmt.Sprintf("refills held back %s; %s", shortDuration(p.BackoffUntil.Sub(now)), note))
+			note = strings.TrimSpace(fmt.Sprintf("refills held back %s; %s", human.Duration(p.BackoffUntil.Sub(now)), note))
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Profile, p.Target, p.Warm, p.Starting, p.Claimed, p.Failed, orDash(note))
 	}

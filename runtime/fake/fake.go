@@ -385,8 +385,7 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 		return ctxError(err, "set labels of %s", id)
 	}
 	for k := range labels {
-		switch k {
-		case idepool.LabelManaged, idepool.LabelID, idepool.LabelProfile, idepool.LabelCreated:
+		if idepool.IsRuntimeLabel(k) {
 			return idepool.Errorf(idepool.EInvalid, "fake: set labels of %s: label %s belongs to the runtime", id, k)
 		}
 	}

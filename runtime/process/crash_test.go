@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	idepool "github.com/idepool/idepool"
 )
@@ -271,4 +272,49 @@ func TestOwnerKilledMidCreate(t *testing.T) {
 		removeAllAndCheck(t, r, dataDir)
 		r.Close()
 	}
+}
+
+// TestRecoverStopsWorkloadsOfDeadAgent: the agent died while no
+// orchestrator ran, leaving a workload in a process group of its own; the
+// next Recover stops it (its container is failed; nobody else would).
+func TestRecoverStopsWorkloadsOfDeadAgent(t *testing.T) {
+	o := testOptions(t)
+	o.ExtraEnv[envGrandchild] = "1"
+	o.ExtraEnv[envOwnGroup] = "1"
+	r1, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec(nil, nil)
+	mustCreate(t, r1, spec)
+	childEnv(t, o.DataDir, spec.ID)
+	b, err := os.ReadFile(filepath.Join(o.DataDir, "containers", spec.ID, "state", grandPIDFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grand, _ := strconv.Atoi(string(b))
+	r1.mu.Lock()
+	agent := r1.containers[spec.ID].meta.Process.PID
+	r1.mu.Unlock()
+	r1.Close()
+	if err := syscall.Kill(agent, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(wait); pidAlive(agent); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %d survived SIGKILL", agent)
+		}
+	}
+	r2 := openRuntime(t, o)
+	insts, err := r2.Recover(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(insts) != 1 || insts[0].Status != idepool.StatusFailed {
+		t.Errorf("Recover = %+v, want the container failed", insts)
+	}
+	if pidAlive(grand) {
+		t.Errorf("workload %d of a dead agent still runs after Recover", grand)
+	}
+	removeAllAndCheck(t, r2, o.DataDir)
 }

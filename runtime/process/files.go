@@ -26,7 +26,9 @@ type meta struct {
 	Labels     map[string]string `json:"labels"`
 	Ports      map[string]int    `json:"ports"`
 	Process    identity          `json:"process"`
-	CreatedAt  time.Time         `json:"createdAt"`
+	// Cgroups are the container's own cgroup directories (Options.Limits).
+	Cgroups   []string  `json:"cgroups,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 const metaVersion = 1

@@ -59,6 +59,15 @@ type Options struct {
 	// process may create cgroups, the agents also share one CPU cgroup
 	// weighted like a single process at this niceness (see cpuGroup).
 	Nice int
+	// User, when set, is who every agent and all it starts run as (only
+	// root may switch); their directories become its own. Refused (with a
+	// warning at start-up) where that user could not run the agent binary
+	// or reach DataDir.
+	User *User
+	// Limits puts each container in cgroups of its own with its profile's
+	// memory and CPU limits (cgroup v1 or v2; needs root or a delegated
+	// subtree). Where that cannot be done, the start-up line says so.
+	Limits bool
 }
 
 // Runtime runs containers as local process groups. It implements
@@ -79,7 +88,8 @@ type Runtime struct {
 	stop     context.CancelFunc
 	monitorW sync.WaitGroup
 
-	cpu *cpuGroup // nil: agents are only reniced
+	cpu    *cpuGroup // nil: agents are only reniced
+	limits *limiter  // nil: containers get no memory or CPU limits
 
 	// crashAfter, set by tests only, simulates a crash of this process
 	// inside Create: when it returns true for a step, Create returns
@@ -215,6 +225,7 @@ func newRuntime(opts Options, procs procTable, pick portPicker) (*Runtime, error
 			r.log.Debug("agents share a CPU cgroup", "cgroup", g.dir, "nice", opts.Nice)
 		}
 	}
+	r.setupIsolation()
 	r.monitorW.Add(1)
 	go r.monitor(ctx)
 	return r, nil
@@ -337,6 +348,12 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 				r.log.Warn("processes of a failed create did not end", "id", spec.ID, "err", err)
 			}
 		}
+		r.mu.Lock()
+		groups := c.meta.Cgroups
+		r.mu.Unlock()
+		if err := removeGroups(groups); err != nil {
+			r.log.Warn("remove cgroups of failed create", "id", spec.ID, "err", err)
+		}
 		if rmErr := os.RemoveAll(c.dir); rmErr != nil {
 			r.log.Warn("remove directory of failed create", "id", spec.ID, "err", rmErr)
 		}
@@ -347,6 +364,9 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		if err := os.Mkdir(filepath.Join(c.dir, sub), 0o700); err != nil {
 			return fail(err, "create %s directory of %s", sub, spec.ID)
 		}
+	}
+	if err := r.prepareDirs(c.dir); err != nil {
+		return fail(err, "give the directories of %s to its user", spec.ID)
 	}
 	if r.crashed(stepDir) {
 		return idepool.Instance{}, errCrashed
@@ -374,6 +394,11 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		Labels:     labels,
 		Ports:      ports,
 		CreatedAt:  now,
+	}
+	m.Cgroups, err = r.containerLimits(spec.ID, spec.Profile)
+	if err != nil {
+		_ = removeGroups(m.Cgroups)
+		return fail(err, "cgroups of %s", spec.ID)
 	}
 	// Recorded before the agent starts, so a crash right after leaves a
 	// record that Recover reports (as lost) and Remove cleans.
@@ -404,7 +429,7 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	cmd.Stderr = logf
 	// Its own session and process group: it outlives us, a terminal's ^C
 	// does not reach it, and Remove can signal all it started at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: r.credential()}
 	err = cmd.Start()
 	logf.Close()
 	if err != nil {
@@ -416,6 +441,7 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 			r.log.Warn("could not move the agent into the agents' cgroup", "id", spec.ID, "cgroup", r.cpu.dir, "err", err)
 		}
 	}
+
 	if r.opts.Nice > 0 {
 		// The whole group (every thread of the agent, which setsid made its
 		// leader); what it starts later inherits the value.
@@ -430,6 +456,9 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	}
 	started = &m.Process
 	go r.reap(c, cmd)
+	if err := joinGroups(m.Cgroups, cmd.Process.Pid); err != nil {
+		return fail(err, "limit the agent of %s", spec.ID)
+	}
 	if r.crashed(stepStarted) {
 		return idepool.Instance{}, errCrashed
 	}
@@ -471,6 +500,9 @@ func (r *Runtime) agentEnv(spec idepool.ContainerSpec, dir string, ports map[str
 	}
 	if env["PATH"] == "" {
 		env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+	}
+	if r.opts.User != nil {
+		env["HOME"] = filepath.Join(dir, "home") // ours is not its to write
 	}
 	maps.Copy(env, r.opts.ExtraEnv)
 	maps.Copy(env, spec.Profile.Env)
@@ -626,6 +658,12 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	// was), workloads in groups of their own whose agent was killed.
 	if err := r.killProcs(ctx, r.markedOf(c.dir)); err != nil {
 		return idepool.WrapError(idepool.EStopFailed, err, "stop processes of container %s", id)
+	}
+	r.mu.Lock()
+	groups := c.meta.Cgroups
+	r.mu.Unlock()
+	if err := removeGroups(groups); err != nil {
+		r.log.Warn("could not remove the container's cgroups", "id", id, "err", err)
 	}
 	c.closeLabelLog()
 	if err := os.RemoveAll(c.dir); err != nil {

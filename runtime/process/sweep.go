@@ -30,8 +30,8 @@ func (r *Runtime) markedOf(dir string) []markedProc {
 // record that has no pid yet (a crash between starting it and recording
 // it) is adopted, since its record is complete but for the pid; processes
 // of a container without a record (its directory was removed, or never
-// held one), of a broken record, and those outside the session of their
-// container's live agent (workloads of an agent that died) are stopped.
+// held one), of a broken record, and of a container whose agent is gone
+// (its workloads) are stopped.
 // The files stay: the orchestrator salvages and removes the failed
 // containers. loaded holds the containers Recover just read.
 func (r *Runtime) sweep(ctx context.Context, loaded map[string]*container) {
@@ -62,22 +62,25 @@ func (r *Runtime) sweep(ctx context.Context, loaded map[string]*container) {
 			continue
 		}
 		if !c.broken && c.meta.Process.PID == 0 {
-			// The agent is its session's leader (Setsid); what it
-			// started shares its session.
-			for _, p := range ps {
-				if p.sid == p.pid {
-					r.adopt(c, p)
-					break
+			// The agent leads its own session (Setsid); of several
+			// leaders (a workload may start a session too, as tmux
+			// does) it is the oldest.
+			var leader *markedProc
+			for i, p := range ps {
+				if p.sid == p.pid && (leader == nil || p.start < leader.start) {
+					leader = &ps[i]
 				}
 			}
-		}
-		// What is not in the session of a running agent has nobody left to
-		// stop it: a broken record's agent, the workloads of a dead one.
-		var stray []markedProc
-		for _, p := range ps {
-			if c.broken || c.status != idepool.StatusRunning || p.sid != c.meta.Process.PID {
-				stray = append(stray, p)
+			if leader != nil {
+				r.adopt(c, *leader)
 			}
+		}
+		// A running agent's processes are its own to manage, even those in
+		// sessions of their own. Otherwise nobody is left to stop them: a
+		// broken record's agent, the workloads of a dead one.
+		var stray []markedProc
+		if c.broken || c.status != idepool.StatusRunning {
+			stray = ps
 		}
 		if len(stray) > 0 {
 			r.log.Warn("stopping processes of a container whose agent is gone", "id", id, "pids", pidsOf(stray))

@@ -171,7 +171,7 @@ func (h *harness) checkLabels(rt idepool.Runtime, spec idepool.ContainerSpec, in
 		h.t.Errorf("%s: label %s = %q is not RFC 3339: %v", inst.ID, idepool.LabelCreated, l[idepool.LabelCreated], err)
 	}
 	for k, v := range spec.Labels {
-		if isOwn(k) {
+		if idepool.IsRuntimeLabel(k) {
 			continue
 		}
 		if l[k] != v {
@@ -185,15 +185,6 @@ func (h *harness) deployment(rt idepool.Runtime) string {
 		return ""
 	}
 	return h.o.Deployment(rt)
-}
-
-// isOwn reports whether k is one of the runtime's own labels.
-func isOwn(k string) bool {
-	switch k {
-	case idepool.LabelManaged, idepool.LabelID, idepool.LabelProfile, idepool.LabelCreated:
-		return true
-	}
-	return false
 }
 
 func (h *harness) inspect(rt idepool.Runtime, id string) idepool.Instance {

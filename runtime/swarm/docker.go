@@ -19,6 +19,7 @@ type Docker interface {
 	TaskList(ctx context.Context, o client.TaskListOptions) (client.TaskListResult, error)
 	NodeList(ctx context.Context, o client.NodeListOptions) (client.NodeListResult, error)
 	ContainerList(ctx context.Context, o client.ContainerListOptions) (client.ContainerListResult, error)
+	CopyFromContainer(ctx context.Context, id string, o client.CopyFromContainerOptions) (client.CopyFromContainerResult, error)
 	NetworkInspect(ctx context.Context, id string, o client.NetworkInspectOptions) (client.NetworkInspectResult, error)
 	Events(ctx context.Context, o client.EventsListOptions) client.EventsResult
 }

@@ -31,14 +31,6 @@ func ServiceName(id string) string { return servicePrefix + id }
 
 const servicePrefix = "idepool-"
 
-// runtimeLabels are the labels the runtime owns; callers cannot set them.
-var runtimeLabels = map[string]bool{
-	idepool.LabelManaged: true,
-	idepool.LabelID:      true,
-	idepool.LabelProfile: true,
-	idepool.LabelCreated: true,
-}
-
 // serviceSpec builds the Swarm service spec of a container. It is pure, so
 // the shape of what goes to the engine is table-tested.
 func (o *Options) serviceSpec(spec idepool.ContainerSpec, created time.Time) (swarm.ServiceSpec, error) {
@@ -50,7 +42,7 @@ func (o *Options) serviceSpec(spec idepool.ContainerSpec, created time.Time) (sw
 		maps.Copy(labels, traefik.Labels(spec.ID, p, o.Traefik))
 	}
 	for k, v := range spec.Labels {
-		if v != "" && !runtimeLabels[k] {
+		if v != "" && !idepool.IsRuntimeLabel(k) {
 			labels[k] = v
 		}
 	}

@@ -465,7 +465,7 @@ func (r *Runtime) Recover(ctx context.Context) ([]idepool.Instance, error) {
 // (EInvalid, nothing changed).
 func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]string) error {
 	for k := range labels {
-		if runtimeLabels[k] || traefik.IsLabel(k) {
+		if idepool.IsRuntimeLabel(k) || traefik.IsLabel(k) {
 			return idepool.Errorf(idepool.EInvalid, "label %s belongs to the runtime and cannot be changed", k)
 		}
 	}
