@@ -96,7 +96,7 @@ func (r *Runtime) setupIsolation() {
 		}
 	}
 	if r.opts.User == nil {
-		missing = append(missing, fmt.Sprintf("user (agents and workloads run as uid %d, idepool's own)", os.Geteuid()))
+		missing = append(missing, fmt.Sprintf("user (uid %d, idepool's own)", os.Geteuid()))
 	}
 	if r.opts.Limits {
 		l, err := openLimiter(r.opts.Deployment, r.cpu)
@@ -109,13 +109,16 @@ func (r *Runtime) setupIsolation() {
 	if r.limits == nil {
 		missing = append(missing, "memory and CPU limits")
 	}
-	missing = append(missing, "network (workloads share the host's; they listen on loopback)", "files outside the workspace (as the user above may read them)")
+	// Short: one line of the start-up summary; docs/security.md explains.
+	missing = append(missing, "network", "files outside the workspace")
 	attrs := []any{"not_isolated", strings.Join(missing, "; ")}
 	if r.opts.User != nil {
 		attrs = append(attrs, "user", r.opts.User.String())
 	}
 	if r.limits != nil {
-		attrs = append(attrs, "limits", r.limits.kind())
+		kind, _, _ := strings.Cut(r.limits.kind(), " (")
+		attrs = append(attrs, "limits", kind)
+		r.log.Debug("process runtime cgroups", "limits", r.limits.kind())
 	}
 	r.log.Info("process runtime isolation", attrs...)
 }
