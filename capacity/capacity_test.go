@@ -39,65 +39,65 @@ func writeFiles(t *testing.T, root string, files map[string]string) {
 
 const meminfo = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    4000000 kB\n"
 
-func TestProcSourceHost(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		root := t.TempDir()
-		writeFiles(t, root, map[string]string{
-			"proc/meminfo": meminfo,
-			"proc/stat":    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0 0 0\ncpu1 50 0 50 400 0 0 0 0 0 0\nintr 1\n",
-		})
-		src := NewProcSource(root, nil)
-		s, err := src.SampleHost(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.MemoryTotal != 16000000*1024 || s.MemoryUsed != 12000000*1024 || s.CPUs != 2 || s.Source != "proc" {
-			t.Fatalf("sample = %+v", s)
-		}
-		if s.MemoryPercent() != 75 || s.CPUUsed != 0.4 { // since boot: 200 busy of 1000
-			t.Fatalf("memory %.1f%%, cpu %.2f cores", s.MemoryPercent(), s.CPUUsed)
-		}
-		// Then: 150 busy ticks of 200 since the last sample on 2 CPUs.
-		writeFiles(t, root, map[string]string{"proc/stat": "cpu  200 0 150 850 0 0 0 0 0 0\ncpu0 0\ncpu1 0\n"})
-		time.Sleep(time.Second)
-		s, _ = src.SampleHost(t.Context())
-		if s.CPUUsed != 1.5 || s.CPUPercent() != 75 {
-			t.Fatalf("cpu used = %.2f cores (%.1f%%), want 1.5 (75%%)", s.CPUUsed, s.CPUPercent())
-		}
+func TestProcSourceHost(t *testing.T) { synctest.Test(t, testProcSourceHost) }
+
+func testProcSourceHost(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{
+		"proc/meminfo": meminfo,
+		"proc/stat":    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0 0 0\ncpu1 50 0 50 400 0 0 0 0 0 0\nintr 1\n",
 	})
+	src := NewProcSource(root, nil)
+	s, err := src.SampleHost(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.MemoryTotal != 16000000*1024 || s.MemoryUsed != 12000000*1024 || s.CPUs != 2 || s.Source != "proc" {
+		t.Fatalf("sample = %+v", s)
+	}
+	if s.MemoryPercent() != 75 || s.CPUUsed != 0.4 { // since boot: 200 busy of 1000
+		t.Fatalf("memory %.1f%%, cpu %.2f cores", s.MemoryPercent(), s.CPUUsed)
+	}
+	// Then: 150 busy ticks of 200 since the last sample on 2 CPUs.
+	writeFiles(t, root, map[string]string{"proc/stat": "cpu  200 0 150 850 0 0 0 0 0 0\ncpu0 0\ncpu1 0\n"})
+	time.Sleep(time.Second)
+	s, _ = src.SampleHost(t.Context())
+	if s.CPUUsed != 1.5 || s.CPUPercent() != 75 {
+		t.Fatalf("cpu used = %.2f cores (%.1f%%), want 1.5 (75%%)", s.CPUUsed, s.CPUPercent())
+	}
 }
 
-func TestProcSourceCgroup(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		root := t.TempDir()
-		writeFiles(t, root, map[string]string{
-			"proc/meminfo":                 meminfo,
-			"proc/stat":                    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 0\ncpu1 0\ncpu2 0\ncpu3 0\n",
-			"sys/fs/cgroup/memory.max":     "2147483648\n",
-			"sys/fs/cgroup/memory.current": "1610612736\n",
-			"sys/fs/cgroup/memory.stat":    "anon 1\ninactive_file 536870912\n",
-			"sys/fs/cgroup/cpu.max":        "150000 100000\n",
-			"sys/fs/cgroup/cpu.stat":       "usage_usec 1000000\nuser_usec 1\n",
-		})
-		src := NewProcSource(root, nil)
-		s, err := src.SampleHost(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.Source != "cgroup" || s.MemoryTotal != 2*gib || s.MemoryUsed != gib || s.CPUs != 1.5 || s.CPUUsed != 0 {
-			t.Fatalf("sample = %+v", s)
-		}
-		writeFiles(t, root, map[string]string{"sys/fs/cgroup/cpu.stat": "usage_usec 3000000\n"})
-		time.Sleep(2 * time.Second)
-		if s, _ = src.SampleHost(t.Context()); s.CPUUsed != 1 {
-			t.Fatalf("cgroup cpu used = %v, want 1 core", s.CPUUsed)
-		}
-		// No limits ("max"): the host figures stand.
-		writeFiles(t, root, map[string]string{"sys/fs/cgroup/memory.max": "max\n", "sys/fs/cgroup/cpu.max": "max 100000\n"})
-		if s, _ = src.SampleHost(t.Context()); s.Source != "proc" || s.CPUs != 4 || s.MemoryTotal != 16000000*1024 {
-			t.Fatalf("unlimited cgroup sample = %+v", s)
-		}
+func TestProcSourceCgroup(t *testing.T) { synctest.Test(t, testProcSourceCgroup) }
+
+func testProcSourceCgroup(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{
+		"proc/meminfo":                 meminfo,
+		"proc/stat":                    "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 0\ncpu1 0\ncpu2 0\ncpu3 0\n",
+		"sys/fs/cgroup/memory.max":     "2147483648\n",
+		"sys/fs/cgroup/memory.current": "1610612736\n",
+		"sys/fs/cgroup/memory.stat":    "anon 1\ninactive_file 536870912\n",
+		"sys/fs/cgroup/cpu.max":        "150000 100000\n",
+		"sys/fs/cgroup/cpu.stat":       "usage_usec 1000000\nuser_usec 1\n",
 	})
+	src := NewProcSource(root, nil)
+	s, err := src.SampleHost(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Source != "cgroup" || s.MemoryTotal != 2*gib || s.MemoryUsed != gib || s.CPUs != 1.5 || s.CPUUsed != 0 {
+		t.Fatalf("sample = %+v", s)
+	}
+	writeFiles(t, root, map[string]string{"sys/fs/cgroup/cpu.stat": "usage_usec 3000000\n"})
+	time.Sleep(2 * time.Second)
+	if s, _ = src.SampleHost(t.Context()); s.CPUUsed != 1 {
+		t.Fatalf("cgroup cpu used = %v, want 1 core", s.CPUUsed)
+	}
+	// No limits ("max"): the host figures stand.
+	writeFiles(t, root, map[string]string{"sys/fs/cgroup/memory.max": "max\n", "sys/fs/cgroup/cpu.max": "max 100000\n"})
+	if s, _ = src.SampleHost(t.Context()); s.Source != "proc" || s.CPUs != 4 || s.MemoryTotal != 16000000*1024 {
+		t.Fatalf("unlimited cgroup sample = %+v", s)
+	}
 }
 
 func TestProcSourceBroken(t *testing.T) {
@@ -162,25 +162,27 @@ func TestAdmitHost(t *testing.T) {
 }
 
 func TestAdmitCountsGrantsUntilSettled(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		a := New(Options{Host: NewStaticHost(host(76, 0)), Settle: 10 * time.Second})
-		// Warm limit 80 %: 76 + 1 + 1 + 1 + 1 = 80 admits four, the fifth would be 81.
-		for i := range 4 {
-			if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err != nil {
-				t.Fatalf("create %d refused: %v", i, err)
-			}
+	synctest.Test(t, testAdmitCountsGrantsUntilSettled)
+}
+
+func testAdmitCountsGrantsUntilSettled(t *testing.T) {
+	a := New(Options{Host: NewStaticHost(host(76, 0)), Settle: 10 * time.Second})
+	// Warm limit 80 %: 76 + 1 + 1 + 1 + 1 = 80 admits four, the fifth would be 81.
+	for i := range 4 {
+		if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err != nil {
+			t.Fatalf("create %d refused: %v", i, err)
 		}
-		if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err == nil {
-			t.Fatal("fifth create admitted: grants not counted")
-		}
-		if h := a.Headroom(prof); h != 0 {
-			t.Fatalf("headroom = %d, want 0", h)
-		}
-		time.Sleep(10 * time.Second)
-		if h := a.Headroom(prof); h != 4 {
-			t.Fatalf("headroom after settling = %d, want 4", h)
-		}
-	})
+	}
+	if err := a.Admit(t.Context(), prof, idepool.ClaimWarm); err == nil {
+		t.Fatal("fifth create admitted: grants not counted")
+	}
+	if h := a.Headroom(prof); h != 0 {
+		t.Fatalf("headroom = %d, want 0", h)
+	}
+	time.Sleep(10 * time.Second)
+	if h := a.Headroom(prof); h != 4 {
+		t.Fatalf("headroom after settling = %d, want 4", h)
+	}
 }
 
 func TestAdmitFailsOpen(t *testing.T) {
@@ -338,35 +340,35 @@ func TestShedUnderPressure(t *testing.T) {
 }
 
 // Run sheds one warm container per interval while under pressure.
-func TestRunSheds(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := NewStaticHost(host(95, 0))
-		a := New(Options{Host: src, SampleInterval: 5 * time.Second})
-		p := &fakePool{stopped: map[string]string{}, warm: []idepool.Container{
-			{ID: "w1", State: idepool.StateWarm}, {ID: "w2", State: idepool.StateWarm}, {ID: "w3", State: idepool.StateWarm}}}
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error)
-		go func() { done <- a.Run(ctx, p) }()
-		synctest.Wait()
-		if n := len(p.stops()); n != 1 {
-			t.Fatalf("after the first sample: %d stopped", n)
-		}
-		time.Sleep(5 * time.Second)
-		synctest.Wait()
-		if n := len(p.stops()); n != 2 {
-			t.Fatalf("after one interval: %d stopped", n)
-		}
-		src.Set(host(50, 0))
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
-		if n := len(p.stops()); n != 2 {
-			t.Fatalf("shed without pressure: %d stopped", n)
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	})
+func TestRunSheds(t *testing.T) { synctest.Test(t, testRunSheds) }
+
+func testRunSheds(t *testing.T) {
+	src := NewStaticHost(host(95, 0))
+	a := New(Options{Host: src, SampleInterval: 5 * time.Second})
+	p := &fakePool{stopped: map[string]string{}, warm: []idepool.Container{
+		{ID: "w1", State: idepool.StateWarm}, {ID: "w2", State: idepool.StateWarm}, {ID: "w3", State: idepool.StateWarm}}}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx, p) }()
+	synctest.Wait()
+	if n := len(p.stops()); n != 1 {
+		t.Fatalf("after the first sample: %d stopped", n)
+	}
+	time.Sleep(5 * time.Second)
+	synctest.Wait()
+	if n := len(p.stops()); n != 2 {
+		t.Fatalf("after one interval: %d stopped", n)
+	}
+	src.Set(host(50, 0))
+	time.Sleep(10 * time.Second)
+	synctest.Wait()
+	if n := len(p.stops()); n != 2 {
+		t.Fatalf("shed without pressure: %d stopped", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (f *fakePool) stops() map[string]string {

@@ -186,33 +186,33 @@ func sseServer(t *testing.T, n int, lastIDs *[]string, mu *sync.Mutex) http.Hand
 
 // The server says "retry: 10" (ms) and ends each stream after two events:
 // the client waits that long, on fake time, and resumes.
-func TestFollowResumes(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		var lastIDs []string
-		c := newBubbleTest(t, sseServer(t, 5, &lastIDs, &mu), Options{})
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		var got []string
-		err := c.Follow(ctx, 0, func(e idepool.Event) error {
-			got = append(got, fmt.Sprintf("%d:%s", e.ID, e.ContainerID))
-			if e.ID == 5 {
-				cancel()
-			}
-			return nil
-		}, FromStart())
-		if err != nil {
-			t.Fatal(err)
+func TestFollowResumes(t *testing.T) { synctest.Test(t, testFollowResumes) }
+
+func testFollowResumes(t *testing.T) {
+	var mu sync.Mutex
+	var lastIDs []string
+	c := newBubbleTest(t, sseServer(t, 5, &lastIDs, &mu), Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got []string
+	err := c.Follow(ctx, 0, func(e idepool.Event) error {
+		got = append(got, fmt.Sprintf("%d:%s", e.ID, e.ContainerID))
+		if e.ID == 5 {
+			cancel()
 		}
-		if fmt.Sprint(got) != "[1:c1 2:c2 3:c3 4:c4 5:c5]" {
-			t.Errorf("events %v", got)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if fmt.Sprint(lastIDs) != "[|0 2|2 4|4]" {
-			t.Errorf("Last-Event-ID|after per connection: %v", lastIDs)
-		}
-	})
+		return nil
+	}, FromStart())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[1:c1 2:c2 3:c3 4:c4 5:c5]" {
+		t.Errorf("events %v", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(lastIDs) != "[|0 2|2 4|4]" {
+		t.Errorf("Last-Event-ID|after per connection: %v", lastIDs)
+	}
 }
 
 func TestFollowStopsOnAuthError(t *testing.T) {
@@ -226,23 +226,23 @@ func TestFollowStopsOnAuthError(t *testing.T) {
 	}
 }
 
-func TestStreamIdle(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		c := newBubbleTest(t, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.WriteHeader(200)
-			w.(http.Flusher).Flush()
-			<-r.Context().Done()
-		}, Options{EventIdleTimeout: 20 * time.Second})
-		s, err := c.Events(context.Background(), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		if _, err := s.Next(); !errors.Is(err, ErrStreamIdle) {
-			t.Fatalf("err = %v, want ErrStreamIdle", err)
-		}
-	})
+func TestStreamIdle(t *testing.T) { synctest.Test(t, testStreamIdle) }
+
+func testStreamIdle(t *testing.T) {
+	c := newBubbleTest(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}, Options{EventIdleTimeout: 20 * time.Second})
+	s, err := c.Events(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Next(); !errors.Is(err, ErrStreamIdle) {
+		t.Fatalf("err = %v, want ErrStreamIdle", err)
+	}
 }
 
 // TestCodeForStatus: a bare answer (no envelope) of any status in the

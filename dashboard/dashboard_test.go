@@ -228,310 +228,310 @@ func concrete(p string) string {
 // TestEveryRouteNeedsSession walks the route table: only the sign-in form is
 // public; everything else refuses a request without a session, with a
 // forged cookie, and with an expired session — and changes nothing.
-func TestEveryRouteNeedsSession(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t)
-		_, expired := f.login(t, testKey)
-		time.Sleep(2 * time.Hour)
-		var public []string
-		routes := f.d.routes()
-		routes = append(routes, route{method: "GET", path: Prefix + "/no/such/page"}, route{method: "DELETE", path: Prefix + "/containers/abcd0001"})
-		for _, rt := range routes {
-			if rt.public {
-				public = append(public, rt.method+" "+rt.path)
-				continue
-			}
-			path := concrete(rt.path)
-			for name, cookie := range map[string]*http.Cookie{
-				"none":    nil,
-				"forged":  {Name: CookieName, Value: strings.Repeat("ab", 32)},
-				"garbage": {Name: CookieName, Value: "x"},
-				"expired": expired,
-			} {
-				for _, accept := range []string{"text/html", "application/json"} {
-					var body url.Values
-					if rt.method == "POST" {
-						body = url.Values{"target": {"7"}}
-					}
-					res, text := f.do(t, rt.method, path, cookie, body, map[string]string{"Accept": accept})
-					ok := res.StatusCode == http.StatusUnauthorized ||
-						(res.StatusCode == http.StatusSeeOther && res.Header.Get("Location") == "/dashboard/login" && rt.method == "GET")
-					if !ok {
-						t.Errorf("%s %s (cookie %s, %s): %d %s, want 401 or a redirect to sign in", rt.method, path, name, accept, res.StatusCode, text)
-					}
-					if strings.Contains(text, "abcd0001") {
-						t.Errorf("%s %s leaked data without a session", rt.method, path)
-					}
-				}
-			}
-		}
-		if fmt.Sprint(public) != "[GET /dashboard/login POST /dashboard/login]" {
-			t.Errorf("public routes: %v", public)
-		}
-		if len(f.orch.stops) != 0 || f.orch.targets["default"] != 2 {
-			t.Errorf("an action ran without a session: stops %v targets %v", f.orch.stops, f.orch.targets)
-		}
-	})
-}
+func TestEveryRouteNeedsSession(t *testing.T) { synctest.Test(t, testEveryRouteNeedsSession) }
 
-func TestSignInAndOut(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t)
-		res, c := f.login(t, "wrong-key")
-		if res.StatusCode != http.StatusUnauthorized || c != nil {
-			t.Fatalf("wrong key: %d, cookie %v", res.StatusCode, c)
+func testEveryRouteNeedsSession(t *testing.T) {
+	f := newFixture(t)
+	_, expired := f.login(t, testKey)
+	time.Sleep(2 * time.Hour)
+	var public []string
+	routes := f.d.routes()
+	routes = append(routes, route{method: "GET", path: Prefix + "/no/such/page"}, route{method: "DELETE", path: Prefix + "/containers/abcd0001"})
+	for _, rt := range routes {
+		if rt.public {
+			public = append(public, rt.method+" "+rt.path)
+			continue
 		}
-		res, c = f.login(t, testKey)
-		if res.StatusCode != http.StatusSeeOther || c == nil || res.Header.Get("Location") != "/dashboard/" {
-			t.Fatalf("sign in: %d %v", res.StatusCode, c)
-		}
-		if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/dashboard" || c.Secure || strings.Contains(c.Value, testKey) {
-			t.Errorf("cookie %+v", c)
-		}
-		res, page := f.do(t, "GET", "/dashboard/", c, nil, nil)
-		if res.StatusCode != 200 || strings.Contains(page, testKey) || !strings.Contains(page, "abcd0001") || !strings.Contains(page, "bkt/alice/") {
-			t.Fatalf("page: %d\n%s", res.StatusCode, page)
-		}
-		if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
-			t.Errorf("CSP %q", csp)
-		}
-		for _, p := range []string{"/dashboard/static/app.js", "/dashboard/static/app.css", "/dashboard/state"} {
-			if res, body := f.do(t, "GET", p, c, nil, nil); res.StatusCode != 200 || strings.Contains(body, testKey) {
-				t.Errorf("%s: %d", p, res.StatusCode)
-			}
-		}
-		csrf := csrfOf(t, page)
-		// Sign out needs the CSRF token.
-		if res, _ := f.do(t, "POST", "/dashboard/logout", c, url.Values{}, nil); res.StatusCode != http.StatusForbidden {
-			t.Errorf("sign out without CSRF: %d", res.StatusCode)
-		}
-		res, _ = f.do(t, "POST", "/dashboard/logout", c, url.Values{"csrf": {csrf}}, nil)
-		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/dashboard/login" {
-			t.Errorf("sign out: %d", res.StatusCode)
-		}
-		if res, _ := f.do(t, "GET", "/dashboard/state", c, nil, nil); res.StatusCode != http.StatusUnauthorized {
-			t.Errorf("after sign out: %d", res.StatusCode)
-		}
-		if n := f.d.sessions.count(); n != 0 {
-			t.Errorf("%d sessions left", n)
-		}
-	})
-}
-
-func TestSecureCookieOverHTTPS(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t)
-		for name, mod := range map[string]func(*http.Request){
-			"tls":     func(r *http.Request) { r.TLS = &tls.ConnectionState{} },
-			"proxied": func(r *http.Request) { r.Header.Set("X-Forwarded-Proto", "https") },
+		path := concrete(rt.path)
+		for name, cookie := range map[string]*http.Cookie{
+			"none":    nil,
+			"forged":  {Name: CookieName, Value: strings.Repeat("ab", 32)},
+			"garbage": {Name: CookieName, Value: "x"},
+			"expired": expired,
 		} {
-			r := httptest.NewRequest("POST", "/dashboard/login", strings.NewReader("key="+testKey))
-			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			mod(r)
-			w := httptest.NewRecorder()
-			f.d.ServeHTTP(w, r)
-			cs := w.Result().Cookies()
-			if len(cs) != 1 || !cs[0].Secure {
-				t.Errorf("%s: cookies %+v", name, cs)
-			}
-		}
-	})
-}
-
-func TestActions(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t)
-		_, c := f.login(t, testKey)
-		_, page := f.do(t, "GET", "/dashboard/", c, nil, nil)
-		csrf := csrfOf(t, page)
-		js := map[string]string{"Accept": "application/json", "X-CSRF-Token": csrf}
-
-		if res, _ := f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{"csrf": {"wrong"}}, nil); res.StatusCode != http.StatusForbidden {
-			t.Errorf("stop with a wrong token: %d", res.StatusCode)
-		}
-		cross := map[string]string{"Accept": "application/json", "X-CSRF-Token": csrf, "Origin": "https://evil.example"}
-		if res, _ := f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{}, cross); res.StatusCode != http.StatusForbidden {
-			t.Errorf("cross-origin stop: %d", res.StatusCode)
-		}
-		res, body := f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{}, js)
-		if res.StatusCode != 200 || !strings.Contains(body, "stopped abcd0001") {
-			t.Errorf("stop: %d %s", res.StatusCode, body)
-		}
-		res, body = f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{}, js)
-		if res.StatusCode != 404 || !strings.Contains(body, "not found") {
-			t.Errorf("second stop: %d %s", res.StatusCode, body)
-		}
-		// A plain form post (no script) comes back to the page.
-		res, _ = f.do(t, "POST", "/dashboard/containers/abcd0002/stop", c, url.Values{"csrf": {csrf}}, nil)
-		if res.StatusCode != http.StatusSeeOther {
-			t.Errorf("form stop: %d", res.StatusCode)
-		}
-		if fmt.Sprint(f.orch.stops) != "[abcd0001:manual abcd0002:manual]" {
-			t.Errorf("stops %v", f.orch.stops)
-		}
-
-		for _, tt := range []struct {
-			profile, target string
-			want            int
-		}{{"default", "5", 200}, {"default", "-1", 400}, {"default", "x", 400}, {"default", "1001", 400}, {"nosuch", "1", 404}} {
-			res, body := f.do(t, "POST", "/dashboard/pools/"+tt.profile+"/target", c, url.Values{"target": {tt.target}}, js)
-			if res.StatusCode != tt.want {
-				t.Errorf("target %s=%s: %d %s", tt.profile, tt.target, res.StatusCode, body)
-			}
-		}
-		if f.orch.targets["default"] != 5 {
-			t.Errorf("target %d", f.orch.targets["default"])
-		}
-	})
-}
-
-func TestStream(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t)
-		_, c := f.login(t, testKey)
-		f.bus.Publish(idepool.Event{Type: idepool.EventState, ContainerID: "abcd0001", State: idepool.StateRunning})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/dashboard/stream?after=0", nil)
-		req.AddCookie(c)
-		res, err := f.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		if res.StatusCode != 200 {
-			t.Fatalf("stream: %d", res.StatusCode)
-		}
-		sc := bufio.NewScanner(res.Body)
-		next := func() (string, string) {
-			var ev, data string
-			for sc.Scan() {
-				l := sc.Text()
-				switch {
-				case l == "" && ev != "":
-					return ev, data
-				case strings.HasPrefix(l, "event: "):
-					ev = l[7:]
-				case strings.HasPrefix(l, "data: "):
-					data = l[6:]
+			for _, accept := range []string{"text/html", "application/json"} {
+				var body url.Values
+				if rt.method == "POST" {
+					body = url.Values{"target": {"7"}}
+				}
+				res, text := f.do(t, rt.method, path, cookie, body, map[string]string{"Accept": accept})
+				ok := res.StatusCode == http.StatusUnauthorized ||
+					(res.StatusCode == http.StatusSeeOther && res.Header.Get("Location") == "/dashboard/login" && rt.method == "GET")
+				if !ok {
+					t.Errorf("%s %s (cookie %s, %s): %d %s, want 401 or a redirect to sign in", rt.method, path, name, accept, res.StatusCode, text)
+				}
+				if strings.Contains(text, "abcd0001") {
+					t.Errorf("%s %s leaked data without a session", rt.method, path)
 				}
 			}
-			t.Fatalf("stream ended: %v", sc.Err())
-			return "", ""
 		}
-		seen := map[string]string{}
-		for len(seen) < 2 {
-			ev, data := next()
-			seen[ev] = data
-		}
-		var snap snapshot
-		if err := json.Unmarshal([]byte(seen["snapshot"]), &snap); err != nil || snap.Total != 2 || len(snap.Pools) != 2 || len(snap.Resources) != 1 {
-			t.Errorf("snapshot %s: %v", seen["snapshot"], err)
-		}
-		var e idepool.Event
-		if err := json.Unmarshal([]byte(seen["log"]), &e); err != nil || e.ContainerID != "abcd0001" || e.ID != 1 {
-			t.Errorf("log %s", seen["log"])
-		}
-		// Signing out ends the stream with a signout message.
-		ss := f.d.sessions
-		ss.mu.Lock()
-		clear(ss.m)
-		ss.mu.Unlock()
-		for {
-			if ev, _ := next(); ev == "signout" {
-				break
-			}
-		}
-	})
+	}
+	if fmt.Sprint(public) != "[GET /dashboard/login POST /dashboard/login]" {
+		t.Errorf("public routes: %v", public)
+	}
+	if len(f.orch.stops) != 0 || f.orch.targets["default"] != 2 {
+		t.Errorf("an action ran without a session: stops %v targets %v", f.orch.stops, f.orch.targets)
+	}
 }
 
-func TestChart(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		orch := newFakeOrch()
-		d := New(Options{Orchestrator: orch, SampleEvery: 10 * time.Second, History: time.Minute})
-		for i := range 10 {
-			orch.mu.Lock()
-			orch.targets["default"] = i
-			orch.mu.Unlock()
-			d.sampleOnce()
-			time.Sleep(10 * time.Second)
+func TestSignInAndOut(t *testing.T) { synctest.Test(t, testSignInAndOut) }
+
+func testSignInAndOut(t *testing.T) {
+	f := newFixture(t)
+	res, c := f.login(t, "wrong-key")
+	if res.StatusCode != http.StatusUnauthorized || c != nil {
+		t.Fatalf("wrong key: %d, cookie %v", res.StatusCode, c)
+	}
+	res, c = f.login(t, testKey)
+	if res.StatusCode != http.StatusSeeOther || c == nil || res.Header.Get("Location") != "/dashboard/" {
+		t.Fatalf("sign in: %d %v", res.StatusCode, c)
+	}
+	if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/dashboard" || c.Secure || strings.Contains(c.Value, testKey) {
+		t.Errorf("cookie %+v", c)
+	}
+	res, page := f.do(t, "GET", "/dashboard/", c, nil, nil)
+	if res.StatusCode != 200 || strings.Contains(page, testKey) || !strings.Contains(page, "abcd0001") || !strings.Contains(page, "bkt/alice/") {
+		t.Fatalf("page: %d\n%s", res.StatusCode, page)
+	}
+	if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("CSP %q", csp)
+	}
+	for _, p := range []string{"/dashboard/static/app.js", "/dashboard/static/app.css", "/dashboard/state"} {
+		if res, body := f.do(t, "GET", p, c, nil, nil); res.StatusCode != 200 || strings.Contains(body, testKey) {
+			t.Errorf("%s: %d", p, res.StatusCode)
 		}
-		// The ring keeps 6 samples (a minute at 10 s): targets 4..9.
-		c := d.charts.chart("default", time.Now(), time.Minute)
-		if c.Samples != 6 || c.Max != 9 {
-			t.Fatalf("chart %+v", c)
-		}
-		pts := strings.Fields(c.Target)
-		if len(pts) != 6 || pts[len(pts)-1] != "300.0,2.0" || !strings.HasPrefix(pts[0], "0.0,") {
-			t.Errorf("target points %q", c.Target)
-		}
-		if e := d.charts.chart("nosuch", time.Now(), time.Minute); e.Samples != 0 {
-			t.Errorf("unknown profile %+v", e)
-		}
-	})
+	}
+	csrf := csrfOf(t, page)
+	// Sign out needs the CSRF token.
+	if res, _ := f.do(t, "POST", "/dashboard/logout", c, url.Values{}, nil); res.StatusCode != http.StatusForbidden {
+		t.Errorf("sign out without CSRF: %d", res.StatusCode)
+	}
+	res, _ = f.do(t, "POST", "/dashboard/logout", c, url.Values{"csrf": {csrf}}, nil)
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/dashboard/login" {
+		t.Errorf("sign out: %d", res.StatusCode)
+	}
+	if res, _ := f.do(t, "GET", "/dashboard/state", c, nil, nil); res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("after sign out: %d", res.StatusCode)
+	}
+	if n := f.d.sessions.count(); n != 0 {
+		t.Errorf("%d sessions left", n)
+	}
 }
 
-func TestKeyChecker(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		check := KeyChecker([]string{"alpha-key", "", "beta-key"})
-		for k, want := range map[string]bool{"alpha-key": true, "beta-key": true, "": false, "alpha": false, "alpha-key ": false} {
-			if check(k) != want {
-				t.Errorf("check(%q) = %v", k, !want)
-			}
+func TestSecureCookieOverHTTPS(t *testing.T) { synctest.Test(t, testSecureCookieOverHTTPS) }
+
+func testSecureCookieOverHTTPS(t *testing.T) {
+	f := newFixture(t)
+	for name, mod := range map[string]func(*http.Request){
+		"tls":     func(r *http.Request) { r.TLS = &tls.ConnectionState{} },
+		"proxied": func(r *http.Request) { r.Header.Set("X-Forwarded-Proto", "https") },
+	} {
+		r := httptest.NewRequest("POST", "/dashboard/login", strings.NewReader("key="+testKey))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		mod(r)
+		w := httptest.NewRecorder()
+		f.d.ServeHTTP(w, r)
+		cs := w.Result().Cookies()
+		if len(cs) != 1 || !cs[0].Secure {
+			t.Errorf("%s: cookies %+v", name, cs)
 		}
-		if KeyChecker(nil)("x") {
-			t.Error("no keys accepted a key")
-		}
-	})
+	}
 }
 
-func TestLoginRateLimit(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t)
-		limited := false
-		for range 30 {
-			if res, _ := f.login(t, "guess"); res.StatusCode == http.StatusTooManyRequests {
-				limited = true
-				break
+func TestActions(t *testing.T) { synctest.Test(t, testActions) }
+
+func testActions(t *testing.T) {
+	f := newFixture(t)
+	_, c := f.login(t, testKey)
+	_, page := f.do(t, "GET", "/dashboard/", c, nil, nil)
+	csrf := csrfOf(t, page)
+	js := map[string]string{"Accept": "application/json", "X-CSRF-Token": csrf}
+
+	if res, _ := f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{"csrf": {"wrong"}}, nil); res.StatusCode != http.StatusForbidden {
+		t.Errorf("stop with a wrong token: %d", res.StatusCode)
+	}
+	cross := map[string]string{"Accept": "application/json", "X-CSRF-Token": csrf, "Origin": "https://evil.example"}
+	if res, _ := f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{}, cross); res.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-origin stop: %d", res.StatusCode)
+	}
+	res, body := f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{}, js)
+	if res.StatusCode != 200 || !strings.Contains(body, "stopped abcd0001") {
+		t.Errorf("stop: %d %s", res.StatusCode, body)
+	}
+	res, body = f.do(t, "POST", "/dashboard/containers/abcd0001/stop", c, url.Values{}, js)
+	if res.StatusCode != 404 || !strings.Contains(body, "not found") {
+		t.Errorf("second stop: %d %s", res.StatusCode, body)
+	}
+	// A plain form post (no script) comes back to the page.
+	res, _ = f.do(t, "POST", "/dashboard/containers/abcd0002/stop", c, url.Values{"csrf": {csrf}}, nil)
+	if res.StatusCode != http.StatusSeeOther {
+		t.Errorf("form stop: %d", res.StatusCode)
+	}
+	if fmt.Sprint(f.orch.stops) != "[abcd0001:manual abcd0002:manual]" {
+		t.Errorf("stops %v", f.orch.stops)
+	}
+
+	for _, tt := range []struct {
+		profile, target string
+		want            int
+	}{{"default", "5", 200}, {"default", "-1", 400}, {"default", "x", 400}, {"default", "1001", 400}, {"nosuch", "1", 404}} {
+		res, body := f.do(t, "POST", "/dashboard/pools/"+tt.profile+"/target", c, url.Values{"target": {tt.target}}, js)
+		if res.StatusCode != tt.want {
+			t.Errorf("target %s=%s: %d %s", tt.profile, tt.target, res.StatusCode, body)
+		}
+	}
+	if f.orch.targets["default"] != 5 {
+		t.Errorf("target %d", f.orch.targets["default"])
+	}
+}
+
+func TestStream(t *testing.T) { synctest.Test(t, testStream) }
+
+func testStream(t *testing.T) {
+	f := newFixture(t)
+	_, c := f.login(t, testKey)
+	f.bus.Publish(idepool.Event{Type: idepool.EventState, ContainerID: "abcd0001", State: idepool.StateRunning})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/dashboard/stream?after=0", nil)
+	req.AddCookie(c)
+	res, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("stream: %d", res.StatusCode)
+	}
+	sc := bufio.NewScanner(res.Body)
+	next := func() (string, string) {
+		var ev, data string
+		for sc.Scan() {
+			l := sc.Text()
+			switch {
+			case l == "" && ev != "":
+				return ev, data
+			case strings.HasPrefix(l, "event: "):
+				ev = l[7:]
+			case strings.HasPrefix(l, "data: "):
+				data = l[6:]
 			}
 		}
-		if !limited {
-			t.Error("30 quick guesses were never limited")
+		t.Fatalf("stream ended: %v", sc.Err())
+		return "", ""
+	}
+	seen := map[string]string{}
+	for len(seen) < 2 {
+		ev, data := next()
+		seen[ev] = data
+	}
+	var snap snapshot
+	if err := json.Unmarshal([]byte(seen["snapshot"]), &snap); err != nil || snap.Total != 2 || len(snap.Pools) != 2 || len(snap.Resources) != 1 {
+		t.Errorf("snapshot %s: %v", seen["snapshot"], err)
+	}
+	var e idepool.Event
+	if err := json.Unmarshal([]byte(seen["log"]), &e); err != nil || e.ContainerID != "abcd0001" || e.ID != 1 {
+		t.Errorf("log %s", seen["log"])
+	}
+	// Signing out ends the stream with a signout message.
+	ss := f.d.sessions
+	ss.mu.Lock()
+	clear(ss.m)
+	ss.mu.Unlock()
+	for {
+		if ev, _ := next(); ev == "signout" {
+			break
 		}
-	})
+	}
+}
+
+func TestChart(t *testing.T) { synctest.Test(t, testChart) }
+
+func testChart(t *testing.T) {
+	orch := newFakeOrch()
+	d := New(Options{Orchestrator: orch, SampleEvery: 10 * time.Second, History: time.Minute})
+	for i := range 10 {
+		orch.mu.Lock()
+		orch.targets["default"] = i
+		orch.mu.Unlock()
+		d.sampleOnce()
+		time.Sleep(10 * time.Second)
+	}
+	// The ring keeps 6 samples (a minute at 10 s): targets 4..9.
+	c := d.charts.chart("default", time.Now(), time.Minute)
+	if c.Samples != 6 || c.Max != 9 {
+		t.Fatalf("chart %+v", c)
+	}
+	pts := strings.Fields(c.Target)
+	if len(pts) != 6 || pts[len(pts)-1] != "300.0,2.0" || !strings.HasPrefix(pts[0], "0.0,") {
+		t.Errorf("target points %q", c.Target)
+	}
+	if e := d.charts.chart("nosuch", time.Now(), time.Minute); e.Samples != 0 {
+		t.Errorf("unknown profile %+v", e)
+	}
+}
+
+func TestKeyChecker(t *testing.T) { synctest.Test(t, testKeyChecker) }
+
+func testKeyChecker(t *testing.T) {
+	check := KeyChecker([]string{"alpha-key", "", "beta-key"})
+	for k, want := range map[string]bool{"alpha-key": true, "beta-key": true, "": false, "alpha": false, "alpha-key ": false} {
+		if check(k) != want {
+			t.Errorf("check(%q) = %v", k, !want)
+		}
+	}
+	if KeyChecker(nil)("x") {
+		t.Error("no keys accepted a key")
+	}
+}
+
+func TestLoginRateLimit(t *testing.T) { synctest.Test(t, testLoginRateLimit) }
+
+func testLoginRateLimit(t *testing.T) {
+	f := newFixture(t)
+	limited := false
+	for range 30 {
+		if res, _ := f.login(t, "guess"); res.StatusCode == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Error("30 quick guesses were never limited")
+	}
 }
 
 // TestRunEndsStreams: when Run's context ends (the server shuts down), open
 // live views end, so an http.Server's Shutdown does not wait for them.
-func TestRunEndsStreams(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t)
-		_, c := f.login(t, testKey)
-		ctx, cancel := context.WithCancel(context.Background())
-		ran := make(chan error, 1)
-		go func() { ran <- f.d.Run(ctx) }()
-		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer rcancel()
-		req, _ := http.NewRequestWithContext(rctx, "GET", f.url+"/dashboard/stream", nil)
-		req.AddCookie(c)
-		res, err := f.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		br := bufio.NewReader(res.Body)
-		if _, err := br.ReadString('\n'); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if _, err := io.Copy(io.Discard, br); err != nil {
-			t.Errorf("the stream did not end cleanly: %v", err)
-		}
-		if res, _ := f.do(t, "GET", "/dashboard/stream", c, nil, nil); res.StatusCode != http.StatusServiceUnavailable {
-			t.Errorf("a stream after Close: %d", res.StatusCode)
-		}
-	})
+func TestRunEndsStreams(t *testing.T) { synctest.Test(t, testRunEndsStreams) }
+
+func testRunEndsStreams(t *testing.T) {
+	f := newFixture(t)
+	_, c := f.login(t, testKey)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- f.d.Run(ctx) }()
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	req, _ := http.NewRequestWithContext(rctx, "GET", f.url+"/dashboard/stream", nil)
+	req.AddCookie(c)
+	res, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Errorf("the stream did not end cleanly: %v", err)
+	}
+	if res, _ := f.do(t, "GET", "/dashboard/stream", c, nil, nil); res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a stream after Close: %d", res.StatusCode)
+	}
 }

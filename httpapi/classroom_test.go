@@ -97,49 +97,49 @@ func (f *fakeOrch) ReplacedBy(id string) (string, bool) {
 	return "", false
 }
 
-func TestQueuedStartAnswers202(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, nil)
-		w, m := h.do(t, call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`})
-		if w.Code != 202 || m["status"] != "queued" || m["position"] != float64(3) || m["estimateSeconds"] != 4.5 {
-			t.Fatalf("queued start: %d %v", w.Code, m)
+func TestQueuedStartAnswers202(t *testing.T) { synctest.Test(t, testQueuedStartAnswers202) }
+
+func testQueuedStartAnswers202(t *testing.T) {
+	h := newHarness(t, nil)
+	w, m := h.do(t, call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`})
+	if w.Code != 202 || m["status"] != "queued" || m["position"] != float64(3) || m["estimateSeconds"] != 4.5 {
+		t.Fatalf("queued start: %d %v", w.Code, m)
+	}
+	url := m["statusUrl"].(string)
+	if url != "/api/queue/q1-queued-bucket" || w.Header().Get("Location") != url || w.Header().Get("Retry-After") != "5" {
+		t.Fatalf("status url %q, headers %v", url, w.Header())
+	}
+	// ?wait=ready that runs out waits, then still answers 202.
+	w, m = h.do(t, call{method: "POST", path: "/api/containers/start?wait=ready&timeout=0.01", body: `{"s3Bucket":"queued-bucket"}`})
+	if w.Code != 202 || m["ticket"] != "q1-queued-bucket" {
+		t.Fatalf("queued start with wait: %d %v", w.Code, m)
+	}
+	for _, c := range []struct {
+		path   string
+		code   int
+		status string
+	}{
+		{"/api/queue/q1-abc", 200, "queued"},
+		{"/queue/q2-abc", 200, "assigned"},
+		{"/api/queue/q3-abc", 200, "failed"},
+		{"/api/queue/q2-abc?wait=ready&timeout=1", 200, "assigned"},
+		{"/api/queue/q1-abc?wait=ready&timeout=0.01", 200, "queued"},
+		{"/api/queue/nope", 404, ""},
+		{"/api/queue/BAD!", 404, ""},
+	} {
+		w, m := h.do(t, call{method: "GET", path: c.path})
+		if w.Code != c.code || (c.status != "" && m["status"] != c.status) {
+			t.Errorf("GET %s: %d %v", c.path, w.Code, m)
 		}
-		url := m["statusUrl"].(string)
-		if url != "/api/queue/q1-queued-bucket" || w.Header().Get("Location") != url || w.Header().Get("Retry-After") != "5" {
-			t.Fatalf("status url %q, headers %v", url, w.Header())
-		}
-		// ?wait=ready that runs out waits, then still answers 202.
-		w, m = h.do(t, call{method: "POST", path: "/api/containers/start?wait=ready&timeout=0.01", body: `{"s3Bucket":"queued-bucket"}`})
-		if w.Code != 202 || m["ticket"] != "q1-queued-bucket" {
-			t.Fatalf("queued start with wait: %d %v", w.Code, m)
-		}
-		for _, c := range []struct {
-			path   string
-			code   int
-			status string
-		}{
-			{"/api/queue/q1-abc", 200, "queued"},
-			{"/queue/q2-abc", 200, "assigned"},
-			{"/api/queue/q3-abc", 200, "failed"},
-			{"/api/queue/q2-abc?wait=ready&timeout=1", 200, "assigned"},
-			{"/api/queue/q1-abc?wait=ready&timeout=0.01", 200, "queued"},
-			{"/api/queue/nope", 404, ""},
-			{"/api/queue/BAD!", 404, ""},
-		} {
-			w, m := h.do(t, call{method: "GET", path: c.path})
-			if w.Code != c.code || (c.status != "" && m["status"] != c.status) {
-				t.Errorf("GET %s: %d %v", c.path, w.Code, m)
-			}
-		}
-		_, m = h.do(t, call{method: "GET", path: "/api/queue/q2-abc"})
-		if m["containerId"] != "warm0001" || m["containerUrl"] != "/api/containers/warm0001" {
-			t.Fatalf("assigned ticket: %v", m)
-		}
-		_, m = h.do(t, call{method: "GET", path: "/api/queue/q3-abc"})
-		if e, _ := m["error"].(map[string]any); e["code"] != string(idepool.ECapacity) {
-			t.Fatalf("failed ticket: %v", m)
-		}
-	})
+	}
+	_, m = h.do(t, call{method: "GET", path: "/api/queue/q2-abc"})
+	if m["containerId"] != "warm0001" || m["containerUrl"] != "/api/containers/warm0001" {
+		t.Fatalf("assigned ticket: %v", m)
+	}
+	_, m = h.do(t, call{method: "GET", path: "/api/queue/q3-abc"})
+	if e, _ := m["error"].(map[string]any); e["code"] != string(idepool.ECapacity) {
+		t.Fatalf("failed ticket: %v", m)
+	}
 }
 
 func TestSchedulesRoutes(t *testing.T) {

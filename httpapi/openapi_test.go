@@ -353,174 +353,174 @@ func asStrings(v any) []string {
 // checks each answer against the document: its status is documented for the
 // operation (or falls to "default" for errors), and its body matches the
 // schema.
-func TestOpenAPIResponsesValidate(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := loadDoc(t)
-		ops := d.operations()
-		clk := fixedClock{t0}
-		h := newHarness(t, func(o *Options) {
-			o.Clock = clk
-			o.RateLimit = RateLimit{Requests: 1000, Window: time.Minute}
-			o.Events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "text/event-stream")
-				io.WriteString(w, "id: 1\ndata: {}\n\n")
-			})
-			o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-				io.WriteString(w, "idepool_up 1\n")
-			})
+func TestOpenAPIResponsesValidate(t *testing.T) { synctest.Test(t, testOpenAPIResponsesValidate) }
+
+func testOpenAPIResponsesValidate(t *testing.T) {
+	d := loadDoc(t)
+	ops := d.operations()
+	clk := fixedClock{t0}
+	h := newHarness(t, func(o *Options) {
+		o.Clock = clk
+		o.RateLimit = RateLimit{Requests: 1000, Window: time.Minute}
+		o.Events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "id: 1\ndata: {}\n\n")
 		})
-		warm := func(o *fakeOrch) {
-			w := idepool.Workspace{Bucket: "used-bucket", Prefix: "a/", Region: "eu-west-1"}
-			o.mu.Lock()
-			o.containers["used0001"] = idepool.Container{ID: "used0001", Profile: "default", State: idepool.StateRunning, Workspace: &w,
-				Generation: 3, CreatedAt: t0, ClaimedAt: t0, LastActivity: t0, UserID: "u",
-				Health: idepool.Health{Status: idepool.HealthHealthy, LastCheck: t0, Checks: map[string]string{"code": "ok"}}}
-			o.mu.Unlock()
-		}
-		warm(h.orch)
-		calls := []call{
-			{method: "GET", path: "/", noAuth: true},
-			{method: "GET", path: "/api/health", noAuth: true},
-			{method: "GET", path: "/health", noAuth: true},
-			{method: "GET", path: "/api/openapi.json", noAuth: true},
-			{method: "GET", path: "/api/profiles"},
-			{method: "GET", path: "/api/profiles", noAuth: true},
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket","userId":"u1"}`},            // warm claim
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"cold-bucket","profile":"big"}`},        // cold
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"used-bucket","s3Prefix":"a"}`},         // reused
-			{method: "POST", path: "/containers/start?wait=ready", body: `{"s3Bucket":"wait-bucket","profile":"big"}`}, // ready
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"X"}`},
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":1}`},
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket"}`, header: map[string]string{"Content-Type": "text/plain"}},
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket","profile":"nope"}`},
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"` + strings.Repeat("a", 5000) + `"}`},
-			{method: "GET", path: "/api/containers"},
-			{method: "GET", path: "/api/containers?status=running&limit=1"},
-			{method: "GET", path: "/api/containers?limit=0"},
-			{method: "GET", path: "/api/containers/used0001"},
-			{method: "GET", path: "/containers/warm0002"},
-			{method: "GET", path: "/api/containers/nope1234"},
-			{method: "GET", path: "/api/containers/used0001", noAuth: true},
-			{method: "POST", path: "/api/containers/warm0002/inactivity-shutdown", body: `{"reason":"idle"}`},
-			{method: "POST", path: "/api/containers/used0001/sync/confirm-deletions"},
-			{method: "POST", path: "/api/containers/nope1234/sync/confirm-deletions", body: `{}`},
-			{method: "DELETE", path: "/api/containers/used0001"},
-			{method: "DELETE", path: "/api/containers/used0001"},
-			{method: "GET", path: "/api/pool"},
-			{method: "PUT", path: "/api/pool/default", body: `{"target":3}`},
-			{method: "PUT", path: "/pool/nope", body: `{"target":3}`},
-			{method: "PUT", path: "/api/pool/default", body: `{}`},
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`}, // 202 queued
-			{method: "GET", path: "/api/queue/q1-abc"},
-			{method: "GET", path: "/queue/q2-abc"},
-			{method: "GET", path: "/api/queue/q3-abc"},
-			{method: "GET", path: "/api/queue/nope"},
-			{method: "GET", path: "/api/pool/default/schedules"},
-			{method: "GET", path: "/api/pool/big/schedules"},
-			{method: "PUT", path: "/api/pool/default/schedules", body: `{"schedules":[{"days":["Mon"],"start":"09:50","end":"11:30","timezone":"Europe/Berlin","target":320}]}`},
-			{method: "PUT", path: "/api/pool/default/schedules", body: `{}`},
-			{method: "POST", path: "/api/workspaces/prepare", body: `{"profile":"default","expiresInSeconds":3600,"workspaces":[{"s3Bucket":"class-a","s3Prefix":"s1/"},{"s3Bucket":"X"}]}`},
-			{method: "POST", path: "/api/workspaces/prepare", body: `{"workspaces":[]}`},
-			{method: "GET", path: "/api/events?after=0"},
-			{method: "GET", path: "/events", noAuth: true},
-			{method: "GET", path: "/metrics", noAuth: true},
-			// The classroom routes (classroom.go).
-			{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`}, // queued: 202
-			{method: "GET", path: "/api/queue/q1-abc"},
-			{method: "GET", path: "/api/queue/q2-abc"},
-			{method: "GET", path: "/api/queue/q3-abc"},
-			{method: "GET", path: "/api/pool/default/schedules"},
-			{method: "PUT", path: "/api/pool/default/schedules", body: `{"schedules":[{"days":["Mon","Wed"],"start":"09:50","end":"11:30","timezone":"Europe/Berlin","target":320}]}`},
-			{method: "POST", path: "/api/workspaces/prepare", body: `{"expiresInSeconds":600,"workspaces":[{"s3Bucket":"lab-1"},{"s3Bucket":"NO"}]}`},
-		}
-		validated := map[string]bool{}   // operations with a checked 2xx answer
-		canonical := map[string]string{} // mounted path → the table's path
-		for _, rt := range h.srv.Routes() {
-			for _, p := range rt.Paths() {
-				canonical[p] = rt.Path
-			}
-		}
-		run := func(c call) {
-			t.Helper()
-			w := h.raw(t, c)
-			r := httptest.NewRequest(c.method, c.path, nil)
-			_, pattern := h.srv.mux.Handler(r)
-			method, p, _ := strings.Cut(pattern, " ")
-			p = canonical[p] // an alias → its /api path
-			op := ops[method+" "+docPath(p)]
-			if op == nil {
-				t.Errorf("%s %s: pattern %q has no operation", c.method, c.path, pattern)
-				return
-			}
-			if w.Code < 300 {
-				validated[method+" "+docPath(p)] = true
-			}
-			resps := obj(op["responses"])
-			code := strconv.Itoa(w.Code)
-			resp := obj(resps[code])
-			if resp == nil {
-				if w.Code < 400 {
-					t.Errorf("%s %s: status %d not documented", c.method, c.path, w.Code)
-					return
-				}
-				resp = obj(resps["default"])
-			}
-			resp = d.resolve(t, resp)
-			content := obj(resp["content"])
-			schema := obj(obj(content["application/json"])["schema"])
-			if schema == nil {
-				// Not JSON (the event stream, metrics): the media type must match.
-				ct := w.Header().Get("Content-Type")
-				mt, _, _ := strings.Cut(ct, ";")
-				if content[mt] == nil {
-					t.Errorf("%s %s: %d answers %q, documented %v", c.method, c.path, w.Code, ct, content)
-				}
-				return
-			}
-			var m any
-			if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {
-				t.Errorf("%s %s: %d: body is not JSON: %q", c.method, c.path, w.Code, w.Body)
-				return
-			}
-			v := &validator{t: t, d: d}
-			v.check("body", schema, m)
-			for _, e := range v.errs {
-				t.Errorf("%s %s → %d: %s", c.method, c.path, w.Code, e)
-			}
-			for name := range obj(resp["headers"]) {
-				if w.Header().Get(name) == "" {
-					t.Errorf("%s %s → %d: documented header %s missing", c.method, c.path, w.Code, name)
-				}
-			}
-		}
-		for _, c := range calls {
-			run(c)
-		}
-
-		// Degraded health, a 202 start, a 429 and a 500.
-		h.srv.o.Health = fakeHealth{HealthReport{Runtime: "swarm", Error: "unreachable"}}
-		run(call{method: "GET", path: "/api/health", noAuth: true})
-		h.orch.neverReady = true
-		run(call{method: "POST", path: "/api/containers/start?wait=ready&timeout=0.01", body: `{"s3Bucket":"slow-bucket","profile":"big"}`})
-		h.orch.startErr = errFake("boom")
-		run(call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"boom-bucket"}`})
-		h.orch.startErr = idepool.Errorf(idepool.ECapacity, "full")
-		run(call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"full-bucket"}`})
-		tight := newHarness(t, func(o *Options) { o.Clock = clk; o.RateLimit = RateLimit{Requests: 1} })
-		h = tight
-		run(call{method: "GET", path: "/api/containers"})
-		run(call{method: "GET", path: "/api/containers"})
-		run(call{method: "GET", path: "/api/events"}) // not enabled: 404
-		run(call{method: "GET", path: "/metrics"})
-
-		// A new route needs a call above.
-		for key := range ops {
-			if !validated[key] {
-				t.Errorf("%s: no successful answer validated; add a call", key)
-			}
-		}
+		o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+			io.WriteString(w, "idepool_up 1\n")
+		})
 	})
+	warm := func(o *fakeOrch) {
+		w := idepool.Workspace{Bucket: "used-bucket", Prefix: "a/", Region: "eu-west-1"}
+		o.mu.Lock()
+		o.containers["used0001"] = idepool.Container{ID: "used0001", Profile: "default", State: idepool.StateRunning, Workspace: &w,
+			Generation: 3, CreatedAt: t0, ClaimedAt: t0, LastActivity: t0, UserID: "u",
+			Health: idepool.Health{Status: idepool.HealthHealthy, LastCheck: t0, Checks: map[string]string{"code": "ok"}}}
+		o.mu.Unlock()
+	}
+	warm(h.orch)
+	calls := []call{
+		{method: "GET", path: "/", noAuth: true},
+		{method: "GET", path: "/api/health", noAuth: true},
+		{method: "GET", path: "/health", noAuth: true},
+		{method: "GET", path: "/api/openapi.json", noAuth: true},
+		{method: "GET", path: "/api/profiles"},
+		{method: "GET", path: "/api/profiles", noAuth: true},
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket","userId":"u1"}`},            // warm claim
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"cold-bucket","profile":"big"}`},        // cold
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"used-bucket","s3Prefix":"a"}`},         // reused
+		{method: "POST", path: "/containers/start?wait=ready", body: `{"s3Bucket":"wait-bucket","profile":"big"}`}, // ready
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"X"}`},
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":1}`},
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket"}`, header: map[string]string{"Content-Type": "text/plain"}},
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket","profile":"nope"}`},
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"` + strings.Repeat("a", 5000) + `"}`},
+		{method: "GET", path: "/api/containers"},
+		{method: "GET", path: "/api/containers?status=running&limit=1"},
+		{method: "GET", path: "/api/containers?limit=0"},
+		{method: "GET", path: "/api/containers/used0001"},
+		{method: "GET", path: "/containers/warm0002"},
+		{method: "GET", path: "/api/containers/nope1234"},
+		{method: "GET", path: "/api/containers/used0001", noAuth: true},
+		{method: "POST", path: "/api/containers/warm0002/inactivity-shutdown", body: `{"reason":"idle"}`},
+		{method: "POST", path: "/api/containers/used0001/sync/confirm-deletions"},
+		{method: "POST", path: "/api/containers/nope1234/sync/confirm-deletions", body: `{}`},
+		{method: "DELETE", path: "/api/containers/used0001"},
+		{method: "DELETE", path: "/api/containers/used0001"},
+		{method: "GET", path: "/api/pool"},
+		{method: "PUT", path: "/api/pool/default", body: `{"target":3}`},
+		{method: "PUT", path: "/pool/nope", body: `{"target":3}`},
+		{method: "PUT", path: "/api/pool/default", body: `{}`},
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`}, // 202 queued
+		{method: "GET", path: "/api/queue/q1-abc"},
+		{method: "GET", path: "/queue/q2-abc"},
+		{method: "GET", path: "/api/queue/q3-abc"},
+		{method: "GET", path: "/api/queue/nope"},
+		{method: "GET", path: "/api/pool/default/schedules"},
+		{method: "GET", path: "/api/pool/big/schedules"},
+		{method: "PUT", path: "/api/pool/default/schedules", body: `{"schedules":[{"days":["Mon"],"start":"09:50","end":"11:30","timezone":"Europe/Berlin","target":320}]}`},
+		{method: "PUT", path: "/api/pool/default/schedules", body: `{}`},
+		{method: "POST", path: "/api/workspaces/prepare", body: `{"profile":"default","expiresInSeconds":3600,"workspaces":[{"s3Bucket":"class-a","s3Prefix":"s1/"},{"s3Bucket":"X"}]}`},
+		{method: "POST", path: "/api/workspaces/prepare", body: `{"workspaces":[]}`},
+		{method: "GET", path: "/api/events?after=0"},
+		{method: "GET", path: "/events", noAuth: true},
+		{method: "GET", path: "/metrics", noAuth: true},
+		// The classroom routes (classroom.go).
+		{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"queued-bucket"}`}, // queued: 202
+		{method: "GET", path: "/api/queue/q1-abc"},
+		{method: "GET", path: "/api/queue/q2-abc"},
+		{method: "GET", path: "/api/queue/q3-abc"},
+		{method: "GET", path: "/api/pool/default/schedules"},
+		{method: "PUT", path: "/api/pool/default/schedules", body: `{"schedules":[{"days":["Mon","Wed"],"start":"09:50","end":"11:30","timezone":"Europe/Berlin","target":320}]}`},
+		{method: "POST", path: "/api/workspaces/prepare", body: `{"expiresInSeconds":600,"workspaces":[{"s3Bucket":"lab-1"},{"s3Bucket":"NO"}]}`},
+	}
+	validated := map[string]bool{}   // operations with a checked 2xx answer
+	canonical := map[string]string{} // mounted path → the table's path
+	for _, rt := range h.srv.Routes() {
+		for _, p := range rt.Paths() {
+			canonical[p] = rt.Path
+		}
+	}
+	run := func(c call) {
+		t.Helper()
+		w := h.raw(t, c)
+		r := httptest.NewRequest(c.method, c.path, nil)
+		_, pattern := h.srv.mux.Handler(r)
+		method, p, _ := strings.Cut(pattern, " ")
+		p = canonical[p] // an alias → its /api path
+		op := ops[method+" "+docPath(p)]
+		if op == nil {
+			t.Errorf("%s %s: pattern %q has no operation", c.method, c.path, pattern)
+			return
+		}
+		if w.Code < 300 {
+			validated[method+" "+docPath(p)] = true
+		}
+		resps := obj(op["responses"])
+		code := strconv.Itoa(w.Code)
+		resp := obj(resps[code])
+		if resp == nil {
+			if w.Code < 400 {
+				t.Errorf("%s %s: status %d not documented", c.method, c.path, w.Code)
+				return
+			}
+			resp = obj(resps["default"])
+		}
+		resp = d.resolve(t, resp)
+		content := obj(resp["content"])
+		schema := obj(obj(content["application/json"])["schema"])
+		if schema == nil {
+			// Not JSON (the event stream, metrics): the media type must match.
+			ct := w.Header().Get("Content-Type")
+			mt, _, _ := strings.Cut(ct, ";")
+			if content[mt] == nil {
+				t.Errorf("%s %s: %d answers %q, documented %v", c.method, c.path, w.Code, ct, content)
+			}
+			return
+		}
+		var m any
+		if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {
+			t.Errorf("%s %s: %d: body is not JSON: %q", c.method, c.path, w.Code, w.Body)
+			return
+		}
+		v := &validator{t: t, d: d}
+		v.check("body", schema, m)
+		for _, e := range v.errs {
+			t.Errorf("%s %s → %d: %s", c.method, c.path, w.Code, e)
+		}
+		for name := range obj(resp["headers"]) {
+			if w.Header().Get(name) == "" {
+				t.Errorf("%s %s → %d: documented header %s missing", c.method, c.path, w.Code, name)
+			}
+		}
+	}
+	for _, c := range calls {
+		run(c)
+	}
+
+	// Degraded health, a 202 start, a 429 and a 500.
+	h.srv.o.Health = fakeHealth{HealthReport{Runtime: "swarm", Error: "unreachable"}}
+	run(call{method: "GET", path: "/api/health", noAuth: true})
+	h.orch.neverReady = true
+	run(call{method: "POST", path: "/api/containers/start?wait=ready&timeout=0.01", body: `{"s3Bucket":"slow-bucket","profile":"big"}`})
+	h.orch.startErr = errFake("boom")
+	run(call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"boom-bucket"}`})
+	h.orch.startErr = idepool.Errorf(idepool.ECapacity, "full")
+	run(call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"full-bucket"}`})
+	tight := newHarness(t, func(o *Options) { o.Clock = clk; o.RateLimit = RateLimit{Requests: 1} })
+	h = tight
+	run(call{method: "GET", path: "/api/containers"})
+	run(call{method: "GET", path: "/api/containers"})
+	run(call{method: "GET", path: "/api/events"}) // not enabled: 404
+	run(call{method: "GET", path: "/metrics"})
+
+	// A new route needs a call above.
+	for key := range ops {
+		if !validated[key] {
+			t.Errorf("%s: no successful answer validated; add a call", key)
+		}
+	}
 }
 
 // raw sends c like harness.do without decoding the answer.

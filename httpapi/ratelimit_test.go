@@ -98,73 +98,73 @@ func BenchmarkLimiter(b *testing.B) {
 // TestRateLimitHTTP: the original's headers on every container answer, 429
 // with Retry-After and {retryAfter, resetTime} in details and (for the
 // original's clients) in error itself; other routes and keys unaffected.
-func TestRateLimitHTTP(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		reset1, at30s, reset2 := timestamp(start.Add(time.Minute)), timestamp(start.Add(30*time.Second)), timestamp(start.Add(2*time.Minute))
-		h := newHarness(t, func(o *Options) {
-			o.Clock = idepool.SystemClock{} // the bubble's
-			o.RateLimit = RateLimit{Requests: 2, Window: 60 * time.Second}
-		})
-		for i, want := range []string{"1", "0"} {
-			w, _ := h.do(t, call{method: "GET", path: "/api/containers"})
-			if w.Code != 200 || w.Header().Get("X-RateLimit-Limit") != "2" || w.Header().Get("X-RateLimit-Remaining") != want ||
-				w.Header().Get("X-RateLimit-Reset") != reset1 || w.Header().Get("Retry-After") != "" {
-				t.Fatalf("request %d: %d %v", i, w.Code, w.Header())
-			}
-			time.Sleep(15 * time.Second)
-		}
-		// The alias shares the key's window; a bad id costs a request too.
-		w, m := h.do(t, call{method: "GET", path: "/containers/nope1234"})
-		if w.Code != 429 || w.Header().Get("Retry-After") != "30" || w.Header().Get("X-RateLimit-Remaining") != "0" {
-			t.Fatalf("429: %d %v %v", w.Code, w.Header(), m)
-		}
-		e := m["error"].(map[string]any)
-		if e["code"] != string(idepool.ERateLimited) || m["path"] != "/containers/nope1234" || m["timestamp"] != at30s {
-			t.Fatalf("envelope %v", m)
-		}
-		d := e["details"].(map[string]any)
-		if d["retryAfter"] != 30.0 || d["resetTime"] != reset1 || e["retryAfter"] != 30.0 || e["resetTime"] != reset1 {
-			t.Fatalf("429 body %v", m)
-		}
-		if !strings.Contains(h.logs.String(), "rate limit exceeded") || strings.Contains(h.logs.String(), testKey) {
-			t.Errorf("refusal log: %s", h.logs)
-		}
-		// Another key has its own window; non-container routes are not limited;
-		// a request without a valid key is refused before it counts.
-		for _, c := range []call{
-			{method: "GET", path: "/api/containers", header: map[string]string{"Authorization": "Bearer other-key"}},
-			{method: "GET", path: "/api/pool"},
-			{method: "GET", path: "/api/profiles"},
-			{method: "GET", path: "/api/health", noAuth: true},
-		} {
-			w, _ := h.do(t, c)
-			if w.Code != 200 {
-				t.Fatalf("%s %s: %d", c.method, c.path, w.Code)
-			}
-			limited := w.Header().Get("X-RateLimit-Limit") != ""
-			if limited != strings.HasPrefix(c.path, "/api/containers") {
-				t.Errorf("%s: X-RateLimit-Limit %q", c.path, w.Header().Get("X-RateLimit-Limit"))
-			}
-		}
-		if w, _ := h.do(t, call{method: "GET", path: "/api/containers", noAuth: true}); w.Code != 401 || w.Header().Get("X-RateLimit-Limit") != "" {
-			t.Fatalf("unauthenticated: %d %v", w.Code, w.Header())
-		}
-		// The window ends: allowed again with a fresh count.
-		time.Sleep(30 * time.Second)
-		w, _ = h.do(t, call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket"}`})
-		if w.Code != 201 || w.Header().Get("X-RateLimit-Remaining") != "1" || w.Header().Get("X-RateLimit-Reset") != reset2 {
-			t.Fatalf("next window: %d %v", w.Code, w.Header())
-		}
+func TestRateLimitHTTP(t *testing.T) { synctest.Test(t, testRateLimitHTTP) }
 
-		// Disabled: no headers at all.
-		h = newHarness(t, nil)
-		for range 5 {
-			if w, _ := h.do(t, call{method: "GET", path: "/api/containers"}); w.Code != 200 || w.Header().Get("X-RateLimit-Limit") != "" {
-				t.Fatalf("disabled: %d %v", w.Code, w.Header())
-			}
-		}
+func testRateLimitHTTP(t *testing.T) {
+	start := time.Now()
+	reset1, at30s, reset2 := timestamp(start.Add(time.Minute)), timestamp(start.Add(30*time.Second)), timestamp(start.Add(2*time.Minute))
+	h := newHarness(t, func(o *Options) {
+		o.Clock = idepool.SystemClock{} // the bubble's
+		o.RateLimit = RateLimit{Requests: 2, Window: 60 * time.Second}
 	})
+	for i, want := range []string{"1", "0"} {
+		w, _ := h.do(t, call{method: "GET", path: "/api/containers"})
+		if w.Code != 200 || w.Header().Get("X-RateLimit-Limit") != "2" || w.Header().Get("X-RateLimit-Remaining") != want ||
+			w.Header().Get("X-RateLimit-Reset") != reset1 || w.Header().Get("Retry-After") != "" {
+			t.Fatalf("request %d: %d %v", i, w.Code, w.Header())
+		}
+		time.Sleep(15 * time.Second)
+	}
+	// The alias shares the key's window; a bad id costs a request too.
+	w, m := h.do(t, call{method: "GET", path: "/containers/nope1234"})
+	if w.Code != 429 || w.Header().Get("Retry-After") != "30" || w.Header().Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("429: %d %v %v", w.Code, w.Header(), m)
+	}
+	e := m["error"].(map[string]any)
+	if e["code"] != string(idepool.ERateLimited) || m["path"] != "/containers/nope1234" || m["timestamp"] != at30s {
+		t.Fatalf("envelope %v", m)
+	}
+	d := e["details"].(map[string]any)
+	if d["retryAfter"] != 30.0 || d["resetTime"] != reset1 || e["retryAfter"] != 30.0 || e["resetTime"] != reset1 {
+		t.Fatalf("429 body %v", m)
+	}
+	if !strings.Contains(h.logs.String(), "rate limit exceeded") || strings.Contains(h.logs.String(), testKey) {
+		t.Errorf("refusal log: %s", h.logs)
+	}
+	// Another key has its own window; non-container routes are not limited;
+	// a request without a valid key is refused before it counts.
+	for _, c := range []call{
+		{method: "GET", path: "/api/containers", header: map[string]string{"Authorization": "Bearer other-key"}},
+		{method: "GET", path: "/api/pool"},
+		{method: "GET", path: "/api/profiles"},
+		{method: "GET", path: "/api/health", noAuth: true},
+	} {
+		w, _ := h.do(t, c)
+		if w.Code != 200 {
+			t.Fatalf("%s %s: %d", c.method, c.path, w.Code)
+		}
+		limited := w.Header().Get("X-RateLimit-Limit") != ""
+		if limited != strings.HasPrefix(c.path, "/api/containers") {
+			t.Errorf("%s: X-RateLimit-Limit %q", c.path, w.Header().Get("X-RateLimit-Limit"))
+		}
+	}
+	if w, _ := h.do(t, call{method: "GET", path: "/api/containers", noAuth: true}); w.Code != 401 || w.Header().Get("X-RateLimit-Limit") != "" {
+		t.Fatalf("unauthenticated: %d %v", w.Code, w.Header())
+	}
+	// The window ends: allowed again with a fresh count.
+	time.Sleep(30 * time.Second)
+	w, _ = h.do(t, call{method: "POST", path: "/api/containers/start", body: `{"s3Bucket":"my-bucket"}`})
+	if w.Code != 201 || w.Header().Get("X-RateLimit-Remaining") != "1" || w.Header().Get("X-RateLimit-Reset") != reset2 {
+		t.Fatalf("next window: %d %v", w.Code, w.Header())
+	}
+
+	// Disabled: no headers at all.
+	h = newHarness(t, nil)
+	for range 5 {
+		if w, _ := h.do(t, call{method: "GET", path: "/api/containers"}); w.Code != 200 || w.Header().Get("X-RateLimit-Limit") != "" {
+			t.Fatalf("disabled: %d %v", w.Code, w.Header())
+		}
+	}
 }
 
 // TestRateLimitConcurrent: N parallel requests against a limit of L let
