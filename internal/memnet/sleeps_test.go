@@ -20,8 +20,8 @@ var fakeTimePackages = []string{
 }
 
 // TestNoRealSleeps fails on a time.Sleep in those packages' tests that is
-// neither inside a synctest.Test function nor in a helper whose comment says
-// it runs on the bubble's fake time.
+// neither inside a function passed to synctest.Test nor in a helper whose
+// comment says it runs on the bubble's fake time.
 func TestNoRealSleeps(t *testing.T) {
 	for _, pkg := range fakeTimePackages {
 		files, err := filepath.Glob(filepath.Join("..", "..", filepath.FromSlash(pkg), "*_test.go"))
@@ -34,12 +34,13 @@ func TestNoRealSleeps(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			bubbled := bubbleFuncs(f)
 			for _, d := range f.Decls {
 				fd, ok := d.(*ast.FuncDecl)
 				if !ok || fd.Body == nil {
 					continue
 				}
-				helper := fd.Doc != nil && strings.Contains(fd.Doc.Text(), "fake time")
+				helper := bubbled[fd.Name.Name] || fd.Doc != nil && strings.Contains(fd.Doc.Text(), "fake time")
 				for _, pos := range realSleeps(fd.Body) {
 					if !helper {
 						t.Errorf("%s: time.Sleep outside a synctest bubble (in %s)", fset.Position(pos), fd.Name.Name)
@@ -48,6 +49,21 @@ func TestNoRealSleeps(t *testing.T) {
 			}
 		}
 	}
+}
+
+// bubbleFuncs names the functions passed by name to synctest.Test
+// (func TestX(t *testing.T) { synctest.Test(t, testX) }).
+func bubbleFuncs(f *ast.File) map[string]bool {
+	out := map[string]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		if call, ok := n.(*ast.CallExpr); ok && isCall(call, "synctest", "Test") && len(call.Args) == 2 {
+			if id, ok := call.Args[1].(*ast.Ident); ok {
+				out[id.Name] = true
+			}
+		}
+		return true
+	})
+	return out
 }
 
 // realSleeps returns the time.Sleep calls in n that are not inside the
