@@ -229,6 +229,13 @@ func TestErrorEnvelopeEveryRoute(t *testing.T) {
 			{method: "POST", path: "/api/containers/abc123/inactivity-shutdown", body: `{}`},
 			{method: "GET", path: "/api/containers/abc123/inactivity-shutdown"},
 		},
+		"POST /api/containers/{id}/sync/confirm-deletions": {
+			{method: "POST", path: "/api/containers/abc123/sync/confirm-deletions", noKey: true},
+			{method: "POST", path: "/api/containers/abc123/sync/confirm-deletions"},
+			{method: "POST", path: "/api/containers/abc123/sync/confirm-deletions", body: `{"all":`},
+			{method: "POST", path: "/api/containers/..%2Fx/sync/confirm-deletions"},
+			{method: "GET", path: "/api/containers/abc123/sync/confirm-deletions"},
+		},
 		"GET /api/pool": {{method: "GET", path: "/api/pool", noKey: true}, {method: "POST", path: "/api/pool", body: "{}"}},
 		"PUT /api/pool/{profile}": {
 			{method: "PUT", path: "/api/pool/default", body: `{"target":1}`, noKey: true},

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -51,11 +52,13 @@ func missing(t testing.TB, format string, args ...any) {
 
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+	// From this file's path, not the working directory (an embedded S3
+	// store in the test process changes that).
+	_, file, _, ok := goruntime.Caller(0)
+	if !ok {
+		t.Fatal("repo root: no caller information")
 	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // docker runs the docker CLI and returns its trimmed stdout.

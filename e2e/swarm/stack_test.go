@@ -21,8 +21,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -89,11 +89,13 @@ type stackOptions struct {
 
 // repoRoot is the module root (deploy/ scripts live there).
 func repoRoot(t testing.TB) string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+	// From this file's path, not the working directory (an embedded S3
+	// store in the test process changes that).
+	_, file, _, ok := goruntime.Caller(0)
+	if !ok {
+		t.Fatal("repo root: no caller information")
 	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // buildImages runs deploy/build-images.sh (idempotent) and, when Traefik is
