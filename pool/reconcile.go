@@ -242,35 +242,7 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			m.finish(e, idepool.ReasonFailed, &evs)
 		}
 	}
-	for _, e := range m.containers {
-		if e.stopDone != nil {
-			continue
-		}
-		switch {
-		case !e.preparedUntil.IsZero() && !now.Before(e.preparedUntil) && e.c.State.Live():
-			// Nobody came for it. It pulled someone's files: stop it, never
-			// pool it again; the pool refills.
-			stops = append(stops, stopJob{e, ReasonPrepareExpired, m.beginStop(e, ReasonPrepareExpired, &evs)})
-		case e.doomed != "":
-			if e.agentConnected || now.After(e.adoptDeadline) {
-				stops = append(stops, stopJob{e, e.doomed, e.c.Workspace != nil && e.agentConnected})
-				m.beginStop(e, e.doomed, &evs)
-			}
-		case e.c.State == idepool.StateWarm && !e.agentConnected && !e.goneAt.IsZero() &&
-			now.Sub(e.goneAt) >= m.opts.AdoptGrace:
-			// A warm container nobody can claim (its agent is gone) would
-			// hold a place in the pool forever.
-			m.fail(e, fmt.Sprintf("agent gone for %s", m.opts.AdoptGrace), &evs)
-		case e.recovered && !e.helloSeen && now.After(e.adoptDeadline):
-			m.fail(e, fmt.Sprintf("agent did not say hello within %s of a restart", m.opts.AdoptGrace), &evs)
-		case e.createDone && now.Sub(e.startedAt) >= m.opts.CreateTimeout &&
-			(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting):
-			if e.c.Workspace == nil {
-				m.countFailure(e.c.Profile, "not ready in time")
-			}
-			m.fail(e, fmt.Sprintf("not ready within %s", m.opts.CreateTimeout), &evs)
-		}
-	}
+	stops = m.applyVerdicts(Judge(m.viewsLocked(), now, m.judgeOptions()), &evs)
 	ticketWake := m.expireTicketsLocked(now, &evs)
 	for _, name := range m.order {
 		m.serveQueueLocked(m.profiles[name], &evs) // warm ones whose agent came back
@@ -365,6 +337,50 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 	}
 	wg.Wait()
 	return acts.WakeAt, nil
+}
+
+// viewsLocked is every live container as Judge sees it. Caller holds m.mu.
+func (m *Manager) viewsLocked() []ContainerView {
+	out := make([]ContainerView, 0, len(m.containers))
+	for _, e := range m.containers {
+		out = append(out, e.view())
+	}
+	return out
+}
+
+// view is e as Judge sees it. Caller holds m.mu.
+func (e *entry) view() ContainerView {
+	return ContainerView{ID: e.c.ID, Profile: e.c.Profile, State: e.c.State, Claimed: e.c.Workspace != nil,
+		Stopping: e.stopDone != nil, Recovered: e.recovered, Created: e.createDone, StartedAt: e.startedAt,
+		AgentConnected: e.agentConnected, HelloSeen: e.helloSeen, GoneAt: e.goneAt, AdoptDeadline: e.adoptDeadline,
+		Doomed: e.doomed, PreparedUntil: e.preparedUntil, NoFlush: e.noFlush}
+}
+
+func (m *Manager) judgeOptions() JudgeOptions {
+	return JudgeOptions{AdoptGrace: m.opts.AdoptGrace, CreateTimeout: m.opts.CreateTimeout}
+}
+
+// applyVerdicts carries out Judge's verdicts: failures at once, stops
+// begun here and returned to be run outside the lock. Caller holds m.mu.
+func (m *Manager) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
+	var stops []stopJob
+	for _, v := range vs {
+		e := m.containers[v.ID]
+		if e == nil {
+			continue
+		}
+		switch v.Kind {
+		case VerdictStop:
+			m.beginStop(e, v.Reason, evs)
+			stops = append(stops, stopJob{e, v.Reason, v.Flush})
+		case VerdictFail:
+			if v.Backoff != "" {
+				m.countFailure(e.c.Profile, v.Backoff)
+			}
+			m.fail(e, v.Message, evs)
+		}
+	}
+	return stops
 }
 
 // died marks a container whose runtime status is terminal. Caller holds m.mu.
