@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -166,22 +165,10 @@ func ctxError(ctx context.Context) error {
 	return idepool.WrapError(idepool.EClientClosed, ctx.Err(), "request cancelled")
 }
 
-func (m *Manager) assignment(req idepool.StartRequest, gen int64) idepool.Assignment {
-	a := idepool.Assignment{
-		Generation: gen, Workspace: req.Workspace, UserID: req.UserID,
-		Credentials: req.Credentials, VNCPassword: req.VNCPassword,
-	}
-	if a.Credentials.IsZero() {
-		a.Credentials = m.opts.DefaultCredentials
-	}
-	a.S3Endpoint = m.opts.S3Endpoint
-	return a
-}
-
 // errQueue says a start should wait in the admission queue.
 var errQueue = errors.New("queue the start")
 
-// warmTaken is a warm container bound to a start (bindLocked) whose
+// warmTaken is a warm container bound to a start (bind) whose
 // assignment is still to be delivered (finishWarm).
 type warmTaken struct {
 	e   *entry
@@ -194,15 +181,15 @@ type warmTaken struct {
 // claim then decides. Caller holds m.mu.
 func (m *Manager) takeForStartLocked(p idepool.Profile, req idepool.StartRequest, evs *[]idepool.Event) *warmTaken {
 	ps := m.profiles[p.Name]
-	if m.userLimitLocked(ps, req.UserID) != nil || (m.opts.Queue.Enabled && len(ps.queue) > 0) {
+	if m.userLimit(ps, req.UserID) != nil || (m.opts.Queue.Enabled && len(ps.queue) > 0) {
 		return nil
 	}
-	e := m.takeWarmLocked(ps)
+	e := m.take(ps)
 	if e == nil {
 		return nil
 	}
 	now := m.clock.Now()
-	return &warmTaken{e: e, a: m.bindLocked(e, req, now, evs), now: now}
+	return &warmTaken{e: e, a: m.bind(e, req, now, evs), now: now}
 }
 
 // claim runs with the workspace's start registered (m.pending[key]). It
@@ -219,7 +206,7 @@ func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool
 	}
 	m.mu.Lock()
 	ps := m.profiles[p.Name]
-	err := m.userLimitLocked(ps, req.UserID)
+	err := m.userLimit(ps, req.UserID)
 	// Fair: while others wait, a newcomer never takes a container before
 	// them.
 	queueFirst := m.opts.Queue.Enabled && len(ps.queue) > 0
@@ -272,7 +259,7 @@ func (m *Manager) refused(profile, reason string, err error) {
 // most) before it refuses.
 func (m *Manager) admitCold(ctx context.Context, p idepool.Profile) error {
 	m.mu.Lock()
-	err := m.profileLimitLocked(m.profiles[p.Name])
+	err := m.profileLimit(m.profiles[p.Name])
 	m.mu.Unlock()
 	if err != nil || m.admitter == nil {
 		return err
@@ -293,59 +280,18 @@ func (m *Manager) admitCold(ctx context.Context, p idepool.Profile) error {
 	}
 }
 
-// takeWarmLocked takes the oldest claimable warm container of ps out of
-// the pool, or nil. Caller holds m.mu.
-func (m *Manager) takeWarmLocked(ps *profileState) *entry {
-	for i, id := range ps.warm {
-		c := m.containers[id]
-		if c != nil && c.c.State == idepool.StateWarm && c.agentConnected && c.stopDone == nil && c.doomed == "" {
-			if i == 0 {
-				ps.warm = ps.warm[1:]
-			} else {
-				ps.warm = slices.Delete(ps.warm, i, i+1)
-			}
-			return c
-		}
-	}
-	return nil
-}
-
-// bindLocked claims warm container e for req: it is the workspace's from
-// now on. The assignment still has to be delivered (completeWarm). Caller
-// holds m.mu.
-func (m *Manager) bindLocked(e *entry, req idepool.StartRequest, now time.Time, evs *[]idepool.Event) idepool.Assignment {
-	ws := req.Workspace
-	e.c.Generation++
-	a := m.assignment(req, e.c.Generation)
-	e.assignment = &a
-	e.pendingAssign = true
-	e.delivering = true // this start delivers it, not a heartbeat
-	e.c.Workspace = &ws
-	e.c.UserID = req.UserID
-	e.c.ClaimedAt = now
-	e.c.PreWarmed = true
-	e.c.IdleExempt = req.IdleExempt
-	e.c.LastActivity = now
-	m.byWorkspace[ws.Key()] = e.c.ID
-	m.setState(e, idepool.StateSyncing, "", evs)
-	if ps := m.profiles[e.c.Profile]; ps != nil {
-		ps.claimRate.add(now, m.opts.ClaimRateWindow)
-	}
-	return a
-}
-
 // claimWarm takes one warm container. ok false: none left. A zero Claim
 // with ok true: the one taken failed (it is stopped); try again.
 func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, bool) {
 	var evs []idepool.Event
 	now := m.clock.Now()
 	m.mu.Lock()
-	e := m.takeWarmLocked(m.profiles[p.Name])
+	e := m.take(m.profiles[p.Name])
 	if e == nil {
 		m.mu.Unlock()
 		return idepool.Claim{}, false
 	}
-	a := m.bindLocked(e, req, now, &evs)
+	a := m.bind(e, req, now, &evs)
 	m.mu.Unlock()
 	c, ok := m.finishWarm(ctx, req, p, &warmTaken{e: e, a: a, now: now}, evs)
 	if !ok {
@@ -492,29 +438,6 @@ func (m *Manager) claimCold(ctx context.Context, req idepool.StartRequest, p ide
 	return idepool.Claim{Container: c, Kind: idepool.ClaimCold}, nil
 }
 
-// created records a successful runtime.Create. It returns false when the
-// container was stopped and forgotten while being created: the caller
-// removes it (removeStale). Caller holds m.mu.
-func (m *Manager) created(e *entry, inst idepool.Instance, evs *[]idepool.Event) bool {
-	if m.containers[e.c.ID] != e {
-		return false
-	}
-	m.seq++
-	e.createDone = true
-	e.createdSeq = m.seq
-	if len(inst.Endpoints) > 0 {
-		e.c.Endpoints = inst.Endpoints
-	}
-	if inst.Node != "" {
-		e.c.Node = inst.Node
-	}
-	// The agent may have said hello before Create returned.
-	if e.c.State == idepool.StateCreating {
-		m.setState(e, idepool.StateStarting, "", evs)
-	}
-	return true
-}
-
 // removeStale removes a container created for an entry stopped meanwhile
 // (its stop's Remove ran before the container existed).
 func (m *Manager) removeStale(ctx context.Context, id string) {
@@ -553,23 +476,6 @@ func (m *Manager) createFailed(ctx context.Context, e *entry, cause error) {
 		Message: idepool.ErrorMessage(cause)})
 	m.publish(evs)
 	m.kick()
-}
-
-// countFailure advances a pool's backoff. Caller holds m.mu.
-func (m *Manager) countFailure(profile, msg string) {
-	ps := m.profiles[profile]
-	if ps == nil {
-		return
-	}
-	ps.lastErr = msg
-	now := m.clock.Now()
-	// Failures of one round (parallel creates) count once: the backoff
-	// grows per failed round, not per container.
-	if now.Before(ps.backoff.NextCreate) {
-		return
-	}
-	ps.backoff.Failures++
-	ps.backoff.NextCreate = now.Add(jitter(BackoffDelay(ps.backoff.Failures)))
 }
 
 // WaitReady blocks until the container runs (synced and ready for its

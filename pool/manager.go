@@ -10,7 +10,6 @@ import (
 	"maps"
 	mrand "math/rand/v2"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -190,7 +189,6 @@ type Manager struct {
 	agents   Agents
 	admitter Admitter
 	events   idepool.EventSink
-	clock    idepool.Clock
 	log      *slog.Logger
 	opts     Options
 
@@ -205,24 +203,7 @@ type Manager struct {
 	bgCtx      context.Context
 	cancel     context.CancelFunc
 
-	mu          sync.Mutex
-	profiles    map[string]*profileState
-	order       []string // profile names, in configuration order
-	containers  map[string]*entry
-	byWorkspace map[string]string     // workspace key → container id
-	pending     map[string]*startCall // workspace key → start in progress
-	history     map[string]idepool.Container
-	historyIDs  []string // FIFO of history keys
-	seq         uint64   // counts finished creates, see entry.createdSeq
-	closed      bool
-	recovered   bool // Recover ran
-
-	tickets     map[string]*ticket // queued and recently finished tickets
-	ticketIDs   []string           // FIFO of finished ticket ids (bounded)
-	replacedBy  map[string]string  // old container id → its replacement
-	replacedIDs []string           // FIFO of replacedBy keys (bounded)
-	pressure    bool               // a queued start was refused by admission
-	ticketSeq   uint64
+	*state
 }
 
 type profileState struct {
@@ -336,18 +317,12 @@ func New(o Options) (*Manager, error) {
 	o.Queue.defaults()
 	m := &Manager{
 		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
-		clock: o.Clock, log: o.Logger, opts: o,
-		wake:        make(chan struct{}, 1),
-		claimed:     make(chan struct{}, 1),
-		deliveries:  make(chan func(context.Context), 1024),
-		profiles:    map[string]*profileState{},
-		containers:  map[string]*entry{},
-		byWorkspace: map[string]string{},
-		pending:     map[string]*startCall{},
-		history:     map[string]idepool.Container{},
-		tickets:     map[string]*ticket{},
-		replacedBy:  map[string]string{},
+		log: o.Logger, opts: o,
+		wake:       make(chan struct{}, 1),
+		claimed:    make(chan struct{}, 1),
+		deliveries: make(chan func(context.Context), 1024),
 	}
+	m.state = newState(o.Clock, &m.opts)
 	for _, p := range o.Profiles {
 		if err := p.Validate(); err != nil {
 			return nil, err
@@ -485,6 +460,15 @@ func (m *Manager) goBGLocked(f func(ctx context.Context)) {
 	}()
 }
 
+// becomeWarm moves an unclaimed ready container into the pool; a container
+// that becomes warm serves the queue before the pool. Caller holds m.mu.
+func (m *Manager) becomeWarm(e *entry, evs *[]idepool.Event) {
+	if m.markWarm(e, evs) {
+		m.serveQueueLocked(m.profiles[e.c.Profile], evs)
+		m.kick()
+	}
+}
+
 // kick wakes Run's loop at once.
 func (m *Manager) kick() {
 	select {
@@ -539,145 +523,6 @@ func copyContainer(c idepool.Container) idepool.Container {
 	return c
 }
 
-// setState changes e's state, wakes its waiters and records the event.
-// Caller holds m.mu.
-func (m *Manager) setState(e *entry, s idepool.State, reason string, evs *[]idepool.Event) {
-	if e.c.State == s {
-		return
-	}
-	e.c.State = s
-	close(e.changed)
-	e.changed = make(chan struct{})
-	if evs != nil {
-		*evs = append(*evs, idepool.Event{Time: m.clock.Now(), Type: idepool.EventState, ContainerID: e.c.ID,
-			Profile: e.c.Profile, State: s, Reason: reason, Message: e.c.Message})
-	}
-}
-
-// removeWarm drops id from its profile's warm list. Caller holds m.mu.
-func (m *Manager) removeWarm(e *entry) {
-	ps := m.profiles[e.c.Profile]
-	if ps == nil {
-		return
-	}
-	if i := slices.Index(ps.warm, e.c.ID); i >= 0 {
-		ps.warm = slices.Delete(ps.warm, i, i+1)
-	}
-}
-
-// fail marks e failed (the reconciler removes it). Caller holds m.mu.
-func (m *Manager) fail(e *entry, msg string, evs *[]idepool.Event) {
-	if e.c.State == idepool.StateFailed || e.stopDone != nil {
-		return
-	}
-	m.removeWarm(e)
-	e.c.Message = msg
-	m.setState(e, idepool.StateFailed, idepool.ReasonFailed, evs)
-	// A failed container serves nobody: its agent is dead, never got the
-	// assignment, or already flushed. A new start for its workspace must not
-	// wait for its removal.
-	if e.c.Workspace != nil && m.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
-		delete(m.byWorkspace, e.c.Workspace.Key())
-	}
-}
-
-// becomeWarm moves an unclaimed ready container into the pool. Caller holds m.mu.
-func (m *Manager) becomeWarm(e *entry, evs *[]idepool.Event) {
-	if e.c.Workspace != nil || e.stopDone != nil || e.doomed != "" {
-		return
-	}
-	if e.c.State != idepool.StateCreating && e.c.State != idepool.StateStarting {
-		return
-	}
-	now := m.clock.Now()
-	e.c.ReadyAt = now
-	ps := m.profiles[e.c.Profile]
-	if !e.recovered {
-		// What a create takes here, for lead times and estimates.
-		if d := now.Sub(e.startedAt); d >= 0 {
-			if ps.createDur <= 0 {
-				ps.createDur = d
-			} else {
-				ps.createDur = (4*ps.createDur + d) / 5
-			}
-		}
-	}
-	ps.warm = append(ps.warm, e.c.ID)
-	ps.backoff = Backoff{}
-	ps.lastErr = ""
-	m.setState(e, idepool.StateWarm, "", evs)
-	// A container that becomes warm serves the queue before the pool.
-	m.serveQueueLocked(ps, evs)
-	m.kick()
-}
-
-// finish forgets a removed container, keeps it in the history and wakes
-// everything waiting on it. Caller holds m.mu.
-func (m *Manager) finish(e *entry, reason string, evs *[]idepool.Event) {
-	now := m.clock.Now()
-	m.removeWarm(e)
-	if e.c.Workspace != nil && m.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
-		delete(m.byWorkspace, e.c.Workspace.Key())
-	}
-	delete(m.containers, e.c.ID)
-	e.c.StoppedAt = now
-	if e.c.StopReason == "" {
-		e.c.StopReason = reason
-	}
-	m.setState(e, idepool.StateStopped, e.c.StopReason, nil)
-	if evs != nil {
-		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventStopped, ContainerID: e.c.ID,
-			Profile: e.c.Profile, State: idepool.StateStopped, Reason: e.c.StopReason, Message: e.c.Message})
-	}
-	m.remember(e.c)
-}
-
-// remember keeps a stopped container for Get; caller holds m.mu.
-func (m *Manager) remember(c idepool.Container) {
-	if _, ok := m.history[c.ID]; !ok {
-		m.historyIDs = append(m.historyIDs, c.ID)
-	}
-	m.history[c.ID] = copyContainer(c)
-	for len(m.historyIDs) > m.opts.History {
-		delete(m.history, m.historyIDs[0])
-		m.historyIDs = m.historyIDs[1:]
-	}
-}
-
-// Get returns one container: live, or stopped not long ago.
-func (m *Manager) Get(ctx context.Context, id string) (idepool.Container, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.containers[id]; e != nil {
-		return copyContainer(e.c), nil
-	}
-	if c, ok := m.history[id]; ok {
-		return copyContainer(c), nil
-	}
-	return idepool.Container{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
-}
-
-// Lookup returns a live container from memory (cheap; for the router).
-func (m *Manager) Lookup(id string) (idepool.Container, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e := m.containers[id]
-	if e == nil {
-		return idepool.Container{}, false
-	}
-	return copyContainer(e.c), true
-}
-
-// Touch records user activity seen outside the agent (router traffic).
-func (m *Manager) Touch(id string) {
-	now := m.clock.Now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.containers[id]; e != nil && now.After(e.c.LastActivity) {
-		e.c.LastActivity = now
-	}
-}
-
 // SetHealth records a health verdict (for the health checker); a changed
 // status is published as an event.
 func (m *Manager) SetHealth(id string, h idepool.Health) bool {
@@ -699,56 +544,6 @@ func (m *Manager) SetHealth(id string, h idepool.Health) bool {
 	return true
 }
 
-// List returns one page of containers, ordered by creation time then id,
-// and the number of all that match. No states means all live states;
-// StateStopped includes the recent history.
-func (m *Manager) List(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error) {
-	if f.Limit < 0 || f.Offset < 0 {
-		return nil, 0, idepool.Errorf(idepool.EInvalid, "limit and offset must not be negative")
-	}
-	for _, s := range f.States {
-		if !s.Valid() {
-			return nil, 0, idepool.Errorf(idepool.EInvalid, "unknown state %q", s)
-		}
-	}
-	want := func(s idepool.State) bool {
-		if len(f.States) == 0 {
-			return s.Live()
-		}
-		return slices.Contains(f.States, s)
-	}
-	var out []idepool.Container
-	m.mu.Lock()
-	for _, e := range m.containers {
-		if want(e.c.State) && (f.Profile == "" || f.Profile == e.c.Profile) {
-			out = append(out, copyContainer(e.c))
-		}
-	}
-	if want(idepool.StateStopped) {
-		for _, c := range m.history {
-			if f.Profile == "" || f.Profile == c.Profile {
-				out = append(out, copyContainer(c))
-			}
-		}
-	}
-	m.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
-	total := len(out)
-	if f.Offset >= total {
-		return []idepool.Container{}, total, nil
-	}
-	out = out[f.Offset:]
-	if f.Limit > 0 && f.Limit < len(out) {
-		out = out[:f.Limit]
-	}
-	return out, total, nil
-}
-
 // Pools returns every pool's status, in configuration order.
 func (m *Manager) Pools() []idepool.PoolStatus {
 	m.mu.Lock()
@@ -759,7 +554,7 @@ func (m *Manager) Pools() []idepool.PoolStatus {
 		ps := m.profiles[name]
 		idx[name] = len(out)
 		// The effective target: schedules and demand move it.
-		st := idepool.PoolStatus{Profile: name, Target: m.effectiveLocked(ps, m.clock.Now()).Target, LastError: ps.lastErr}
+		st := idepool.PoolStatus{Profile: name, Target: m.effectiveTarget(ps, m.clock.Now()).Target, LastError: ps.lastErr}
 		if m.clock.Now().Before(ps.backoff.NextCreate) {
 			st.BackoffUntil = ps.backoff.NextCreate
 		}
@@ -869,10 +664,6 @@ func (m *Manager) spec(id string, p idepool.Profile, labels map[string]string) (
 		Labels:  labels,
 		Env:     env,
 	}, hash
-}
-
-func (m *Manager) newEntry(c idepool.Container, hash string) *entry {
-	return &entry{c: c, tokenHash: hash, changed: make(chan struct{}), startedAt: m.clock.Now()}
 }
 
 // rtCtx bounds one runtime call; it outlives a cancelled request so that a

@@ -108,14 +108,6 @@ func QueueEstimate(pos, inFlight, parallel int, create time.Duration) time.Durat
 	return create * time.Duration(1+(pos-inFlight+parallel-1)/parallel)
 }
 
-// createDurLocked is the profile's measured (or assumed) create time.
-func (m *Manager) createDurLocked(ps *profileState) time.Duration {
-	if ps.createDur > 0 {
-		return ps.createDur
-	}
-	return m.opts.DefaultCreateDuration
-}
-
 // ticketInfoLocked is t as clients see it. Caller holds m.mu.
 func (m *Manager) ticketInfoLocked(t *ticket) Ticket {
 	out := Ticket{ID: t.id, Profile: t.profile, Workspace: t.req.Workspace, State: t.state,
@@ -132,7 +124,7 @@ func (m *Manager) ticketInfoLocked(t *ticket) Ticket {
 					inFlight++
 				}
 			}
-			out.Estimate = QueueEstimate(out.Position, inFlight, m.opts.CreateConcurrency, m.createDurLocked(ps))
+			out.Estimate = QueueEstimate(out.Position, inFlight, m.opts.CreateConcurrency, m.createDuration(ps))
 		}
 	case TicketAssigned:
 		out.ContainerID = t.claim.Container.ID
@@ -175,7 +167,7 @@ func (m *Manager) enqueueLocked(call *startCall, req idepool.StartRequest, key s
 // background. Caller holds m.mu.
 func (m *Manager) serveQueueLocked(ps *profileState, evs *[]idepool.Event) {
 	for len(ps.queue) > 0 {
-		e := m.takeWarmLocked(ps)
+		e := m.take(ps)
 		if e == nil {
 			return
 		}
@@ -190,7 +182,7 @@ func (m *Manager) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
 	now := m.clock.Now()
 	t.binding = true
 	req := t.req
-	a := m.bindLocked(e, req, now, evs)
+	a := m.bind(e, req, now, evs)
 	// Progress for everyone waiting: one event per start served (not one
 	// per waiting start), with what is left.
 	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventQueued, ContainerID: e.c.ID, Profile: t.profile,
@@ -389,52 +381,4 @@ func (m *Manager) evictOther(ctx context.Context, profile string) bool {
 	m.log.Info("giving up a warm container for a waiting start", "container", victim.c.ID, "for", profile)
 	_, err := m.runStop(ctx, victim, idepool.ReasonCapacity, flush)
 	return err == nil
-}
-
-// userLimitLocked refuses a start when its user holds the profile's
-// maximum. Caller holds m.mu.
-func (m *Manager) userLimitLocked(ps *profileState, user string) error {
-	limit := ps.policy.MaxPerUser
-	if limit <= 0 || user == "" {
-		return nil
-	}
-	n := 0
-	for _, e := range m.containers {
-		if e.c.Profile == ps.p.Name && e.c.UserID == user && e.c.Workspace != nil && e.stopDone == nil && e.c.State.Live() {
-			n++
-		}
-	}
-	if n >= limit {
-		return &idepool.Error{Code: idepool.ELimitExceeded,
-			Message: "user " + user + " already has " + strconv.Itoa(n) + " containers of profile " + ps.p.Name,
-			Details: map[string]any{"limit": "maxPerUser", "max": limit, "profile": ps.p.Name}}
-	}
-	return nil
-}
-
-// liveLocked counts the profile's live containers (warm, starting and
-// claimed) that are not being stopped. Caller holds m.mu.
-func (m *Manager) liveLocked(profile string) int {
-	n := 0
-	for _, e := range m.containers {
-		if e.c.Profile == profile && e.stopDone == nil && e.c.State.Live() {
-			n++
-		}
-	}
-	return n
-}
-
-// profileLimitLocked refuses one more container of a profile at its
-// maximum. Caller holds m.mu.
-func (m *Manager) profileLimitLocked(ps *profileState) error {
-	limit := ps.policy.MaxContainers
-	if limit <= 0 {
-		return nil
-	}
-	if n := m.liveLocked(ps.p.Name); n >= limit {
-		return &idepool.Error{Code: idepool.ELimitExceeded,
-			Message: "profile " + ps.p.Name + " is at its maximum of " + strconv.Itoa(limit) + " containers",
-			Details: map[string]any{"limit": "maxContainers", "max": limit, "profile": ps.p.Name}}
-	}
-	return nil
 }

@@ -242,7 +242,7 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			m.finish(e, idepool.ReasonFailed, &evs)
 		}
 	}
-	stops = m.applyVerdicts(Judge(m.viewsLocked(), now, m.judgeOptions()), &evs)
+	stops = m.applyVerdicts(Judge(m.views(), now, m.judgeOptions()), &evs)
 	ticketWake := m.expireTicketsLocked(now, &evs)
 	for _, name := range m.order {
 		m.serveQueueLocked(m.profiles[name], &evs) // warm ones whose agent came back
@@ -339,15 +339,6 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 	return acts.WakeAt, nil
 }
 
-// viewsLocked is every live container as Judge sees it. Caller holds m.mu.
-func (m *Manager) viewsLocked() []ContainerView {
-	out := make([]ContainerView, 0, len(m.containers))
-	for _, e := range m.containers {
-		out = append(out, e.view())
-	}
-	return out
-}
-
 // view is e as Judge sees it. Caller holds m.mu.
 func (e *entry) view() ContainerView {
 	return ContainerView{ID: e.c.ID, Profile: e.c.Profile, State: e.c.State, Claimed: e.c.Workspace != nil,
@@ -383,21 +374,6 @@ func (m *Manager) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
 	return stops
 }
 
-// died marks a container whose runtime status is terminal. Caller holds m.mu.
-func (m *Manager) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]idepool.Event) {
-	if e.stopDone != nil || e.c.State == idepool.StateFailed {
-		return
-	}
-	if e.c.Workspace == nil && (e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) && !e.recovered {
-		m.countFailure(e.c.Profile, "container "+string(st)+" before ready")
-	}
-	text := "runtime status " + string(st)
-	if msg != "" {
-		text += ": " + msg
-	}
-	m.fail(e, text, evs)
-}
-
 // snapshot builds the planner's input; it also recomputes the effective
 // targets (publishing changes). Caller holds m.mu.
 func (m *Manager) snapshot(now time.Time, headroom map[string]int, evs *[]idepool.Event) Snapshot {
@@ -411,12 +387,12 @@ func (m *Manager) snapshot(now time.Time, headroom map[string]int, evs *[]idepoo
 			h = -1
 		}
 		if limit := ps.policy.MaxContainers; limit > 0 {
-			room := max(limit-m.liveLocked(name), 0)
+			room := max(limit-m.live(name), 0)
 			if h < 0 || room < h {
 				h = room
 			}
 		}
-		res := m.effectiveLocked(ps, now)
+		res := m.effectiveTarget(ps, now)
 		if res.Target != ps.effective.Target || res.Reason != ps.effective.Reason {
 			data := map[string]any{"target": res.Target, "previous": ps.effective.Target, "base": ps.target}
 			if res.Window != nil {
@@ -467,7 +443,7 @@ var errLimited = errors.New("profile at its maximum")
 // is for a waiting start (admission treats it as a cold start).
 func (m *Manager) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
 	m.mu.Lock()
-	lerr := m.profileLimitLocked(m.profiles[p.Name])
+	lerr := m.profileLimit(m.profiles[p.Name])
 	m.mu.Unlock()
 	if lerr != nil {
 		return errLimited

@@ -47,17 +47,6 @@ func (m *Manager) Stop(ctx context.Context, id, reason string) (idepool.Containe
 	return idepool.Container{}, idepool.Errorf(idepool.EStopFailed, "container %s could not be stopped", id)
 }
 
-// beginStop takes e out of every pool and claims the right to remove it.
-// It reports whether the agent should flush first. Caller holds m.mu and
-// checked e.stopDone == nil.
-func (m *Manager) beginStop(e *entry, reason string, evs *[]idepool.Event) (flush bool) {
-	e.stopDone = make(chan struct{})
-	m.removeWarm(e)
-	e.c.StopReason = reason
-	m.setState(e, idepool.StateStopping, reason, evs)
-	return e.c.Workspace != nil && e.agentConnected && !e.noFlush
-}
-
 // runStop flushes and removes a container whose stop began (beginStop).
 func (m *Manager) runStop(ctx context.Context, e *entry, reason string, flush bool) (idepool.Container, error) {
 	id := e.c.ID
