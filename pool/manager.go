@@ -178,13 +178,35 @@ const (
 )
 
 // Manager is the orchestrator's pool: containers, claims and reconciliation.
+// It is the parts below, each in its own file, built on one core:
 //
-// All state sits under one mutex, held only for in-memory work: no runtime
-// or agent call is made while holding it. Slow steps are claimed first under
-// the mutex (a pending start per workspace, a stopDone per container, an
-// entry registered before runtime.Create), so they run exactly once.
-// The profiles map and order are fixed by New.
+//   - state (state.go): the in-memory view and its one lock, changed only
+//     through named transitions;
+//   - claimer (claim.go): Start, the hot path, exactly once per workspace;
+//   - queue (queue.go): the admission queue of starts waiting for capacity;
+//   - preparer (prepare.go): binding containers ahead of their starts;
+//   - reconciler (reconcile.go): Recover, and observe → Judge + Plan → act;
+//   - agentFeed (agent.go): what the agents report;
+//   - stopper (stop.go, salvage.go): flush, remove, forget.
+//
+// Their exported methods are the Manager's API.
 type Manager struct {
+	*core
+	*claimer
+	*queue
+	*preparer
+	*reconciler
+	*agentFeed
+	*stopper
+}
+
+// core is what every part shares: the state, the runtime and agents, the
+// background goroutines, and the other parts (for calls between them).
+// Slow steps are claimed first under the state's lock (a pending start per
+// workspace, a stopDone per container, an entry registered before
+// runtime.Create), so they run exactly once.
+type core struct {
+	*state
 	rt       idepool.Runtime
 	agents   Agents
 	admitter Admitter
@@ -197,13 +219,17 @@ type Manager struct {
 	// deliveries are warm claims' assignment deliveries waiting for the
 	// claims' pause (PaceQuiet); see paceDeliveries.
 	deliveries chan func(context.Context)
-	recMu      sync.Mutex     // one reconcile at a time
 	pacer      sync.WaitGroup // paceDeliveries
 	bg         sync.WaitGroup
 	bgCtx      context.Context
 	cancel     context.CancelFunc
 
-	*state
+	cl    *claimer
+	qu    *queue
+	prep  *preparer
+	rec   *reconciler
+	feed  *agentFeed
+	stops *stopper
 }
 
 type profileState struct {
@@ -315,14 +341,17 @@ func New(o Options) (*Manager, error) {
 	def(&o.DefaultCreateDuration, 30*time.Second)
 	def(&o.ClaimRateWindow, 2*time.Minute)
 	o.Queue.defaults()
-	m := &Manager{
+	c := &core{
 		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
 		log: o.Logger, opts: o,
 		wake:       make(chan struct{}, 1),
 		claimed:    make(chan struct{}, 1),
 		deliveries: make(chan func(context.Context), 1024),
 	}
-	m.state = newState(o.Clock, &m.opts)
+	c.state = newState(o.Clock, &c.opts)
+	c.cl, c.qu, c.prep = &claimer{c}, &queue{c}, &preparer{c}
+	c.rec, c.feed, c.stops = &reconciler{core: c}, &agentFeed{c}, &stopper{c}
+	m := &Manager{core: c, claimer: c.cl, queue: c.qu, preparer: c.prep, reconciler: c.rec, agentFeed: c.feed, stopper: c.stops}
 	for _, p := range o.Profiles {
 		if err := p.Validate(); err != nil {
 			return nil, err
@@ -354,8 +383,8 @@ func New(o Options) (*Manager, error) {
 // at most PaceMax after the first queued). Deliveries still queued at
 // Close are dropped: their containers keep their claim (labels) and
 // pending assignment, which the next run delivers, as after a crash.
-func (m *Manager) paceDeliveries() {
-	defer m.pacer.Done()
+func (c *core) paceDeliveries() {
+	defer c.pacer.Done()
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
 	defer quiet.Stop()
@@ -363,24 +392,24 @@ func (m *Manager) paceDeliveries() {
 	var batch []func(context.Context)
 	for {
 		select {
-		case <-m.bgCtx.Done():
-			// Each queued delivery holds a count of m.bg (deliverPaced).
+		case <-c.bgCtx.Done():
+			// Each queued delivery holds a count of c.bg (deliverPaced).
 			for range batch {
-				m.bg.Done()
+				c.bg.Done()
 			}
 			for {
 				select {
-				case <-m.deliveries:
-					m.bg.Done()
+				case <-c.deliveries:
+					c.bg.Done()
 				default:
 					return
 				}
 			}
-		case f := <-m.deliveries:
+		case f := <-c.deliveries:
 			batch = append(batch, f)
-			quiet.Reset(m.opts.PaceQuiet)
+			quiet.Reset(c.opts.PaceQuiet)
 			if by == nil {
-				by = time.After(m.opts.PaceMax)
+				by = time.After(c.opts.PaceMax)
 			}
 			continue
 		case <-quiet.C:
@@ -389,8 +418,8 @@ func (m *Manager) paceDeliveries() {
 		by = nil
 		for _, f := range batch {
 			go func() {
-				defer m.bg.Done()
-				f(m.bgCtx)
+				defer c.bg.Done()
+				f(c.bgCtx)
 			}()
 		}
 		batch = nil
@@ -399,22 +428,22 @@ func (m *Manager) paceDeliveries() {
 
 // deliverPaced queues a warm claim's delivery behind the burst of claims
 // (paceDeliveries); with the queue full it starts at once.
-func (m *Manager) deliverPaced(f func(context.Context)) {
-	// Counted in m.bg from now on, like goBG: Close and tests wait for it.
-	// Queued under m.mu, which Close takes before it stops the pacer: a
+func (c *core) deliverPaced(f func(context.Context)) {
+	// Counted in c.bg from now on, like goBG: Close and tests wait for it.
+	// Queued under c.mu, which Close takes before it stops the pacer: a
 	// queued delivery is never missed by the pacer's final drain.
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return
 	}
-	m.bg.Add(1)
+	c.bg.Add(1)
 	select {
-	case m.deliveries <- f:
+	case c.deliveries <- f:
 	default:
 		go func() {
-			defer m.bg.Done()
-			f(m.bgCtx)
+			defer c.bg.Done()
+			f(c.bgCtx)
 		}()
 	}
 }
@@ -434,61 +463,61 @@ func (m *Manager) Close() error {
 
 // goBG runs f in the background, tracked by Close; after Close it does
 // nothing.
-func (m *Manager) goBG(f func(ctx context.Context)) {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+func (c *core) goBG(f func(ctx context.Context)) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return
 	}
-	m.bg.Add(1)
-	m.mu.Unlock()
+	c.bg.Add(1)
+	c.mu.Unlock()
 	go func() {
-		defer m.bg.Done()
-		f(m.bgCtx)
+		defer c.bg.Done()
+		f(c.bgCtx)
 	}()
 }
 
 // goBGLocked is goBG for a caller that holds m.mu.
-func (m *Manager) goBGLocked(f func(ctx context.Context)) {
-	if m.closed {
+func (c *core) goBGLocked(f func(ctx context.Context)) {
+	if c.closed {
 		return
 	}
-	m.bg.Add(1)
+	c.bg.Add(1)
 	go func() {
-		defer m.bg.Done()
-		f(m.bgCtx)
+		defer c.bg.Done()
+		f(c.bgCtx)
 	}()
 }
 
 // becomeWarm moves an unclaimed ready container into the pool; a container
 // that becomes warm serves the queue before the pool. Caller holds m.mu.
-func (m *Manager) becomeWarm(e *entry, evs *[]idepool.Event) {
-	if m.markWarm(e, evs) {
-		m.serveQueueLocked(m.profiles[e.c.Profile], evs)
-		m.kick()
+func (c *core) becomeWarm(e *entry, evs *[]idepool.Event) {
+	if c.markWarm(e, evs) {
+		c.qu.serveQueueLocked(c.profiles[e.c.Profile], evs)
+		c.kick()
 	}
 }
 
 // kick wakes Run's loop at once.
-func (m *Manager) kick() {
+func (c *core) kick() {
 	select {
-	case m.wake <- struct{}{}:
+	case c.wake <- struct{}{}:
 	default:
 	}
 }
 
 // claimedOne tells Run a warm claim took a container: it refills after
 // the burst (PaceQuiet), not during it.
-func (m *Manager) claimedOne() {
+func (c *core) claimedOne() {
 	select {
-	case m.claimed <- struct{}{}:
+	case c.claimed <- struct{}{}:
 	default:
 	}
 }
 
-func (m *Manager) publish(evs []idepool.Event) {
+func (c *core) publish(evs []idepool.Event) {
 	for _, e := range evs {
-		m.events.Publish(e)
+		c.events.Publish(e)
 	}
 }
 
@@ -621,10 +650,10 @@ func (m *Manager) SetTarget(ctx context.Context, profile string, n int) error {
 // Profile returns the named profile as configured (Profiles has the
 // current targets), without taking the pool's lock. The caller must not
 // change its slices.
-func (m *Manager) Profile(name string) (idepool.Profile, bool) {
+func (c *core) Profile(name string) (idepool.Profile, bool) {
 	// No lock: the map and each profileState's p are fixed by New, and
-	// every start asks here first — under a burst, m.mu is the hot spot.
-	ps := m.profiles[name]
+	// every start asks here first — under a burst, c.mu is the hot spot.
+	ps := c.profiles[name]
 	if ps == nil {
 		return idepool.Profile{}, false
 	}
@@ -632,11 +661,11 @@ func (m *Manager) Profile(name string) (idepool.Profile, bool) {
 }
 
 // profile returns a configured profile by name (default when empty).
-func (m *Manager) profile(name string) (idepool.Profile, error) {
+func (c *core) profile(name string) (idepool.Profile, error) {
 	if name == "" {
 		name = idepool.DefaultProfile
 	}
-	p, ok := m.Profile(name)
+	p, ok := c.Profile(name)
 	if !ok {
 		return idepool.Profile{}, idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", name)
 	}
@@ -645,17 +674,17 @@ func (m *Manager) profile(name string) (idepool.Profile, error) {
 
 // spec builds what the runtime is asked to create; it returns the agent
 // token's hash.
-func (m *Manager) spec(id string, p idepool.Profile, labels map[string]string) (idepool.ContainerSpec, string) {
+func (c *core) spec(id string, p idepool.Profile, labels map[string]string) (idepool.ContainerSpec, string) {
 	token, hash := newToken()
 	if labels == nil {
 		labels = map[string]string{}
 	}
 	labels[idepool.LabelTokenHash] = hash
-	env := maps.Clone(m.opts.AgentEnv)
+	env := maps.Clone(c.opts.AgentEnv)
 	if env == nil {
 		env = map[string]string{}
 	}
-	env[idepool.EnvAgentURL] = m.opts.AgentURL
+	env[idepool.EnvAgentURL] = c.opts.AgentURL
 	env[idepool.EnvAgentToken] = token
 	env[idepool.EnvAgentID] = id
 	return idepool.ContainerSpec{
@@ -668,6 +697,6 @@ func (m *Manager) spec(id string, p idepool.Profile, labels map[string]string) (
 
 // rtCtx bounds one runtime call; it outlives a cancelled request so that a
 // half-done change is finished or undone, never abandoned.
-func (m *Manager) rtCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+func (c *core) rtCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }

@@ -2,24 +2,9 @@ package pool
 
 import (
 	"context"
-	"time"
 
 	"github.com/idepool/idepool"
 )
-
-// nextTargetChange is the earliest time a pool's target changes by the
-// clock alone (a window starts filling or closes).
-func (m *Manager) nextTargetChange() time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var next time.Time
-	for _, name := range m.order {
-		if t := m.profiles[name].effective.NextChange; !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
-	return next
-}
 
 // PoolDetail is one pool's classroom view: why its target is what it is,
 // and who waits.

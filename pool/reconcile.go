@@ -11,20 +11,28 @@ import (
 	"github.com/idepool/idepool"
 )
 
+// reconciler rebuilds the view from the runtime (Recover) and keeps the
+// pools at their targets: observe the runtime, Judge each container and Plan
+// the pools, then act.
+type reconciler struct {
+	*core
+	recMu sync.Mutex // one reconcile at a time
+}
+
 // Recover rebuilds the view from the runtime's labels; call it once, before
 // Run and before serving. Containers recorded as claimed stay claimed to
 // their workspace; unclaimed ones wait for their agent's hello before they
 // rejoin the pool; what cannot be trusted is removed.
-func (m *Manager) Recover(ctx context.Context) error {
-	m.recMu.Lock() // not while a reconcile reads the runtime
-	defer m.recMu.Unlock()
-	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	insts, err := m.rt.Recover(rctx)
+func (rc *reconciler) Recover(ctx context.Context) error {
+	rc.recMu.Lock() // not while a reconcile reads the runtime
+	defer rc.recMu.Unlock()
+	rctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	insts, err := rc.rt.Recover(rctx)
 	cancel()
 	if err != nil {
 		return idepool.WrapError(idepool.ERuntimeUnreachable, err, "recover containers")
 	}
-	now := m.clock.Now()
+	now := rc.clock.Now()
 	type bad struct {
 		c      idepool.Container
 		reason string
@@ -32,12 +40,12 @@ func (m *Manager) Recover(ctx context.Context) error {
 	var broken []bad
 	var evs []idepool.Event
 	claimed, warm := 0, 0
-	m.mu.Lock()
+	rc.mu.Lock()
 	for _, inst := range insts {
-		if m.containers[inst.ID] != nil {
+		if rc.containers[inst.ID] != nil {
 			continue
 		}
-		c, hash, why := m.fromLabels(inst, now)
+		c, hash, why := rc.fromLabels(inst, now)
 		if why != "" {
 			c.Message = why
 			reason := ReasonBroken
@@ -47,61 +55,61 @@ func (m *Manager) Recover(ctx context.Context) error {
 			broken = append(broken, bad{c, reason})
 			continue
 		}
-		e := m.newEntry(c, hash)
+		e := rc.newEntry(c, hash)
 		if t, err := time.Parse(time.RFC3339Nano, inst.Labels[LabelPreparedUntil]); err == nil && c.Workspace != nil {
 			e.preparedUntil = t
 			e.c.IdleExempt = true
 		}
 		e.recovered = true
 		e.createDone = true
-		e.adoptDeadline = now.Add(m.opts.AdoptGrace)
-		m.containers[c.ID] = e
+		e.adoptDeadline = now.Add(rc.opts.AdoptGrace)
+		rc.containers[c.ID] = e
 		if c.Workspace == nil {
 			warm++
 			continue
 		}
 		claimed++
 		key := c.Workspace.Key()
-		otherID, dup := m.byWorkspace[key]
+		otherID, dup := rc.byWorkspace[key]
 		if !dup {
-			m.byWorkspace[key] = c.ID
+			rc.byWorkspace[key] = c.ID
 			continue
 		}
 		// A crash mid-claim left two containers for one workspace: keep the
 		// newest claim, stop the other once its agent has flushed.
-		other := m.containers[otherID]
+		other := rc.containers[otherID]
 		winner, loser := e, other
 		if newerClaim(other.c, e.c) {
 			winner, loser = other, e
 		}
-		m.byWorkspace[key] = winner.c.ID
+		rc.byWorkspace[key] = winner.c.ID
 		loser.doomed = ReasonDuplicate
-		m.log.Warn("two containers claim one workspace; stopping the older claim",
+		rc.log.Warn("two containers claim one workspace; stopping the older claim",
 			"container", loser.c.ID, "kept", winner.c.ID)
 	}
-	m.recovered = true
-	m.mu.Unlock()
+	rc.recovered = true
+	rc.mu.Unlock()
 	for _, b := range broken {
-		m.log.Warn("removing a container that cannot be adopted", "container", b.c.ID, "why", b.c.Message)
-		rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-		err := m.rt.Remove(rctx, b.c.ID)
+		rc.log.Warn("removing a container that cannot be adopted", "container", b.c.ID, "why", b.c.Message)
+		rctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+		err := rc.rt.Remove(rctx, b.c.ID)
 		cancel()
 		if err != nil {
-			m.log.Error("remove unadoptable container", "container", b.c.ID, "err", err)
+			rc.log.Error("remove unadoptable container", "container", b.c.ID, "err", err)
 			continue // the reconciler's orphan sweep retries
 		}
 		b.c.State = idepool.StateStopped
 		b.c.StopReason = b.reason
-		b.c.StoppedAt = m.clock.Now()
-		m.mu.Lock()
-		m.remember(b.c)
-		m.mu.Unlock()
+		b.c.StoppedAt = rc.clock.Now()
+		rc.mu.Lock()
+		rc.remember(b.c)
+		rc.mu.Unlock()
 		evs = append(evs, idepool.Event{Time: b.c.StoppedAt, Type: idepool.EventStopped, ContainerID: b.c.ID,
 			Profile: b.c.Profile, State: idepool.StateStopped, Reason: b.reason, Message: b.c.Message})
 	}
-	m.publish(evs)
-	m.log.Info("recovered containers", "claimed", claimed, "unclaimed", warm, "removed", len(broken))
-	m.kick()
+	rc.publish(evs)
+	rc.log.Info("recovered containers", "claimed", claimed, "unclaimed", warm, "removed", len(broken))
+	rc.kick()
 	return nil
 }
 
@@ -121,7 +129,7 @@ func newerClaim(a, b idepool.Container) bool {
 
 // fromLabels rebuilds a container from its runtime record; why says what
 // makes it unadoptable. Caller holds m.mu (for the profiles).
-func (m *Manager) fromLabels(inst idepool.Instance, now time.Time) (c idepool.Container, hash, why string) {
+func (rc *reconciler) fromLabels(inst idepool.Instance, now time.Time) (c idepool.Container, hash, why string) {
 	l := inst.Labels
 	c = idepool.Container{ID: inst.ID, Profile: l[idepool.LabelProfile], CreatedAt: inst.CreatedAt,
 		Endpoints: inst.Endpoints, Node: inst.Node, Health: idepool.Health{Status: idepool.HealthUnknown}, LastActivity: now}
@@ -132,7 +140,7 @@ func (m *Manager) fromLabels(inst idepool.Instance, now time.Time) (c idepool.Co
 	switch {
 	case !idepool.ValidID(inst.ID) || l[idepool.LabelID] != inst.ID:
 		return c, "", "id label missing or wrong"
-	case m.profiles[c.Profile] == nil:
+	case rc.profiles[c.Profile] == nil:
 		return c, "", fmt.Sprintf("unknown profile %q", c.Profile)
 	case len(hash) != 64:
 		return c, "", "agent token hash label missing"
@@ -168,8 +176,8 @@ func (m *Manager) fromLabels(inst idepool.Instance, now time.Time) (c idepool.Co
 // dead containers, times out creates, removes orphans, failed, excess and
 // expired ones, and creates what the pools lack, in parallel. Safe to call
 // concurrently with everything else; calls are serialised.
-func (m *Manager) ReconcileOnce(ctx context.Context) error {
-	_, err := m.reconcile(ctx)
+func (rc *reconciler) ReconcileOnce(ctx context.Context) error {
+	_, err := rc.reconcile(ctx)
 	return err
 }
 
@@ -179,46 +187,46 @@ type stopJob struct {
 	flush  bool
 }
 
-func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
+func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 	// Without the runtime's record every claimed container would look like
 	// an orphan: recover first, whatever the caller forgot.
-	m.mu.Lock()
-	recovered := m.recovered
-	m.mu.Unlock()
+	rc.mu.Lock()
+	recovered := rc.recovered
+	rc.mu.Unlock()
 	if !recovered {
-		if err := m.Recover(ctx); err != nil {
+		if err := rc.Recover(ctx); err != nil {
 			return time.Time{}, err
 		}
 	}
-	m.recMu.Lock()
-	defer m.recMu.Unlock()
+	rc.recMu.Lock()
+	defer rc.recMu.Unlock()
 
 	headroom := map[string]int{}
-	if hr, ok := m.admitter.(HeadroomReporter); ok {
-		for _, name := range m.order {
-			headroom[name] = hr.Headroom(m.profiles[name].p)
+	if hr, ok := rc.admitter.(HeadroomReporter); ok {
+		for _, name := range rc.order {
+			headroom[name] = hr.Headroom(rc.profiles[name].p)
 		}
 	}
 
-	m.mu.Lock()
-	listSeq := m.seq
-	m.mu.Unlock()
-	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	insts, err := m.rt.List(lctx)
+	rc.mu.Lock()
+	listSeq := rc.seq
+	rc.mu.Unlock()
+	lctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	insts, err := rc.rt.List(lctx)
 	cancel()
 	if err != nil {
 		return time.Time{}, idepool.WrapError(idepool.ERuntimeUnreachable, err, "list containers")
 	}
 
-	now := m.clock.Now()
+	now := rc.clock.Now()
 	var evs []idepool.Event
 	var orphans []string
 	var stops []stopJob
-	m.mu.Lock()
+	rc.mu.Lock()
 	seen := make(map[string]bool, len(insts))
 	for _, inst := range insts {
 		seen[inst.ID] = true
-		e := m.containers[inst.ID]
+		e := rc.containers[inst.ID]
 		if e == nil {
 			// Unknown, or stopped by us (this List may predate the Remove,
 			// or a removal after a late create failed): Remove is
@@ -233,34 +241,34 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			e.c.Node = inst.Node
 		}
 		if inst.Status.Terminal() {
-			m.died(e, inst.Status, inst.Message, &evs)
+			rc.died(e, inst.Status, inst.Message, &evs)
 		}
 	}
-	for _, e := range m.containers {
+	for _, e := range rc.containers {
 		if !seen[e.c.ID] && e.createDone && e.createdSeq <= listSeq && e.stopDone == nil {
 			e.c.Message = "vanished from the runtime"
-			m.finish(e, idepool.ReasonFailed, &evs)
+			rc.finish(e, idepool.ReasonFailed, &evs)
 		}
 	}
-	stops = m.applyVerdicts(Judge(m.views(), now, m.judgeOptions()), &evs)
-	ticketWake := m.expireTicketsLocked(now, &evs)
-	for _, name := range m.order {
-		m.serveQueueLocked(m.profiles[name], &evs) // warm ones whose agent came back
+	stops = rc.applyVerdicts(Judge(rc.views(), now, rc.judgeOptions()), &evs)
+	ticketWake := rc.qu.expireTicketsLocked(now, &evs)
+	for _, name := range rc.order {
+		rc.qu.serveQueueLocked(rc.profiles[name], &evs) // warm ones whose agent came back
 	}
-	snap := m.snapshot(now, headroom, &evs)
-	m.mu.Unlock()
-	m.publish(evs)
+	snap := rc.snapshot(now, headroom, &evs)
+	rc.mu.Unlock()
+	rc.publish(evs)
 
 	acts := Plan(snap)
-	for _, t := range []time.Time{ticketWake, m.nextTargetChange()} {
+	for _, t := range []time.Time{ticketWake, rc.nextTargetChange()} {
 		if !t.IsZero() && (acts.WakeAt.IsZero() || t.Before(acts.WakeAt)) {
 			acts.WakeAt = t
 		}
 	}
 	evs = nil
-	m.mu.Lock()
+	rc.mu.Lock()
 	for _, r := range acts.Removes {
-		e := m.containers[r.ID]
+		e := rc.containers[r.ID]
 		if e == nil || e.stopDone != nil || e.doomed != "" {
 			continue
 		}
@@ -275,19 +283,19 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 				continue
 			}
 		}
-		stops = append(stops, stopJob{e, r.Reason, m.beginStop(e, r.Reason, &evs)})
+		stops = append(stops, stopJob{e, r.Reason, rc.beginStop(e, r.Reason, &evs)})
 	}
-	m.mu.Unlock()
-	m.publish(evs)
+	rc.mu.Unlock()
+	rc.publish(evs)
 
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, m.opts.CreateConcurrency)
+	sem := make(chan struct{}, rc.opts.CreateConcurrency)
 	for _, id := range orphans {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			m.removeOrphan(ctx, id)
+			rc.removeOrphan(ctx, id)
 		}()
 	}
 	for _, s := range stops {
@@ -295,13 +303,13 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := m.runStop(ctx, s.e, s.reason, s.flush); err != nil {
-				m.log.Warn("reconcile remove", "container", s.e.c.ID, "err", err)
+			if _, err := rc.stops.runStop(ctx, s.e, s.reason, s.flush); err != nil {
+				rc.log.Warn("reconcile remove", "container", s.e.c.ID, "err", err)
 			}
 		}()
 	}
 	for _, c := range acts.Creates {
-		p := m.profiles[c.Profile].p
+		p := rc.profiles[c.Profile].p
 		refused := make(chan struct{})
 		var once sync.Once
 	loop:
@@ -320,14 +328,14 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				err := m.createWarm(ctx, p, kind)
-				if errors.Is(err, errRefused) && kind == idepool.ClaimCold && m.evictOther(ctx, p.Name) {
-					err = m.createWarm(ctx, p, kind)
+				err := rc.createWarm(ctx, p, kind)
+				if errors.Is(err, errRefused) && kind == idepool.ClaimCold && rc.qu.evictOther(ctx, p.Name) {
+					err = rc.createWarm(ctx, p, kind)
 				}
 				if kind == idepool.ClaimCold {
-					m.mu.Lock()
-					m.pressure = errors.Is(err, errRefused)
-					m.mu.Unlock()
+					rc.mu.Lock()
+					rc.pressure = errors.Is(err, errRefused)
+					rc.mu.Unlock()
 				}
 				if errors.Is(err, errRefused) || errors.Is(err, errLimited) {
 					once.Do(func() { close(refused) })
@@ -347,28 +355,28 @@ func (e *entry) view() ContainerView {
 		Doomed: e.doomed, PreparedUntil: e.preparedUntil, NoFlush: e.noFlush}
 }
 
-func (m *Manager) judgeOptions() JudgeOptions {
-	return JudgeOptions{AdoptGrace: m.opts.AdoptGrace, CreateTimeout: m.opts.CreateTimeout}
+func (rc *reconciler) judgeOptions() JudgeOptions {
+	return JudgeOptions{AdoptGrace: rc.opts.AdoptGrace, CreateTimeout: rc.opts.CreateTimeout}
 }
 
 // applyVerdicts carries out Judge's verdicts: failures at once, stops
 // begun here and returned to be run outside the lock. Caller holds m.mu.
-func (m *Manager) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
+func (rc *reconciler) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
 	var stops []stopJob
 	for _, v := range vs {
-		e := m.containers[v.ID]
+		e := rc.containers[v.ID]
 		if e == nil {
 			continue
 		}
 		switch v.Kind {
 		case VerdictStop:
-			m.beginStop(e, v.Reason, evs)
+			rc.beginStop(e, v.Reason, evs)
 			stops = append(stops, stopJob{e, v.Reason, v.Flush})
 		case VerdictFail:
 			if v.Backoff != "" {
-				m.countFailure(e.c.Profile, v.Backoff)
+				rc.countFailure(e.c.Profile, v.Backoff)
 			}
-			m.fail(e, v.Message, evs)
+			rc.fail(e, v.Message, evs)
 		}
 	}
 	return stops
@@ -376,23 +384,23 @@ func (m *Manager) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
 
 // snapshot builds the planner's input; it also recomputes the effective
 // targets (publishing changes). Caller holds m.mu.
-func (m *Manager) snapshot(now time.Time, headroom map[string]int, evs *[]idepool.Event) Snapshot {
+func (rc *reconciler) snapshot(now time.Time, headroom map[string]int, evs *[]idepool.Event) Snapshot {
 	idx := map[string]int{}
-	s := Snapshot{Now: now, Profiles: make([]ProfileSnapshot, 0, len(m.order))}
+	s := Snapshot{Now: now, Profiles: make([]ProfileSnapshot, 0, len(rc.order))}
 	anyQueued := false
-	for _, name := range m.order {
-		ps := m.profiles[name]
+	for _, name := range rc.order {
+		ps := rc.profiles[name]
 		h, ok := headroom[name]
 		if !ok {
 			h = -1
 		}
 		if limit := ps.policy.MaxContainers; limit > 0 {
-			room := max(limit-m.live(name), 0)
+			room := max(limit-rc.live(name), 0)
 			if h < 0 || room < h {
 				h = room
 			}
 		}
-		res := m.effectiveTarget(ps, now)
+		res := rc.effectiveTarget(ps, now)
 		if res.Target != ps.effective.Target || res.Reason != ps.effective.Reason {
 			data := map[string]any{"target": res.Target, "previous": ps.effective.Target, "base": ps.target}
 			if res.Window != nil {
@@ -407,10 +415,10 @@ func (m *Manager) snapshot(now time.Time, headroom map[string]int, evs *[]idepoo
 			Headroom: h, Backoff: ps.backoff, Queued: len(ps.queue)})
 	}
 	if !anyQueued {
-		m.pressure = false
+		rc.pressure = false
 	}
-	s.Pressure = m.pressure
-	for _, e := range m.containers {
+	s.Pressure = rc.pressure
+	for _, e := range rc.containers {
 		i, ok := idx[e.c.Profile]
 		if !ok || e.stopDone != nil || e.doomed != "" {
 			continue
@@ -441,80 +449,80 @@ var errLimited = errors.New("profile at its maximum")
 
 // createWarm creates one container for a pool; kind is ClaimCold when it
 // is for a waiting start (admission treats it as a cold start).
-func (m *Manager) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
-	m.mu.Lock()
-	lerr := m.profileLimit(m.profiles[p.Name])
-	m.mu.Unlock()
+func (rc *reconciler) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
+	rc.mu.Lock()
+	lerr := rc.profileLimit(rc.profiles[p.Name])
+	rc.mu.Unlock()
 	if lerr != nil {
 		return errLimited
 	}
-	if m.admitter != nil {
-		if err := m.admitter.Admit(ctx, p, kind); err != nil {
-			m.mu.Lock()
-			m.profiles[p.Name].lastErr = "refill refused: " + idepool.ErrorMessage(err)
-			m.mu.Unlock()
+	if rc.admitter != nil {
+		if err := rc.admitter.Admit(ctx, p, kind); err != nil {
+			rc.mu.Lock()
+			rc.profiles[p.Name].lastErr = "refill refused: " + idepool.ErrorMessage(err)
+			rc.mu.Unlock()
 			return errRefused
 		}
 	}
-	now := m.clock.Now()
+	now := rc.clock.Now()
 	id := idepool.NewID()
-	spec, hash := m.spec(id, p, nil)
-	e := m.newEntry(idepool.Container{ID: id, Profile: p.Name, State: idepool.StateCreating, CreatedAt: now,
+	spec, hash := rc.spec(id, p, nil)
+	e := rc.newEntry(idepool.Container{ID: id, Profile: p.Name, State: idepool.StateCreating, CreatedAt: now,
 		Health: idepool.Health{Status: idepool.HealthUnknown}}, hash)
-	m.mu.Lock()
-	m.containers[id] = e
-	m.mu.Unlock()
-	m.events.Publish(idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
-	cctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	inst, err := m.rt.Create(cctx, spec)
+	rc.mu.Lock()
+	rc.containers[id] = e
+	rc.mu.Unlock()
+	rc.events.Publish(idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
+	cctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	inst, err := rc.rt.Create(cctx, spec)
 	cancel()
 	if err != nil {
-		m.createFailed(ctx, e, err)
+		rc.cl.createFailed(ctx, e, err)
 		return err
 	}
 	var evs []idepool.Event
-	m.mu.Lock()
-	ok := m.created(e, inst, &evs)
-	m.mu.Unlock()
+	rc.mu.Lock()
+	ok := rc.created(e, inst, &evs)
+	rc.mu.Unlock()
 	if !ok {
-		m.removeStale(ctx, id)
+		rc.cl.removeStale(ctx, id)
 		return nil
 	}
-	m.publish(evs)
+	rc.publish(evs)
 	return nil
 }
 
 // removeOrphan removes a managed container nobody knows (left by a crash
 // between Create and recording it, or removed from our view by hand).
-func (m *Manager) removeOrphan(ctx context.Context, id string) {
-	m.mu.Lock()
-	_, known := m.history[id]
-	m.mu.Unlock()
+func (rc *reconciler) removeOrphan(ctx context.Context, id string) {
+	rc.mu.Lock()
+	_, known := rc.history[id]
+	rc.mu.Unlock()
 	if !known {
-		m.log.Warn("removing orphan container", "container", id)
+		rc.log.Warn("removing orphan container", "container", id)
 	}
-	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	err := m.rt.Remove(rctx, id)
+	rctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	err := rc.rt.Remove(rctx, id)
 	cancel()
 	if err != nil {
-		m.log.Error("remove orphan", "container", id, "err", err)
+		rc.log.Error("remove orphan", "container", id, "err", err)
 		return
 	}
 	if known {
 		return
 	}
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventStopped, ContainerID: id,
+	rc.events.Publish(idepool.Event{Time: rc.clock.Now(), Type: idepool.EventStopped, ContainerID: id,
 		State: idepool.StateStopped, Reason: idepool.ReasonOrphan})
 }
 
 // Run reconciles on a ticker, at once after claims, stops, agent reports
 // and runtime events, and when the last plan asked to be woken. It returns
 // when ctx ends.
-func (m *Manager) Run(ctx context.Context) error {
+func (rc *reconciler) Run(ctx context.Context) error {
 	evCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := m.rt.Events(evCtx)
-	ticker := time.NewTicker(m.opts.ReconcileInterval)
+	events := rc.rt.Events(evCtx)
+	ticker := time.NewTicker(rc.opts.ReconcileInterval)
 	defer ticker.Stop()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -530,25 +538,25 @@ func (m *Manager) Run(ctx context.Context) error {
 		if reconcile {
 			quiet.Stop()
 			refillBy = nil
-			wakeAt, err := m.reconcile(ctx)
+			wakeAt, err := rc.reconcile(ctx)
 			if err != nil && ctx.Err() == nil {
-				m.log.Warn("reconcile", "err", err)
+				rc.log.Warn("reconcile", "err", err)
 			}
 			timer.Stop()
 			if !wakeAt.IsZero() {
-				timer.Reset(max(wakeAt.Sub(m.clock.Now()), 10*time.Millisecond))
+				timer.Reset(max(wakeAt.Sub(rc.clock.Now()), 10*time.Millisecond))
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
-		case <-m.wake:
+		case <-rc.wake:
 		case <-timer.C:
-		case <-m.claimed:
-			quiet.Reset(m.opts.PaceQuiet)
+		case <-rc.claimed:
+			quiet.Reset(rc.opts.PaceQuiet)
 			if refillBy == nil {
-				refillBy = time.After(m.opts.PaceMax)
+				refillBy = time.After(rc.opts.PaceMax)
 			}
 		case <-quiet.C:
 			refillBy = nil
@@ -558,7 +566,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			if !ok {
 				events = nil // the runtime stopped streaming; the ticker still lists
 			} else {
-				m.runtimeEvent(ev)
+				rc.runtimeEvent(ev)
 			}
 		}
 		// While claims come in, everything else waits for their pause (at
@@ -569,18 +577,32 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // runtimeEvent applies a runtime hint; the next reconcile re-reads the truth.
-func (m *Manager) runtimeEvent(ev idepool.RuntimeEvent) {
+func (rc *reconciler) runtimeEvent(ev idepool.RuntimeEvent) {
 	var evs []idepool.Event
-	m.mu.Lock()
-	if e := m.containers[ev.ID]; e != nil && e.stopDone == nil && e.createDone {
+	rc.mu.Lock()
+	if e := rc.containers[ev.ID]; e != nil && e.stopDone == nil && e.createDone {
 		switch {
 		case ev.Removed:
 			e.c.Message = "removed from the runtime"
-			m.finish(e, idepool.ReasonFailed, &evs)
+			rc.finish(e, idepool.ReasonFailed, &evs)
 		case ev.Status.Terminal():
-			m.died(e, ev.Status, "", &evs)
+			rc.died(e, ev.Status, "", &evs)
 		}
 	}
-	m.mu.Unlock()
-	m.publish(evs)
+	rc.mu.Unlock()
+	rc.publish(evs)
+}
+
+// nextTargetChange is the earliest time a pool's target changes by the
+// clock alone (a window starts filling or closes).
+func (rc *reconciler) nextTargetChange() time.Time {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var next time.Time
+	for _, name := range rc.order {
+		if t := rc.profiles[name].effective.NextChange; !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	return next
 }
