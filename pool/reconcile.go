@@ -187,6 +187,17 @@ type stopJob struct {
 	flush  bool
 }
 
+// work is what one reconcile decided: containers to stop (their stops
+// begun under the lock), orphans to remove, and the plan.
+type work struct {
+	stops   []stopJob
+	orphans []string
+	acts    Actions
+}
+
+// reconcile observes the runtime, judges each container and plans the
+// pools (under the lock, in memory), then acts outside the lock. It
+// returns when the plan wants to run again.
 func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 	// Without the runtime's record every claimed container would look like
 	// an orphan: recover first, whatever the caller forgot.
@@ -201,28 +212,80 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 	rc.recMu.Lock()
 	defer rc.recMu.Unlock()
 
+	headroom := rc.headroom()
+	insts, listSeq, err := rc.observe(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	w := rc.decide(insts, listSeq, headroom)
+	rc.act(ctx, w)
+	return w.acts.WakeAt, nil
+}
+
+// headroom asks the admitter, if it can tell, how many more containers of
+// each profile fit.
+func (rc *reconciler) headroom() map[string]int {
 	headroom := map[string]int{}
 	if hr, ok := rc.admitter.(HeadroomReporter); ok {
 		for _, name := range rc.order {
 			headroom[name] = hr.Headroom(rc.profiles[name].p)
 		}
 	}
+	return headroom
+}
 
+// observe lists the runtime's containers. listSeq counts the creates
+// finished before the list: a container created after it may be missing
+// from it without having vanished.
+func (rc *reconciler) observe(ctx context.Context) (insts []idepool.Instance, listSeq uint64, err error) {
 	rc.mu.Lock()
-	listSeq := rc.seq
+	listSeq = rc.seq
 	rc.mu.Unlock()
 	lctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
-	insts, err := rc.rt.List(lctx)
+	insts, err = rc.rt.List(lctx)
 	cancel()
 	if err != nil {
-		return time.Time{}, idepool.WrapError(idepool.ERuntimeUnreachable, err, "list containers")
+		return nil, 0, idepool.WrapError(idepool.ERuntimeUnreachable, err, "list containers")
 	}
+	return insts, listSeq, nil
+}
 
+// decide records what the runtime said, judges every container (Judge),
+// serves and expires the queue, and plans the pools (Plan); the plan's
+// removals are begun. All of it in memory.
+func (rc *reconciler) decide(insts []idepool.Instance, listSeq uint64, headroom map[string]int) work {
 	now := rc.clock.Now()
+	var w work
 	var evs []idepool.Event
-	var orphans []string
-	var stops []stopJob
 	rc.mu.Lock()
+	w.orphans = rc.applyList(insts, listSeq, &evs)
+	w.stops = rc.applyVerdicts(Judge(rc.views(), now, rc.judgeOptions()), &evs)
+	ticketWake := rc.qu.expireTicketsLocked(now, &evs)
+	for _, name := range rc.order {
+		rc.qu.serveQueueLocked(rc.profiles[name], &evs) // warm ones whose agent came back
+	}
+	snap := rc.snapshot(now, headroom, &evs)
+	rc.mu.Unlock()
+	rc.publish(evs)
+
+	w.acts = Plan(snap)
+	for _, t := range []time.Time{ticketWake, rc.nextTargetChange()} {
+		if !t.IsZero() && (w.acts.WakeAt.IsZero() || t.Before(w.acts.WakeAt)) {
+			w.acts.WakeAt = t
+		}
+	}
+	evs = nil
+	rc.mu.Lock()
+	w.stops = append(w.stops, rc.beginRemoves(w.acts.Removes, &evs)...)
+	rc.mu.Unlock()
+	rc.publish(evs)
+	return w
+}
+
+// applyList records the runtime's list: endpoints, nodes, deaths and
+// disappearances. It returns the ids nobody knows (orphans). Caller holds
+// mu.
+func (rc *reconciler) applyList(insts []idepool.Instance, listSeq uint64, evs *[]idepool.Event) (orphans []string) {
 	seen := make(map[string]bool, len(insts))
 	for _, inst := range insts {
 		seen[inst.ID] = true
@@ -241,38 +304,27 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 			e.c.Node = inst.Node
 		}
 		if inst.Status.Terminal() {
-			rc.died(e, inst.Status, inst.Message, &evs)
+			rc.died(e, inst.Status, inst.Message, evs)
 		}
 	}
 	for _, e := range rc.containers {
 		if !seen[e.c.ID] && e.createDone && e.createdSeq <= listSeq && e.stopDone == nil {
 			e.c.Message = "vanished from the runtime"
-			rc.finish(e, idepool.ReasonFailed, &evs)
+			rc.finish(e, idepool.ReasonFailed, evs)
 		}
 	}
-	stops = rc.applyVerdicts(Judge(rc.views(), now, rc.judgeOptions()), &evs)
-	ticketWake := rc.qu.expireTicketsLocked(now, &evs)
-	for _, name := range rc.order {
-		rc.qu.serveQueueLocked(rc.profiles[name], &evs) // warm ones whose agent came back
-	}
-	snap := rc.snapshot(now, headroom, &evs)
-	rc.mu.Unlock()
-	rc.publish(evs)
+	return orphans
+}
 
-	acts := Plan(snap)
-	for _, t := range []time.Time{ticketWake, rc.nextTargetChange()} {
-		if !t.IsZero() && (acts.WakeAt.IsZero() || t.Before(acts.WakeAt)) {
-			acts.WakeAt = t
-		}
-	}
-	evs = nil
-	rc.mu.Lock()
-	for _, r := range acts.Removes {
+// beginRemoves begins the stops the plan asked for, re-checking each: a
+// claim may have taken a warm one since the snapshot. Caller holds mu.
+func (rc *reconciler) beginRemoves(removes []RemoveAction, evs *[]idepool.Event) []stopJob {
+	var stops []stopJob
+	for _, r := range removes {
 		e := rc.containers[r.ID]
 		if e == nil || e.stopDone != nil || e.doomed != "" {
 			continue
 		}
-		// Re-check: a claim may have taken a warm one since the snapshot.
 		switch r.Reason {
 		case idepool.ReasonFailed:
 			if e.c.State != idepool.StateFailed {
@@ -283,14 +335,17 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 				continue
 			}
 		}
-		stops = append(stops, stopJob{e, r.Reason, rc.beginStop(e, r.Reason, &evs)})
+		stops = append(stops, stopJob{e, r.Reason, rc.beginStop(e, r.Reason, evs)})
 	}
-	rc.mu.Unlock()
-	rc.publish(evs)
+	return stops
+}
 
+// act removes orphans, runs the stops and makes the plan's creates, in
+// parallel (CreateConcurrency at a time), and waits for all of them.
+func (rc *reconciler) act(ctx context.Context, w work) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, rc.opts.CreateConcurrency)
-	for _, id := range orphans {
+	for _, id := range w.orphans {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -298,7 +353,7 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 			rc.removeOrphan(ctx, id)
 		}()
 	}
-	for _, s := range stops {
+	for _, s := range w.stops {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -308,43 +363,47 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 			}
 		}()
 	}
-	for _, c := range acts.Creates {
-		p := rc.profiles[c.Profile].p
-		refused := make(chan struct{})
-		var once sync.Once
-	loop:
-		for i := range c.N {
-			select {
-			case <-refused:
-				break loop
-			case <-ctx.Done():
-				break loop
-			case sem <- struct{}{}:
-			}
-			kind := idepool.ClaimWarm
-			if i < c.ForQueue {
-				kind = idepool.ClaimCold // serves a waiting start
-			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				err := rc.createWarm(ctx, p, kind)
-				if errors.Is(err, errRefused) && kind == idepool.ClaimCold && rc.qu.evictOther(ctx, p.Name) {
-					err = rc.createWarm(ctx, p, kind)
-				}
-				if kind == idepool.ClaimCold {
-					rc.mu.Lock()
-					rc.pressure = errors.Is(err, errRefused)
-					rc.mu.Unlock()
-				}
-				if errors.Is(err, errRefused) || errors.Is(err, errLimited) {
-					once.Do(func() { close(refused) })
-				}
-			}()
-		}
+	for _, c := range w.acts.Creates {
+		rc.creates(ctx, c, sem, &wg)
 	}
 	wg.Wait()
-	return acts.WakeAt, nil
+}
+
+// creates starts c's creates, as sem allows; the first refusal (capacity
+// or the profile's maximum) ends the round for the profile.
+func (rc *reconciler) creates(ctx context.Context, c CreateAction, sem chan struct{}, wg *sync.WaitGroup) {
+	p := rc.profiles[c.Profile].p
+	refused := make(chan struct{})
+	var once sync.Once
+	for i := range c.N {
+		select {
+		case <-refused:
+			return
+		case <-ctx.Done():
+			return
+		case sem <- struct{}{}:
+		}
+		kind := idepool.ClaimWarm
+		if i < c.ForQueue {
+			kind = idepool.ClaimCold // serves a waiting start
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := rc.createWarm(ctx, p, kind)
+			if errors.Is(err, errRefused) && kind == idepool.ClaimCold && rc.qu.evictOther(ctx, p.Name) {
+				err = rc.createWarm(ctx, p, kind)
+			}
+			if kind == idepool.ClaimCold {
+				rc.mu.Lock()
+				rc.pressure = errors.Is(err, errRefused)
+				rc.mu.Unlock()
+			}
+			if errors.Is(err, errRefused) || errors.Is(err, errLimited) {
+				once.Do(func() { close(refused) })
+			}
+		}()
+	}
 }
 
 // view is e as Judge sees it. Caller holds m.mu.
