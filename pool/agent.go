@@ -45,14 +45,11 @@ func (af *agentFeed) AgentReport(r idepool.AgentReport) {
 	now := af.clock.Now()
 	switch r.Kind {
 	case idepool.AgentHello, idepool.AgentReady, idepool.AgentHeartbeat:
-		if r.Kind == idepool.AgentHello && !e.agentConnected {
+		if r.Kind == idepool.AgentHello && !e.agent.connected() {
 			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
 				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
 		}
-		e.agentConnected = true
-		e.goneAt = time.Time{}
-		e.helloSeen = true
-		e.adoptDeadline = time.Time{}
+		e.agent.up()
 		if r.LastActivity.After(e.c.LastActivity) {
 			e.c.LastActivity = r.LastActivity
 		}
@@ -115,12 +112,11 @@ func (af *agentFeed) AgentReport(r idepool.AgentReport) {
 		}
 		evs = append(evs, ev)
 	case idepool.AgentGone:
-		if e.agentConnected {
+		if e.agent.connected() {
 			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
 				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": false}})
 		}
-		e.agentConnected = false
-		e.goneAt = now
+		e.agent.lost(now)
 	}
 	af.mu.Unlock()
 	af.publish(evs)

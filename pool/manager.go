@@ -248,56 +248,6 @@ type profileState struct {
 	effective TargetResult // the last effective target computed
 }
 
-// entry is one live container. All fields are guarded by Manager.mu.
-type entry struct {
-	c         idepool.Container
-	tokenHash string
-	// gating: a RouteGate probe runs; routed: it passed.
-	gating, routed bool
-	// changed is closed and replaced at every change WaitReady cares about.
-	changed chan struct{}
-	// stopDone is non-nil while a stop runs, closed when it ends.
-	stopDone chan struct{}
-
-	createDone bool   // runtime.Create returned (or recovered)
-	createdSeq uint64 // Manager.seq when Create returned
-	startedAt  time.Time
-
-	agentConnected bool
-	goneAt         time.Time // when the agent's connection closed
-	helloSeen      bool
-	recovered      bool
-	adoptDeadline  time.Time
-	// doomed is a stop reason decided before the stop can run (a duplicate
-	// waiting for its agent to flush).
-	doomed string
-
-	// assignment is the claim's assignment (with credentials, memory only);
-	// pendingAssign says it has not yet been acknowledged by the agent.
-	assignment    *idepool.Assignment
-	pendingAssign bool
-	delivering    bool
-
-	processes []idepool.ProcessStatus
-
-	// preparedUntil is set while the container is bound ahead of time
-	// (Prepare) and no start took it yet; it is stopped at that time.
-	preparedUntil time.Time
-	// noFlush: never ask the agent to push (its initial pull failed, so
-	// what it holds is not the user's work).
-	noFlush bool
-	// lastSync is the agent's last successful sync (its reports): what a
-	// lost container's "may be lost" event names.
-	lastSync time.Time
-}
-
-type startCall struct {
-	done chan struct{}
-	err  error
-	// ticket is set while the start waits in the admission queue.
-	ticket *ticket
-}
-
 // New checks the options, fills defaults and returns a Manager with no
 // containers: call Recover before anything else.
 func New(o Options) (*Manager, error) {

@@ -62,7 +62,7 @@ func (rc *reconciler) Recover(ctx context.Context) error {
 		}
 		e.recovered = true
 		e.createDone = true
-		e.adoptDeadline = now.Add(rc.opts.AdoptGrace)
+		e.agent.await(now.Add(rc.opts.AdoptGrace))
 		rc.containers[c.ID] = e
 		if c.Workspace == nil {
 			warm++
@@ -404,14 +404,6 @@ func (rc *reconciler) creates(ctx context.Context, c CreateAction, sem chan stru
 			}
 		}()
 	}
-}
-
-// view is e as Judge sees it. Caller holds m.mu.
-func (e *entry) view() ContainerView {
-	return ContainerView{ID: e.c.ID, Profile: e.c.Profile, State: e.c.State, Claimed: e.c.Workspace != nil,
-		Stopping: e.stopDone != nil, Recovered: e.recovered, Created: e.createDone, StartedAt: e.startedAt,
-		AgentConnected: e.agentConnected, HelloSeen: e.helloSeen, GoneAt: e.goneAt, AdoptDeadline: e.adoptDeadline,
-		Doomed: e.doomed, PreparedUntil: e.preparedUntil, NoFlush: e.noFlush}
 }
 
 func (rc *reconciler) judgeOptions() JudgeOptions {

@@ -266,7 +266,7 @@ func (s *state) assignment(req idepool.StartRequest, gen int64) idepool.Assignme
 func (s *state) take(ps *profileState) *entry {
 	for i, id := range ps.warm {
 		c := s.containers[id]
-		if c != nil && c.c.State == idepool.StateWarm && c.agentConnected && c.stopDone == nil && c.doomed == "" {
+		if c != nil && c.c.State == idepool.StateWarm && c.agent.connected() && c.stopDone == nil && c.doomed == "" {
 			if i == 0 {
 				ps.warm = ps.warm[1:]
 			} else {
@@ -406,7 +406,7 @@ func (s *state) beginStop(e *entry, reason string, evs *[]idepool.Event) (flush 
 	s.removeWarm(e)
 	e.c.StopReason = reason
 	s.setState(e, idepool.StateStopping, reason, evs)
-	return e.c.Workspace != nil && e.agentConnected && !e.noFlush
+	return e.c.Workspace != nil && e.agent.connected() && !e.noFlush
 }
 
 // views is every live container as Judge sees it.
