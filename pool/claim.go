@@ -61,106 +61,135 @@ func (cl *claimer) startOrQueue(ctx context.Context, req idepool.StartRequest, p
 	req.Workspace.Prefix = idepool.NormalizePrefix(req.Workspace.Prefix)
 	key := req.Workspace.Key()
 
-	// Register this start for the workspace before any slow work; others
-	// wait for it and then find its container. Bounded: each round either
-	// returns or waits for a start or stop that really ended.
-	var call *startCall
-	var taken *warmTaken
-	var takenEvs []idepool.Event
-	for round := 0; call == nil; round++ {
-		if round > 100 {
-			return idepool.Claim{}, nil, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
-		}
-		cl.mu.Lock()
-		if c := cl.pending[key]; c != nil {
-			if c.ticket != nil {
-				t := cl.qu.ticketInfoLocked(c.ticket)
-				cl.mu.Unlock()
-				return idepool.Claim{}, &t, nil
-			}
-			cl.mu.Unlock()
-			select {
-			case <-c.done:
-			case <-ctx.Done():
-				return idepool.Claim{}, nil, ctxError(ctx)
-			}
-			// The other start's outcome is ours, unless it only gave up
-			// (its client left): then try ourselves.
-			if code := idepool.ErrorCode(c.err); c.err != nil && code != idepool.EClientClosed && code != idepool.ETimeout {
-				return idepool.Claim{}, nil, c.err
-			}
-			continue
-		}
-		if id, ok := cl.byWorkspace[key]; ok {
-			e := cl.containers[id]
-			if e != nil && e.stopDone == nil && e.doomed == "" && e.c.State.Live() {
-				kind := idepool.ClaimReused
-				if !e.preparedUntil.IsZero() && !prep {
-					kind = cl.prep.takePreparedLocked(e, req)
-				}
-				c := copyContainer(e.c)
-				cl.mu.Unlock()
-				cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID,
-					Profile: c.Profile, State: c.State, Data: map[string]any{"kind": string(kind)}})
-				return idepool.Claim{Container: c, Kind: kind}, nil, nil
-			}
-			// Stopping: its work is being flushed. Wait until it is gone so
-			// the new container pulls what it pushed.
-			var wait <-chan struct{}
-			if e != nil && e.stopDone != nil {
-				wait = e.stopDone
-			}
-			if wait == nil {
-				// Cannot happen (fail and finish drop the mapping); never
-				// let a stale entry block the workspace.
-				cl.log.Error("stale workspace mapping dropped", "container", id)
-				delete(cl.byWorkspace, key)
-				cl.mu.Unlock()
-				continue
-			}
-			cl.mu.Unlock()
-			select {
-			case <-wait:
-			case <-ctx.Done():
-				return idepool.Claim{}, nil, ctxError(ctx)
-			}
-			continue
-		}
-		call = &startCall{done: make(chan struct{})}
-		cl.pending[key] = call
-		// The common case, a warm container for a new workspace, is bound
-		// under this same lock: one acquisition instead of three keeps
-		// cl.mu from becoming a convoy when a class starts at once.
-		taken = cl.takeForStartLocked(p, req, &takenEvs)
-		cl.mu.Unlock()
+	f, err := cl.register(ctx, req, p, key, prep)
+	switch {
+	case err != nil:
+		return idepool.Claim{}, nil, err
+	case f.kind == foundTicket:
+		t := f.ticket // not &f.ticket: f would escape on every start
+		return idepool.Claim{}, &t, nil
+	case f.kind == foundLive:
+		return f.claim, nil, nil
 	}
-
-	claim, err := cl.claim(ctx, req, p, !prep, taken, takenEvs)
+	claim, err := cl.claim(ctx, req, p, !prep, f.taken, f.evs)
 	if errors.Is(err, errQueue) {
-		var evs []idepool.Event
-		cl.mu.Lock()
-		t, qerr := cl.qu.enqueueLocked(call, req, key, &evs)
-		var info Ticket
+		t, qerr := cl.qu.enqueue(f.call, req, key)
 		if qerr == nil {
-			info = cl.qu.ticketInfoLocked(t)
-		}
-		cl.mu.Unlock()
-		cl.publish(evs)
-		cl.kick()
-		if qerr == nil {
-			return idepool.Claim{}, &info, nil
+			return idepool.Claim{}, &t, nil
 		}
 		err = qerr
 	}
 	cl.mu.Lock()
 	delete(cl.pending, key)
-	call.err = err
+	f.call.err = err
 	cl.mu.Unlock()
-	close(call.done)
+	close(f.call.done)
 	if err != nil || claim.Kind != idepool.ClaimWarm {
 		cl.kick()
 	}
 	return claim, nil, err
+}
+
+// What register found for a workspace.
+const (
+	foundNone      = iota // nothing yet (a stale mapping was dropped): look again
+	foundRegistered       // this start is the workspace's (call; taken if bound warm)
+	foundTicket           // a start for it waits in the queue (ticket)
+	foundLive             // it has a live container (claim)
+	foundOther            // another start runs (other): wait for it
+	foundStopping         // its container is being stopped (stopping): wait
+)
+
+type found struct {
+	kind     int
+	call     *startCall
+	taken    *warmTaken
+	evs      []idepool.Event // taken's events
+	ticket   Ticket
+	claim    idepool.Claim
+	other    *startCall
+	stopping <-chan struct{}
+}
+
+// register makes this start the workspace's before any slow work, or
+// returns what the workspace already has (a live container, a queued
+// ticket). Others wait for it and then find its container. Bounded: each
+// round either returns or waits for a start or stop that really ended.
+func (cl *claimer) register(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string, prep bool) (found, error) {
+	for round := 0; ; round++ {
+		if round > 100 {
+			return found{}, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
+		}
+		cl.mu.Lock()
+		f := cl.findLocked(req, p, key, prep)
+		cl.mu.Unlock()
+		switch f.kind {
+		case foundRegistered, foundTicket:
+			return f, nil
+		case foundLive:
+			c := f.claim.Container
+			cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID,
+				Profile: c.Profile, State: c.State, Data: map[string]any{"kind": string(f.claim.Kind)}})
+			return f, nil
+		case foundOther:
+			select {
+			case <-f.other.done:
+			case <-ctx.Done():
+				return found{}, ctxError(ctx)
+			}
+			// The other start's outcome is ours, unless it only gave up
+			// (its client left): then try ourselves.
+			if err := f.other.err; err != nil {
+				if code := idepool.ErrorCode(err); code != idepool.EClientClosed && code != idepool.ETimeout {
+					return found{}, err
+				}
+			}
+		case foundStopping:
+			// Its work is being flushed. Wait until it is gone so the new
+			// container pulls what it pushed.
+			select {
+			case <-f.stopping:
+			case <-ctx.Done():
+				return found{}, ctxError(ctx)
+			}
+		}
+	}
+}
+
+// findLocked is one round of register. The common case, a warm container
+// for a new workspace, is bound under this same hold of the lock: one
+// acquisition instead of three keeps mu from becoming a convoy when a class
+// starts at once. Caller holds mu.
+func (cl *claimer) findLocked(req idepool.StartRequest, p idepool.Profile, key string, prep bool) found {
+	if c := cl.pending[key]; c != nil {
+		if c.ticket != nil {
+			return found{kind: foundTicket, ticket: cl.qu.ticketInfoLocked(c.ticket)}
+		}
+		return found{kind: foundOther, other: c}
+	}
+	if id, ok := cl.byWorkspace[key]; ok {
+		e := cl.containers[id]
+		if e != nil && e.stopDone == nil && e.doomed == "" && e.c.State.Live() {
+			kind := idepool.ClaimReused
+			if !e.preparedUntil.IsZero() && !prep {
+				kind = cl.prep.takePreparedLocked(e, req)
+			}
+			return found{kind: foundLive, claim: idepool.Claim{Container: copyContainer(e.c), Kind: kind}}
+		}
+		if e != nil && e.stopDone != nil {
+			return found{kind: foundStopping, stopping: e.stopDone}
+		}
+		// Cannot happen (fail and finish drop the mapping); never let a
+		// stale entry block the workspace.
+		cl.log.Error("stale workspace mapping dropped", "container", id)
+		delete(cl.byWorkspace, key)
+		return found{}
+	}
+	call := &startCall{done: make(chan struct{})}
+	cl.pending[key] = call
+	var evs []idepool.Event
+	taken := cl.takeForStartLocked(p, req, &evs)
+	return found{kind: foundRegistered, call: call, taken: taken, evs: evs}
 }
 
 func ctxError(ctx context.Context) error {

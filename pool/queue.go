@@ -167,6 +167,22 @@ func (qu *queue) enqueueLocked(call *startCall, req idepool.StartRequest, key st
 	return t, nil
 }
 
+// enqueue puts a start in its profile's queue (enqueueLocked) and returns
+// its ticket as clients see it.
+func (qu *queue) enqueue(call *startCall, req idepool.StartRequest, key string) (Ticket, error) {
+	var evs []idepool.Event
+	qu.mu.Lock()
+	t, err := qu.enqueueLocked(call, req, key, &evs)
+	var info Ticket
+	if err == nil {
+		info = qu.ticketInfoLocked(t)
+	}
+	qu.mu.Unlock()
+	qu.publish(evs)
+	qu.kick()
+	return info, err
+}
+
 // serveQueueLocked gives the profile's warm containers to the oldest
 // waiting starts, first come first served. The deliveries run in the
 // background. Caller holds m.mu.
