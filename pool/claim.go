@@ -92,12 +92,12 @@ func (cl *claimer) startOrQueue(ctx context.Context, req idepool.StartRequest, p
 
 // What register found for a workspace.
 const (
-	foundNone      = iota // nothing yet (a stale mapping was dropped): look again
-	foundRegistered       // this start is the workspace's (call; taken if bound warm)
-	foundTicket           // a start for it waits in the queue (ticket)
-	foundLive             // it has a live container (claim)
-	foundOther            // another start runs (other): wait for it
-	foundStopping         // its container is being stopped (stopping): wait
+	foundNone       = iota // nothing yet (a stale mapping was dropped): look again
+	foundRegistered        // this start is the workspace's (call; taken if bound warm)
+	foundTicket            // a start for it waits in the queue (ticket)
+	foundLive              // it has a live container (claim)
+	foundOther             // another start runs (other): wait for it
+	foundStopping          // its container is being stopped (stopping): wait
 )
 
 type found struct {
