@@ -45,72 +45,14 @@ func (af *agentFeed) AgentReport(r idepool.AgentReport) {
 	now := af.clock.Now()
 	switch r.Kind {
 	case idepool.AgentHello, idepool.AgentReady, idepool.AgentHeartbeat:
-		if r.Kind == idepool.AgentHello && !e.agent.connected() {
-			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
-				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
-		}
-		e.agent.up()
-		if r.LastActivity.After(e.c.LastActivity) {
-			e.c.LastActivity = r.LastActivity
-		}
-		if r.Processes != nil {
-			e.processes = slices.Clone(r.Processes)
-		}
-		if r.Sync != nil && r.Sync.LastSync.After(e.lastSync) {
-			e.lastSync = r.Sync.LastSync
-		}
-		ready := r.Ready || r.Kind == idepool.AgentReady
-		deliver = af.onAlive(e, r, ready, &evs)
+		deliver = af.alive(e, r, now, &evs)
 	case idepool.AgentSynced:
-		if r.Error != "" && e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation) {
-			// The initial pull failed: the user would see an empty or partial
-			// workspace. Fail it (WaitReady reports the message; the
-			// workspace is free for a new start, which pulls again) rather
-			// than call it running.
-			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSyncError, ContainerID: e.c.ID,
-				Profile: e.c.Profile, State: e.c.State, Reason: "initial-pull", Message: r.Error})
-			e.noFlush = true
-			af.fail(e, "initial sync failed: "+r.Error, &evs)
-			af.kick()
-			break
-		}
-		if e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation) {
-			e.pendingAssign = false
-			if e.c.ReadyAt.IsZero() {
-				e.c.ReadyAt = now
-			}
-			af.setState(e, idepool.StateRunning, "", &evs)
-		}
-		evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
-			State: e.c.State, Message: "synced"})
+		af.synced(e, r, now, &evs)
 	case idepool.AgentFlushed:
 		evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
 			State: e.c.State, Message: "flushed"})
 	case idepool.AgentSyncEvent:
-		t := idepool.EventSync
-		switch r.Event {
-		case "conflict":
-			t = idepool.EventConflict
-		case "error", "limit":
-			t = idepool.EventSyncError
-		case "remote-reset":
-			t = idepool.EventSyncRemoteReset
-		case "deletions-held":
-			t = idepool.EventSyncDeletionsHeld
-		}
-		ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
-			Reason: r.Event, Message: r.Message}
-		if r.Sync != nil {
-			if r.Sync.LastSync.After(e.lastSync) {
-				e.lastSync = r.Sync.LastSync
-			}
-			ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
-				"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
-			if r.Sync.DeletionsHeld > 0 {
-				ev.Data["deletionsHeld"] = r.Sync.DeletionsHeld
-			}
-		}
-		evs = append(evs, ev)
+		evs = append(evs, af.syncEvent(e, r, now))
 	case idepool.AgentGone:
 		if e.agent.connected() {
 			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
@@ -123,6 +65,84 @@ func (af *agentFeed) AgentReport(r idepool.AgentReport) {
 	if deliver != nil {
 		af.goBG(func(ctx context.Context) { af.deliver(ctx, deliver) })
 	}
+}
+
+// alive records a hello, ready or heartbeat: the agent is there, with its
+// activity, processes and last sync. It returns e when its assignment must
+// be (re)sent. Caller holds mu.
+func (af *agentFeed) alive(e *entry, r idepool.AgentReport, now time.Time, evs *[]idepool.Event) *entry {
+	if r.Kind == idepool.AgentHello && !e.agent.connected() {
+		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
+			Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
+	}
+	e.agent.up()
+	if r.LastActivity.After(e.c.LastActivity) {
+		e.c.LastActivity = r.LastActivity
+	}
+	if r.Processes != nil {
+		e.processes = slices.Clone(r.Processes)
+	}
+	if r.Sync != nil && r.Sync.LastSync.After(e.lastSync) {
+		e.lastSync = r.Sync.LastSync
+	}
+	ready := r.Ready || r.Kind == idepool.AgentReady
+	return af.onAlive(e, r, ready, evs)
+}
+
+// synced records the end of a claimed container's initial pull: it runs,
+// or, when the pull failed, it fails. Caller holds mu.
+func (af *agentFeed) synced(e *entry, r idepool.AgentReport, now time.Time, evs *[]idepool.Event) {
+	current := e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation)
+	if r.Error != "" && current {
+		// The initial pull failed: the user would see an empty or partial
+		// workspace. Fail it (WaitReady reports the message; the
+		// workspace is free for a new start, which pulls again) rather
+		// than call it running.
+		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventSyncError, ContainerID: e.c.ID,
+			Profile: e.c.Profile, State: e.c.State, Reason: "initial-pull", Message: r.Error})
+		e.noFlush = true
+		af.fail(e, "initial sync failed: "+r.Error, evs)
+		af.kick()
+		return
+	}
+	if current {
+		e.pendingAssign = false
+		if e.c.ReadyAt.IsZero() {
+			e.c.ReadyAt = now
+		}
+		af.setState(e, idepool.StateRunning, "", evs)
+	}
+	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
+		State: e.c.State, Message: "synced"})
+}
+
+// syncEvent turns an agent's sync event into the pool's event, recording
+// its last sync. Caller holds mu.
+func (af *agentFeed) syncEvent(e *entry, r idepool.AgentReport, now time.Time) idepool.Event {
+	t := idepool.EventSync
+	switch r.Event {
+	case "conflict":
+		t = idepool.EventConflict
+	case "error", "limit":
+		t = idepool.EventSyncError
+	case "remote-reset":
+		t = idepool.EventSyncRemoteReset
+	case "deletions-held":
+		t = idepool.EventSyncDeletionsHeld
+	}
+	ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
+		Reason: r.Event, Message: r.Message}
+	if r.Sync != nil {
+		if r.Sync.LastSync.After(e.lastSync) {
+			e.lastSync = r.Sync.LastSync
+		}
+		ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
+			"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
+		if r.Sync.DeletionsHeld > 0 {
+			ev.Data["deletionsHeld"] = r.Sync.DeletionsHeld
+		}
+	}
+	return ev
 }
 
 // onAlive handles an agent that said it is there (hello, ready, heartbeat).

@@ -33,62 +33,85 @@ func (rc *reconciler) Recover(ctx context.Context) error {
 		return idepool.WrapError(idepool.ERuntimeUnreachable, err, "recover containers")
 	}
 	now := rc.clock.Now()
-	type bad struct {
-		c      idepool.Container
-		reason string
-	}
-	var broken []bad
-	var evs []idepool.Event
+	var broken []unadoptable
 	claimed, warm := 0, 0
 	rc.mu.Lock()
 	for _, inst := range insts {
 		if rc.containers[inst.ID] != nil {
 			continue
 		}
-		c, hash, why := rc.fromLabels(inst, now)
-		if why != "" {
-			c.Message = why
-			reason := ReasonBroken
-			if inst.Status.Terminal() {
-				reason = idepool.ReasonFailed
-			}
-			broken = append(broken, bad{c, reason})
-			continue
-		}
-		e := rc.newEntry(c, hash)
-		if t, err := time.Parse(time.RFC3339Nano, inst.Labels[LabelPreparedUntil]); err == nil && c.Workspace != nil {
-			e.preparedUntil = t
-			e.c.IdleExempt = true
-		}
-		e.recovered = true
-		e.createDone = true
-		e.agent.await(now.Add(rc.opts.AdoptGrace))
-		rc.containers[c.ID] = e
-		if c.Workspace == nil {
+		e, bad := rc.adoptLocked(inst, now)
+		switch {
+		case e == nil:
+			broken = append(broken, bad)
+		case e.c.Workspace == nil:
 			warm++
-			continue
+		default:
+			claimed++
 		}
-		claimed++
-		key := c.Workspace.Key()
-		otherID, dup := rc.byWorkspace[key]
-		if !dup {
-			rc.byWorkspace[key] = c.ID
-			continue
-		}
-		// A crash mid-claim left two containers for one workspace: keep the
-		// newest claim, stop the other once its agent has flushed.
-		other := rc.containers[otherID]
-		winner, loser := e, other
-		if newerClaim(other.c, e.c) {
-			winner, loser = other, e
-		}
-		rc.byWorkspace[key] = winner.c.ID
-		loser.doomed = ReasonDuplicate
-		rc.log.Warn("two containers claim one workspace; stopping the older claim",
-			"container", loser.c.ID, "kept", winner.c.ID)
 	}
 	rc.recovered = true
 	rc.mu.Unlock()
+	rc.publish(rc.removeUnadoptable(ctx, broken))
+	rc.log.Info("recovered containers", "claimed", claimed, "unclaimed", warm, "removed", len(broken))
+	rc.kick()
+	return nil
+}
+
+// unadoptable is a recovered container whose labels cannot be trusted.
+type unadoptable struct {
+	c      idepool.Container
+	reason string
+}
+
+// adoptLocked takes one recovered container into the view, or says why it
+// cannot (e nil). A crash mid-claim can leave two containers for one
+// workspace: the newest claim is kept, the other doomed to stop once its
+// agent has flushed. Caller holds mu.
+func (rc *reconciler) adoptLocked(inst idepool.Instance, now time.Time) (*entry, unadoptable) {
+	c, hash, why := rc.fromLabels(inst, now)
+	if why != "" {
+		c.Message = why
+		reason := ReasonBroken
+		if inst.Status.Terminal() {
+			reason = idepool.ReasonFailed
+		}
+		return nil, unadoptable{c, reason}
+	}
+	e := rc.newEntry(c, hash)
+	if t, err := time.Parse(time.RFC3339Nano, inst.Labels[LabelPreparedUntil]); err == nil && c.Workspace != nil {
+		e.preparedUntil = t
+		e.c.IdleExempt = true
+	}
+	e.recovered = true
+	e.createDone = true
+	e.agent.await(now.Add(rc.opts.AdoptGrace))
+	rc.containers[c.ID] = e
+	if c.Workspace == nil {
+		return e, unadoptable{}
+	}
+	key := c.Workspace.Key()
+	otherID, dup := rc.byWorkspace[key]
+	if !dup {
+		rc.byWorkspace[key] = c.ID
+		return e, unadoptable{}
+	}
+	other := rc.containers[otherID]
+	winner, loser := e, other
+	if newerClaim(other.c, e.c) {
+		winner, loser = other, e
+	}
+	rc.byWorkspace[key] = winner.c.ID
+	loser.doomed = ReasonDuplicate
+	rc.log.Warn("two containers claim one workspace; stopping the older claim",
+		"container", loser.c.ID, "kept", winner.c.ID)
+	return e, unadoptable{}
+}
+
+// removeUnadoptable removes what Recover could not adopt and remembers it
+// as stopped; a failed removal is left to the reconciler's orphan sweep.
+func (rc *reconciler) removeUnadoptable(ctx context.Context, broken []unadoptable) []idepool.Event {
+	var evs []idepool.Event
 	for _, b := range broken {
 		rc.log.Warn("removing a container that cannot be adopted", "container", b.c.ID, "why", b.c.Message)
 		rctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
@@ -96,7 +119,7 @@ func (rc *reconciler) Recover(ctx context.Context) error {
 		cancel()
 		if err != nil {
 			rc.log.Error("remove unadoptable container", "container", b.c.ID, "err", err)
-			continue // the reconciler's orphan sweep retries
+			continue
 		}
 		b.c.State = idepool.StateStopped
 		b.c.StopReason = b.reason
@@ -107,10 +130,7 @@ func (rc *reconciler) Recover(ctx context.Context) error {
 		evs = append(evs, idepool.Event{Time: b.c.StoppedAt, Type: idepool.EventStopped, ContainerID: b.c.ID,
 			Profile: b.c.Profile, State: idepool.StateStopped, Reason: b.reason, Message: b.c.Message})
 	}
-	rc.publish(evs)
-	rc.log.Info("recovered containers", "claimed", claimed, "unclaimed", warm, "removed", len(broken))
-	rc.kick()
-	return nil
+	return evs
 }
 
 // newerClaim reports whether a's claim is newer than b's.
