@@ -106,7 +106,7 @@ func (af *agentFeed) synced(e *entry, r idepool.AgentReport, now time.Time, evs 
 		return
 	}
 	if current {
-		e.pendingAssign = false
+		e.assign.synced()
 		if e.c.ReadyAt.IsZero() {
 			e.c.ReadyAt = now
 		}
@@ -166,7 +166,7 @@ func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[
 			return nil
 		}
 		if ready {
-			if af.opts.RouteGate != nil && !e.routed {
+			if af.opts.RouteGate != nil && e.gate != gateRouted {
 				af.gateLocked(e)
 				return nil
 			}
@@ -177,19 +177,19 @@ func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[
 	// Claimed. Deliver a pending assignment once the agent is ready, and
 	// re-send it when the agent lost it (it restarted).
 	if r.Kind == idepool.AgentHello && r.Workspace != nil && !r.Workspace.IsZero() &&
-		r.Workspace.Key() != e.c.Workspace.Key() && !e.pendingAssign {
+		r.Workspace.Key() != e.c.Workspace.Key() && !e.assign.pending() {
 		// It holds another workspace's files: never hand it to this one.
 		af.fail(e, "agent reports a workspace other than its claim", evs)
 		af.kick()
 		return nil
 	}
-	if r.Kind == idepool.AgentHello && !e.pendingAssign {
+	if r.Kind == idepool.AgentHello && !e.assign.pending() {
 		same := r.Workspace != nil && r.Workspace.Key() == e.c.Workspace.Key() && r.Generation == e.c.Generation
 		if !same {
-			e.pendingAssign = true
+			e.assign.resend()
 		}
 	}
-	if !e.pendingAssign || e.delivering || !ready {
+	if !e.assign.pending() || e.assign.delivering() || !ready {
 		if e.c.State == idepool.StateCreating && r.Kind == idepool.AgentHello {
 			af.setState(e, idepool.StateStarting, "", evs)
 		}
@@ -200,7 +200,7 @@ func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[
 			Credentials: af.opts.DefaultCredentials, S3Endpoint: af.opts.S3Endpoint}
 		e.assignment = &a
 	}
-	e.delivering = true
+	e.assign.startDelivery()
 	af.setState(e, idepool.StateSyncing, "", evs)
 	return e
 }
@@ -216,10 +216,8 @@ func (af *agentFeed) deliver(ctx context.Context, e *entry) {
 	cancel()
 	var evs []idepool.Event
 	af.mu.Lock()
-	e.delivering = false
-	if err == nil {
-		e.pendingAssign = false
-	} else if e.c.State == idepool.StateSyncing && e.stopDone == nil {
+	e.assign.delivered(err == nil)
+	if err != nil && e.c.State == idepool.StateSyncing && e.stopDone == nil {
 		af.setState(e, idepool.StateStarting, "", &evs)
 	}
 	af.mu.Unlock()
@@ -234,10 +232,10 @@ func (af *agentFeed) deliver(ctx context.Context, e *entry) {
 // gateLocked waits, in the background, for the external router to route a
 // ready container, then lets it join the pool. Caller holds m.mu.
 func (af *agentFeed) gateLocked(e *entry) {
-	if e.gating {
+	if e.gate == gateProbing {
 		return
 	}
-	e.gating = true
+	e.gate = gateProbing
 	c := copyContainer(e.c)
 	af.goBGLocked(func(ctx context.Context) {
 		deadline := af.clock.Now().Add(af.opts.CreateTimeout)
@@ -252,7 +250,7 @@ func (af *agentFeed) gateLocked(e *entry) {
 			if ctx.Err() != nil || af.clock.Now().After(deadline) {
 				var evs []idepool.Event
 				af.mu.Lock()
-				e.gating = false
+				e.gate = gateNone
 				af.fail(e, "the router never routed it: "+err.Error(), &evs)
 				af.mu.Unlock()
 				af.publish(evs)
@@ -270,8 +268,7 @@ func (af *agentFeed) gateLocked(e *entry) {
 		}
 		var evs []idepool.Event
 		af.mu.Lock()
-		e.gating = false
-		e.routed = true
+		e.gate = gateRouted
 		af.becomeWarm(e, &evs)
 		af.mu.Unlock()
 		af.publish(evs)

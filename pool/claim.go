@@ -366,7 +366,7 @@ func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.Start
 			cl.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
 			var evs []idepool.Event
 			cl.mu.Lock()
-			e.delivering = false
+			e.assign.delivered(false)
 			cl.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
 			failed = true
 			cl.mu.Unlock()
@@ -383,8 +383,7 @@ func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.Start
 			undo("assign", err)
 		} else {
 			cl.mu.Lock()
-			e.pendingAssign = false
-			e.delivering = false
+			e.assign.delivered(true)
 			cl.mu.Unlock()
 		}
 		acked <- err
@@ -437,7 +436,7 @@ func (cl *claimer) claimCold(ctx context.Context, req idepool.StartRequest, p id
 		Health: idepool.Health{Status: idepool.HealthUnknown},
 	}, hash)
 	e.assignment = &a
-	e.pendingAssign = true
+	e.assign = assignPending
 	var evs []idepool.Event
 	cl.mu.Lock()
 	cl.containers[id] = e

@@ -10,8 +10,7 @@ import (
 type entry struct {
 	c         idepool.Container
 	tokenHash string
-	// gating: a RouteGate probe runs; routed: it passed.
-	gating, routed bool
+	gate      gatePhase // the external router's (RouteGate)
 	// changed is closed and replaced at every change WaitReady cares about.
 	changed chan struct{}
 	// stopDone is non-nil while a stop runs, closed when it ends.
@@ -27,11 +26,10 @@ type entry struct {
 	// waiting for its agent to flush).
 	doomed string
 
-	// assignment is the claim's assignment (with credentials, memory only);
-	// pendingAssign says it has not yet been acknowledged by the agent.
-	assignment    *idepool.Assignment
-	pendingAssign bool
-	delivering    bool
+	// assignment is the claim's assignment (with credentials, memory
+	// only); assign says whether the agent has it.
+	assignment *idepool.Assignment
+	assign     assignPhase
 
 	processes []idepool.ProcessStatus
 
@@ -52,6 +50,58 @@ type startCall struct {
 	// ticket is set while the start waits in the admission queue.
 	ticket *ticket
 }
+
+// gatePhase is where a ready unclaimed container is with the external
+// router (Options.RouteGate): it joins the pool once routed.
+type gatePhase uint8
+
+const (
+	gateNone    gatePhase = iota // not probed (or the probe gave up: then it failed)
+	gateProbing                  // a probe runs in the background
+	gateRouted                   // the router routes it
+)
+
+// assignPhase is where a claimed container's assignment is: whether the
+// agent still has to acknowledge it (pending) and whether a delivery runs
+// (delivering). The agent's "synced" report acknowledges it too, even while
+// a delivery runs; a hello that shows the agent lost it makes it pending
+// again.
+type assignPhase uint8
+
+const (
+	assignDone            assignPhase = iota // acknowledged (or none: unclaimed)
+	assignPending                            // to deliver at the agent's next ready
+	assignDelivering                         // a delivery runs
+	assignDeliveringAcked                    // a delivery runs; the agent already synced it
+)
+
+func (p assignPhase) pending() bool    { return p == assignPending || p == assignDelivering }
+func (p assignPhase) delivering() bool { return p == assignDelivering || p == assignDeliveringAcked }
+
+func (p *assignPhase) set(pending, delivering bool) {
+	switch {
+	case pending && delivering:
+		*p = assignDelivering
+	case pending:
+		*p = assignPending
+	case delivering:
+		*p = assignDeliveringAcked
+	default:
+		*p = assignDone
+	}
+}
+
+// startDelivery: a delivery of a pending assignment begins.
+func (p *assignPhase) startDelivery() { p.set(p.pending(), true) }
+
+// delivered: the delivery ended; acked says the agent acknowledged it.
+func (p *assignPhase) delivered(acked bool) { p.set(p.pending() && !acked, false) }
+
+// synced: the agent reported the workspace synced, which acknowledges it.
+func (p *assignPhase) synced() { p.set(false, p.delivering()) }
+
+// resend: the agent lost it (it restarted): deliver it again.
+func (p *assignPhase) resend() { p.set(true, p.delivering()) }
 
 // agentPhase is where a container's agent is, as its reports tell.
 type agentPhase uint8

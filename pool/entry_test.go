@@ -40,3 +40,36 @@ func TestAgentLink(t *testing.T) {
 		})
 	}
 }
+
+// The assignment's phases follow the two facts the claim path and the
+// agents' feed track: still to acknowledge (pending), a delivery running.
+func TestAssignPhase(t *testing.T) {
+	type facts struct{ pending, delivering bool }
+	for _, c := range []struct {
+		name  string
+		steps func(p *assignPhase)
+		want  facts
+	}{
+		{"unclaimed: nothing", func(p *assignPhase) {}, facts{}},
+		{"cold claim: pending until the agent is ready", func(p *assignPhase) { *p = assignPending }, facts{true, false}},
+		{"ready: delivering", func(p *assignPhase) { *p = assignPending; p.startDelivery() }, facts{true, true}},
+		{"acknowledged", func(p *assignPhase) { *p = assignDelivering; p.delivered(true) }, facts{}},
+		{"delivery failed: pending again", func(p *assignPhase) { *p = assignDelivering; p.delivered(false) }, facts{true, false}},
+		{"synced while delivering: acknowledged, delivery still running",
+			func(p *assignPhase) { *p = assignDelivering; p.synced() }, facts{false, true}},
+		{"synced, then the delivery fails: stays acknowledged",
+			func(p *assignPhase) { *p = assignDelivering; p.synced(); p.delivered(false) }, facts{}},
+		{"agent lost it mid-delivery: pending again once the delivery ends",
+			func(p *assignPhase) { *p = assignDeliveringAcked; p.resend() }, facts{true, true}},
+		{"agent lost it: pending", func(p *assignPhase) { p.resend() }, facts{true, false}},
+		{"synced when pending", func(p *assignPhase) { *p = assignPending; p.synced() }, facts{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var p assignPhase
+			c.steps(&p)
+			if got := (facts{p.pending(), p.delivering()}); got != c.want {
+				t.Errorf("got %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}

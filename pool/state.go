@@ -286,8 +286,7 @@ func (s *state) bind(e *entry, req idepool.StartRequest, now time.Time, evs *[]i
 	e.c.Generation++
 	a := s.assignment(req, e.c.Generation)
 	e.assignment = &a
-	e.pendingAssign = true
-	e.delivering = true // this start delivers it, not a heartbeat
+	e.assign = assignDelivering // this start delivers it, not a heartbeat
 	e.c.Workspace = &ws
 	e.c.UserID = req.UserID
 	e.c.ClaimedAt = now
