@@ -146,7 +146,7 @@ func (af *agentFeed) syncEvent(e *entry, r idepool.AgentReport, now time.Time) i
 }
 
 // onAlive handles an agent that said it is there (hello, ready, heartbeat).
-// It returns e when its assignment must be (re)sent. Caller holds m.mu.
+// It returns e when its assignment must be (re)sent. Caller holds mu.
 func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]idepool.Event) *entry {
 	if e.stopDone != nil || e.c.State == idepool.StateFailed {
 		return nil
@@ -230,7 +230,7 @@ func (af *agentFeed) deliver(ctx context.Context, e *entry) {
 }
 
 // gateLocked waits, in the background, for the external router to route a
-// ready container, then lets it join the pool. Caller holds m.mu.
+// ready container, then lets it join the pool. Caller holds mu.
 func (af *agentFeed) gateLocked(e *entry) {
 	if e.gate == gateProbing {
 		return

@@ -212,7 +212,7 @@ type warmTaken struct {
 
 // takeForStartLocked binds a warm container of p to req when the start
 // needs nothing else first (no limit reached, nobody queued), else nil:
-// claim then decides. Caller holds m.mu.
+// claim then decides. Caller holds mu.
 func (cl *claimer) takeForStartLocked(p idepool.Profile, req idepool.StartRequest, evs *[]idepool.Event) *warmTaken {
 	ps := cl.profiles[p.Name]
 	if cl.userLimit(ps, req.UserID) != nil || (cl.opts.Queue.Enabled && len(ps.queue) > 0) {
@@ -334,7 +334,7 @@ func (cl *claimer) claimWarm(ctx context.Context, req idepool.StartRequest, p id
 	return c, true
 }
 
-// finishWarm completes a warm claim bound under m.mu (evs are the binding's
+// finishWarm completes a warm claim bound under mu (evs are the binding's
 // events). ok false: the container failed and was stopped.
 func (cl *claimer) finishWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, t *warmTaken, evs []idepool.Event) (idepool.Claim, bool) {
 	cl.publish(evs)

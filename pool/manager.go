@@ -251,14 +251,40 @@ type profileState struct {
 // New checks the options, fills defaults and returns a Manager with no
 // containers: call Recover before anything else.
 func New(o Options) (*Manager, error) {
+	if err := o.withDefaults(); err != nil {
+		return nil, err
+	}
+	c := &core{
+		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
+		log: o.Logger, opts: o,
+		wake:       make(chan struct{}, 1),
+		claimed:    make(chan struct{}, 1),
+		deliveries: make(chan func(context.Context), 1024),
+	}
+	st, err := newState(o.Clock, &c.opts)
+	if err != nil {
+		return nil, err
+	}
+	c.state = st
+	c.cl, c.qu, c.prep = &claimer{c}, &queue{c}, &preparer{c}
+	c.rec, c.feed, c.stops = &reconciler{core: c}, &agentFeed{c}, &stopper{c}
+	m := &Manager{core: c, claimer: c.cl, queue: c.qu, preparer: c.prep, reconciler: c.rec, agentFeed: c.feed, stopper: c.stops}
+	m.bgCtx, m.cancel = context.WithCancel(context.Background())
+	m.pacer.Add(1)
+	go m.paceDeliveries()
+	return m, nil
+}
+
+// withDefaults checks the required options and fills the defaults.
+func (o *Options) withDefaults() error {
 	if o.Runtime == nil {
-		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: a runtime is required")
+		return idepool.Errorf(idepool.EMisconfigured, "pool: a runtime is required")
 	}
 	if o.Agents == nil {
-		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: agents are required")
+		return idepool.Errorf(idepool.EMisconfigured, "pool: agents are required")
 	}
 	if len(o.Profiles) == 0 {
-		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: at least one profile is required")
+		return idepool.Errorf(idepool.EMisconfigured, "pool: at least one profile is required")
 	}
 	if o.Clock == nil {
 		o.Clock = idepool.SystemClock{}
@@ -291,42 +317,7 @@ func New(o Options) (*Manager, error) {
 	def(&o.DefaultCreateDuration, 30*time.Second)
 	def(&o.ClaimRateWindow, 2*time.Minute)
 	o.Queue.defaults()
-	c := &core{
-		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
-		log: o.Logger, opts: o,
-		wake:       make(chan struct{}, 1),
-		claimed:    make(chan struct{}, 1),
-		deliveries: make(chan func(context.Context), 1024),
-	}
-	c.state = newState(o.Clock, &c.opts)
-	c.cl, c.qu, c.prep = &claimer{c}, &queue{c}, &preparer{c}
-	c.rec, c.feed, c.stops = &reconciler{core: c}, &agentFeed{c}, &stopper{c}
-	m := &Manager{core: c, claimer: c.cl, queue: c.qu, preparer: c.prep, reconciler: c.rec, agentFeed: c.feed, stopper: c.stops}
-	for _, p := range o.Profiles {
-		if err := p.Validate(); err != nil {
-			return nil, err
-		}
-		if m.profiles[p.Name] != nil {
-			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: profile %q listed twice", p.Name)
-		}
-		p.Routes = slices.Clone(p.Routes)
-		m.profiles[p.Name] = &profileState{p: p, target: p.PoolTarget}
-		m.order = append(m.order, p.Name)
-	}
-	for name, pol := range o.Policies {
-		ps := m.profiles[name]
-		if ps == nil {
-			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: policy for unknown profile %q", name)
-		}
-		if err := pol.Validate(); err != nil {
-			return nil, idepool.WrapError(idepool.EMisconfigured, err, "pool: profile %s: %s", name, idepool.ErrorMessage(err))
-		}
-		ps.policy = clonePolicy(pol)
-	}
-	m.bgCtx, m.cancel = context.WithCancel(context.Background())
-	m.pacer.Add(1)
-	go m.paceDeliveries()
-	return m, nil
+	return nil
 }
 
 // paceDeliveries starts queued deliveries once claims pause (PaceQuiet,
@@ -427,7 +418,7 @@ func (c *core) goBG(f func(ctx context.Context)) {
 	}()
 }
 
-// goBGLocked is goBG for a caller that holds m.mu.
+// goBGLocked is goBG for a caller that holds mu.
 func (c *core) goBGLocked(f func(ctx context.Context)) {
 	if c.closed {
 		return
@@ -440,7 +431,7 @@ func (c *core) goBGLocked(f func(ctx context.Context)) {
 }
 
 // becomeWarm moves an unclaimed ready container into the pool; a container
-// that becomes warm serves the queue before the pool. Caller holds m.mu.
+// that becomes warm serves the queue before the pool. Caller holds mu.
 func (c *core) becomeWarm(e *entry, evs *[]idepool.Event) {
 	if c.markWarm(e, evs) {
 		c.qu.serveQueueLocked(c.profiles[e.c.Profile], evs)

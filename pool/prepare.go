@@ -137,7 +137,7 @@ func (pr *preparer) prepareOne(ctx context.Context, p idepool.Profile, ws idepoo
 
 // takePreparedLocked hands a prepared container to the start that came for
 // its workspace. The runtime record is updated in the background so the
-// start answers at once. Caller holds m.mu.
+// start answers at once. Caller holds mu.
 func (pr *preparer) takePreparedLocked(e *entry, req idepool.StartRequest) idepool.ClaimKind {
 	now := pr.clock.Now()
 	e.preparedUntil = time.Time{}

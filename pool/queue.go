@@ -82,7 +82,7 @@ type Ticket struct {
 	Error       string        `json:"error,omitempty"`
 }
 
-// ticket is a queued start. Guarded by Manager.mu.
+// ticket is a queued start. Guarded by state.mu.
 type ticket struct {
 	id       string
 	seq      uint64
@@ -113,7 +113,7 @@ func QueueEstimate(pos, inFlight, parallel int, create time.Duration) time.Durat
 	return create * time.Duration(1+(pos-inFlight+parallel-1)/parallel)
 }
 
-// ticketInfoLocked is t as clients see it. Caller holds m.mu.
+// ticketInfoLocked is t as clients see it. Caller holds mu.
 func (qu *queue) ticketInfoLocked(t *ticket) Ticket {
 	out := Ticket{ID: t.id, Profile: t.profile, Workspace: t.req.Workspace, State: t.state,
 		EnqueuedAt: t.enqueued, Deadline: t.deadline}
@@ -141,7 +141,7 @@ func (qu *queue) ticketInfoLocked(t *ticket) Ticket {
 }
 
 // enqueueLocked puts a start at the end of its profile's queue; the start's
-// registration (call) now belongs to the ticket. Caller holds m.mu.
+// registration (call) now belongs to the ticket. Caller holds mu.
 func (qu *queue) enqueueLocked(call *startCall, req idepool.StartRequest, key string, evs *[]idepool.Event) (*ticket, error) {
 	ps := qu.profiles[req.Profile]
 	now := qu.clock.Now()
@@ -185,7 +185,7 @@ func (qu *queue) enqueue(call *startCall, req idepool.StartRequest, key string) 
 
 // serveQueueLocked gives the profile's warm containers to the oldest
 // waiting starts, first come first served. The deliveries run in the
-// background. Caller holds m.mu.
+// background. Caller holds mu.
 func (qu *queue) serveQueueLocked(ps *profileState, evs *[]idepool.Event) {
 	for len(ps.queue) > 0 {
 		e := qu.take(ps)
@@ -198,7 +198,7 @@ func (qu *queue) serveQueueLocked(ps *profileState, evs *[]idepool.Event) {
 	}
 }
 
-// bindTicketLocked binds warm container e to queued start t. Caller holds m.mu.
+// bindTicketLocked binds warm container e to queued start t. Caller holds mu.
 func (qu *queue) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
 	now := qu.clock.Now()
 	t.binding = true
@@ -237,7 +237,7 @@ func (qu *queue) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
 }
 
 // resolveLocked ends a ticket: its start is served (claim) or refused
-// (err). Caller holds m.mu and took t out of its queue.
+// (err). Caller holds mu and took t out of its queue.
 func (qu *queue) resolveLocked(t *ticket, claim idepool.Claim, err error, evs *[]idepool.Event) {
 	if t.state != TicketQueued {
 		return
@@ -282,7 +282,7 @@ func (qu *queue) removeTicketLocked(t *ticket) bool {
 }
 
 // expireTicketsLocked refuses starts that waited too long; it returns the
-// earliest deadline still ahead. Caller holds m.mu.
+// earliest deadline still ahead. Caller holds mu.
 func (qu *queue) expireTicketsLocked(now time.Time, evs *[]idepool.Event) time.Time {
 	var next time.Time
 	for _, name := range qu.order {

@@ -148,7 +148,7 @@ func newerClaim(a, b idepool.Container) bool {
 }
 
 // fromLabels rebuilds a container from its runtime record; why says what
-// makes it unadoptable. Caller holds m.mu (for the profiles).
+// makes it unadoptable. Caller holds mu (for the profiles).
 func (rc *reconciler) fromLabels(inst idepool.Instance, now time.Time) (c idepool.Container, hash, why string) {
 	l := inst.Labels
 	c = idepool.Container{ID: inst.ID, Profile: l[idepool.LabelProfile], CreatedAt: inst.CreatedAt,
@@ -431,7 +431,7 @@ func (rc *reconciler) judgeOptions() JudgeOptions {
 }
 
 // applyVerdicts carries out Judge's verdicts: failures at once, stops
-// begun here and returned to be run outside the lock. Caller holds m.mu.
+// begun here and returned to be run outside the lock. Caller holds mu.
 func (rc *reconciler) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
 	var stops []stopJob
 	for _, v := range vs {
@@ -454,7 +454,7 @@ func (rc *reconciler) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJo
 }
 
 // snapshot builds the planner's input; it also recomputes the effective
-// targets (publishing changes). Caller holds m.mu.
+// targets (publishing changes). Caller holds mu.
 func (rc *reconciler) snapshot(now time.Time, headroom map[string]int, evs *[]idepool.Event) Snapshot {
 	idx := map[string]int{}
 	s := Snapshot{Now: now, Profiles: make([]ProfileSnapshot, 0, len(rc.order))}

@@ -46,8 +46,9 @@ type state struct {
 	ticketSeq   uint64
 }
 
-func newState(clock idepool.Clock, opts *Options) *state {
-	return &state{clock: clock, opts: opts,
+// newState is the empty view of opts' profiles and policies.
+func newState(clock idepool.Clock, opts *Options) (*state, error) {
+	s := &state{clock: clock, opts: opts,
 		profiles:    map[string]*profileState{},
 		containers:  map[string]*entry{},
 		byWorkspace: map[string]string{},
@@ -56,6 +57,28 @@ func newState(clock idepool.Clock, opts *Options) *state {
 		tickets:     map[string]*ticket{},
 		replacedBy:  map[string]string{},
 	}
+	for _, p := range opts.Profiles {
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+		if s.profiles[p.Name] != nil {
+			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: profile %q listed twice", p.Name)
+		}
+		p.Routes = slices.Clone(p.Routes)
+		s.profiles[p.Name] = &profileState{p: p, target: p.PoolTarget}
+		s.order = append(s.order, p.Name)
+	}
+	for name, pol := range opts.Policies {
+		ps := s.profiles[name]
+		if ps == nil {
+			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: policy for unknown profile %q", name)
+		}
+		if err := pol.Validate(); err != nil {
+			return nil, idepool.WrapError(idepool.EMisconfigured, err, "pool: profile %s: %s", name, idepool.ErrorMessage(err))
+		}
+		ps.policy = clonePolicy(pol)
+	}
+	return s, nil
 }
 
 // setState changes e's state, wakes its waiters and records the event.
