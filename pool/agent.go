@@ -148,10 +148,10 @@ func (af *agentFeed) syncEvent(e *entry, r idepool.AgentReport, now time.Time) i
 // onAlive handles an agent that said it is there (hello, ready, heartbeat).
 // It returns e when its assignment must be (re)sent. Caller holds mu.
 func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]idepool.Event) *entry {
-	if e.stopDone != nil || e.c.State == idepool.StateFailed {
+	if e.exit.stopping() || e.c.State == idepool.StateFailed {
 		return nil
 	}
-	if e.doomed != "" {
+	if e.exit.doomed != "" {
 		af.kick() // its stop waited for the agent, to flush first
 		return nil
 	}
@@ -217,7 +217,7 @@ func (af *agentFeed) deliver(ctx context.Context, e *entry) {
 	var evs []idepool.Event
 	af.mu.Lock()
 	e.assign.delivered(err == nil)
-	if err != nil && e.c.State == idepool.StateSyncing && e.stopDone == nil {
+	if err != nil && e.c.State == idepool.StateSyncing && !e.exit.stopping() {
 		af.setState(e, idepool.StateStarting, "", &evs)
 	}
 	af.mu.Unlock()

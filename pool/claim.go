@@ -169,15 +169,15 @@ func (cl *claimer) findLocked(req idepool.StartRequest, p idepool.Profile, key s
 	}
 	if id, ok := cl.byWorkspace[key]; ok {
 		e := cl.containers[id]
-		if e != nil && e.stopDone == nil && e.doomed == "" && e.c.State.Live() {
+		if e != nil && !e.exit.leaving() && e.c.State.Live() {
 			kind := idepool.ClaimReused
 			if !e.preparedUntil.IsZero() && !prep {
 				kind = cl.prep.takePreparedLocked(e, req)
 			}
 			return found{kind: foundLive, claim: idepool.Claim{Container: copyContainer(e.c), Kind: kind}}
 		}
-		if e != nil && e.stopDone != nil {
-			return found{kind: foundStopping, stopping: e.stopDone}
+		if e != nil && e.exit.stopping() {
+			return found{kind: foundStopping, stopping: e.exit.done}
 		}
 		// Cannot happen (fail and finish drop the mapping); never let a
 		// stale entry block the workspace.

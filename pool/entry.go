@@ -13,8 +13,7 @@ type entry struct {
 	gate      gatePhase // the external router's (RouteGate)
 	// changed is closed and replaced at every change WaitReady cares about.
 	changed chan struct{}
-	// stopDone is non-nil while a stop runs, closed when it ends.
-	stopDone chan struct{}
+	exit    exit // its way out
 
 	createDone bool   // runtime.Create returned (or recovered)
 	createdSeq uint64 // state.seq when Create returned
@@ -22,9 +21,6 @@ type entry struct {
 
 	agent     agentLink
 	recovered bool
-	// doomed is a stop reason decided before the stop can run (a duplicate
-	// waiting for its agent to flush).
-	doomed string
 
 	// assignment is the claim's assignment (with credentials, memory
 	// only); assign says whether the agent has it.
@@ -50,6 +46,21 @@ type startCall struct {
 	// ticket is set while the start waits in the admission queue.
 	ticket *ticket
 }
+
+// exit is a container's way out: a stop decided ahead of time (doomed, a
+// stop reason: a duplicate waits for its agent to flush first) and the stop
+// that runs (done, closed when it ends). A failed stop clears done but
+// leaves the decision, so the reconciler stops it again.
+type exit struct {
+	doomed string
+	done   chan struct{}
+}
+
+// stopping: a stop runs.
+func (x exit) stopping() bool { return x.done != nil }
+
+// leaving: a stop runs or is decided; it is never pooled or claimed again.
+func (x exit) leaving() bool { return x.done != nil || x.doomed != "" }
 
 // gatePhase is where a ready unclaimed container is with the external
 // router (Options.RouteGate): it joins the pool once routed.
@@ -160,7 +171,7 @@ func (l agentLink) goneAt() time.Time {
 // view is e as Judge sees it. Caller holds state.mu.
 func (e *entry) view() ContainerView {
 	return ContainerView{ID: e.c.ID, Profile: e.c.Profile, State: e.c.State, Claimed: e.c.Workspace != nil,
-		Stopping: e.stopDone != nil, Recovered: e.recovered, Created: e.createDone, StartedAt: e.startedAt,
+		Stopping: e.exit.stopping(), Recovered: e.recovered, Created: e.createDone, StartedAt: e.startedAt,
 		AgentConnected: e.agent.connected(), HelloSeen: e.agent.helloSeen(), GoneAt: e.agent.goneAt(), AdoptDeadline: e.agent.deadline,
-		Doomed: e.doomed, PreparedUntil: e.preparedUntil, NoFlush: e.noFlush}
+		Doomed: e.exit.doomed, PreparedUntil: e.preparedUntil, NoFlush: e.noFlush}
 }

@@ -77,7 +77,7 @@ type Manager struct {
 // core is what every part shares: the state, the runtime and agents, the
 // background goroutines, and the other parts (for calls between them).
 // Slow steps are claimed first under the state's lock (a pending start per
-// workspace, a stopDone per container, an entry registered before
+// workspace, an exit.done per container, an entry registered before
 // runtime.Create), so they run exactly once.
 type core struct {
 	*state

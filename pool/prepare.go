@@ -111,7 +111,7 @@ func (pr *preparer) prepareOne(ctx context.Context, p idepool.Profile, ws idepoo
 	}
 	pr.mu.Lock()
 	e := pr.containers[c.ID]
-	ok := e != nil && e.stopDone == nil && e.c.State.Live()
+	ok := e != nil && !e.exit.stopping() && e.c.State.Live()
 	if ok {
 		e.preparedUntil = req.ExpiresAt
 		e.c.IdleExempt = true // nobody uses it yet: never idle-stopped before its start

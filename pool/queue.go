@@ -124,7 +124,7 @@ func (qu *queue) ticketInfoLocked(t *ticket) Ticket {
 			out.Position = i + 1
 			inFlight := 0
 			for _, e := range qu.containers {
-				if e.c.Profile == t.profile && e.c.Workspace == nil && e.stopDone == nil &&
+				if e.c.Profile == t.profile && e.c.Workspace == nil && !e.exit.stopping() &&
 					(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) {
 					inFlight++
 				}
@@ -383,7 +383,7 @@ func (qu *queue) evictOther(ctx context.Context, profile string) bool {
 		}
 		for _, id := range qu.profiles[name].warm {
 			e := qu.containers[id]
-			if e == nil || e.stopDone != nil || e.doomed != "" || e.c.State != idepool.StateWarm {
+			if e == nil || e.exit.leaving() || e.c.State != idepool.StateWarm {
 				continue
 			}
 			if victim == nil || e.c.CreatedAt.Before(victim.c.CreatedAt) {

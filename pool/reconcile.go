@@ -153,7 +153,7 @@ func (rc *reconciler) applyList(insts []idepool.Instance, listSeq uint64, evs *[
 		}
 	}
 	for _, e := range rc.containers {
-		if !seen[e.c.ID] && e.createDone && e.createdSeq <= listSeq && e.stopDone == nil {
+		if !seen[e.c.ID] && e.createDone && e.createdSeq <= listSeq && !e.exit.stopping() {
 			e.c.Message = "vanished from the runtime"
 			rc.finish(e, idepool.ReasonFailed, evs)
 		}
@@ -167,7 +167,7 @@ func (rc *reconciler) beginRemoves(removes []RemoveAction, evs *[]idepool.Event)
 	var stops []stopJob
 	for _, r := range removes {
 		e := rc.containers[r.ID]
-		if e == nil || e.stopDone != nil || e.doomed != "" {
+		if e == nil || e.exit.leaving() {
 			continue
 		}
 		switch r.Reason {
@@ -316,7 +316,7 @@ func (rc *reconciler) snapshot(now time.Time, headroom map[string]int, evs *[]id
 	s.Pressure = rc.pressure
 	for _, e := range rc.containers {
 		i, ok := idx[e.c.Profile]
-		if !ok || e.stopDone != nil || e.doomed != "" {
+		if !ok || e.exit.leaving() {
 			continue
 		}
 		p := &s.Profiles[i]
@@ -476,7 +476,7 @@ func (rc *reconciler) Run(ctx context.Context) error {
 func (rc *reconciler) runtimeEvent(ev idepool.RuntimeEvent) {
 	var evs []idepool.Event
 	rc.mu.Lock()
-	if e := rc.containers[ev.ID]; e != nil && e.stopDone == nil && e.createDone {
+	if e := rc.containers[ev.ID]; e != nil && !e.exit.stopping() && e.createDone {
 		switch {
 		case ev.Removed:
 			e.c.Message = "removed from the runtime"

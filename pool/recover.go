@@ -92,7 +92,7 @@ func (rc *reconciler) adoptLocked(inst idepool.Instance, now time.Time) (*entry,
 		winner, loser = other, e
 	}
 	rc.byWorkspace[key] = winner.c.ID
-	loser.doomed = ReasonDuplicate
+	loser.exit.doomed = ReasonDuplicate
 	rc.log.Warn("two containers claim one workspace; stopping the older claim",
 		"container", loser.c.ID, "kept", winner.c.ID)
 	return e, unadoptable{}

@@ -108,7 +108,7 @@ func (s *state) removeWarm(e *entry) {
 
 // fail marks e failed (the reconciler removes it).
 func (s *state) fail(e *entry, msg string, evs *[]idepool.Event) {
-	if e.c.State == idepool.StateFailed || e.stopDone != nil {
+	if e.c.State == idepool.StateFailed || e.exit.stopping() {
 		return
 	}
 	s.removeWarm(e)
@@ -125,7 +125,7 @@ func (s *state) fail(e *entry, msg string, evs *[]idepool.Event) {
 // markWarm moves an unclaimed ready container into the pool; it reports
 // whether it did (then the queue is served first: becomeWarm).
 func (s *state) markWarm(e *entry, evs *[]idepool.Event) bool {
-	if e.c.Workspace != nil || e.stopDone != nil || e.doomed != "" {
+	if e.c.Workspace != nil || e.exit.leaving() {
 		return false
 	}
 	if e.c.State != idepool.StateCreating && e.c.State != idepool.StateStarting {
@@ -289,7 +289,7 @@ func (s *state) assignment(req idepool.StartRequest, gen int64) idepool.Assignme
 func (s *state) take(ps *profileState) *entry {
 	for i, id := range ps.warm {
 		c := s.containers[id]
-		if c != nil && c.c.State == idepool.StateWarm && c.agent.connected() && c.stopDone == nil && c.doomed == "" {
+		if c != nil && c.c.State == idepool.StateWarm && c.agent.connected() && !c.exit.leaving() {
 			if i == 0 {
 				ps.warm = ps.warm[1:]
 			} else {
@@ -381,7 +381,7 @@ func (s *state) userLimit(ps *profileState, user string) error {
 	}
 	n := 0
 	for _, e := range s.containers {
-		if e.c.Profile == ps.p.Name && e.c.UserID == user && e.c.Workspace != nil && e.stopDone == nil && e.c.State.Live() {
+		if e.c.Profile == ps.p.Name && e.c.UserID == user && e.c.Workspace != nil && !e.exit.stopping() && e.c.State.Live() {
 			n++
 		}
 	}
@@ -398,7 +398,7 @@ func (s *state) userLimit(ps *profileState, user string) error {
 func (s *state) live(profile string) int {
 	n := 0
 	for _, e := range s.containers {
-		if e.c.Profile == profile && e.stopDone == nil && e.c.State.Live() {
+		if e.c.Profile == profile && !e.exit.stopping() && e.c.State.Live() {
 			n++
 		}
 	}
@@ -422,9 +422,9 @@ func (s *state) profileLimit(ps *profileState) error {
 
 // beginStop takes e out of every pool and claims the right to remove it.
 // It reports whether the agent should flush first. Caller holds s.mu and
-// checked e.stopDone == nil.
+// checked !e.exit.stopping().
 func (s *state) beginStop(e *entry, reason string, evs *[]idepool.Event) (flush bool) {
-	e.stopDone = make(chan struct{})
+	e.exit.done = make(chan struct{})
 	s.removeWarm(e)
 	e.c.StopReason = reason
 	s.setState(e, idepool.StateStopping, reason, evs)
@@ -442,7 +442,7 @@ func (s *state) views() []ContainerView {
 
 // died marks a container whose runtime status is terminal.
 func (s *state) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]idepool.Event) {
-	if e.stopDone != nil || e.c.State == idepool.StateFailed {
+	if e.exit.stopping() || e.c.State == idepool.StateFailed {
 		return
 	}
 	if e.c.Workspace == nil && (e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) && !e.recovered {
@@ -460,7 +460,7 @@ func (s *state) effectiveTarget(ps *profileState, now time.Time) TargetResult {
 	var claimedAt []time.Time
 	claimed := 0
 	for _, e := range s.containers {
-		if e.c.Profile == ps.p.Name && e.c.Workspace != nil && e.stopDone == nil && e.c.State.Live() {
+		if e.c.Profile == ps.p.Name && e.c.Workspace != nil && !e.exit.stopping() && e.c.State.Live() {
 			claimed++
 			claimedAt = append(claimedAt, e.c.ClaimedAt)
 		}

@@ -25,7 +25,7 @@ func (sp *stopper) Stop(ctx context.Context, id, reason string) (idepool.Contain
 			sp.mu.Unlock()
 			return idepool.Container{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
 		}
-		if done := e.stopDone; done != nil {
+		if done := e.exit.done; done != nil {
 			sp.mu.Unlock()
 			select {
 			case <-done:
@@ -75,9 +75,9 @@ func (sp *stopper) runStop(ctx context.Context, e *entry, reason string, flush b
 	cancel()
 	var evs []idepool.Event
 	sp.mu.Lock()
-	done := e.stopDone
+	done := e.exit.done
 	if err != nil {
-		e.stopDone = nil
+		e.exit.done = nil
 		e.c.StopReason = ""
 		sp.fail(e, "remove failed: "+idepool.ErrorMessage(err), &evs)
 		c := copyContainer(e.c)
