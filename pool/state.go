@@ -81,45 +81,76 @@ func newState(clock idepool.Clock, opts *Options) (*state, error) {
 	return s, nil
 }
 
-// setState changes e's state, wakes its waiters and records the event.
-func (s *state) setState(e *entry, st idepool.State, reason string, evs *[]idepool.Event) {
-	if e.c.State == st {
-		return
-	}
-	e.c.State = st
-	close(e.changed)
-	e.changed = make(chan struct{})
-	if evs != nil {
-		*evs = append(*evs, idepool.Event{Time: s.clock.Now(), Type: idepool.EventState, ContainerID: e.c.ID,
-			Profile: e.c.Profile, State: st, Reason: reason, Message: e.c.Message})
-	}
+// Transitions. Each expects s.mu held and collects its events in evs for
+// the caller to publish after unlocking.
+
+// newEntry is a container about to be created (or just recovered); the
+// caller registers it in s.containers.
+func (s *state) newEntry(c idepool.Container, hash string) *entry {
+	return &entry{c: c, tokenHash: hash, changed: make(chan struct{}), startedAt: s.clock.Now()}
 }
 
-// removeWarm drops id from its profile's warm list.
-func (s *state) removeWarm(e *entry) {
-	ps := s.profiles[e.c.Profile]
-	if ps == nil {
-		return
+// take takes the oldest claimable warm container of ps out of
+// the pool, or nil.
+func (s *state) take(ps *profileState) *entry {
+	for i, id := range ps.warm {
+		c := s.containers[id]
+		if c != nil && c.c.State == idepool.StateWarm && c.agent.connected() && !c.exit.leaving() {
+			if i == 0 {
+				ps.warm = ps.warm[1:]
+			} else {
+				ps.warm = slices.Delete(ps.warm, i, i+1)
+			}
+			return c
+		}
 	}
-	if i := slices.Index(ps.warm, e.c.ID); i >= 0 {
-		ps.warm = slices.Delete(ps.warm, i, i+1)
-	}
+	return nil
 }
 
-// fail marks e failed (the reconciler removes it).
-func (s *state) fail(e *entry, msg string, evs *[]idepool.Event) {
-	if e.c.State == idepool.StateFailed || e.exit.stopping() {
-		return
+// bind claims warm container e for req: it is the workspace's from
+// now on. The assignment still has to be delivered (completeWarm). Caller
+// holds s.mu.
+func (s *state) bind(e *entry, req idepool.StartRequest, now time.Time, evs *[]idepool.Event) idepool.Assignment {
+	ws := req.Workspace
+	e.c.Generation++
+	a := s.assignment(req, e.c.Generation)
+	e.assignment = &a
+	e.assign = assignDelivering // this start delivers it, not a heartbeat
+	e.c.Workspace = &ws
+	e.c.UserID = req.UserID
+	e.c.ClaimedAt = now
+	e.c.PreWarmed = true
+	e.c.IdleExempt = req.IdleExempt
+	e.c.LastActivity = now
+	s.byWorkspace[ws.Key()] = e.c.ID
+	s.setState(e, idepool.StateSyncing, "", evs)
+	if ps := s.profiles[e.c.Profile]; ps != nil {
+		ps.claimRate.add(now, s.opts.ClaimRateWindow)
 	}
-	s.removeWarm(e)
-	e.c.Message = msg
-	s.setState(e, idepool.StateFailed, idepool.ReasonFailed, evs)
-	// A failed container serves nobody: its agent is dead, never got the
-	// assignment, or already flushed. A new start for its workspace must not
-	// wait for its removal.
-	if e.c.Workspace != nil && s.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
-		delete(s.byWorkspace, e.c.Workspace.Key())
+	return a
+}
+
+// created records a successful runtime.Create. It returns false when the
+// container was stopped and forgotten while being created: the caller
+// removes it (removeStale).
+func (s *state) created(e *entry, inst idepool.Instance, evs *[]idepool.Event) bool {
+	if s.containers[e.c.ID] != e {
+		return false
 	}
+	s.seq++
+	e.createDone = true
+	e.createdSeq = s.seq
+	if len(inst.Endpoints) > 0 {
+		e.c.Endpoints = inst.Endpoints
+	}
+	if inst.Node != "" {
+		e.c.Node = inst.Node
+	}
+	// The agent may have said hello before Create returned.
+	if e.c.State == idepool.StateCreating {
+		s.setState(e, idepool.StateStarting, "", evs)
+	}
+	return true
 }
 
 // markWarm moves an unclaimed ready container into the pool; it reports
@@ -149,6 +180,48 @@ func (s *state) markWarm(e *entry, evs *[]idepool.Event) bool {
 	ps.lastErr = ""
 	s.setState(e, idepool.StateWarm, "", evs)
 	return true
+}
+
+// fail marks e failed (the reconciler removes it).
+func (s *state) fail(e *entry, msg string, evs *[]idepool.Event) {
+	if e.c.State == idepool.StateFailed || e.exit.stopping() {
+		return
+	}
+	s.removeWarm(e)
+	e.c.Message = msg
+	s.setState(e, idepool.StateFailed, idepool.ReasonFailed, evs)
+	// A failed container serves nobody: its agent is dead, never got the
+	// assignment, or already flushed. A new start for its workspace must not
+	// wait for its removal.
+	if e.c.Workspace != nil && s.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
+		delete(s.byWorkspace, e.c.Workspace.Key())
+	}
+}
+
+// died marks a container whose runtime status is terminal.
+func (s *state) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]idepool.Event) {
+	if e.exit.stopping() || e.c.State == idepool.StateFailed {
+		return
+	}
+	if e.c.Workspace == nil && (e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) && !e.recovered {
+		s.countFailure(e.c.Profile, "container "+string(st)+" before ready")
+	}
+	text := "runtime status " + string(st)
+	if msg != "" {
+		text += ": " + msg
+	}
+	s.fail(e, text, evs)
+}
+
+// beginStop takes e out of every pool and claims the right to remove it.
+// It reports whether the agent should flush first. Caller holds s.mu and
+// checked !e.exit.stopping().
+func (s *state) beginStop(e *entry, reason string, evs *[]idepool.Event) (flush bool) {
+	e.exit.done = make(chan struct{})
+	s.removeWarm(e)
+	e.c.StopReason = reason
+	s.setState(e, idepool.StateStopping, reason, evs)
+	return e.c.Workspace != nil && e.agent.connected() && !e.noFlush
 }
 
 // finish forgets a removed container, keeps it in the history and wakes
@@ -183,6 +256,150 @@ func (s *state) remember(c idepool.Container) {
 		s.historyIDs = s.historyIDs[1:]
 	}
 }
+
+// setState changes e's state, wakes its waiters and records the event.
+func (s *state) setState(e *entry, st idepool.State, reason string, evs *[]idepool.Event) {
+	if e.c.State == st {
+		return
+	}
+	e.c.State = st
+	close(e.changed)
+	e.changed = make(chan struct{})
+	if evs != nil {
+		*evs = append(*evs, idepool.Event{Time: s.clock.Now(), Type: idepool.EventState, ContainerID: e.c.ID,
+			Profile: e.c.Profile, State: st, Reason: reason, Message: e.c.Message})
+	}
+}
+
+// removeWarm drops id from its profile's warm list.
+func (s *state) removeWarm(e *entry) {
+	ps := s.profiles[e.c.Profile]
+	if ps == nil {
+		return
+	}
+	if i := slices.Index(ps.warm, e.c.ID); i >= 0 {
+		ps.warm = slices.Delete(ps.warm, i, i+1)
+	}
+}
+
+// countFailure advances a pool's backoff.
+func (s *state) countFailure(profile, msg string) {
+	ps := s.profiles[profile]
+	if ps == nil {
+		return
+	}
+	ps.lastErr = msg
+	now := s.clock.Now()
+	// Failures of one round (parallel creates) count once: the backoff
+	// grows per failed round, not per container.
+	if now.Before(ps.backoff.NextCreate) {
+		return
+	}
+	ps.backoff.Failures++
+	ps.backoff.NextCreate = now.Add(jitter(BackoffDelay(ps.backoff.Failures)))
+}
+
+// Queries, for the parts deciding what to do next (s.mu held).
+
+// views is every live container as Judge sees it.
+func (s *state) views() []ContainerView {
+	out := make([]ContainerView, 0, len(s.containers))
+	for _, e := range s.containers {
+		out = append(out, e.view())
+	}
+	return out
+}
+
+// live counts the profile's live containers (warm, starting and
+// claimed) that are not being stopped.
+func (s *state) live(profile string) int {
+	n := 0
+	for _, e := range s.containers {
+		if e.c.Profile == profile && !e.exit.stopping() && e.c.State.Live() {
+			n++
+		}
+	}
+	return n
+}
+
+// userLimit refuses a start when its user holds the profile's
+// maximum.
+func (s *state) userLimit(ps *profileState, user string) error {
+	limit := ps.policy.MaxPerUser
+	if limit <= 0 || user == "" {
+		return nil
+	}
+	n := 0
+	for _, e := range s.containers {
+		if e.c.Profile == ps.p.Name && e.c.UserID == user && e.c.Workspace != nil && !e.exit.stopping() && e.c.State.Live() {
+			n++
+		}
+	}
+	if n >= limit {
+		return &idepool.Error{Code: idepool.ELimitExceeded,
+			Message: "user " + user + " already has " + strconv.Itoa(n) + " containers of profile " + ps.p.Name,
+			Details: map[string]any{"limit": "maxPerUser", "max": limit, "profile": ps.p.Name}}
+	}
+	return nil
+}
+
+// profileLimit refuses one more container of a profile at its
+// maximum.
+func (s *state) profileLimit(ps *profileState) error {
+	limit := ps.policy.MaxContainers
+	if limit <= 0 {
+		return nil
+	}
+	if n := s.live(ps.p.Name); n >= limit {
+		return &idepool.Error{Code: idepool.ELimitExceeded,
+			Message: "profile " + ps.p.Name + " is at its maximum of " + strconv.Itoa(limit) + " containers",
+			Details: map[string]any{"limit": "maxContainers", "max": limit, "profile": ps.p.Name}}
+	}
+	return nil
+}
+
+// createDuration is the profile's measured (or assumed) create time.
+func (s *state) createDuration(ps *profileState) time.Duration {
+	if ps.createDur > 0 {
+		return ps.createDur
+	}
+	return s.opts.DefaultCreateDuration
+}
+
+// effectiveTarget computes a pool's effective target now.
+func (s *state) effectiveTarget(ps *profileState, now time.Time) TargetResult {
+	var claimedAt []time.Time
+	claimed := 0
+	for _, e := range s.containers {
+		if e.c.Profile == ps.p.Name && e.c.Workspace != nil && !e.exit.stopping() && e.c.State.Live() {
+			claimed++
+			claimedAt = append(claimedAt, e.c.ClaimedAt)
+		}
+	}
+	capacity := -1
+	if ps.policy.MaxContainers > 0 {
+		capacity = max(ps.policy.MaxContainers-claimed, 0)
+	}
+	return EffectiveTarget(TargetInput{
+		Now: now, Base: ps.target, Windows: ps.policy.Schedules, Adaptive: ps.policy.Adaptive,
+		ClaimRate: ps.claimRate.at(now, s.opts.ClaimRateWindow), CreateDuration: s.createDuration(ps),
+		Parallel: s.opts.CreateConcurrency, ClaimedAt: claimedAt, Capacity: capacity,
+	})
+}
+
+func (s *state) assignment(req idepool.StartRequest, gen int64) idepool.Assignment {
+	a := idepool.Assignment{
+		Generation: gen, Workspace: req.Workspace, UserID: req.UserID,
+		Credentials: req.Credentials, VNCPassword: req.VNCPassword,
+	}
+	if a.Credentials.IsZero() {
+		a.Credentials = s.opts.DefaultCredentials
+	}
+	a.S3Endpoint = s.opts.S3Endpoint
+	return a
+}
+
+// Reads for the API: each takes s.mu.
 
 // Get returns one container: live, or stopped not long ago.
 func (s *state) Get(ctx context.Context, id string) (idepool.Container, error) {
@@ -266,212 +483,4 @@ func (s *state) List(ctx context.Context, f idepool.ContainerFilter) ([]idepool.
 		out = out[:f.Limit]
 	}
 	return out, total, nil
-}
-
-func (s *state) newEntry(c idepool.Container, hash string) *entry {
-	return &entry{c: c, tokenHash: hash, changed: make(chan struct{}), startedAt: s.clock.Now()}
-}
-
-func (s *state) assignment(req idepool.StartRequest, gen int64) idepool.Assignment {
-	a := idepool.Assignment{
-		Generation: gen, Workspace: req.Workspace, UserID: req.UserID,
-		Credentials: req.Credentials, VNCPassword: req.VNCPassword,
-	}
-	if a.Credentials.IsZero() {
-		a.Credentials = s.opts.DefaultCredentials
-	}
-	a.S3Endpoint = s.opts.S3Endpoint
-	return a
-}
-
-// take takes the oldest claimable warm container of ps out of
-// the pool, or nil.
-func (s *state) take(ps *profileState) *entry {
-	for i, id := range ps.warm {
-		c := s.containers[id]
-		if c != nil && c.c.State == idepool.StateWarm && c.agent.connected() && !c.exit.leaving() {
-			if i == 0 {
-				ps.warm = ps.warm[1:]
-			} else {
-				ps.warm = slices.Delete(ps.warm, i, i+1)
-			}
-			return c
-		}
-	}
-	return nil
-}
-
-// bind claims warm container e for req: it is the workspace's from
-// now on. The assignment still has to be delivered (completeWarm). Caller
-// holds s.mu.
-func (s *state) bind(e *entry, req idepool.StartRequest, now time.Time, evs *[]idepool.Event) idepool.Assignment {
-	ws := req.Workspace
-	e.c.Generation++
-	a := s.assignment(req, e.c.Generation)
-	e.assignment = &a
-	e.assign = assignDelivering // this start delivers it, not a heartbeat
-	e.c.Workspace = &ws
-	e.c.UserID = req.UserID
-	e.c.ClaimedAt = now
-	e.c.PreWarmed = true
-	e.c.IdleExempt = req.IdleExempt
-	e.c.LastActivity = now
-	s.byWorkspace[ws.Key()] = e.c.ID
-	s.setState(e, idepool.StateSyncing, "", evs)
-	if ps := s.profiles[e.c.Profile]; ps != nil {
-		ps.claimRate.add(now, s.opts.ClaimRateWindow)
-	}
-	return a
-}
-
-// created records a successful runtime.Create. It returns false when the
-// container was stopped and forgotten while being created: the caller
-// removes it (removeStale).
-func (s *state) created(e *entry, inst idepool.Instance, evs *[]idepool.Event) bool {
-	if s.containers[e.c.ID] != e {
-		return false
-	}
-	s.seq++
-	e.createDone = true
-	e.createdSeq = s.seq
-	if len(inst.Endpoints) > 0 {
-		e.c.Endpoints = inst.Endpoints
-	}
-	if inst.Node != "" {
-		e.c.Node = inst.Node
-	}
-	// The agent may have said hello before Create returned.
-	if e.c.State == idepool.StateCreating {
-		s.setState(e, idepool.StateStarting, "", evs)
-	}
-	return true
-}
-
-// countFailure advances a pool's backoff.
-func (s *state) countFailure(profile, msg string) {
-	ps := s.profiles[profile]
-	if ps == nil {
-		return
-	}
-	ps.lastErr = msg
-	now := s.clock.Now()
-	// Failures of one round (parallel creates) count once: the backoff
-	// grows per failed round, not per container.
-	if now.Before(ps.backoff.NextCreate) {
-		return
-	}
-	ps.backoff.Failures++
-	ps.backoff.NextCreate = now.Add(jitter(BackoffDelay(ps.backoff.Failures)))
-}
-
-// createDuration is the profile's measured (or assumed) create time.
-func (s *state) createDuration(ps *profileState) time.Duration {
-	if ps.createDur > 0 {
-		return ps.createDur
-	}
-	return s.opts.DefaultCreateDuration
-}
-
-// userLimit refuses a start when its user holds the profile's
-// maximum.
-func (s *state) userLimit(ps *profileState, user string) error {
-	limit := ps.policy.MaxPerUser
-	if limit <= 0 || user == "" {
-		return nil
-	}
-	n := 0
-	for _, e := range s.containers {
-		if e.c.Profile == ps.p.Name && e.c.UserID == user && e.c.Workspace != nil && !e.exit.stopping() && e.c.State.Live() {
-			n++
-		}
-	}
-	if n >= limit {
-		return &idepool.Error{Code: idepool.ELimitExceeded,
-			Message: "user " + user + " already has " + strconv.Itoa(n) + " containers of profile " + ps.p.Name,
-			Details: map[string]any{"limit": "maxPerUser", "max": limit, "profile": ps.p.Name}}
-	}
-	return nil
-}
-
-// live counts the profile's live containers (warm, starting and
-// claimed) that are not being stopped.
-func (s *state) live(profile string) int {
-	n := 0
-	for _, e := range s.containers {
-		if e.c.Profile == profile && !e.exit.stopping() && e.c.State.Live() {
-			n++
-		}
-	}
-	return n
-}
-
-// profileLimit refuses one more container of a profile at its
-// maximum.
-func (s *state) profileLimit(ps *profileState) error {
-	limit := ps.policy.MaxContainers
-	if limit <= 0 {
-		return nil
-	}
-	if n := s.live(ps.p.Name); n >= limit {
-		return &idepool.Error{Code: idepool.ELimitExceeded,
-			Message: "profile " + ps.p.Name + " is at its maximum of " + strconv.Itoa(limit) + " containers",
-			Details: map[string]any{"limit": "maxContainers", "max": limit, "profile": ps.p.Name}}
-	}
-	return nil
-}
-
-// beginStop takes e out of every pool and claims the right to remove it.
-// It reports whether the agent should flush first. Caller holds s.mu and
-// checked !e.exit.stopping().
-func (s *state) beginStop(e *entry, reason string, evs *[]idepool.Event) (flush bool) {
-	e.exit.done = make(chan struct{})
-	s.removeWarm(e)
-	e.c.StopReason = reason
-	s.setState(e, idepool.StateStopping, reason, evs)
-	return e.c.Workspace != nil && e.agent.connected() && !e.noFlush
-}
-
-// views is every live container as Judge sees it.
-func (s *state) views() []ContainerView {
-	out := make([]ContainerView, 0, len(s.containers))
-	for _, e := range s.containers {
-		out = append(out, e.view())
-	}
-	return out
-}
-
-// died marks a container whose runtime status is terminal.
-func (s *state) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]idepool.Event) {
-	if e.exit.stopping() || e.c.State == idepool.StateFailed {
-		return
-	}
-	if e.c.Workspace == nil && (e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) && !e.recovered {
-		s.countFailure(e.c.Profile, "container "+string(st)+" before ready")
-	}
-	text := "runtime status " + string(st)
-	if msg != "" {
-		text += ": " + msg
-	}
-	s.fail(e, text, evs)
-}
-
-// effectiveTarget computes a pool's effective target now.
-func (s *state) effectiveTarget(ps *profileState, now time.Time) TargetResult {
-	var claimedAt []time.Time
-	claimed := 0
-	for _, e := range s.containers {
-		if e.c.Profile == ps.p.Name && e.c.Workspace != nil && !e.exit.stopping() && e.c.State.Live() {
-			claimed++
-			claimedAt = append(claimedAt, e.c.ClaimedAt)
-		}
-	}
-	capacity := -1
-	if ps.policy.MaxContainers > 0 {
-		capacity = max(ps.policy.MaxContainers-claimed, 0)
-	}
-	return EffectiveTarget(TargetInput{
-		Now: now, Base: ps.target, Windows: ps.policy.Schedules, Adaptive: ps.policy.Adaptive,
-		ClaimRate: ps.claimRate.at(now, s.opts.ClaimRateWindow), CreateDuration: s.createDuration(ps),
-		Parallel: s.opts.CreateConcurrency, ClaimedAt: claimedAt, Capacity: capacity,
-	})
 }
