@@ -98,11 +98,10 @@ type core struct {
 	bgCtx      context.Context
 	cancel     context.CancelFunc
 
+	// The parts the others call.
 	cl    *claimer
 	qu    *queue
 	prep  *preparer
-	rec   *reconciler
-	feed  *agentFeed
 	stops *stopper
 }
 
@@ -140,9 +139,9 @@ func New(o Options) (*Manager, error) {
 		return nil, err
 	}
 	c.state = st
-	c.cl, c.qu, c.prep = &claimer{c}, &queue{c}, &preparer{c}
-	c.rec, c.feed, c.stops = &reconciler{core: c}, &agentFeed{c}, &stopper{c}
-	m := &Manager{core: c, claimer: c.cl, queue: c.qu, preparer: c.prep, reconciler: c.rec, agentFeed: c.feed, stopper: c.stops}
+	c.cl, c.qu, c.prep, c.stops = &claimer{c}, &queue{c}, &preparer{c}, &stopper{c}
+	m := &Manager{core: c, claimer: c.cl, queue: c.qu, preparer: c.prep, stopper: c.stops,
+		reconciler: &reconciler{core: c}, agentFeed: &agentFeed{c}}
 	m.bgCtx, m.cancel = context.WithCancel(context.Background())
 	m.pacer.Add(1)
 	go m.paceDeliveries()
