@@ -105,22 +105,6 @@ type core struct {
 	stops *stopper
 }
 
-type profileState struct {
-	p       idepool.Profile
-	target  int
-	warm    []string // warm ids, oldest ready first
-	backoff Backoff
-	lastErr string
-
-	policy    Policy
-	queue     []*ticket // waiting starts, oldest first
-	claimRate rateEWMA
-	// createDur is the smoothed time from create to warm; zero until one
-	// was measured.
-	createDur time.Duration
-	effective TargetResult // the last effective target computed
-}
-
 // New checks the options, fills defaults and returns a Manager with no
 // containers: call Recover before anything else.
 func New(o Options) (*Manager, error) {

@@ -46,6 +46,23 @@ type state struct {
 	ticketSeq   uint64
 }
 
+// profileState is one profile's part of the state.
+type profileState struct {
+	p       idepool.Profile
+	target  int
+	warm    []string // warm ids, oldest ready first
+	backoff Backoff
+	lastErr string
+
+	policy    Policy
+	queue     []*ticket // waiting starts, oldest first
+	claimRate rateEWMA
+	// createDur is the smoothed time from create to warm; zero until one
+	// was measured.
+	createDur time.Duration
+	effective TargetResult // the last effective target computed
+}
+
 // newState is the empty view of opts' profiles and policies.
 func newState(clock idepool.Clock, opts *Options) (*state, error) {
 	s := &state{clock: clock, opts: opts,
