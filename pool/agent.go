@@ -9,16 +9,20 @@ import (
 	"github.com/idepool/idepool"
 )
 
+// agentFeed follows the agents' reports: hellos, readiness, syncs, and
+// their connections closing.
+type agentFeed struct{ *core }
+
 // VerifyAgent reports whether token is the agent token of container id. The
 // token's hash is in the container's labels, so this survives restarts.
-func (m *Manager) VerifyAgent(id, token string) bool {
-	m.mu.Lock()
-	e := m.containers[id]
+func (af *agentFeed) VerifyAgent(id, token string) bool {
+	af.mu.Lock()
+	e := af.containers[id]
 	var want string
 	if e != nil {
 		want = e.tokenHash
 	}
-	m.mu.Unlock()
+	af.mu.Unlock()
 	if want == "" || token == "" {
 		return false
 	}
@@ -29,110 +33,126 @@ func (m *Manager) VerifyAgent(id, token string) bool {
 // AgentReport consumes one message from an agent (control.Observer). It
 // never blocks on the agent: deliveries it triggers run in the background,
 // since the caller is the agent's connection.
-func (m *Manager) AgentReport(r idepool.AgentReport) {
+func (af *agentFeed) AgentReport(r idepool.AgentReport) {
 	var evs []idepool.Event
 	var deliver *entry
-	m.mu.Lock()
-	e := m.containers[r.ContainerID]
+	af.mu.Lock()
+	e := af.containers[r.ContainerID]
 	if e == nil {
-		m.mu.Unlock()
+		af.mu.Unlock()
 		return
 	}
-	now := m.clock.Now()
+	now := af.clock.Now()
 	switch r.Kind {
 	case idepool.AgentHello, idepool.AgentReady, idepool.AgentHeartbeat:
-		if r.Kind == idepool.AgentHello && !e.agentConnected {
-			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
-				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
-		}
-		e.agentConnected = true
-		e.goneAt = time.Time{}
-		e.helloSeen = true
-		e.adoptDeadline = time.Time{}
-		if r.LastActivity.After(e.c.LastActivity) {
-			e.c.LastActivity = r.LastActivity
-		}
-		if r.Processes != nil {
-			e.processes = slices.Clone(r.Processes)
-		}
-		if r.Sync != nil && r.Sync.LastSync.After(e.lastSync) {
-			e.lastSync = r.Sync.LastSync
-		}
-		ready := r.Ready || r.Kind == idepool.AgentReady
-		deliver = m.onAlive(e, r, ready, &evs)
+		deliver = af.alive(e, r, now, &evs)
 	case idepool.AgentSynced:
-		if r.Error != "" && e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation) {
-			// The initial pull failed: the user would see an empty or partial
-			// workspace. Fail it (WaitReady reports the message; the
-			// workspace is free for a new start, which pulls again) rather
-			// than call it running.
-			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSyncError, ContainerID: e.c.ID,
-				Profile: e.c.Profile, State: e.c.State, Reason: "initial-pull", Message: r.Error})
-			e.noFlush = true
-			m.fail(e, "initial sync failed: "+r.Error, &evs)
-			m.kick()
-			break
-		}
-		if e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation) {
-			e.pendingAssign = false
-			if e.c.ReadyAt.IsZero() {
-				e.c.ReadyAt = now
-			}
-			m.setState(e, idepool.StateRunning, "", &evs)
-		}
-		evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
-			State: e.c.State, Message: "synced"})
+		af.synced(e, r, now, &evs)
 	case idepool.AgentFlushed:
 		evs = append(evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
 			State: e.c.State, Message: "flushed"})
 	case idepool.AgentSyncEvent:
-		t := idepool.EventSync
-		switch r.Event {
-		case "conflict":
-			t = idepool.EventConflict
-		case "error", "limit":
-			t = idepool.EventSyncError
-		case "remote-reset":
-			t = idepool.EventSyncRemoteReset
-		case "deletions-held":
-			t = idepool.EventSyncDeletionsHeld
-		}
-		ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
-			Reason: r.Event, Message: r.Message}
-		if r.Sync != nil {
-			if r.Sync.LastSync.After(e.lastSync) {
-				e.lastSync = r.Sync.LastSync
-			}
-			ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
-				"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
-			if r.Sync.DeletionsHeld > 0 {
-				ev.Data["deletionsHeld"] = r.Sync.DeletionsHeld
-			}
-		}
-		evs = append(evs, ev)
+		evs = append(evs, af.syncEvent(e, r, now))
 	case idepool.AgentGone:
-		if e.agentConnected {
+		if e.agent.connected() {
 			evs = append(evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
 				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": false}})
 		}
-		e.agentConnected = false
-		e.goneAt = now
+		e.agent.lost(now)
 	}
-	m.mu.Unlock()
-	m.publish(evs)
+	af.mu.Unlock()
+	af.publish(evs)
 	if deliver != nil {
-		m.goBG(func(ctx context.Context) { m.deliver(ctx, deliver) })
+		af.goBG(func(ctx context.Context) { af.deliver(ctx, deliver) })
 	}
 }
 
+// alive records a hello, ready or heartbeat: the agent is there, with its
+// activity, processes and last sync. It returns e when its assignment must
+// be (re)sent. Caller holds mu.
+func (af *agentFeed) alive(e *entry, r idepool.AgentReport, now time.Time, evs *[]idepool.Event) *entry {
+	if r.Kind == idepool.AgentHello && !e.agent.connected() {
+		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
+			Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
+	}
+	e.agent.up()
+	if r.LastActivity.After(e.c.LastActivity) {
+		e.c.LastActivity = r.LastActivity
+	}
+	if r.Processes != nil {
+		e.processes = slices.Clone(r.Processes)
+	}
+	if r.Sync != nil && r.Sync.LastSync.After(e.lastSync) {
+		e.lastSync = r.Sync.LastSync
+	}
+	ready := r.Ready || r.Kind == idepool.AgentReady
+	return af.onAlive(e, r, ready, evs)
+}
+
+// synced records the end of a claimed container's initial pull: it runs,
+// or, when the pull failed, it fails. Caller holds mu.
+func (af *agentFeed) synced(e *entry, r idepool.AgentReport, now time.Time, evs *[]idepool.Event) {
+	current := e.c.State == idepool.StateSyncing && (r.Generation == 0 || r.Generation == e.c.Generation)
+	if r.Error != "" && current {
+		// The initial pull failed: the user would see an empty or partial
+		// workspace. Fail it (WaitReady reports the message; the
+		// workspace is free for a new start, which pulls again) rather
+		// than call it running.
+		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventSyncError, ContainerID: e.c.ID,
+			Profile: e.c.Profile, State: e.c.State, Reason: "initial-pull", Message: r.Error})
+		e.noFlush = true
+		af.fail(e, "initial sync failed: "+r.Error, evs)
+		af.kick()
+		return
+	}
+	if current {
+		e.assign.synced()
+		if e.c.ReadyAt.IsZero() {
+			e.c.ReadyAt = now
+		}
+		af.setState(e, idepool.StateRunning, "", evs)
+	}
+	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventSync, ContainerID: e.c.ID, Profile: e.c.Profile,
+		State: e.c.State, Message: "synced"})
+}
+
+// syncEvent turns an agent's sync event into the pool's event, recording
+// its last sync. Caller holds mu.
+func (af *agentFeed) syncEvent(e *entry, r idepool.AgentReport, now time.Time) idepool.Event {
+	t := idepool.EventSync
+	switch r.Event {
+	case "conflict":
+		t = idepool.EventConflict
+	case "error", "limit":
+		t = idepool.EventSyncError
+	case "remote-reset":
+		t = idepool.EventSyncRemoteReset
+	case "deletions-held":
+		t = idepool.EventSyncDeletionsHeld
+	}
+	ev := idepool.Event{Time: now, Type: t, ContainerID: e.c.ID, Profile: e.c.Profile, State: e.c.State,
+		Reason: r.Event, Message: r.Message}
+	if r.Sync != nil {
+		if r.Sync.LastSync.After(e.lastSync) {
+			e.lastSync = r.Sync.LastSync
+		}
+		ev.Data = map[string]any{"bytesUp": r.Sync.BytesUp, "bytesDown": r.Sync.BytesDown,
+			"conflicts": r.Sync.Conflicts, "errors": r.Sync.Errors, "pending": r.Sync.Pending}
+		if r.Sync.DeletionsHeld > 0 {
+			ev.Data["deletionsHeld"] = r.Sync.DeletionsHeld
+		}
+	}
+	return ev
+}
+
 // onAlive handles an agent that said it is there (hello, ready, heartbeat).
-// It returns e when its assignment must be (re)sent. Caller holds m.mu.
-func (m *Manager) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]idepool.Event) *entry {
-	if e.stopDone != nil || e.c.State == idepool.StateFailed {
+// It returns e when its assignment must be (re)sent. Caller holds mu.
+func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]idepool.Event) *entry {
+	if e.exit.stopping() || e.c.State == idepool.StateFailed {
 		return nil
 	}
-	if e.doomed != "" {
-		m.kick() // its stop waited for the agent, to flush first
+	if e.exit.doomed != "" {
+		af.kick() // its stop waited for the agent, to flush first
 		return nil
 	}
 	if e.c.Workspace == nil {
@@ -141,102 +161,100 @@ func (m *Manager) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[]id
 		// someone's files and credentials, so it never joins the pool (the
 		// original's queue poisoning).
 		if r.Workspace != nil && !r.Workspace.IsZero() {
-			m.fail(e, "agent reports a workspace the labels do not record", evs)
-			m.kick()
+			af.fail(e, "agent reports a workspace the labels do not record", evs)
+			af.kick()
 			return nil
 		}
 		if ready {
-			if m.opts.RouteGate != nil && !e.routed {
-				m.gateLocked(e)
+			if af.opts.RouteGate != nil && e.gate != gateRouted {
+				af.gateLocked(e)
 				return nil
 			}
-			m.becomeWarm(e, evs)
+			af.becomeWarm(e, evs)
 		}
 		return nil
 	}
 	// Claimed. Deliver a pending assignment once the agent is ready, and
 	// re-send it when the agent lost it (it restarted).
 	if r.Kind == idepool.AgentHello && r.Workspace != nil && !r.Workspace.IsZero() &&
-		r.Workspace.Key() != e.c.Workspace.Key() && !e.pendingAssign {
+		r.Workspace.Key() != e.c.Workspace.Key() && !e.assign.pending() {
 		// It holds another workspace's files: never hand it to this one.
-		m.fail(e, "agent reports a workspace other than its claim", evs)
-		m.kick()
+		af.fail(e, "agent reports a workspace other than its claim", evs)
+		af.kick()
 		return nil
 	}
-	if r.Kind == idepool.AgentHello && !e.pendingAssign {
+	if r.Kind == idepool.AgentHello && !e.assign.pending() {
 		same := r.Workspace != nil && r.Workspace.Key() == e.c.Workspace.Key() && r.Generation == e.c.Generation
 		if !same {
-			e.pendingAssign = true
+			e.assign.resend()
 		}
 	}
-	if !e.pendingAssign || e.delivering || !ready {
+	if !e.assign.pending() || e.assign.delivering() || !ready {
 		if e.c.State == idepool.StateCreating && r.Kind == idepool.AgentHello {
-			m.setState(e, idepool.StateStarting, "", evs)
+			af.setState(e, idepool.StateStarting, "", evs)
 		}
 		return nil
 	}
 	if e.assignment == nil {
 		a := idepool.Assignment{Generation: e.c.Generation, Workspace: *e.c.Workspace, UserID: e.c.UserID,
-			Credentials: m.opts.DefaultCredentials, S3Endpoint: m.opts.S3Endpoint}
+			Credentials: af.opts.DefaultCredentials, S3Endpoint: af.opts.S3Endpoint}
 		e.assignment = &a
 	}
-	e.delivering = true
-	m.setState(e, idepool.StateSyncing, "", evs)
+	e.assign.startDelivery()
+	af.setState(e, idepool.StateSyncing, "", evs)
 	return e
 }
 
 // deliver sends a claimed container's assignment to its agent. On failure
 // the container waits for its agent's next hello (or CreateTimeout).
-func (m *Manager) deliver(ctx context.Context, e *entry) {
-	m.mu.Lock()
+func (af *agentFeed) deliver(ctx context.Context, e *entry) {
+	af.mu.Lock()
 	id, a := e.c.ID, *e.assignment
-	m.mu.Unlock()
-	actx, cancel := context.WithTimeout(ctx, m.opts.AssignTimeout)
-	err := m.agents.Assign(actx, id, a)
+	af.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, af.opts.AssignTimeout)
+	err := af.agents.Assign(actx, id, a)
 	cancel()
 	var evs []idepool.Event
-	m.mu.Lock()
-	e.delivering = false
-	if err == nil {
-		e.pendingAssign = false
-	} else if e.c.State == idepool.StateSyncing && e.stopDone == nil {
-		m.setState(e, idepool.StateStarting, "", &evs)
+	af.mu.Lock()
+	e.assign.delivered(err == nil)
+	if err != nil && e.c.State == idepool.StateSyncing && !e.exit.stopping() {
+		af.setState(e, idepool.StateStarting, "", &evs)
 	}
-	m.mu.Unlock()
-	m.publish(evs)
+	af.mu.Unlock()
+	af.publish(evs)
 	if err != nil {
-		m.log.Warn("assignment not delivered; waiting for the agent", "container", id, "err", err)
+		af.log.Warn("assignment not delivered; waiting for the agent", "container", id, "err", err)
 	} else {
-		m.log.Info("assignment delivered", "container", id, "generation", a.Generation)
+		af.log.Info("assignment delivered", "container", id, "generation", a.Generation)
 	}
 }
 
 // gateLocked waits, in the background, for the external router to route a
-// ready container, then lets it join the pool. Caller holds m.mu.
-func (m *Manager) gateLocked(e *entry) {
-	if e.gating {
+// ready container, then lets it join the pool. Caller holds mu.
+func (af *agentFeed) gateLocked(e *entry) {
+	if e.gate == gateProbing {
 		return
 	}
-	e.gating = true
+	e.gate = gateProbing
 	c := copyContainer(e.c)
-	m.goBGLocked(func(ctx context.Context) {
-		deadline := m.clock.Now().Add(m.opts.CreateTimeout)
+	af.goBGLocked(func(ctx context.Context) {
+		deadline := af.clock.Now().Add(af.opts.CreateTimeout)
 		delay := 100 * time.Millisecond
 		for {
 			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := m.opts.RouteGate(gctx, c)
+			err := af.opts.RouteGate(gctx, c)
 			cancel()
 			if err == nil {
 				break
 			}
-			if ctx.Err() != nil || m.clock.Now().After(deadline) {
+			if ctx.Err() != nil || af.clock.Now().After(deadline) {
 				var evs []idepool.Event
-				m.mu.Lock()
-				e.gating = false
-				m.fail(e, "the router never routed it: "+err.Error(), &evs)
-				m.mu.Unlock()
-				m.publish(evs)
-				m.kick()
+				af.mu.Lock()
+				e.gate = gateNone
+				af.fail(e, "the router never routed it: "+err.Error(), &evs)
+				af.mu.Unlock()
+				af.publish(evs)
+				af.kick()
 				return
 			}
 			t := time.NewTimer(delay)
@@ -249,12 +267,11 @@ func (m *Manager) gateLocked(e *entry) {
 			delay = min(delay*2, 2*time.Second)
 		}
 		var evs []idepool.Event
-		m.mu.Lock()
-		e.gating = false
-		e.routed = true
-		m.becomeWarm(e, &evs)
-		m.mu.Unlock()
-		m.publish(evs)
-		m.kick()
+		af.mu.Lock()
+		e.gate = gateRouted
+		af.becomeWarm(e, &evs)
+		af.mu.Unlock()
+		af.publish(evs)
+		af.kick()
 	})
 }

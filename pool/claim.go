@@ -3,12 +3,16 @@ package pool
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/idepool/idepool"
 )
+
+// claimer serves starts: the workspace's live container, else a warm one
+// (taken and bound under one hold of the lock), else a cold create, else
+// the queue.
+type claimer struct{ *core }
 
 // maxWarmTries bounds how many warm containers one start tries before it
 // creates one cold (each failed try stops the container it took).
@@ -22,14 +26,14 @@ const maxWarmTries = 3
 // FIFO queue until a container is free for it (Kind queued), ctx ends
 // (its ticket is cancelled) or the queue's timeout passes. Concurrent
 // starts for one workspace return the same container.
-func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
-	claim, t, err := m.StartOrQueue(ctx, req)
+func (cl *claimer) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
+	claim, t, err := cl.StartOrQueue(ctx, req)
 	if err != nil || t == nil {
 		return claim, err
 	}
-	claim, err = m.WaitTicket(ctx, t.ID)
+	claim, err = cl.qu.WaitTicket(ctx, t.ID)
 	if err != nil && ctx.Err() != nil {
-		m.CancelTicket(t.ID)
+		cl.qu.CancelTicket(t.ID)
 	}
 	return claim, err
 }
@@ -38,18 +42,18 @@ func (m *Manager) Start(ctx context.Context, req idepool.StartRequest) (idepool.
 // wait returns its Ticket (and a zero Claim) at once; poll it with Ticket
 // or wait with WaitTicket. A start for a workspace that already waits
 // returns the same ticket.
-func (m *Manager) StartOrQueue(ctx context.Context, req idepool.StartRequest) (idepool.Claim, *Ticket, error) {
-	return m.startOrQueue(ctx, req, false)
+func (cl *claimer) StartOrQueue(ctx context.Context, req idepool.StartRequest) (idepool.Claim, *Ticket, error) {
+	return cl.startOrQueue(ctx, req, false)
 }
 
 // startOrQueue is StartOrQueue. For Prepare (prep) a start that would wait
 // is refused instead, and a prepared container is only reported (Kind
 // reused), not taken.
-func (m *Manager) startOrQueue(ctx context.Context, req idepool.StartRequest, prep bool) (idepool.Claim, *Ticket, error) {
+func (cl *claimer) startOrQueue(ctx context.Context, req idepool.StartRequest, prep bool) (idepool.Claim, *Ticket, error) {
 	if err := req.Workspace.Validate(); err != nil {
 		return idepool.Claim{}, nil, err
 	}
-	p, err := m.profile(req.Profile)
+	p, err := cl.profile(req.Profile)
 	if err != nil {
 		return idepool.Claim{}, nil, err
 	}
@@ -57,106 +61,135 @@ func (m *Manager) startOrQueue(ctx context.Context, req idepool.StartRequest, pr
 	req.Workspace.Prefix = idepool.NormalizePrefix(req.Workspace.Prefix)
 	key := req.Workspace.Key()
 
-	// Register this start for the workspace before any slow work; others
-	// wait for it and then find its container. Bounded: each round either
-	// returns or waits for a start or stop that really ended.
-	var call *startCall
-	var taken *warmTaken
-	var takenEvs []idepool.Event
-	for round := 0; call == nil; round++ {
-		if round > 100 {
-			return idepool.Claim{}, nil, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
-		}
-		m.mu.Lock()
-		if c := m.pending[key]; c != nil {
-			if c.ticket != nil {
-				t := m.ticketInfoLocked(c.ticket)
-				m.mu.Unlock()
-				return idepool.Claim{}, &t, nil
-			}
-			m.mu.Unlock()
-			select {
-			case <-c.done:
-			case <-ctx.Done():
-				return idepool.Claim{}, nil, ctxError(ctx)
-			}
-			// The other start's outcome is ours, unless it only gave up
-			// (its client left): then try ourselves.
-			if code := idepool.ErrorCode(c.err); c.err != nil && code != idepool.EClientClosed && code != idepool.ETimeout {
-				return idepool.Claim{}, nil, c.err
-			}
-			continue
-		}
-		if id, ok := m.byWorkspace[key]; ok {
-			e := m.containers[id]
-			if e != nil && e.stopDone == nil && e.doomed == "" && e.c.State.Live() {
-				kind := idepool.ClaimReused
-				if !e.preparedUntil.IsZero() && !prep {
-					kind = m.takePreparedLocked(e, req)
-				}
-				c := copyContainer(e.c)
-				m.mu.Unlock()
-				m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID,
-					Profile: c.Profile, State: c.State, Data: map[string]any{"kind": string(kind)}})
-				return idepool.Claim{Container: c, Kind: kind}, nil, nil
-			}
-			// Stopping: its work is being flushed. Wait until it is gone so
-			// the new container pulls what it pushed.
-			var wait <-chan struct{}
-			if e != nil && e.stopDone != nil {
-				wait = e.stopDone
-			}
-			if wait == nil {
-				// Cannot happen (fail and finish drop the mapping); never
-				// let a stale entry block the workspace.
-				m.log.Error("stale workspace mapping dropped", "container", id)
-				delete(m.byWorkspace, key)
-				m.mu.Unlock()
-				continue
-			}
-			m.mu.Unlock()
-			select {
-			case <-wait:
-			case <-ctx.Done():
-				return idepool.Claim{}, nil, ctxError(ctx)
-			}
-			continue
-		}
-		call = &startCall{done: make(chan struct{})}
-		m.pending[key] = call
-		// The common case, a warm container for a new workspace, is bound
-		// under this same lock: one acquisition instead of three keeps
-		// m.mu from becoming a convoy when a class starts at once.
-		taken = m.takeForStartLocked(p, req, &takenEvs)
-		m.mu.Unlock()
+	f, err := cl.register(ctx, req, p, key, prep)
+	switch {
+	case err != nil:
+		return idepool.Claim{}, nil, err
+	case f.kind == foundTicket:
+		t := f.ticket // not &f.ticket: f would escape on every start
+		return idepool.Claim{}, &t, nil
+	case f.kind == foundLive:
+		return f.claim, nil, nil
 	}
-
-	claim, err := m.claim(ctx, req, p, !prep, taken, takenEvs)
+	claim, err := cl.claim(ctx, req, p, !prep, f.taken, f.evs)
 	if errors.Is(err, errQueue) {
-		var evs []idepool.Event
-		m.mu.Lock()
-		t, qerr := m.enqueueLocked(call, req, key, &evs)
-		var info Ticket
+		t, qerr := cl.qu.enqueue(f.call, req, key)
 		if qerr == nil {
-			info = m.ticketInfoLocked(t)
-		}
-		m.mu.Unlock()
-		m.publish(evs)
-		m.kick()
-		if qerr == nil {
-			return idepool.Claim{}, &info, nil
+			return idepool.Claim{}, &t, nil
 		}
 		err = qerr
 	}
-	m.mu.Lock()
-	delete(m.pending, key)
-	call.err = err
-	m.mu.Unlock()
-	close(call.done)
+	cl.mu.Lock()
+	delete(cl.pending, key)
+	f.call.err = err
+	cl.mu.Unlock()
+	close(f.call.done)
 	if err != nil || claim.Kind != idepool.ClaimWarm {
-		m.kick()
+		cl.kick()
 	}
 	return claim, nil, err
+}
+
+// What register found for a workspace.
+const (
+	foundNone       = iota // nothing yet (a stale mapping was dropped): look again
+	foundRegistered        // this start is the workspace's (call; taken if bound warm)
+	foundTicket            // a start for it waits in the queue (ticket)
+	foundLive              // it has a live container (claim)
+	foundOther             // another start runs (other): wait for it
+	foundStopping          // its container is being stopped (stopping): wait
+)
+
+type found struct {
+	kind     int
+	call     *startCall
+	taken    *warmTaken
+	evs      []idepool.Event // taken's events
+	ticket   Ticket
+	claim    idepool.Claim
+	other    *startCall
+	stopping <-chan struct{}
+}
+
+// register makes this start the workspace's before any slow work, or
+// returns what the workspace already has (a live container, a queued
+// ticket). Others wait for it and then find its container. Bounded: each
+// round either returns or waits for a start or stop that really ended.
+func (cl *claimer) register(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string, prep bool) (found, error) {
+	for round := 0; ; round++ {
+		if round > 100 {
+			return found{}, idepool.Errorf(idepool.EConflict, "workspace %s is busy, retry", key)
+		}
+		cl.mu.Lock()
+		f := cl.findLocked(req, p, key, prep)
+		cl.mu.Unlock()
+		switch f.kind {
+		case foundRegistered, foundTicket:
+			return f, nil
+		case foundLive:
+			c := f.claim.Container
+			cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID,
+				Profile: c.Profile, State: c.State, Data: map[string]any{"kind": string(f.claim.Kind)}})
+			return f, nil
+		case foundOther:
+			select {
+			case <-f.other.done:
+			case <-ctx.Done():
+				return found{}, ctxError(ctx)
+			}
+			// The other start's outcome is ours, unless it only gave up
+			// (its client left): then try ourselves.
+			if err := f.other.err; err != nil {
+				if code := idepool.ErrorCode(err); code != idepool.EClientClosed && code != idepool.ETimeout {
+					return found{}, err
+				}
+			}
+		case foundStopping:
+			// Its work is being flushed. Wait until it is gone so the new
+			// container pulls what it pushed.
+			select {
+			case <-f.stopping:
+			case <-ctx.Done():
+				return found{}, ctxError(ctx)
+			}
+		}
+	}
+}
+
+// findLocked is one round of register. The common case, a warm container
+// for a new workspace, is bound under this same hold of the lock: one
+// acquisition instead of three keeps mu from becoming a convoy when a class
+// starts at once. Caller holds mu.
+func (cl *claimer) findLocked(req idepool.StartRequest, p idepool.Profile, key string, prep bool) found {
+	if c := cl.pending[key]; c != nil {
+		if c.ticket != nil {
+			return found{kind: foundTicket, ticket: cl.qu.ticketInfoLocked(c.ticket)}
+		}
+		return found{kind: foundOther, other: c}
+	}
+	if id, ok := cl.byWorkspace[key]; ok {
+		e := cl.containers[id]
+		if e != nil && !e.exit.leaving() && e.c.State.Live() {
+			kind := idepool.ClaimReused
+			if !e.preparedUntil.IsZero() && !prep {
+				kind = cl.prep.takePreparedLocked(e, req)
+			}
+			return found{kind: foundLive, claim: idepool.Claim{Container: copyContainer(e.c), Kind: kind}}
+		}
+		if e != nil && e.exit.stopping() {
+			return found{kind: foundStopping, stopping: e.exit.done}
+		}
+		// Cannot happen (fail and finish drop the mapping); never let a
+		// stale entry block the workspace.
+		cl.log.Error("stale workspace mapping dropped", "container", id)
+		delete(cl.byWorkspace, key)
+		return found{}
+	}
+	call := &startCall{done: make(chan struct{})}
+	cl.pending[key] = call
+	var evs []idepool.Event
+	taken := cl.takeForStartLocked(p, req, &evs)
+	return found{kind: foundRegistered, call: call, taken: taken, evs: evs}
 }
 
 func ctxError(ctx context.Context) error {
@@ -166,22 +199,10 @@ func ctxError(ctx context.Context) error {
 	return idepool.WrapError(idepool.EClientClosed, ctx.Err(), "request cancelled")
 }
 
-func (m *Manager) assignment(req idepool.StartRequest, gen int64) idepool.Assignment {
-	a := idepool.Assignment{
-		Generation: gen, Workspace: req.Workspace, UserID: req.UserID,
-		Credentials: req.Credentials, VNCPassword: req.VNCPassword,
-	}
-	if a.Credentials.IsZero() {
-		a.Credentials = m.opts.DefaultCredentials
-	}
-	a.S3Endpoint = m.opts.S3Endpoint
-	return a
-}
-
 // errQueue says a start should wait in the admission queue.
 var errQueue = errors.New("queue the start")
 
-// warmTaken is a warm container bound to a start (bindLocked) whose
+// warmTaken is a warm container bound to a start (bind) whose
 // assignment is still to be delivered (finishWarm).
 type warmTaken struct {
 	e   *entry
@@ -191,41 +212,41 @@ type warmTaken struct {
 
 // takeForStartLocked binds a warm container of p to req when the start
 // needs nothing else first (no limit reached, nobody queued), else nil:
-// claim then decides. Caller holds m.mu.
-func (m *Manager) takeForStartLocked(p idepool.Profile, req idepool.StartRequest, evs *[]idepool.Event) *warmTaken {
-	ps := m.profiles[p.Name]
-	if m.userLimitLocked(ps, req.UserID) != nil || (m.opts.Queue.Enabled && len(ps.queue) > 0) {
+// claim then decides. Caller holds mu.
+func (cl *claimer) takeForStartLocked(p idepool.Profile, req idepool.StartRequest, evs *[]idepool.Event) *warmTaken {
+	ps := cl.profiles[p.Name]
+	if cl.userLimit(ps, req.UserID) != nil || (cl.opts.Queue.Enabled && len(ps.queue) > 0) {
 		return nil
 	}
-	e := m.takeWarmLocked(ps)
+	e := cl.take(ps)
 	if e == nil {
 		return nil
 	}
-	now := m.clock.Now()
-	return &warmTaken{e: e, a: m.bindLocked(e, req, now, evs), now: now}
+	now := cl.clock.Now()
+	return &warmTaken{e: e, a: cl.bind(e, req, now, evs), now: now}
 }
 
 // claim runs with the workspace's start registered (m.pending[key]). It
 // returns errQueue when the start should wait in the queue. taken, if not
 // nil, is a warm container startOrQueue already bound to this start
 // (takenEvs its events).
-func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, allowQueue bool, taken *warmTaken, takenEvs []idepool.Event) (idepool.Claim, error) {
+func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, allowQueue bool, taken *warmTaken, takenEvs []idepool.Event) (idepool.Claim, error) {
 	tries := maxWarmTries
 	if taken != nil {
-		if c, ok := m.finishWarm(ctx, req, p, taken, takenEvs); ok {
+		if c, ok := cl.finishWarm(ctx, req, p, taken, takenEvs); ok {
 			return c, nil
 		}
 		tries--
 	}
-	m.mu.Lock()
-	ps := m.profiles[p.Name]
-	err := m.userLimitLocked(ps, req.UserID)
+	cl.mu.Lock()
+	ps := cl.profiles[p.Name]
+	err := cl.userLimit(ps, req.UserID)
 	// Fair: while others wait, a newcomer never takes a container before
 	// them.
-	queueFirst := m.opts.Queue.Enabled && len(ps.queue) > 0
-	m.mu.Unlock()
+	queueFirst := cl.opts.Queue.Enabled && len(ps.queue) > 0
+	cl.mu.Unlock()
 	if err != nil {
-		m.refused(p.Name, "limit", err)
+		cl.refused(p.Name, "limit", err)
 		return idepool.Claim{}, err
 	}
 	if queueFirst {
@@ -236,7 +257,7 @@ func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool
 	}
 	key := req.Workspace.Key()
 	for range tries {
-		c, ok := m.claimWarm(ctx, req, p, key)
+		c, ok := cl.claimWarm(ctx, req, p, key)
 		if !ok {
 			break
 		}
@@ -244,24 +265,24 @@ func (m *Manager) claim(ctx context.Context, req idepool.StartRequest, p idepool
 			return c, nil
 		}
 	}
-	if err := m.admitCold(ctx, p); err != nil {
-		if m.opts.Queue.Enabled && allowQueue {
+	if err := cl.admitCold(ctx, p); err != nil {
+		if cl.opts.Queue.Enabled && allowQueue {
 			return idepool.Claim{}, errQueue
 		}
 		reason := idepool.ReasonCapacity
 		if idepool.ErrorCode(err) == idepool.ELimitExceeded {
 			reason = "limit"
 		}
-		m.refused(p.Name, reason, err)
+		cl.refused(p.Name, reason, err)
 		return idepool.Claim{}, err
 	}
-	return m.claimCold(ctx, req, p, key)
+	return cl.claimCold(ctx, req, p, key)
 }
 
 // refused logs and publishes a refused start.
-func (m *Manager) refused(profile, reason string, err error) {
-	m.log.Info("start refused", "profile", profile, "reason", idepool.ErrorMessage(err))
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventRefused, Profile: profile,
+func (cl *claimer) refused(profile, reason string, err error) {
+	cl.log.Info("start refused", "profile", profile, "reason", idepool.ErrorMessage(err))
+	cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventRefused, Profile: profile,
 		Reason: reason, Message: idepool.ErrorMessage(err),
 		Data: map[string]any{"kind": string(idepool.ClaimRefused), "code": string(idepool.ErrorCode(err))}})
 }
@@ -270,19 +291,19 @@ func (m *Manager) refused(profile, reason string, err error) {
 // waiting start: the profile's maximum, then the Admitter. Under pressure
 // it gives up warm containers of other profiles (one at a time, a few at
 // most) before it refuses.
-func (m *Manager) admitCold(ctx context.Context, p idepool.Profile) error {
-	m.mu.Lock()
-	err := m.profileLimitLocked(m.profiles[p.Name])
-	m.mu.Unlock()
-	if err != nil || m.admitter == nil {
+func (cl *claimer) admitCold(ctx context.Context, p idepool.Profile) error {
+	cl.mu.Lock()
+	err := cl.profileLimit(cl.profiles[p.Name])
+	cl.mu.Unlock()
+	if err != nil || cl.admitter == nil {
 		return err
 	}
 	for try := 0; ; try++ {
-		err := m.admitter.Admit(ctx, p, idepool.ClaimCold)
+		err := cl.admitter.Admit(ctx, p, idepool.ClaimCold)
 		if err == nil {
 			return nil
 		}
-		if try < maxEvictions && m.evictOther(ctx, p.Name) {
+		if try < maxEvictions && cl.qu.evictOther(ctx, p.Name) {
 			continue
 		}
 		var ie *idepool.Error
@@ -293,78 +314,37 @@ func (m *Manager) admitCold(ctx context.Context, p idepool.Profile) error {
 	}
 }
 
-// takeWarmLocked takes the oldest claimable warm container of ps out of
-// the pool, or nil. Caller holds m.mu.
-func (m *Manager) takeWarmLocked(ps *profileState) *entry {
-	for i, id := range ps.warm {
-		c := m.containers[id]
-		if c != nil && c.c.State == idepool.StateWarm && c.agentConnected && c.stopDone == nil && c.doomed == "" {
-			if i == 0 {
-				ps.warm = ps.warm[1:]
-			} else {
-				ps.warm = slices.Delete(ps.warm, i, i+1)
-			}
-			return c
-		}
-	}
-	return nil
-}
-
-// bindLocked claims warm container e for req: it is the workspace's from
-// now on. The assignment still has to be delivered (completeWarm). Caller
-// holds m.mu.
-func (m *Manager) bindLocked(e *entry, req idepool.StartRequest, now time.Time, evs *[]idepool.Event) idepool.Assignment {
-	ws := req.Workspace
-	e.c.Generation++
-	a := m.assignment(req, e.c.Generation)
-	e.assignment = &a
-	e.pendingAssign = true
-	e.delivering = true // this start delivers it, not a heartbeat
-	e.c.Workspace = &ws
-	e.c.UserID = req.UserID
-	e.c.ClaimedAt = now
-	e.c.PreWarmed = true
-	e.c.IdleExempt = req.IdleExempt
-	e.c.LastActivity = now
-	m.byWorkspace[ws.Key()] = e.c.ID
-	m.setState(e, idepool.StateSyncing, "", evs)
-	if ps := m.profiles[e.c.Profile]; ps != nil {
-		ps.claimRate.add(now, m.opts.ClaimRateWindow)
-	}
-	return a
-}
-
 // claimWarm takes one warm container. ok false: none left. A zero Claim
 // with ok true: the one taken failed (it is stopped); try again.
-func (m *Manager) claimWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, bool) {
+func (cl *claimer) claimWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, bool) {
 	var evs []idepool.Event
-	now := m.clock.Now()
-	m.mu.Lock()
-	e := m.takeWarmLocked(m.profiles[p.Name])
+	now := cl.clock.Now()
+	cl.mu.Lock()
+	e := cl.take(cl.profiles[p.Name])
 	if e == nil {
-		m.mu.Unlock()
+		cl.mu.Unlock()
 		return idepool.Claim{}, false
 	}
-	a := m.bindLocked(e, req, now, &evs)
-	m.mu.Unlock()
-	c, ok := m.finishWarm(ctx, req, p, &warmTaken{e: e, a: a, now: now}, evs)
+	a := cl.bind(e, req, now, &evs)
+	cl.mu.Unlock()
+	c, ok := cl.finishWarm(ctx, req, p, &warmTaken{e: e, a: a, now: now}, evs)
 	if !ok {
 		return idepool.Claim{}, true
 	}
 	return c, true
 }
 
-// finishWarm completes a warm claim bound under m.mu (evs are the binding's
+// finishWarm completes a warm claim bound under mu (evs are the binding's
 // events). ok false: the container failed and was stopped.
-func (m *Manager) finishWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, t *warmTaken, evs []idepool.Event) (idepool.Claim, bool) {
-	m.publish(evs)
-	m.claimedOne() // the pool lost one
-	c, ok := m.completeWarm(ctx, t.e, req, t.a, t.now)
+func (cl *claimer) finishWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, t *warmTaken, evs []idepool.Event) (idepool.Claim, bool) {
+	cl.publish(evs)
+	cl.claimedOne() // the pool lost one
+	c, ok := cl.completeWarm(ctx, t.e, req, t.a, t.now)
 	if !ok {
 		return idepool.Claim{}, false
 	}
-	m.log.Info("claimed warm", "container", c.ID, "profile", p.Name, "generation", c.Generation)
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,
+	cl.log.Info("claimed warm", "container", c.ID, "profile", p.Name, "generation", c.Generation)
+	cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,
 		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimWarm)}})
 	return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, true
 }
@@ -377,55 +357,54 @@ func (m *Manager) finishWarm(ctx context.Context, req idepool.StartRequest, p id
 // not waited for, so a busy agent (or a busy host) never holds the claim's
 // answer — a delivery that fails later fails the container, which its user
 // sees through wait=ready, GET and the event stream.
-func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
+func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
 	id := e.c.ID // fixed for the entry's life
 	var failOnce sync.Once
 	failed := false
 	undo := func(msg string, err error) {
 		failOnce.Do(func() {
-			m.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
+			cl.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
 			var evs []idepool.Event
-			m.mu.Lock()
-			e.delivering = false
-			m.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
+			cl.mu.Lock()
+			e.assign.delivered(false)
+			cl.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
 			failed = true
-			m.mu.Unlock()
-			m.publish(evs)
-			m.kick()
+			cl.mu.Unlock()
+			cl.publish(evs)
+			cl.kick()
 		})
 	}
 	acked := make(chan error, 1)
 	deliver := func(bctx context.Context) {
-		actx, cancel := context.WithTimeout(bctx, m.opts.AssignTimeout)
-		err := m.agents.Assign(actx, id, a)
+		actx, cancel := context.WithTimeout(bctx, cl.opts.AssignTimeout)
+		err := cl.agents.Assign(actx, id, a)
 		cancel()
 		if err != nil {
 			undo("assign", err)
 		} else {
-			m.mu.Lock()
-			e.pendingAssign = false
-			e.delivering = false
-			m.mu.Unlock()
+			cl.mu.Lock()
+			e.assign.delivered(true)
+			cl.mu.Unlock()
 		}
 		acked <- err
 	}
 	switch {
-	case m.opts.AckWait < 0:
+	case cl.opts.AckWait < 0:
 		deliver(ctx) // wait for the ack, however long
-	case m.opts.AckWait > 0:
-		m.goBG(deliver)
+	case cl.opts.AckWait > 0:
+		cl.goBG(deliver)
 	default:
-		m.deliverPaced(deliver) // nobody waits: answers first, syncs after
+		cl.deliverPaced(deliver) // nobody waits: answers first, syncs after
 	}
-	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	err := m.rt.SetLabels(lctx, id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
+	lctx, cancel := cl.rtCtx(ctx, cl.opts.RuntimeTimeout)
+	err := cl.rt.SetLabels(lctx, id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
 	cancel()
 	if err != nil {
 		undo("record claim", err)
 		return idepool.Container{}, false
 	}
-	if m.opts.AckWait > 0 {
-		t := time.NewTimer(m.opts.AckWait)
+	if cl.opts.AckWait > 0 {
+		t := time.NewTimer(cl.opts.AckWait)
 		select {
 		case <-acked:
 		case <-t.C:
@@ -433,10 +412,10 @@ func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartR
 		}
 		t.Stop()
 	}
-	m.mu.Lock()
+	cl.mu.Lock()
 	gone := failed
 	c := copyContainer(e.c)
-	m.mu.Unlock()
+	cl.mu.Unlock()
 	if gone {
 		return idepool.Container{}, false
 	}
@@ -445,142 +424,102 @@ func (m *Manager) completeWarm(ctx context.Context, e *entry, req idepool.StartR
 
 // claimCold creates a container for the start (admission was asked by the
 // caller); its agent gets the assignment when it says it is ready.
-func (m *Manager) claimCold(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, error) {
-	now := m.clock.Now()
+func (cl *claimer) claimCold(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, error) {
+	now := cl.clock.Now()
 	id := idepool.NewID()
 	ws := req.Workspace
-	a := m.assignment(req, 1)
-	spec, hash := m.spec(id, p, claimLabels(ws, req.UserID, 1, false, now, req.IdleExempt))
-	e := m.newEntry(idepool.Container{
+	a := cl.assignment(req, 1)
+	spec, hash := cl.spec(id, p, claimLabels(ws, req.UserID, 1, false, now, req.IdleExempt))
+	e := cl.newEntry(idepool.Container{
 		ID: id, Profile: p.Name, State: idepool.StateCreating, Workspace: &ws, UserID: req.UserID,
 		Generation: 1, CreatedAt: now, ClaimedAt: now, LastActivity: now, IdleExempt: req.IdleExempt,
 		Health: idepool.Health{Status: idepool.HealthUnknown},
 	}, hash)
 	e.assignment = &a
-	e.pendingAssign = true
+	e.assign = assignPending
 	var evs []idepool.Event
-	m.mu.Lock()
-	m.containers[id] = e
-	m.byWorkspace[key] = id
-	if ps := m.profiles[p.Name]; ps != nil {
-		ps.claimRate.add(now, m.opts.ClaimRateWindow)
+	cl.mu.Lock()
+	cl.containers[id] = e
+	cl.byWorkspace[key] = id
+	if ps := cl.profiles[p.Name]; ps != nil {
+		ps.claimRate.add(now, cl.opts.ClaimRateWindow)
 	}
 	evs = append(evs, idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
-	m.mu.Unlock()
-	m.publish(evs)
+	cl.mu.Unlock()
+	cl.publish(evs)
 
-	cctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	inst, err := m.rt.Create(cctx, spec)
+	cctx, cancel := cl.rtCtx(ctx, cl.opts.RuntimeTimeout)
+	inst, err := cl.rt.Create(cctx, spec)
 	cancel()
 	if err != nil {
-		m.createFailed(ctx, e, err)
+		cl.createFailed(ctx, e, err)
 		return idepool.Claim{}, idepool.WrapError(idepool.EStartFailed, err, "could not create a container")
 	}
 	evs = nil
-	m.mu.Lock()
-	if !m.created(e, inst, &evs) {
-		m.mu.Unlock()
-		m.removeStale(ctx, id)
+	cl.mu.Lock()
+	if !cl.created(e, inst, &evs) {
+		cl.mu.Unlock()
+		cl.removeStale(ctx, id)
 		return idepool.Claim{}, idepool.Errorf(idepool.EStartFailed, "container %s was stopped while being created", id)
 	}
 	c := copyContainer(e.c)
-	m.mu.Unlock()
-	m.publish(evs)
-	m.log.Info("claimed cold", "container", id, "profile", p.Name)
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: id, Profile: p.Name,
+	cl.mu.Unlock()
+	cl.publish(evs)
+	cl.log.Info("claimed cold", "container", id, "profile", p.Name)
+	cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventClaim, ContainerID: id, Profile: p.Name,
 		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimCold)}})
 	return idepool.Claim{Container: c, Kind: idepool.ClaimCold}, nil
 }
 
-// created records a successful runtime.Create. It returns false when the
-// container was stopped and forgotten while being created: the caller
-// removes it (removeStale). Caller holds m.mu.
-func (m *Manager) created(e *entry, inst idepool.Instance, evs *[]idepool.Event) bool {
-	if m.containers[e.c.ID] != e {
-		return false
-	}
-	m.seq++
-	e.createDone = true
-	e.createdSeq = m.seq
-	if len(inst.Endpoints) > 0 {
-		e.c.Endpoints = inst.Endpoints
-	}
-	if inst.Node != "" {
-		e.c.Node = inst.Node
-	}
-	// The agent may have said hello before Create returned.
-	if e.c.State == idepool.StateCreating {
-		m.setState(e, idepool.StateStarting, "", evs)
-	}
-	return true
-}
-
 // removeStale removes a container created for an entry stopped meanwhile
 // (its stop's Remove ran before the container existed).
-func (m *Manager) removeStale(ctx context.Context, id string) {
-	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+func (cl *claimer) removeStale(ctx context.Context, id string) {
+	rctx, cancel := cl.rtCtx(ctx, cl.opts.RuntimeTimeout)
 	defer cancel()
-	if err := m.rt.Remove(rctx, id); err != nil {
-		m.log.Error("remove container stopped while being created", "container", id, "err", err)
+	if err := cl.rt.Remove(rctx, id); err != nil {
+		cl.log.Error("remove container stopped while being created", "container", id, "err", err)
 	}
 }
 
 // createFailed removes what a failed create may have left, at once, and
 // counts the failure for the pool's backoff.
-func (m *Manager) createFailed(ctx context.Context, e *entry, cause error) {
+func (cl *claimer) createFailed(ctx context.Context, e *entry, cause error) {
 	id := e.c.ID
-	m.log.Warn("create failed", "container", id, "profile", e.c.Profile, "err", cause)
-	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	rerr := m.rt.Remove(rctx, id)
+	cl.log.Warn("create failed", "container", id, "profile", e.c.Profile, "err", cause)
+	rctx, cancel := cl.rtCtx(ctx, cl.opts.RuntimeTimeout)
+	rerr := cl.rt.Remove(rctx, id)
 	cancel()
 	if rerr != nil {
-		m.log.Error("remove after failed create", "container", id, "err", rerr)
+		cl.log.Error("remove after failed create", "container", id, "err", rerr)
 	}
 	var evs []idepool.Event
-	now := m.clock.Now()
-	m.mu.Lock()
-	m.countFailure(e.c.Profile, "create: "+cause.Error())
+	now := cl.clock.Now()
+	cl.mu.Lock()
+	cl.countFailure(e.c.Profile, "create: "+cause.Error())
 	e.c.Message = "create failed: " + idepool.ErrorMessage(cause)
 	if rerr != nil {
 		// Keep it as failed; the reconciler retries the removal.
 		e.createDone = true
-		m.fail(e, e.c.Message, &evs)
+		cl.fail(e, e.c.Message, &evs)
 	} else {
-		m.finish(e, idepool.ReasonFailed, nil)
+		cl.finish(e, idepool.ReasonFailed, nil)
 	}
-	m.mu.Unlock()
+	cl.mu.Unlock()
 	evs = append(evs, idepool.Event{Time: now, Type: idepool.EventCreateFail, ContainerID: id, Profile: e.c.Profile,
 		Message: idepool.ErrorMessage(cause)})
-	m.publish(evs)
-	m.kick()
-}
-
-// countFailure advances a pool's backoff. Caller holds m.mu.
-func (m *Manager) countFailure(profile, msg string) {
-	ps := m.profiles[profile]
-	if ps == nil {
-		return
-	}
-	ps.lastErr = msg
-	now := m.clock.Now()
-	// Failures of one round (parallel creates) count once: the backoff
-	// grows per failed round, not per container.
-	if now.Before(ps.backoff.NextCreate) {
-		return
-	}
-	ps.backoff.Failures++
-	ps.backoff.NextCreate = now.Add(jitter(BackoffDelay(ps.backoff.Failures)))
+	cl.publish(evs)
+	cl.kick()
 }
 
 // WaitReady blocks until the container runs (synced and ready for its
 // user), fails, is stopped, or ctx ends.
-func (m *Manager) WaitReady(ctx context.Context, id string) (idepool.Container, error) {
+func (cl *claimer) WaitReady(ctx context.Context, id string) (idepool.Container, error) {
 	for {
-		m.mu.Lock()
-		e := m.containers[id]
+		cl.mu.Lock()
+		e := cl.containers[id]
 		if e == nil {
-			c, ok := m.history[id]
-			m.mu.Unlock()
+			c, ok := cl.history[id]
+			cl.mu.Unlock()
 			if ok {
 				return copyContainer(c), idepool.Errorf(idepool.EStartFailed, "container %s stopped (%s)", id, c.StopReason)
 			}
@@ -588,7 +527,7 @@ func (m *Manager) WaitReady(ctx context.Context, id string) (idepool.Container, 
 		}
 		c := copyContainer(e.c)
 		ch := e.changed
-		m.mu.Unlock()
+		cl.mu.Unlock()
 		switch c.State {
 		case idepool.StateRunning:
 			return c, nil

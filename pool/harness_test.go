@@ -255,7 +255,7 @@ func (h *harness) settle(id string) {
 	for {
 		h.m.mu.Lock()
 		e := h.m.containers[id]
-		busy := e != nil && e.delivering
+		busy := e != nil && e.assign.delivering()
 		h.m.mu.Unlock()
 		if !busy {
 			return

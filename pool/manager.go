@@ -5,12 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"log/slog"
 	"maps"
 	mrand "math/rand/v2"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -44,131 +42,6 @@ type HeadroomReporter interface {
 	Headroom(p idepool.Profile) int
 }
 
-// Options configure a Manager. Runtime, Agents and Profiles are required.
-type Options struct {
-	Runtime idepool.Runtime
-	Agents  Agents
-	// Admitter is asked before every create; nil admits everything.
-	Admitter Admitter
-	Profiles []idepool.Profile
-	// Deployment is the value of idepool.managed (information; the runtime
-	// filters by it).
-	Deployment string
-	// AgentURL goes into every container's IDEPOOL_AGENT_URL.
-	AgentURL string
-	// AgentEnv is added to every container's environment: the agent's
-	// settings (idepool.EnvOrphanTimeout, ...). No secrets.
-	AgentEnv map[string]string
-	// DefaultCredentials and S3Endpoint go into assignments when a start
-	// brings no credentials of its own.
-	DefaultCredentials idepool.Credentials
-	S3Endpoint         string
-	Events             idepool.EventSink
-	Clock              idepool.Clock
-	Logger             *slog.Logger
-	// CreateTimeout: a container whose agent is not ready by then is failed
-	// and removed (default 5 min).
-	CreateTimeout time.Duration
-	// FlushTimeout bounds the agent's final flush on stop (default 30 s).
-	FlushTimeout time.Duration
-	// AdoptGrace: recovered containers whose agent never says hello by then
-	// are removed (default 2 min).
-	AdoptGrace time.Duration
-	// ReconcileInterval is Run's ticker (default 10 s).
-	ReconcileInterval time.Duration
-	// AssignTimeout bounds one assignment's delivery (default 15 s).
-	AssignTimeout time.Duration
-	// RouteGate, when set, must return nil before a ready unclaimed
-	// container joins the pool: an external router (Traefik) must route it
-	// first, so a claim never waits for the router's refresh. It is retried
-	// with backoff until CreateTimeout.
-	RouteGate func(ctx context.Context, c idepool.Container) error
-	// AckWait is how long a warm claim waits for the agent's ack before it
-	// answers anyway: a refusal within it falls back to another container;
-	// a later failure fails the container (its user sees it through
-	// wait=ready, GET and the event stream, and the next start gets a new
-	// one). Zero (the default) does not wait: only warm containers whose
-	// agent is connected are claimed, so a refusal is rare, and under a
-	// burst the agents answer late because they yield the host's CPU to
-	// the orchestrator. Negative waits for the ack however long it takes.
-	AckWait time.Duration
-	// PaceQuiet and PaceMax put a burst of warm claims first: the work
-	// they cause — delivering each assignment (which starts the agent's
-	// sync) and refilling the pool — starts once no claim came for
-	// PaceQuiet (default 50 ms), or PaceMax (default 500 ms) after the
-	// first claim at the latest. A class claiming 200 containers at once
-	// gets its answers first; the syncs and creates (seconds each) follow
-	// a moment later instead of competing with the claims for the host.
-	// Reconciles for other reasons wait for the same pause.
-	PaceQuiet time.Duration
-	PaceMax   time.Duration
-	// RuntimeTimeout bounds one runtime call (default 2 min).
-	RuntimeTimeout time.Duration
-	// CreateConcurrency bounds parallel creates and removes of one
-	// reconcile (default 8).
-	CreateConcurrency int
-	// History is how many stopped containers Get still answers for
-	// (default 1000).
-	History int
-
-	// Queue configures the admission queue (issue 8); off by default.
-	Queue QueueOptions
-	// Policies are per-profile schedules, adaptive bounds and limits,
-	// by profile name.
-	Policies map[string]Policy
-	// DefaultCreateDuration is assumed for a create until one was measured
-	// (default 30 s); lead times and adaptive targets use it.
-	DefaultCreateDuration time.Duration
-	// ClaimRateWindow is the time constant of the smoothed claim rate
-	// (default 2 min).
-	ClaimRateWindow time.Duration
-}
-
-// Policy is one profile's classroom settings.
-type Policy struct {
-	// Schedules raise the target around windows.
-	Schedules []Window `json:"schedules,omitempty"`
-	// Adaptive, when set, replaces the base target by a demand-following
-	// one.
-	Adaptive *Adaptive `json:"adaptive,omitempty"`
-	// MaxContainers caps the profile's live containers (warm, starting and
-	// claimed); 0 means no cap.
-	MaxContainers int `json:"maxContainers,omitempty"`
-	// MaxPerUser caps one user's live claimed containers of the profile;
-	// 0 means no cap. Starts without a user id are not counted.
-	MaxPerUser int `json:"maxPerUser,omitempty"`
-}
-
-// Validate checks a policy.
-func (p Policy) Validate() error {
-	for _, w := range p.Schedules {
-		if err := w.Validate(); err != nil {
-			return err
-		}
-	}
-	if p.Adaptive != nil {
-		if err := p.Adaptive.Validate(); err != nil {
-			return err
-		}
-	}
-	if p.MaxContainers < 0 || p.MaxPerUser < 0 {
-		return idepool.Errorf(idepool.EInvalid, "limits must not be negative")
-	}
-	return nil
-}
-
-func clonePolicy(p Policy) Policy {
-	p.Schedules = slices.Clone(p.Schedules)
-	for i := range p.Schedules {
-		p.Schedules[i].Days = slices.Clone(p.Schedules[i].Days)
-	}
-	if p.Adaptive != nil {
-		a := *p.Adaptive
-		p.Adaptive = &a
-	}
-	return p
-}
-
 // Stop reasons pool adds to idepool's.
 const (
 	// ReasonDuplicate: two containers claimed one workspace (a crash
@@ -179,18 +52,39 @@ const (
 )
 
 // Manager is the orchestrator's pool: containers, claims and reconciliation.
+// It is the parts below, each in its own file, built on one core:
 //
-// All state sits under one mutex, held only for in-memory work: no runtime
-// or agent call is made while holding it. Slow steps are claimed first under
-// the mutex (a pending start per workspace, a stopDone per container, an
-// entry registered before runtime.Create), so they run exactly once.
-// The profiles map and order are fixed by New.
+//   - state (state.go): the in-memory view and its one lock, changed only
+//     through named transitions;
+//   - claimer (claim.go): Start, the hot path, exactly once per workspace;
+//   - queue (queue.go): the admission queue of starts waiting for capacity;
+//   - preparer (prepare.go): binding containers ahead of their starts;
+//   - reconciler (reconcile.go): Recover, and observe → Judge + Plan → act;
+//   - agentFeed (agent.go): what the agents report;
+//   - stopper (stop.go, salvage.go): flush, remove, forget.
+//
+// Their exported methods are the Manager's API.
 type Manager struct {
+	*core
+	*claimer
+	*queue
+	*preparer
+	*reconciler
+	*agentFeed
+	*stopper
+}
+
+// core is what every part shares: the state, the runtime and agents, the
+// background goroutines, and the other parts (for calls between them).
+// Slow steps are claimed first under the state's lock (a pending start per
+// workspace, an exit.done per container, an entry registered before
+// runtime.Create), so they run exactly once.
+type core struct {
+	*state
 	rt       idepool.Runtime
 	agents   Agents
 	admitter Admitter
 	events   idepool.EventSink
-	clock    idepool.Clock
 	log      *slog.Logger
 	opts     Options
 
@@ -199,176 +93,39 @@ type Manager struct {
 	// deliveries are warm claims' assignment deliveries waiting for the
 	// claims' pause (PaceQuiet); see paceDeliveries.
 	deliveries chan func(context.Context)
-	recMu      sync.Mutex     // one reconcile at a time
 	pacer      sync.WaitGroup // paceDeliveries
 	bg         sync.WaitGroup
 	bgCtx      context.Context
 	cancel     context.CancelFunc
 
-	mu          sync.Mutex
-	profiles    map[string]*profileState
-	order       []string // profile names, in configuration order
-	containers  map[string]*entry
-	byWorkspace map[string]string     // workspace key → container id
-	pending     map[string]*startCall // workspace key → start in progress
-	history     map[string]idepool.Container
-	historyIDs  []string // FIFO of history keys
-	seq         uint64   // counts finished creates, see entry.createdSeq
-	closed      bool
-	recovered   bool // Recover ran
-
-	tickets     map[string]*ticket // queued and recently finished tickets
-	ticketIDs   []string           // FIFO of finished ticket ids (bounded)
-	replacedBy  map[string]string  // old container id → its replacement
-	replacedIDs []string           // FIFO of replacedBy keys (bounded)
-	pressure    bool               // a queued start was refused by admission
-	ticketSeq   uint64
-}
-
-type profileState struct {
-	p       idepool.Profile
-	target  int
-	warm    []string // warm ids, oldest ready first
-	backoff Backoff
-	lastErr string
-
-	policy    Policy
-	queue     []*ticket // waiting starts, oldest first
-	claimRate rateEWMA
-	// createDur is the smoothed time from create to warm; zero until one
-	// was measured.
-	createDur time.Duration
-	effective TargetResult // the last effective target computed
-}
-
-// entry is one live container. All fields are guarded by Manager.mu.
-type entry struct {
-	c         idepool.Container
-	tokenHash string
-	// gating: a RouteGate probe runs; routed: it passed.
-	gating, routed bool
-	// changed is closed and replaced at every change WaitReady cares about.
-	changed chan struct{}
-	// stopDone is non-nil while a stop runs, closed when it ends.
-	stopDone chan struct{}
-
-	createDone bool   // runtime.Create returned (or recovered)
-	createdSeq uint64 // Manager.seq when Create returned
-	startedAt  time.Time
-
-	agentConnected bool
-	goneAt         time.Time // when the agent's connection closed
-	helloSeen      bool
-	recovered      bool
-	adoptDeadline  time.Time
-	// doomed is a stop reason decided before the stop can run (a duplicate
-	// waiting for its agent to flush).
-	doomed string
-
-	// assignment is the claim's assignment (with credentials, memory only);
-	// pendingAssign says it has not yet been acknowledged by the agent.
-	assignment    *idepool.Assignment
-	pendingAssign bool
-	delivering    bool
-
-	processes []idepool.ProcessStatus
-
-	// preparedUntil is set while the container is bound ahead of time
-	// (Prepare) and no start took it yet; it is stopped at that time.
-	preparedUntil time.Time
-	// noFlush: never ask the agent to push (its initial pull failed, so
-	// what it holds is not the user's work).
-	noFlush bool
-	// lastSync is the agent's last successful sync (its reports): what a
-	// lost container's "may be lost" event names.
-	lastSync time.Time
-}
-
-type startCall struct {
-	done chan struct{}
-	err  error
-	// ticket is set while the start waits in the admission queue.
-	ticket *ticket
+	// The parts the others call.
+	cl    *claimer
+	qu    *queue
+	prep  *preparer
+	stops *stopper
 }
 
 // New checks the options, fills defaults and returns a Manager with no
 // containers: call Recover before anything else.
 func New(o Options) (*Manager, error) {
-	if o.Runtime == nil {
-		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: a runtime is required")
+	if err := o.withDefaults(); err != nil {
+		return nil, err
 	}
-	if o.Agents == nil {
-		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: agents are required")
-	}
-	if len(o.Profiles) == 0 {
-		return nil, idepool.Errorf(idepool.EMisconfigured, "pool: at least one profile is required")
-	}
-	if o.Clock == nil {
-		o.Clock = idepool.SystemClock{}
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if o.Events == nil {
-		o.Events = idepool.EventSinkFunc(func(idepool.Event) {})
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&o.CreateTimeout, 5*time.Minute)
-	def(&o.FlushTimeout, 30*time.Second)
-	def(&o.AdoptGrace, 2*time.Minute)
-	def(&o.ReconcileInterval, 10*time.Second)
-	def(&o.AssignTimeout, 15*time.Second)
-	def(&o.PaceQuiet, 50*time.Millisecond)
-	def(&o.PaceMax, 500*time.Millisecond)
-	def(&o.RuntimeTimeout, 2*time.Minute)
-	if o.CreateConcurrency <= 0 {
-		o.CreateConcurrency = 8
-	}
-	if o.History <= 0 {
-		o.History = 1000
-	}
-	def(&o.DefaultCreateDuration, 30*time.Second)
-	def(&o.ClaimRateWindow, 2*time.Minute)
-	o.Queue.defaults()
-	m := &Manager{
+	c := &core{
 		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
-		clock: o.Clock, log: o.Logger, opts: o,
-		wake:        make(chan struct{}, 1),
-		claimed:     make(chan struct{}, 1),
-		deliveries:  make(chan func(context.Context), 1024),
-		profiles:    map[string]*profileState{},
-		containers:  map[string]*entry{},
-		byWorkspace: map[string]string{},
-		pending:     map[string]*startCall{},
-		history:     map[string]idepool.Container{},
-		tickets:     map[string]*ticket{},
-		replacedBy:  map[string]string{},
+		log: o.Logger, opts: o,
+		wake:       make(chan struct{}, 1),
+		claimed:    make(chan struct{}, 1),
+		deliveries: make(chan func(context.Context), 1024),
 	}
-	for _, p := range o.Profiles {
-		if err := p.Validate(); err != nil {
-			return nil, err
-		}
-		if m.profiles[p.Name] != nil {
-			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: profile %q listed twice", p.Name)
-		}
-		p.Routes = slices.Clone(p.Routes)
-		m.profiles[p.Name] = &profileState{p: p, target: p.PoolTarget}
-		m.order = append(m.order, p.Name)
+	st, err := newState(o.Clock, &c.opts)
+	if err != nil {
+		return nil, err
 	}
-	for name, pol := range o.Policies {
-		ps := m.profiles[name]
-		if ps == nil {
-			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: policy for unknown profile %q", name)
-		}
-		if err := pol.Validate(); err != nil {
-			return nil, idepool.WrapError(idepool.EMisconfigured, err, "pool: profile %s: %s", name, idepool.ErrorMessage(err))
-		}
-		ps.policy = clonePolicy(pol)
-	}
+	c.state = st
+	c.cl, c.qu, c.prep, c.stops = &claimer{c}, &queue{c}, &preparer{c}, &stopper{c}
+	m := &Manager{core: c, claimer: c.cl, queue: c.qu, preparer: c.prep, stopper: c.stops,
+		reconciler: &reconciler{core: c}, agentFeed: &agentFeed{c}}
 	m.bgCtx, m.cancel = context.WithCancel(context.Background())
 	m.pacer.Add(1)
 	go m.paceDeliveries()
@@ -379,8 +136,8 @@ func New(o Options) (*Manager, error) {
 // at most PaceMax after the first queued). Deliveries still queued at
 // Close are dropped: their containers keep their claim (labels) and
 // pending assignment, which the next run delivers, as after a crash.
-func (m *Manager) paceDeliveries() {
-	defer m.pacer.Done()
+func (c *core) paceDeliveries() {
+	defer c.pacer.Done()
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
 	defer quiet.Stop()
@@ -388,24 +145,24 @@ func (m *Manager) paceDeliveries() {
 	var batch []func(context.Context)
 	for {
 		select {
-		case <-m.bgCtx.Done():
-			// Each queued delivery holds a count of m.bg (deliverPaced).
+		case <-c.bgCtx.Done():
+			// Each queued delivery holds a count of c.bg (deliverPaced).
 			for range batch {
-				m.bg.Done()
+				c.bg.Done()
 			}
 			for {
 				select {
-				case <-m.deliveries:
-					m.bg.Done()
+				case <-c.deliveries:
+					c.bg.Done()
 				default:
 					return
 				}
 			}
-		case f := <-m.deliveries:
+		case f := <-c.deliveries:
 			batch = append(batch, f)
-			quiet.Reset(m.opts.PaceQuiet)
+			quiet.Reset(c.opts.PaceQuiet)
 			if by == nil {
-				by = time.After(m.opts.PaceMax)
+				by = time.After(c.opts.PaceMax)
 			}
 			continue
 		case <-quiet.C:
@@ -414,8 +171,8 @@ func (m *Manager) paceDeliveries() {
 		by = nil
 		for _, f := range batch {
 			go func() {
-				defer m.bg.Done()
-				f(m.bgCtx)
+				defer c.bg.Done()
+				f(c.bgCtx)
 			}()
 		}
 		batch = nil
@@ -424,22 +181,22 @@ func (m *Manager) paceDeliveries() {
 
 // deliverPaced queues a warm claim's delivery behind the burst of claims
 // (paceDeliveries); with the queue full it starts at once.
-func (m *Manager) deliverPaced(f func(context.Context)) {
-	// Counted in m.bg from now on, like goBG: Close and tests wait for it.
-	// Queued under m.mu, which Close takes before it stops the pacer: a
+func (c *core) deliverPaced(f func(context.Context)) {
+	// Counted in c.bg from now on, like goBG: Close and tests wait for it.
+	// Queued under c.mu, which Close takes before it stops the pacer: a
 	// queued delivery is never missed by the pacer's final drain.
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
 		return
 	}
-	m.bg.Add(1)
+	c.bg.Add(1)
 	select {
-	case m.deliveries <- f:
+	case c.deliveries <- f:
 	default:
 		go func() {
-			defer m.bg.Done()
-			f(m.bgCtx)
+			defer c.bg.Done()
+			f(c.bgCtx)
 		}()
 	}
 }
@@ -459,52 +216,61 @@ func (m *Manager) Close() error {
 
 // goBG runs f in the background, tracked by Close; after Close it does
 // nothing.
-func (m *Manager) goBG(f func(ctx context.Context)) {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+func (c *core) goBG(f func(ctx context.Context)) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return
 	}
-	m.bg.Add(1)
-	m.mu.Unlock()
+	c.bg.Add(1)
+	c.mu.Unlock()
 	go func() {
-		defer m.bg.Done()
-		f(m.bgCtx)
+		defer c.bg.Done()
+		f(c.bgCtx)
 	}()
 }
 
-// goBGLocked is goBG for a caller that holds m.mu.
-func (m *Manager) goBGLocked(f func(ctx context.Context)) {
-	if m.closed {
+// goBGLocked is goBG for a caller that holds mu.
+func (c *core) goBGLocked(f func(ctx context.Context)) {
+	if c.closed {
 		return
 	}
-	m.bg.Add(1)
+	c.bg.Add(1)
 	go func() {
-		defer m.bg.Done()
-		f(m.bgCtx)
+		defer c.bg.Done()
+		f(c.bgCtx)
 	}()
+}
+
+// becomeWarm moves an unclaimed ready container into the pool; a container
+// that becomes warm serves the queue before the pool. Caller holds mu.
+func (c *core) becomeWarm(e *entry, evs *[]idepool.Event) {
+	if c.markWarm(e, evs) {
+		c.qu.serveQueueLocked(c.profiles[e.c.Profile], evs)
+		c.kick()
+	}
 }
 
 // kick wakes Run's loop at once.
-func (m *Manager) kick() {
+func (c *core) kick() {
 	select {
-	case m.wake <- struct{}{}:
+	case c.wake <- struct{}{}:
 	default:
 	}
 }
 
 // claimedOne tells Run a warm claim took a container: it refills after
 // the burst (PaceQuiet), not during it.
-func (m *Manager) claimedOne() {
+func (c *core) claimedOne() {
 	select {
-	case m.claimed <- struct{}{}:
+	case c.claimed <- struct{}{}:
 	default:
 	}
 }
 
-func (m *Manager) publish(evs []idepool.Event) {
+func (c *core) publish(evs []idepool.Event) {
 	for _, e := range evs {
-		m.events.Publish(e)
+		c.events.Publish(e)
 	}
 }
 
@@ -539,145 +305,6 @@ func copyContainer(c idepool.Container) idepool.Container {
 	return c
 }
 
-// setState changes e's state, wakes its waiters and records the event.
-// Caller holds m.mu.
-func (m *Manager) setState(e *entry, s idepool.State, reason string, evs *[]idepool.Event) {
-	if e.c.State == s {
-		return
-	}
-	e.c.State = s
-	close(e.changed)
-	e.changed = make(chan struct{})
-	if evs != nil {
-		*evs = append(*evs, idepool.Event{Time: m.clock.Now(), Type: idepool.EventState, ContainerID: e.c.ID,
-			Profile: e.c.Profile, State: s, Reason: reason, Message: e.c.Message})
-	}
-}
-
-// removeWarm drops id from its profile's warm list. Caller holds m.mu.
-func (m *Manager) removeWarm(e *entry) {
-	ps := m.profiles[e.c.Profile]
-	if ps == nil {
-		return
-	}
-	if i := slices.Index(ps.warm, e.c.ID); i >= 0 {
-		ps.warm = slices.Delete(ps.warm, i, i+1)
-	}
-}
-
-// fail marks e failed (the reconciler removes it). Caller holds m.mu.
-func (m *Manager) fail(e *entry, msg string, evs *[]idepool.Event) {
-	if e.c.State == idepool.StateFailed || e.stopDone != nil {
-		return
-	}
-	m.removeWarm(e)
-	e.c.Message = msg
-	m.setState(e, idepool.StateFailed, idepool.ReasonFailed, evs)
-	// A failed container serves nobody: its agent is dead, never got the
-	// assignment, or already flushed. A new start for its workspace must not
-	// wait for its removal.
-	if e.c.Workspace != nil && m.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
-		delete(m.byWorkspace, e.c.Workspace.Key())
-	}
-}
-
-// becomeWarm moves an unclaimed ready container into the pool. Caller holds m.mu.
-func (m *Manager) becomeWarm(e *entry, evs *[]idepool.Event) {
-	if e.c.Workspace != nil || e.stopDone != nil || e.doomed != "" {
-		return
-	}
-	if e.c.State != idepool.StateCreating && e.c.State != idepool.StateStarting {
-		return
-	}
-	now := m.clock.Now()
-	e.c.ReadyAt = now
-	ps := m.profiles[e.c.Profile]
-	if !e.recovered {
-		// What a create takes here, for lead times and estimates.
-		if d := now.Sub(e.startedAt); d >= 0 {
-			if ps.createDur <= 0 {
-				ps.createDur = d
-			} else {
-				ps.createDur = (4*ps.createDur + d) / 5
-			}
-		}
-	}
-	ps.warm = append(ps.warm, e.c.ID)
-	ps.backoff = Backoff{}
-	ps.lastErr = ""
-	m.setState(e, idepool.StateWarm, "", evs)
-	// A container that becomes warm serves the queue before the pool.
-	m.serveQueueLocked(ps, evs)
-	m.kick()
-}
-
-// finish forgets a removed container, keeps it in the history and wakes
-// everything waiting on it. Caller holds m.mu.
-func (m *Manager) finish(e *entry, reason string, evs *[]idepool.Event) {
-	now := m.clock.Now()
-	m.removeWarm(e)
-	if e.c.Workspace != nil && m.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
-		delete(m.byWorkspace, e.c.Workspace.Key())
-	}
-	delete(m.containers, e.c.ID)
-	e.c.StoppedAt = now
-	if e.c.StopReason == "" {
-		e.c.StopReason = reason
-	}
-	m.setState(e, idepool.StateStopped, e.c.StopReason, nil)
-	if evs != nil {
-		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventStopped, ContainerID: e.c.ID,
-			Profile: e.c.Profile, State: idepool.StateStopped, Reason: e.c.StopReason, Message: e.c.Message})
-	}
-	m.remember(e.c)
-}
-
-// remember keeps a stopped container for Get; caller holds m.mu.
-func (m *Manager) remember(c idepool.Container) {
-	if _, ok := m.history[c.ID]; !ok {
-		m.historyIDs = append(m.historyIDs, c.ID)
-	}
-	m.history[c.ID] = copyContainer(c)
-	for len(m.historyIDs) > m.opts.History {
-		delete(m.history, m.historyIDs[0])
-		m.historyIDs = m.historyIDs[1:]
-	}
-}
-
-// Get returns one container: live, or stopped not long ago.
-func (m *Manager) Get(ctx context.Context, id string) (idepool.Container, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.containers[id]; e != nil {
-		return copyContainer(e.c), nil
-	}
-	if c, ok := m.history[id]; ok {
-		return copyContainer(c), nil
-	}
-	return idepool.Container{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
-}
-
-// Lookup returns a live container from memory (cheap; for the router).
-func (m *Manager) Lookup(id string) (idepool.Container, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e := m.containers[id]
-	if e == nil {
-		return idepool.Container{}, false
-	}
-	return copyContainer(e.c), true
-}
-
-// Touch records user activity seen outside the agent (router traffic).
-func (m *Manager) Touch(id string) {
-	now := m.clock.Now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.containers[id]; e != nil && now.After(e.c.LastActivity) {
-		e.c.LastActivity = now
-	}
-}
-
 // SetHealth records a health verdict (for the health checker); a changed
 // status is published as an event.
 func (m *Manager) SetHealth(id string, h idepool.Health) bool {
@@ -699,56 +326,6 @@ func (m *Manager) SetHealth(id string, h idepool.Health) bool {
 	return true
 }
 
-// List returns one page of containers, ordered by creation time then id,
-// and the number of all that match. No states means all live states;
-// StateStopped includes the recent history.
-func (m *Manager) List(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error) {
-	if f.Limit < 0 || f.Offset < 0 {
-		return nil, 0, idepool.Errorf(idepool.EInvalid, "limit and offset must not be negative")
-	}
-	for _, s := range f.States {
-		if !s.Valid() {
-			return nil, 0, idepool.Errorf(idepool.EInvalid, "unknown state %q", s)
-		}
-	}
-	want := func(s idepool.State) bool {
-		if len(f.States) == 0 {
-			return s.Live()
-		}
-		return slices.Contains(f.States, s)
-	}
-	var out []idepool.Container
-	m.mu.Lock()
-	for _, e := range m.containers {
-		if want(e.c.State) && (f.Profile == "" || f.Profile == e.c.Profile) {
-			out = append(out, copyContainer(e.c))
-		}
-	}
-	if want(idepool.StateStopped) {
-		for _, c := range m.history {
-			if f.Profile == "" || f.Profile == c.Profile {
-				out = append(out, copyContainer(c))
-			}
-		}
-	}
-	m.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
-	total := len(out)
-	if f.Offset >= total {
-		return []idepool.Container{}, total, nil
-	}
-	out = out[f.Offset:]
-	if f.Limit > 0 && f.Limit < len(out) {
-		out = out[:f.Limit]
-	}
-	return out, total, nil
-}
-
 // Pools returns every pool's status, in configuration order.
 func (m *Manager) Pools() []idepool.PoolStatus {
 	m.mu.Lock()
@@ -759,7 +336,7 @@ func (m *Manager) Pools() []idepool.PoolStatus {
 		ps := m.profiles[name]
 		idx[name] = len(out)
 		// The effective target: schedules and demand move it.
-		st := idepool.PoolStatus{Profile: name, Target: m.effectiveLocked(ps, m.clock.Now()).Target, LastError: ps.lastErr}
+		st := idepool.PoolStatus{Profile: name, Target: m.effectiveTarget(ps, m.clock.Now()).Target, LastError: ps.lastErr}
 		if m.clock.Now().Before(ps.backoff.NextCreate) {
 			st.BackoffUntil = ps.backoff.NextCreate
 		}
@@ -826,10 +403,10 @@ func (m *Manager) SetTarget(ctx context.Context, profile string, n int) error {
 // Profile returns the named profile as configured (Profiles has the
 // current targets), without taking the pool's lock. The caller must not
 // change its slices.
-func (m *Manager) Profile(name string) (idepool.Profile, bool) {
+func (c *core) Profile(name string) (idepool.Profile, bool) {
 	// No lock: the map and each profileState's p are fixed by New, and
-	// every start asks here first — under a burst, m.mu is the hot spot.
-	ps := m.profiles[name]
+	// every start asks here first — under a burst, c.mu is the hot spot.
+	ps := c.profiles[name]
 	if ps == nil {
 		return idepool.Profile{}, false
 	}
@@ -837,11 +414,11 @@ func (m *Manager) Profile(name string) (idepool.Profile, bool) {
 }
 
 // profile returns a configured profile by name (default when empty).
-func (m *Manager) profile(name string) (idepool.Profile, error) {
+func (c *core) profile(name string) (idepool.Profile, error) {
 	if name == "" {
 		name = idepool.DefaultProfile
 	}
-	p, ok := m.Profile(name)
+	p, ok := c.Profile(name)
 	if !ok {
 		return idepool.Profile{}, idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", name)
 	}
@@ -850,17 +427,17 @@ func (m *Manager) profile(name string) (idepool.Profile, error) {
 
 // spec builds what the runtime is asked to create; it returns the agent
 // token's hash.
-func (m *Manager) spec(id string, p idepool.Profile, labels map[string]string) (idepool.ContainerSpec, string) {
+func (c *core) spec(id string, p idepool.Profile, labels map[string]string) (idepool.ContainerSpec, string) {
 	token, hash := newToken()
 	if labels == nil {
 		labels = map[string]string{}
 	}
 	labels[idepool.LabelTokenHash] = hash
-	env := maps.Clone(m.opts.AgentEnv)
+	env := maps.Clone(c.opts.AgentEnv)
 	if env == nil {
 		env = map[string]string{}
 	}
-	env[idepool.EnvAgentURL] = m.opts.AgentURL
+	env[idepool.EnvAgentURL] = c.opts.AgentURL
 	env[idepool.EnvAgentToken] = token
 	env[idepool.EnvAgentID] = id
 	return idepool.ContainerSpec{
@@ -871,12 +448,8 @@ func (m *Manager) spec(id string, p idepool.Profile, labels map[string]string) (
 	}, hash
 }
 
-func (m *Manager) newEntry(c idepool.Container, hash string) *entry {
-	return &entry{c: c, tokenHash: hash, changed: make(chan struct{}), startedAt: m.clock.Now()}
-}
-
 // rtCtx bounds one runtime call; it outlives a cancelled request so that a
 // half-done change is finished or undone, never abandoned.
-func (m *Manager) rtCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+func (c *core) rtCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }

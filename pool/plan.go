@@ -1,11 +1,23 @@
 // Package pool keeps the warm pools of IDE containers and serves claims.
 //
-// It has two halves. Plan is a pure function from a snapshot of every pool
-// to the actions that bring them to their targets (create n, remove these
-// ids, wake up at t); it is table-tested and knows nothing of runtimes.
-// Manager holds the in-memory view of every container, rebuilt from runtime
-// labels by Recover, executes plans (ReconcileOnce, Run), follows agent
-// reports, and serves claims exactly once (Start).
+// It has two halves. The decisions are pure and table-tested, and know
+// nothing of runtimes: Plan turns a snapshot of every pool into the actions
+// that bring them to their targets (create n, remove these ids, wake up at
+// t); Judge (judge.go) turns views of the containers into verdicts (stop
+// this prepared one, fail that one whose agent is gone). Manager carries
+// them out. It is a few parts on one state (state.go: the in-memory view of
+// every container and its one lock, changed through named transitions):
+// the claimer serves claims exactly once (Start, claim.go), the queue and
+// the preparer bind containers to waiting and coming starts, the
+// reconciler rebuilds the view from runtime labels (Recover) and observes,
+// judges, plans and acts (ReconcileOnce, Run), the agent feed follows the
+// agents' reports, and the stopper flushes and removes.
+//
+// A claim, top to bottom: Manager.Start → claimer.startOrQueue → register
+// (findLocked: the workspace's container, or a warm one taken and bound
+// under one hold of the lock: state.take, state.bind) → claim → finishWarm
+// → completeWarm (the agent's assignment, paced; the claim's labels in the
+// runtime).
 //
 // For the classroom minute (300 starts at 10:00): a start that finds no warm
 // container and no capacity waits in a FIFO admission queue per profile

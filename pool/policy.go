@@ -2,45 +2,9 @@ package pool
 
 import (
 	"context"
-	"time"
 
 	"github.com/idepool/idepool"
 )
-
-// effectiveLocked computes a pool's effective target now. Caller holds m.mu.
-func (m *Manager) effectiveLocked(ps *profileState, now time.Time) TargetResult {
-	var claimedAt []time.Time
-	claimed := 0
-	for _, e := range m.containers {
-		if e.c.Profile == ps.p.Name && e.c.Workspace != nil && e.stopDone == nil && e.c.State.Live() {
-			claimed++
-			claimedAt = append(claimedAt, e.c.ClaimedAt)
-		}
-	}
-	capacity := -1
-	if ps.policy.MaxContainers > 0 {
-		capacity = max(ps.policy.MaxContainers-claimed, 0)
-	}
-	return EffectiveTarget(TargetInput{
-		Now: now, Base: ps.target, Windows: ps.policy.Schedules, Adaptive: ps.policy.Adaptive,
-		ClaimRate: ps.claimRate.at(now, m.opts.ClaimRateWindow), CreateDuration: m.createDurLocked(ps),
-		Parallel: m.opts.CreateConcurrency, ClaimedAt: claimedAt, Capacity: capacity,
-	})
-}
-
-// nextTargetChange is the earliest time a pool's target changes by the
-// clock alone (a window starts filling or closes).
-func (m *Manager) nextTargetChange() time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var next time.Time
-	for _, name := range m.order {
-		if t := m.profiles[name].effective.NextChange; !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
-	return next
-}
 
 // PoolDetail is one pool's classroom view: why its target is what it is,
 // and who waits.
@@ -69,10 +33,10 @@ func (m *Manager) PoolDetails() []PoolDetail {
 	out := make([]PoolDetail, 0, len(m.order))
 	for _, name := range m.order {
 		ps := m.profiles[name]
-		res := m.effectiveLocked(ps, now)
+		res := m.effectiveTarget(ps, now)
 		out = append(out, PoolDetail{Profile: name, BaseTarget: ps.target, Target: res.Target, TargetReason: res.Reason,
 			Window: res.Window, Queued: len(ps.queue), ClaimRate: ps.claimRate.at(now, m.opts.ClaimRateWindow) * 60,
-			CreateSeconds: m.createDurLocked(ps).Seconds(), Live: m.liveLocked(name), Policy: clonePolicy(ps.policy)})
+			CreateSeconds: m.createDuration(ps).Seconds(), Live: m.live(name), Policy: clonePolicy(ps.policy)})
 	}
 	return out
 }

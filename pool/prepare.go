@@ -8,6 +8,9 @@ import (
 	"github.com/idepool/idepool"
 )
 
+// preparer binds containers to workspaces ahead of their starts.
+type preparer struct{ *core }
+
 // LabelPreparedUntil records a pre-assignment's expiry (RFC 3339) in the
 // runtime, so that a restart keeps it; a start that takes the container
 // deletes it.
@@ -61,12 +64,12 @@ type PrepareResult struct {
 // back to the pool (they hold someone's files); the pool refills instead.
 // It never waits in the admission queue and never takes a container from
 // starts waiting there. Results are in the order of req.Workspaces.
-func (m *Manager) Prepare(ctx context.Context, req PrepareRequest) ([]PrepareResult, error) {
-	p, err := m.profile(req.Profile)
+func (pr *preparer) Prepare(ctx context.Context, req PrepareRequest) ([]PrepareResult, error) {
+	p, err := pr.profile(req.Profile)
 	if err != nil {
 		return nil, err
 	}
-	now := m.clock.Now()
+	now := pr.clock.Now()
 	switch {
 	case len(req.Workspaces) == 0:
 		return nil, idepool.Errorf(idepool.EInvalid, "workspaces: at least one is needed")
@@ -77,26 +80,26 @@ func (m *Manager) Prepare(ctx context.Context, req PrepareRequest) ([]PrepareRes
 	}
 	out := make([]PrepareResult, len(req.Workspaces))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, m.opts.CreateConcurrency)
+	sem := make(chan struct{}, pr.opts.CreateConcurrency)
 	for i, ws := range req.Workspaces {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			out[i] = m.prepareOne(ctx, p, ws, req)
+			out[i] = pr.prepareOne(ctx, p, ws, req)
 		}()
 	}
 	wg.Wait()
 	return out, nil
 }
 
-func (m *Manager) prepareOne(ctx context.Context, p idepool.Profile, ws idepool.Workspace, req PrepareRequest) PrepareResult {
+func (pr *preparer) prepareOne(ctx context.Context, p idepool.Profile, ws idepool.Workspace, req PrepareRequest) PrepareResult {
 	res := PrepareResult{Workspace: ws}
 	failed := func(err error) PrepareResult {
 		res.Status, res.Code, res.Error = PrepareFailed, idepool.ErrorCode(err), idepool.ErrorMessage(err)
 		return res
 	}
-	claim, _, err := m.startOrQueue(ctx, idepool.StartRequest{Workspace: ws, Profile: p.Name, Credentials: req.Credentials}, true)
+	claim, _, err := pr.cl.startOrQueue(ctx, idepool.StartRequest{Workspace: ws, Profile: p.Name, Credentials: req.Credentials}, true)
 	if err != nil {
 		return failed(err)
 	}
@@ -106,27 +109,27 @@ func (m *Manager) prepareOne(ctx context.Context, p idepool.Profile, ws idepool.
 		res.Status = PrepareExisting
 		return res
 	}
-	m.mu.Lock()
-	e := m.containers[c.ID]
-	ok := e != nil && e.stopDone == nil && e.c.State.Live()
+	pr.mu.Lock()
+	e := pr.containers[c.ID]
+	ok := e != nil && !e.exit.stopping() && e.c.State.Live()
 	if ok {
 		e.preparedUntil = req.ExpiresAt
 		e.c.IdleExempt = true // nobody uses it yet: never idle-stopped before its start
 	}
-	m.mu.Unlock()
+	pr.mu.Unlock()
 	if !ok {
 		return failed(idepool.Errorf(idepool.EStartFailed, "container %s stopped while being prepared", c.ID))
 	}
-	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	err = m.rt.SetLabels(lctx, c.ID, map[string]string{LabelPreparedUntil: req.ExpiresAt.UTC().Format(time.RFC3339Nano)})
+	lctx, cancel := pr.rtCtx(ctx, pr.opts.RuntimeTimeout)
+	err = pr.rt.SetLabels(lctx, c.ID, map[string]string{LabelPreparedUntil: req.ExpiresAt.UTC().Format(time.RFC3339Nano)})
 	cancel()
 	if err != nil {
 		// Without the label a restart would keep it until its idle timeout;
 		// still usable, so keep it.
-		m.log.Warn("record prepared expiry", "container", c.ID, "err", err)
+		pr.log.Warn("record prepared expiry", "container", c.ID, "err", err)
 	}
 	res.Status = PrepareBound
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,
+	pr.events.Publish(idepool.Event{Time: pr.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,
 		State: c.State, Reason: "prepared", Data: map[string]any{"kind": string(claim.Kind), "prepared": true,
 			"expiresAt": req.ExpiresAt.UTC().Format(time.RFC3339)}})
 	return res
@@ -134,9 +137,9 @@ func (m *Manager) prepareOne(ctx context.Context, p idepool.Profile, ws idepool.
 
 // takePreparedLocked hands a prepared container to the start that came for
 // its workspace. The runtime record is updated in the background so the
-// start answers at once. Caller holds m.mu.
-func (m *Manager) takePreparedLocked(e *entry, req idepool.StartRequest) idepool.ClaimKind {
-	now := m.clock.Now()
+// start answers at once. Caller holds mu.
+func (pr *preparer) takePreparedLocked(e *entry, req idepool.StartRequest) idepool.ClaimKind {
+	now := pr.clock.Now()
 	e.preparedUntil = time.Time{}
 	if req.UserID != "" {
 		e.c.UserID = req.UserID
@@ -144,8 +147,8 @@ func (m *Manager) takePreparedLocked(e *entry, req idepool.StartRequest) idepool
 	e.c.IdleExempt = req.IdleExempt
 	e.c.ClaimedAt = now
 	e.c.LastActivity = now
-	if ps := m.profiles[e.c.Profile]; ps != nil {
-		ps.claimRate.add(now, m.opts.ClaimRateWindow)
+	if ps := pr.profiles[e.c.Profile]; ps != nil {
+		ps.claimRate.add(now, pr.opts.ClaimRateWindow)
 	}
 	labels := map[string]string{LabelPreparedUntil: "", idepool.LabelUser: e.c.UserID,
 		idepool.LabelClaimed: now.UTC().Format(time.RFC3339Nano), idepool.LabelIdleExempt: ""}
@@ -153,11 +156,11 @@ func (m *Manager) takePreparedLocked(e *entry, req idepool.StartRequest) idepool
 		labels[idepool.LabelIdleExempt] = "true"
 	}
 	id := e.c.ID
-	m.goBGLocked(func(ctx context.Context) {
-		lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
+	pr.goBGLocked(func(ctx context.Context) {
+		lctx, cancel := pr.rtCtx(ctx, pr.opts.RuntimeTimeout)
 		defer cancel()
-		if err := m.rt.SetLabels(lctx, id, labels); err != nil {
-			m.log.Warn("record start of a prepared container", "container", id, "err", err)
+		if err := pr.rt.SetLabels(lctx, id, labels); err != nil {
+			pr.log.Warn("record start of a prepared container", "container", id, "err", err)
 		}
 	})
 	return ClaimPrepared

@@ -9,6 +9,11 @@ import (
 	"github.com/idepool/idepool"
 )
 
+// queue is the admission queue: starts that found neither a warm container
+// nor capacity wait per profile, first come first served; the next
+// container that becomes warm goes to the head of the queue.
+type queue struct{ *core }
+
 // Claim kinds pool adds to idepool's.
 const (
 	// ClaimQueued: the start waited in the admission queue, then got the
@@ -77,7 +82,7 @@ type Ticket struct {
 	Error       string        `json:"error,omitempty"`
 }
 
-// ticket is a queued start. Guarded by Manager.mu.
+// ticket is a queued start. Guarded by state.mu.
 type ticket struct {
 	id       string
 	seq      uint64
@@ -108,31 +113,23 @@ func QueueEstimate(pos, inFlight, parallel int, create time.Duration) time.Durat
 	return create * time.Duration(1+(pos-inFlight+parallel-1)/parallel)
 }
 
-// createDurLocked is the profile's measured (or assumed) create time.
-func (m *Manager) createDurLocked(ps *profileState) time.Duration {
-	if ps.createDur > 0 {
-		return ps.createDur
-	}
-	return m.opts.DefaultCreateDuration
-}
-
-// ticketInfoLocked is t as clients see it. Caller holds m.mu.
-func (m *Manager) ticketInfoLocked(t *ticket) Ticket {
+// ticketInfoLocked is t as clients see it. Caller holds mu.
+func (qu *queue) ticketInfoLocked(t *ticket) Ticket {
 	out := Ticket{ID: t.id, Profile: t.profile, Workspace: t.req.Workspace, State: t.state,
 		EnqueuedAt: t.enqueued, Deadline: t.deadline}
 	switch t.state {
 	case TicketQueued:
-		ps := m.profiles[t.profile]
+		ps := qu.profiles[t.profile]
 		if i := slices.Index(ps.queue, t); i >= 0 {
 			out.Position = i + 1
 			inFlight := 0
-			for _, e := range m.containers {
-				if e.c.Profile == t.profile && e.c.Workspace == nil && e.stopDone == nil &&
+			for _, e := range qu.containers {
+				if e.c.Profile == t.profile && e.c.Workspace == nil && !e.exit.stopping() &&
 					(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) {
 					inFlight++
 				}
 			}
-			out.Estimate = QueueEstimate(out.Position, inFlight, m.opts.CreateConcurrency, m.createDurLocked(ps))
+			out.Estimate = QueueEstimate(out.Position, inFlight, qu.opts.CreateConcurrency, qu.createDuration(ps))
 		}
 	case TicketAssigned:
 		out.ContainerID = t.claim.Container.ID
@@ -144,88 +141,104 @@ func (m *Manager) ticketInfoLocked(t *ticket) Ticket {
 }
 
 // enqueueLocked puts a start at the end of its profile's queue; the start's
-// registration (call) now belongs to the ticket. Caller holds m.mu.
-func (m *Manager) enqueueLocked(call *startCall, req idepool.StartRequest, key string, evs *[]idepool.Event) (*ticket, error) {
-	ps := m.profiles[req.Profile]
-	now := m.clock.Now()
-	if len(ps.queue) >= m.opts.Queue.Limit {
+// registration (call) now belongs to the ticket. Caller holds mu.
+func (qu *queue) enqueueLocked(call *startCall, req idepool.StartRequest, key string, evs *[]idepool.Event) (*ticket, error) {
+	ps := qu.profiles[req.Profile]
+	now := qu.clock.Now()
+	if len(ps.queue) >= qu.opts.Queue.Limit {
 		err := &idepool.Error{Code: idepool.EQueueFull, Message: "the admission queue of profile " + req.Profile + " is full; retry later",
-			Details: map[string]any{"profile": req.Profile, "limit": m.opts.Queue.Limit}}
+			Details: map[string]any{"profile": req.Profile, "limit": qu.opts.Queue.Limit}}
 		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventRefused, Profile: req.Profile, Reason: "queue-full",
 			Message: err.Message, Data: map[string]any{"kind": string(idepool.ClaimRefused), "code": string(err.Code)}})
 		return nil, err
 	}
-	m.ticketSeq++
-	t := &ticket{id: "q" + strconv.FormatUint(m.ticketSeq, 10) + "-" + idepool.NewID()[:8], seq: m.ticketSeq,
-		req: req, key: key, profile: req.Profile, enqueued: now, deadline: now.Add(m.opts.Queue.Timeout),
+	qu.ticketSeq++
+	t := &ticket{id: "q" + strconv.FormatUint(qu.ticketSeq, 10) + "-" + idepool.NewID()[:8], seq: qu.ticketSeq,
+		req: req, key: key, profile: req.Profile, enqueued: now, deadline: now.Add(qu.opts.Queue.Timeout),
 		call: call, state: TicketQueued, done: make(chan struct{})}
 	call.ticket = t
 	ps.queue = append(ps.queue, t)
-	m.tickets[t.id] = t
-	info := m.ticketInfoLocked(t)
+	qu.tickets[t.id] = t
+	info := qu.ticketInfoLocked(t)
 	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventQueued, Profile: req.Profile, State: "",
 		Reason: "queued", Message: "waiting for a container",
 		Data: map[string]any{"ticket": t.id, "position": info.Position, "estimateSeconds": info.Estimate.Seconds()}})
-	m.serveQueueLocked(ps, evs)
+	qu.serveQueueLocked(ps, evs)
 	return t, nil
+}
+
+// enqueue puts a start in its profile's queue (enqueueLocked) and returns
+// its ticket as clients see it.
+func (qu *queue) enqueue(call *startCall, req idepool.StartRequest, key string) (Ticket, error) {
+	var evs []idepool.Event
+	qu.mu.Lock()
+	t, err := qu.enqueueLocked(call, req, key, &evs)
+	var info Ticket
+	if err == nil {
+		info = qu.ticketInfoLocked(t)
+	}
+	qu.mu.Unlock()
+	qu.publish(evs)
+	qu.kick()
+	return info, err
 }
 
 // serveQueueLocked gives the profile's warm containers to the oldest
 // waiting starts, first come first served. The deliveries run in the
-// background. Caller holds m.mu.
-func (m *Manager) serveQueueLocked(ps *profileState, evs *[]idepool.Event) {
+// background. Caller holds mu.
+func (qu *queue) serveQueueLocked(ps *profileState, evs *[]idepool.Event) {
 	for len(ps.queue) > 0 {
-		e := m.takeWarmLocked(ps)
+		e := qu.take(ps)
 		if e == nil {
 			return
 		}
 		t := ps.queue[0]
 		ps.queue = ps.queue[1:]
-		m.bindTicketLocked(t, e, evs)
+		qu.bindTicketLocked(t, e, evs)
 	}
 }
 
-// bindTicketLocked binds warm container e to queued start t. Caller holds m.mu.
-func (m *Manager) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
-	now := m.clock.Now()
+// bindTicketLocked binds warm container e to queued start t. Caller holds mu.
+func (qu *queue) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
+	now := qu.clock.Now()
 	t.binding = true
 	req := t.req
-	a := m.bindLocked(e, req, now, evs)
+	a := qu.bind(e, req, now, evs)
 	// Progress for everyone waiting: one event per start served (not one
 	// per waiting start), with what is left.
 	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventQueued, ContainerID: e.c.ID, Profile: t.profile,
-		Reason: "served", Data: map[string]any{"ticket": t.id, "waiting": len(m.profiles[t.profile].queue),
+		Reason: "served", Data: map[string]any{"ticket": t.id, "waiting": len(qu.profiles[t.profile].queue),
 			"waitedSeconds": now.Sub(t.enqueued).Seconds()}})
-	m.kick()
-	m.goBGLocked(func(ctx context.Context) {
-		c, ok := m.completeWarm(ctx, e, req, a, now)
+	qu.kick()
+	qu.goBGLocked(func(ctx context.Context) {
+		c, ok := qu.cl.completeWarm(ctx, e, req, a, now)
 		var evs []idepool.Event
-		m.mu.Lock()
+		qu.mu.Lock()
 		t.binding = false
 		if !ok {
 			// The container failed; the start keeps its place at the head.
-			ps := m.profiles[t.profile]
+			ps := qu.profiles[t.profile]
 			ps.queue = append([]*ticket{t}, ps.queue...)
-			m.serveQueueLocked(ps, &evs)
-			m.mu.Unlock()
-			m.publish(evs)
-			m.kick()
+			qu.serveQueueLocked(ps, &evs)
+			qu.mu.Unlock()
+			qu.publish(evs)
+			qu.kick()
 			return
 		}
-		m.resolveLocked(t, idepool.Claim{Container: c, Kind: ClaimQueued}, nil, &evs)
-		m.mu.Unlock()
-		m.publish(evs)
-		m.log.Info("claimed from the queue", "container", c.ID, "profile", c.Profile, "ticket", t.id,
+		qu.resolveLocked(t, idepool.Claim{Container: c, Kind: ClaimQueued}, nil, &evs)
+		qu.mu.Unlock()
+		qu.publish(evs)
+		qu.log.Info("claimed from the queue", "container", c.ID, "profile", c.Profile, "ticket", t.id,
 			"waited", now.Sub(t.enqueued))
-		m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: c.Profile,
+		qu.events.Publish(idepool.Event{Time: qu.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: c.Profile,
 			State: c.State, Data: map[string]any{"kind": string(ClaimQueued), "ticket": t.id,
 				"waitedSeconds": now.Sub(t.enqueued).Seconds()}})
 	})
 }
 
 // resolveLocked ends a ticket: its start is served (claim) or refused
-// (err). Caller holds m.mu and took t out of its queue.
-func (m *Manager) resolveLocked(t *ticket, claim idepool.Claim, err error, evs *[]idepool.Event) {
+// (err). Caller holds mu and took t out of its queue.
+func (qu *queue) resolveLocked(t *ticket, claim idepool.Claim, err error, evs *[]idepool.Event) {
 	if t.state != TicketQueued {
 		return
 	}
@@ -240,26 +253,26 @@ func (m *Manager) resolveLocked(t *ticket, claim idepool.Claim, err error, evs *
 	t.claim, t.err = claim, err
 	t.req.Credentials, t.req.VNCPassword = idepool.Credentials{}, "" // no longer needed
 	close(t.done)
-	if m.pending[t.key] == t.call {
-		delete(m.pending, t.key)
+	if qu.pending[t.key] == t.call {
+		delete(qu.pending, t.key)
 	}
 	t.call.err = err
 	t.call.ticket = nil
 	close(t.call.done)
-	m.ticketIDs = append(m.ticketIDs, t.id)
-	for len(m.ticketIDs) > m.opts.Queue.Keep {
-		delete(m.tickets, m.ticketIDs[0])
-		m.ticketIDs = m.ticketIDs[1:]
+	qu.ticketIDs = append(qu.ticketIDs, t.id)
+	for len(qu.ticketIDs) > qu.opts.Queue.Keep {
+		delete(qu.tickets, qu.ticketIDs[0])
+		qu.ticketIDs = qu.ticketIDs[1:]
 	}
 	if err != nil {
-		*evs = append(*evs, idepool.Event{Time: m.clock.Now(), Type: idepool.EventQueued, Profile: t.profile,
+		*evs = append(*evs, idepool.Event{Time: qu.clock.Now(), Type: idepool.EventQueued, Profile: t.profile,
 			Reason: string(t.state), Message: idepool.ErrorMessage(err), Data: map[string]any{"ticket": t.id}})
 	}
 }
 
 // removeTicketLocked takes a waiting ticket out of its queue.
-func (m *Manager) removeTicketLocked(t *ticket) bool {
-	ps := m.profiles[t.profile]
+func (qu *queue) removeTicketLocked(t *ticket) bool {
+	ps := qu.profiles[t.profile]
 	i := slices.Index(ps.queue, t)
 	if i < 0 {
 		return false
@@ -269,11 +282,11 @@ func (m *Manager) removeTicketLocked(t *ticket) bool {
 }
 
 // expireTicketsLocked refuses starts that waited too long; it returns the
-// earliest deadline still ahead. Caller holds m.mu.
-func (m *Manager) expireTicketsLocked(now time.Time, evs *[]idepool.Event) time.Time {
+// earliest deadline still ahead. Caller holds mu.
+func (qu *queue) expireTicketsLocked(now time.Time, evs *[]idepool.Event) time.Time {
 	var next time.Time
-	for _, name := range m.order {
-		ps := m.profiles[name]
+	for _, name := range qu.order {
+		ps := qu.profiles[name]
 		for _, t := range slices.Clone(ps.queue) {
 			if now.Before(t.deadline) {
 				if next.IsZero() || t.deadline.Before(next) {
@@ -281,9 +294,9 @@ func (m *Manager) expireTicketsLocked(now time.Time, evs *[]idepool.Event) time.
 				}
 				continue
 			}
-			m.removeTicketLocked(t)
+			qu.removeTicketLocked(t)
 			waited := now.Sub(t.enqueued).Round(time.Second)
-			m.resolveLocked(t, idepool.Claim{}, &idepool.Error{Code: idepool.ECapacity,
+			qu.resolveLocked(t, idepool.Claim{}, &idepool.Error{Code: idepool.ECapacity,
 				Message: "no container became free within " + waited.String() + " in the admission queue",
 				Details: map[string]any{"reason": "queue-timeout", "profile": name, "waitedSeconds": waited.Seconds()}}, evs)
 		}
@@ -292,22 +305,22 @@ func (m *Manager) expireTicketsLocked(now time.Time, evs *[]idepool.Event) time.
 }
 
 // Ticket returns a queued (or recently finished) start.
-func (m *Manager) Ticket(id string) (Ticket, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t := m.tickets[id]
+func (qu *queue) Ticket(id string) (Ticket, error) {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	t := qu.tickets[id]
 	if t == nil {
 		return Ticket{}, idepool.Errorf(idepool.ENotFound, "ticket %s not found", id)
 	}
-	return m.ticketInfoLocked(t), nil
+	return qu.ticketInfoLocked(t), nil
 }
 
 // WaitTicket waits until a queued start is served or refused, or ctx ends
 // (the ticket then stays queued). Served: the claim (Kind queued).
-func (m *Manager) WaitTicket(ctx context.Context, id string) (idepool.Claim, error) {
-	m.mu.Lock()
-	t := m.tickets[id]
-	m.mu.Unlock()
+func (qu *queue) WaitTicket(ctx context.Context, id string) (idepool.Claim, error) {
+	qu.mu.Lock()
+	t := qu.tickets[id]
+	qu.mu.Unlock()
 	if t == nil {
 		return idepool.Claim{}, idepool.Errorf(idepool.ENotFound, "ticket %s not found", id)
 	}
@@ -316,8 +329,8 @@ func (m *Manager) WaitTicket(ctx context.Context, id string) (idepool.Claim, err
 	case <-ctx.Done():
 		return idepool.Claim{}, ctxError(ctx)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
 	c := t.claim
 	c.Container = copyContainer(c.Container)
 	return c, t.err
@@ -326,28 +339,28 @@ func (m *Manager) WaitTicket(ctx context.Context, id string) (idepool.Claim, err
 // CancelTicket takes a waiting start out of the queue (its client left).
 // A start already being served is not undone: its container is the
 // workspace's.
-func (m *Manager) CancelTicket(id string) {
+func (qu *queue) CancelTicket(id string) {
 	var evs []idepool.Event
-	m.mu.Lock()
-	if t := m.tickets[id]; t != nil && m.removeTicketLocked(t) {
-		m.resolveLocked(t, idepool.Claim{}, idepool.Errorf(idepool.EClientClosed, "queued start cancelled"), &evs)
+	qu.mu.Lock()
+	if t := qu.tickets[id]; t != nil && qu.removeTicketLocked(t) {
+		qu.resolveLocked(t, idepool.Claim{}, idepool.Errorf(idepool.EClientClosed, "queued start cancelled"), &evs)
 	}
-	m.mu.Unlock()
-	m.publish(evs)
-	m.kick()
+	qu.mu.Unlock()
+	qu.publish(evs)
+	qu.kick()
 }
 
 // Queue returns the tickets waiting for a profile, first first.
-func (m *Manager) Queue(profile string) ([]Ticket, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ps := m.profiles[profile]
+func (qu *queue) Queue(profile string) ([]Ticket, error) {
+	qu.mu.Lock()
+	defer qu.mu.Unlock()
+	ps := qu.profiles[profile]
 	if ps == nil {
 		return nil, idepool.Errorf(idepool.EUnknownProfile, "unknown profile %q", profile)
 	}
 	out := make([]Ticket, 0, len(ps.queue))
 	for _, t := range ps.queue {
-		out = append(out, m.ticketInfoLocked(t))
+		out = append(out, qu.ticketInfoLocked(t))
 	}
 	return out, nil
 }
@@ -360,17 +373,17 @@ const maxEvictions = 3
 // profile, so that a waiting start gets its capacity: under pressure, warm
 // containers are given up before a claim is refused. It reports whether one
 // was removed.
-func (m *Manager) evictOther(ctx context.Context, profile string) bool {
+func (qu *queue) evictOther(ctx context.Context, profile string) bool {
 	var evs []idepool.Event
-	m.mu.Lock()
+	qu.mu.Lock()
 	var victim *entry
-	for _, name := range m.order {
+	for _, name := range qu.order {
 		if name == profile {
 			continue
 		}
-		for _, id := range m.profiles[name].warm {
-			e := m.containers[id]
-			if e == nil || e.stopDone != nil || e.doomed != "" || e.c.State != idepool.StateWarm {
+		for _, id := range qu.profiles[name].warm {
+			e := qu.containers[id]
+			if e == nil || e.exit.leaving() || e.c.State != idepool.StateWarm {
 				continue
 			}
 			if victim == nil || e.c.CreatedAt.Before(victim.c.CreatedAt) {
@@ -380,61 +393,13 @@ func (m *Manager) evictOther(ctx context.Context, profile string) bool {
 		}
 	}
 	if victim == nil {
-		m.mu.Unlock()
+		qu.mu.Unlock()
 		return false
 	}
-	flush := m.beginStop(victim, idepool.ReasonCapacity, &evs)
-	m.mu.Unlock()
-	m.publish(evs)
-	m.log.Info("giving up a warm container for a waiting start", "container", victim.c.ID, "for", profile)
-	_, err := m.runStop(ctx, victim, idepool.ReasonCapacity, flush)
+	flush := qu.beginStop(victim, idepool.ReasonCapacity, &evs)
+	qu.mu.Unlock()
+	qu.publish(evs)
+	qu.log.Info("giving up a warm container for a waiting start", "container", victim.c.ID, "for", profile)
+	_, err := qu.stops.runStop(ctx, victim, idepool.ReasonCapacity, flush)
 	return err == nil
-}
-
-// userLimitLocked refuses a start when its user holds the profile's
-// maximum. Caller holds m.mu.
-func (m *Manager) userLimitLocked(ps *profileState, user string) error {
-	limit := ps.policy.MaxPerUser
-	if limit <= 0 || user == "" {
-		return nil
-	}
-	n := 0
-	for _, e := range m.containers {
-		if e.c.Profile == ps.p.Name && e.c.UserID == user && e.c.Workspace != nil && e.stopDone == nil && e.c.State.Live() {
-			n++
-		}
-	}
-	if n >= limit {
-		return &idepool.Error{Code: idepool.ELimitExceeded,
-			Message: "user " + user + " already has " + strconv.Itoa(n) + " containers of profile " + ps.p.Name,
-			Details: map[string]any{"limit": "maxPerUser", "max": limit, "profile": ps.p.Name}}
-	}
-	return nil
-}
-
-// liveLocked counts the profile's live containers (warm, starting and
-// claimed) that are not being stopped. Caller holds m.mu.
-func (m *Manager) liveLocked(profile string) int {
-	n := 0
-	for _, e := range m.containers {
-		if e.c.Profile == profile && e.stopDone == nil && e.c.State.Live() {
-			n++
-		}
-	}
-	return n
-}
-
-// profileLimitLocked refuses one more container of a profile at its
-// maximum. Caller holds m.mu.
-func (m *Manager) profileLimitLocked(ps *profileState) error {
-	limit := ps.policy.MaxContainers
-	if limit <= 0 {
-		return nil
-	}
-	if n := m.liveLocked(ps.p.Name); n >= limit {
-		return &idepool.Error{Code: idepool.ELimitExceeded,
-			Message: "profile " + ps.p.Name + " is at its maximum of " + strconv.Itoa(limit) + " containers",
-			Details: map[string]any{"limit": "maxContainers", "max": limit, "profile": ps.p.Name}}
-	}
-	return nil
 }

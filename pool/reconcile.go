@@ -3,173 +3,26 @@ package pool
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/idepool/idepool"
 )
 
-// Recover rebuilds the view from the runtime's labels; call it once, before
-// Run and before serving. Containers recorded as claimed stay claimed to
-// their workspace; unclaimed ones wait for their agent's hello before they
-// rejoin the pool; what cannot be trusted is removed.
-func (m *Manager) Recover(ctx context.Context) error {
-	m.recMu.Lock() // not while a reconcile reads the runtime
-	defer m.recMu.Unlock()
-	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	insts, err := m.rt.Recover(rctx)
-	cancel()
-	if err != nil {
-		return idepool.WrapError(idepool.ERuntimeUnreachable, err, "recover containers")
-	}
-	now := m.clock.Now()
-	type bad struct {
-		c      idepool.Container
-		reason string
-	}
-	var broken []bad
-	var evs []idepool.Event
-	claimed, warm := 0, 0
-	m.mu.Lock()
-	for _, inst := range insts {
-		if m.containers[inst.ID] != nil {
-			continue
-		}
-		c, hash, why := m.fromLabels(inst, now)
-		if why != "" {
-			c.Message = why
-			reason := ReasonBroken
-			if inst.Status.Terminal() {
-				reason = idepool.ReasonFailed
-			}
-			broken = append(broken, bad{c, reason})
-			continue
-		}
-		e := m.newEntry(c, hash)
-		if t, err := time.Parse(time.RFC3339Nano, inst.Labels[LabelPreparedUntil]); err == nil && c.Workspace != nil {
-			e.preparedUntil = t
-			e.c.IdleExempt = true
-		}
-		e.recovered = true
-		e.createDone = true
-		e.adoptDeadline = now.Add(m.opts.AdoptGrace)
-		m.containers[c.ID] = e
-		if c.Workspace == nil {
-			warm++
-			continue
-		}
-		claimed++
-		key := c.Workspace.Key()
-		otherID, dup := m.byWorkspace[key]
-		if !dup {
-			m.byWorkspace[key] = c.ID
-			continue
-		}
-		// A crash mid-claim left two containers for one workspace: keep the
-		// newest claim, stop the other once its agent has flushed.
-		other := m.containers[otherID]
-		winner, loser := e, other
-		if newerClaim(other.c, e.c) {
-			winner, loser = other, e
-		}
-		m.byWorkspace[key] = winner.c.ID
-		loser.doomed = ReasonDuplicate
-		m.log.Warn("two containers claim one workspace; stopping the older claim",
-			"container", loser.c.ID, "kept", winner.c.ID)
-	}
-	m.recovered = true
-	m.mu.Unlock()
-	for _, b := range broken {
-		m.log.Warn("removing a container that cannot be adopted", "container", b.c.ID, "why", b.c.Message)
-		rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-		err := m.rt.Remove(rctx, b.c.ID)
-		cancel()
-		if err != nil {
-			m.log.Error("remove unadoptable container", "container", b.c.ID, "err", err)
-			continue // the reconciler's orphan sweep retries
-		}
-		b.c.State = idepool.StateStopped
-		b.c.StopReason = b.reason
-		b.c.StoppedAt = m.clock.Now()
-		m.mu.Lock()
-		m.remember(b.c)
-		m.mu.Unlock()
-		evs = append(evs, idepool.Event{Time: b.c.StoppedAt, Type: idepool.EventStopped, ContainerID: b.c.ID,
-			Profile: b.c.Profile, State: idepool.StateStopped, Reason: b.reason, Message: b.c.Message})
-	}
-	m.publish(evs)
-	m.log.Info("recovered containers", "claimed", claimed, "unclaimed", warm, "removed", len(broken))
-	m.kick()
-	return nil
-}
-
-// newerClaim reports whether a's claim is newer than b's.
-func newerClaim(a, b idepool.Container) bool {
-	if a.Generation != b.Generation {
-		return a.Generation > b.Generation
-	}
-	if !a.ClaimedAt.Equal(b.ClaimedAt) {
-		return a.ClaimedAt.After(b.ClaimedAt)
-	}
-	if !a.CreatedAt.Equal(b.CreatedAt) {
-		return a.CreatedAt.After(b.CreatedAt)
-	}
-	return a.ID > b.ID
-}
-
-// fromLabels rebuilds a container from its runtime record; why says what
-// makes it unadoptable. Caller holds m.mu (for the profiles).
-func (m *Manager) fromLabels(inst idepool.Instance, now time.Time) (c idepool.Container, hash, why string) {
-	l := inst.Labels
-	c = idepool.Container{ID: inst.ID, Profile: l[idepool.LabelProfile], CreatedAt: inst.CreatedAt,
-		Endpoints: inst.Endpoints, Node: inst.Node, Health: idepool.Health{Status: idepool.HealthUnknown}, LastActivity: now}
-	if c.CreatedAt.IsZero() {
-		c.CreatedAt, _ = time.Parse(time.RFC3339Nano, l[idepool.LabelCreated])
-	}
-	hash = l[idepool.LabelTokenHash]
-	switch {
-	case !idepool.ValidID(inst.ID) || l[idepool.LabelID] != inst.ID:
-		return c, "", "id label missing or wrong"
-	case m.profiles[c.Profile] == nil:
-		return c, "", fmt.Sprintf("unknown profile %q", c.Profile)
-	case len(hash) != 64:
-		return c, "", "agent token hash label missing"
-	case inst.Status.Terminal():
-		return c, "", "runtime status " + string(inst.Status) + " " + inst.Message
-	case c.CreatedAt.IsZero():
-		return c, "", "created time missing"
-	}
-	ws, claimed := idepool.WorkspaceFromLabels(l)
-	if !claimed {
-		c.State = idepool.StateStarting
-		return c, hash, ""
-	}
-	if err := ws.Validate(); err != nil {
-		return c, "", "workspace labels invalid: " + idepool.ErrorMessage(err)
-	}
-	gen, err := strconv.ParseInt(l[idepool.LabelGeneration], 10, 64)
-	if err != nil || gen < 1 {
-		return c, "", "generation label invalid"
-	}
-	ws.Prefix = idepool.NormalizePrefix(ws.Prefix)
-	c.Workspace = &ws
-	c.Generation = gen
-	c.UserID = l[idepool.LabelUser]
-	c.PreWarmed = l[idepool.LabelPreWarmed] == "true"
-	c.IdleExempt = l[idepool.LabelIdleExempt] == "true"
-	c.ClaimedAt, _ = time.Parse(time.RFC3339Nano, l[idepool.LabelClaimed])
-	c.State = idepool.StateRunning
-	return c, hash, ""
+// reconciler rebuilds the view from the runtime (Recover) and keeps the
+// pools at their targets: observe the runtime, Judge each container and Plan
+// the pools, then act.
+type reconciler struct {
+	*core
+	recMu sync.Mutex // one reconcile at a time
 }
 
 // ReconcileOnce observes the runtime, plans, and executes the plan: it reaps
 // dead containers, times out creates, removes orphans, failed, excess and
 // expired ones, and creates what the pools lack, in parallel. Safe to call
 // concurrently with everything else; calls are serialised.
-func (m *Manager) ReconcileOnce(ctx context.Context) error {
-	_, err := m.reconcile(ctx)
+func (rc *reconciler) ReconcileOnce(ctx context.Context) error {
+	_, err := rc.reconcile(ctx)
 	return err
 }
 
@@ -179,46 +32,109 @@ type stopJob struct {
 	flush  bool
 }
 
-func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
+// work is what one reconcile decided: containers to stop (their stops
+// begun under the lock), orphans to remove, and the plan.
+type work struct {
+	stops   []stopJob
+	orphans []string
+	acts    Actions
+}
+
+// reconcile observes the runtime, judges each container and plans the
+// pools (under the lock, in memory), then acts outside the lock. It
+// returns when the plan wants to run again.
+func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 	// Without the runtime's record every claimed container would look like
 	// an orphan: recover first, whatever the caller forgot.
-	m.mu.Lock()
-	recovered := m.recovered
-	m.mu.Unlock()
+	rc.mu.Lock()
+	recovered := rc.recovered
+	rc.mu.Unlock()
 	if !recovered {
-		if err := m.Recover(ctx); err != nil {
+		if err := rc.Recover(ctx); err != nil {
 			return time.Time{}, err
 		}
 	}
-	m.recMu.Lock()
-	defer m.recMu.Unlock()
+	rc.recMu.Lock()
+	defer rc.recMu.Unlock()
 
+	headroom := rc.headroom()
+	insts, listSeq, err := rc.observe(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	w := rc.decide(insts, listSeq, headroom)
+	rc.act(ctx, w)
+	return w.acts.WakeAt, nil
+}
+
+// headroom asks the admitter, if it can tell, how many more containers of
+// each profile fit.
+func (rc *reconciler) headroom() map[string]int {
 	headroom := map[string]int{}
-	if hr, ok := m.admitter.(HeadroomReporter); ok {
-		for _, name := range m.order {
-			headroom[name] = hr.Headroom(m.profiles[name].p)
+	if hr, ok := rc.admitter.(HeadroomReporter); ok {
+		for _, name := range rc.order {
+			headroom[name] = hr.Headroom(rc.profiles[name].p)
 		}
 	}
+	return headroom
+}
 
-	m.mu.Lock()
-	listSeq := m.seq
-	m.mu.Unlock()
-	lctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	insts, err := m.rt.List(lctx)
+// observe lists the runtime's containers. listSeq counts the creates
+// finished before the list: a container created after it may be missing
+// from it without having vanished.
+func (rc *reconciler) observe(ctx context.Context) (insts []idepool.Instance, listSeq uint64, err error) {
+	rc.mu.Lock()
+	listSeq = rc.seq
+	rc.mu.Unlock()
+	lctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	insts, err = rc.rt.List(lctx)
 	cancel()
 	if err != nil {
-		return time.Time{}, idepool.WrapError(idepool.ERuntimeUnreachable, err, "list containers")
+		return nil, 0, idepool.WrapError(idepool.ERuntimeUnreachable, err, "list containers")
 	}
+	return insts, listSeq, nil
+}
 
-	now := m.clock.Now()
+// decide records what the runtime said, judges every container (Judge),
+// serves and expires the queue, and plans the pools (Plan); the plan's
+// removals are begun. All of it in memory.
+func (rc *reconciler) decide(insts []idepool.Instance, listSeq uint64, headroom map[string]int) work {
+	now := rc.clock.Now()
+	var w work
 	var evs []idepool.Event
-	var orphans []string
-	var stops []stopJob
-	m.mu.Lock()
+	rc.mu.Lock()
+	w.orphans = rc.applyList(insts, listSeq, &evs)
+	w.stops = rc.applyVerdicts(Judge(rc.views(), now, rc.judgeOptions()), &evs)
+	ticketWake := rc.qu.expireTicketsLocked(now, &evs)
+	for _, name := range rc.order {
+		rc.qu.serveQueueLocked(rc.profiles[name], &evs) // warm ones whose agent came back
+	}
+	snap := rc.snapshot(now, headroom, &evs)
+	rc.mu.Unlock()
+	rc.publish(evs)
+
+	w.acts = Plan(snap)
+	for _, t := range []time.Time{ticketWake, rc.nextTargetChange()} {
+		if !t.IsZero() && (w.acts.WakeAt.IsZero() || t.Before(w.acts.WakeAt)) {
+			w.acts.WakeAt = t
+		}
+	}
+	evs = nil
+	rc.mu.Lock()
+	w.stops = append(w.stops, rc.beginRemoves(w.acts.Removes, &evs)...)
+	rc.mu.Unlock()
+	rc.publish(evs)
+	return w
+}
+
+// applyList records the runtime's list: endpoints, nodes, deaths and
+// disappearances. It returns the ids nobody knows (orphans). Caller holds
+// mu.
+func (rc *reconciler) applyList(insts []idepool.Instance, listSeq uint64, evs *[]idepool.Event) (orphans []string) {
 	seen := make(map[string]bool, len(insts))
 	for _, inst := range insts {
 		seen[inst.ID] = true
-		e := m.containers[inst.ID]
+		e := rc.containers[inst.ID]
 		if e == nil {
 			// Unknown, or stopped by us (this List may predate the Remove,
 			// or a removal after a late create failed): Remove is
@@ -233,66 +149,27 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			e.c.Node = inst.Node
 		}
 		if inst.Status.Terminal() {
-			m.died(e, inst.Status, inst.Message, &evs)
+			rc.died(e, inst.Status, inst.Message, evs)
 		}
 	}
-	for _, e := range m.containers {
-		if !seen[e.c.ID] && e.createDone && e.createdSeq <= listSeq && e.stopDone == nil {
+	for _, e := range rc.containers {
+		if !seen[e.c.ID] && e.createDone && e.createdSeq <= listSeq && !e.exit.stopping() {
 			e.c.Message = "vanished from the runtime"
-			m.finish(e, idepool.ReasonFailed, &evs)
+			rc.finish(e, idepool.ReasonFailed, evs)
 		}
 	}
-	for _, e := range m.containers {
-		if e.stopDone != nil {
-			continue
-		}
-		switch {
-		case !e.preparedUntil.IsZero() && !now.Before(e.preparedUntil) && e.c.State.Live():
-			// Nobody came for it. It pulled someone's files: stop it, never
-			// pool it again; the pool refills.
-			stops = append(stops, stopJob{e, ReasonPrepareExpired, m.beginStop(e, ReasonPrepareExpired, &evs)})
-		case e.doomed != "":
-			if e.agentConnected || now.After(e.adoptDeadline) {
-				stops = append(stops, stopJob{e, e.doomed, e.c.Workspace != nil && e.agentConnected})
-				m.beginStop(e, e.doomed, &evs)
-			}
-		case e.c.State == idepool.StateWarm && !e.agentConnected && !e.goneAt.IsZero() &&
-			now.Sub(e.goneAt) >= m.opts.AdoptGrace:
-			// A warm container nobody can claim (its agent is gone) would
-			// hold a place in the pool forever.
-			m.fail(e, fmt.Sprintf("agent gone for %s", m.opts.AdoptGrace), &evs)
-		case e.recovered && !e.helloSeen && now.After(e.adoptDeadline):
-			m.fail(e, fmt.Sprintf("agent did not say hello within %s of a restart", m.opts.AdoptGrace), &evs)
-		case e.createDone && now.Sub(e.startedAt) >= m.opts.CreateTimeout &&
-			(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting):
-			if e.c.Workspace == nil {
-				m.countFailure(e.c.Profile, "not ready in time")
-			}
-			m.fail(e, fmt.Sprintf("not ready within %s", m.opts.CreateTimeout), &evs)
-		}
-	}
-	ticketWake := m.expireTicketsLocked(now, &evs)
-	for _, name := range m.order {
-		m.serveQueueLocked(m.profiles[name], &evs) // warm ones whose agent came back
-	}
-	snap := m.snapshot(now, headroom, &evs)
-	m.mu.Unlock()
-	m.publish(evs)
+	return orphans
+}
 
-	acts := Plan(snap)
-	for _, t := range []time.Time{ticketWake, m.nextTargetChange()} {
-		if !t.IsZero() && (acts.WakeAt.IsZero() || t.Before(acts.WakeAt)) {
-			acts.WakeAt = t
-		}
-	}
-	evs = nil
-	m.mu.Lock()
-	for _, r := range acts.Removes {
-		e := m.containers[r.ID]
-		if e == nil || e.stopDone != nil || e.doomed != "" {
+// beginRemoves begins the stops the plan asked for, re-checking each: a
+// claim may have taken a warm one since the snapshot. Caller holds mu.
+func (rc *reconciler) beginRemoves(removes []RemoveAction, evs *[]idepool.Event) []stopJob {
+	var stops []stopJob
+	for _, r := range removes {
+		e := rc.containers[r.ID]
+		if e == nil || e.exit.leaving() {
 			continue
 		}
-		// Re-check: a claim may have taken a warm one since the snapshot.
 		switch r.Reason {
 		case idepool.ReasonFailed:
 			if e.c.State != idepool.StateFailed {
@@ -303,104 +180,123 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 				continue
 			}
 		}
-		stops = append(stops, stopJob{e, r.Reason, m.beginStop(e, r.Reason, &evs)})
+		stops = append(stops, stopJob{e, r.Reason, rc.beginStop(e, r.Reason, evs)})
 	}
-	m.mu.Unlock()
-	m.publish(evs)
-
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, m.opts.CreateConcurrency)
-	for _, id := range orphans {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			m.removeOrphan(ctx, id)
-		}()
-	}
-	for _, s := range stops {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if _, err := m.runStop(ctx, s.e, s.reason, s.flush); err != nil {
-				m.log.Warn("reconcile remove", "container", s.e.c.ID, "err", err)
-			}
-		}()
-	}
-	for _, c := range acts.Creates {
-		p := m.profiles[c.Profile].p
-		refused := make(chan struct{})
-		var once sync.Once
-	loop:
-		for i := range c.N {
-			select {
-			case <-refused:
-				break loop
-			case <-ctx.Done():
-				break loop
-			case sem <- struct{}{}:
-			}
-			kind := idepool.ClaimWarm
-			if i < c.ForQueue {
-				kind = idepool.ClaimCold // serves a waiting start
-			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				err := m.createWarm(ctx, p, kind)
-				if errors.Is(err, errRefused) && kind == idepool.ClaimCold && m.evictOther(ctx, p.Name) {
-					err = m.createWarm(ctx, p, kind)
-				}
-				if kind == idepool.ClaimCold {
-					m.mu.Lock()
-					m.pressure = errors.Is(err, errRefused)
-					m.mu.Unlock()
-				}
-				if errors.Is(err, errRefused) || errors.Is(err, errLimited) {
-					once.Do(func() { close(refused) })
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	return acts.WakeAt, nil
+	return stops
 }
 
-// died marks a container whose runtime status is terminal. Caller holds m.mu.
-func (m *Manager) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]idepool.Event) {
-	if e.stopDone != nil || e.c.State == idepool.StateFailed {
-		return
+// act removes orphans, runs the stops and makes the plan's creates, in
+// parallel (CreateConcurrency at a time), and waits for all of them.
+func (rc *reconciler) act(ctx context.Context, w work) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, rc.opts.CreateConcurrency)
+	for _, id := range w.orphans {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			rc.removeOrphan(ctx, id)
+		}()
 	}
-	if e.c.Workspace == nil && (e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) && !e.recovered {
-		m.countFailure(e.c.Profile, "container "+string(st)+" before ready")
+	for _, s := range w.stops {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := rc.stops.runStop(ctx, s.e, s.reason, s.flush); err != nil {
+				rc.log.Warn("reconcile remove", "container", s.e.c.ID, "err", err)
+			}
+		}()
 	}
-	text := "runtime status " + string(st)
-	if msg != "" {
-		text += ": " + msg
+	for _, c := range w.acts.Creates {
+		rc.creates(ctx, c, sem, &wg)
 	}
-	m.fail(e, text, evs)
+	wg.Wait()
+}
+
+// creates starts c's creates, as sem allows; the first refusal (capacity
+// or the profile's maximum) ends the round for the profile.
+func (rc *reconciler) creates(ctx context.Context, c CreateAction, sem chan struct{}, wg *sync.WaitGroup) {
+	p := rc.profiles[c.Profile].p
+	refused := make(chan struct{})
+	var once sync.Once
+	for i := range c.N {
+		select {
+		case <-refused:
+			return
+		case <-ctx.Done():
+			return
+		case sem <- struct{}{}:
+		}
+		kind := idepool.ClaimWarm
+		if i < c.ForQueue {
+			kind = idepool.ClaimCold // serves a waiting start
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := rc.createWarm(ctx, p, kind)
+			if errors.Is(err, errRefused) && kind == idepool.ClaimCold && rc.qu.evictOther(ctx, p.Name) {
+				err = rc.createWarm(ctx, p, kind)
+			}
+			if kind == idepool.ClaimCold {
+				rc.mu.Lock()
+				rc.pressure = errors.Is(err, errRefused)
+				rc.mu.Unlock()
+			}
+			if errors.Is(err, errRefused) || errors.Is(err, errLimited) {
+				once.Do(func() { close(refused) })
+			}
+		}()
+	}
+}
+
+func (rc *reconciler) judgeOptions() JudgeOptions {
+	return JudgeOptions{AdoptGrace: rc.opts.AdoptGrace, CreateTimeout: rc.opts.CreateTimeout}
+}
+
+// applyVerdicts carries out Judge's verdicts: failures at once, stops
+// begun here and returned to be run outside the lock. Caller holds mu.
+func (rc *reconciler) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
+	var stops []stopJob
+	for _, v := range vs {
+		e := rc.containers[v.ID]
+		if e == nil {
+			continue
+		}
+		switch v.Kind {
+		case VerdictStop:
+			rc.beginStop(e, v.Reason, evs)
+			stops = append(stops, stopJob{e, v.Reason, v.Flush})
+		case VerdictFail:
+			if v.Backoff != "" {
+				rc.countFailure(e.c.Profile, v.Backoff)
+			}
+			rc.fail(e, v.Message, evs)
+		}
+	}
+	return stops
 }
 
 // snapshot builds the planner's input; it also recomputes the effective
-// targets (publishing changes). Caller holds m.mu.
-func (m *Manager) snapshot(now time.Time, headroom map[string]int, evs *[]idepool.Event) Snapshot {
+// targets (publishing changes). Caller holds mu.
+func (rc *reconciler) snapshot(now time.Time, headroom map[string]int, evs *[]idepool.Event) Snapshot {
 	idx := map[string]int{}
-	s := Snapshot{Now: now, Profiles: make([]ProfileSnapshot, 0, len(m.order))}
+	s := Snapshot{Now: now, Profiles: make([]ProfileSnapshot, 0, len(rc.order))}
 	anyQueued := false
-	for _, name := range m.order {
-		ps := m.profiles[name]
+	for _, name := range rc.order {
+		ps := rc.profiles[name]
 		h, ok := headroom[name]
 		if !ok {
 			h = -1
 		}
 		if limit := ps.policy.MaxContainers; limit > 0 {
-			room := max(limit-m.liveLocked(name), 0)
+			room := max(limit-rc.live(name), 0)
 			if h < 0 || room < h {
 				h = room
 			}
 		}
-		res := m.effectiveLocked(ps, now)
+		res := rc.effectiveTarget(ps, now)
 		if res.Target != ps.effective.Target || res.Reason != ps.effective.Reason {
 			data := map[string]any{"target": res.Target, "previous": ps.effective.Target, "base": ps.target}
 			if res.Window != nil {
@@ -415,12 +311,12 @@ func (m *Manager) snapshot(now time.Time, headroom map[string]int, evs *[]idepoo
 			Headroom: h, Backoff: ps.backoff, Queued: len(ps.queue)})
 	}
 	if !anyQueued {
-		m.pressure = false
+		rc.pressure = false
 	}
-	s.Pressure = m.pressure
-	for _, e := range m.containers {
+	s.Pressure = rc.pressure
+	for _, e := range rc.containers {
 		i, ok := idx[e.c.Profile]
-		if !ok || e.stopDone != nil || e.doomed != "" {
+		if !ok || e.exit.leaving() {
 			continue
 		}
 		p := &s.Profiles[i]
@@ -449,80 +345,80 @@ var errLimited = errors.New("profile at its maximum")
 
 // createWarm creates one container for a pool; kind is ClaimCold when it
 // is for a waiting start (admission treats it as a cold start).
-func (m *Manager) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
-	m.mu.Lock()
-	lerr := m.profileLimitLocked(m.profiles[p.Name])
-	m.mu.Unlock()
+func (rc *reconciler) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
+	rc.mu.Lock()
+	lerr := rc.profileLimit(rc.profiles[p.Name])
+	rc.mu.Unlock()
 	if lerr != nil {
 		return errLimited
 	}
-	if m.admitter != nil {
-		if err := m.admitter.Admit(ctx, p, kind); err != nil {
-			m.mu.Lock()
-			m.profiles[p.Name].lastErr = "refill refused: " + idepool.ErrorMessage(err)
-			m.mu.Unlock()
+	if rc.admitter != nil {
+		if err := rc.admitter.Admit(ctx, p, kind); err != nil {
+			rc.mu.Lock()
+			rc.profiles[p.Name].lastErr = "refill refused: " + idepool.ErrorMessage(err)
+			rc.mu.Unlock()
 			return errRefused
 		}
 	}
-	now := m.clock.Now()
+	now := rc.clock.Now()
 	id := idepool.NewID()
-	spec, hash := m.spec(id, p, nil)
-	e := m.newEntry(idepool.Container{ID: id, Profile: p.Name, State: idepool.StateCreating, CreatedAt: now,
+	spec, hash := rc.spec(id, p, nil)
+	e := rc.newEntry(idepool.Container{ID: id, Profile: p.Name, State: idepool.StateCreating, CreatedAt: now,
 		Health: idepool.Health{Status: idepool.HealthUnknown}}, hash)
-	m.mu.Lock()
-	m.containers[id] = e
-	m.mu.Unlock()
-	m.events.Publish(idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
-	cctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	inst, err := m.rt.Create(cctx, spec)
+	rc.mu.Lock()
+	rc.containers[id] = e
+	rc.mu.Unlock()
+	rc.events.Publish(idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
+	cctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	inst, err := rc.rt.Create(cctx, spec)
 	cancel()
 	if err != nil {
-		m.createFailed(ctx, e, err)
+		rc.cl.createFailed(ctx, e, err)
 		return err
 	}
 	var evs []idepool.Event
-	m.mu.Lock()
-	ok := m.created(e, inst, &evs)
-	m.mu.Unlock()
+	rc.mu.Lock()
+	ok := rc.created(e, inst, &evs)
+	rc.mu.Unlock()
 	if !ok {
-		m.removeStale(ctx, id)
+		rc.cl.removeStale(ctx, id)
 		return nil
 	}
-	m.publish(evs)
+	rc.publish(evs)
 	return nil
 }
 
 // removeOrphan removes a managed container nobody knows (left by a crash
 // between Create and recording it, or removed from our view by hand).
-func (m *Manager) removeOrphan(ctx context.Context, id string) {
-	m.mu.Lock()
-	_, known := m.history[id]
-	m.mu.Unlock()
+func (rc *reconciler) removeOrphan(ctx context.Context, id string) {
+	rc.mu.Lock()
+	_, known := rc.history[id]
+	rc.mu.Unlock()
 	if !known {
-		m.log.Warn("removing orphan container", "container", id)
+		rc.log.Warn("removing orphan container", "container", id)
 	}
-	rctx, cancel := m.rtCtx(ctx, m.opts.RuntimeTimeout)
-	err := m.rt.Remove(rctx, id)
+	rctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	err := rc.rt.Remove(rctx, id)
 	cancel()
 	if err != nil {
-		m.log.Error("remove orphan", "container", id, "err", err)
+		rc.log.Error("remove orphan", "container", id, "err", err)
 		return
 	}
 	if known {
 		return
 	}
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventStopped, ContainerID: id,
+	rc.events.Publish(idepool.Event{Time: rc.clock.Now(), Type: idepool.EventStopped, ContainerID: id,
 		State: idepool.StateStopped, Reason: idepool.ReasonOrphan})
 }
 
 // Run reconciles on a ticker, at once after claims, stops, agent reports
 // and runtime events, and when the last plan asked to be woken. It returns
 // when ctx ends.
-func (m *Manager) Run(ctx context.Context) error {
+func (rc *reconciler) Run(ctx context.Context) error {
 	evCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := m.rt.Events(evCtx)
-	ticker := time.NewTicker(m.opts.ReconcileInterval)
+	events := rc.rt.Events(evCtx)
+	ticker := time.NewTicker(rc.opts.ReconcileInterval)
 	defer ticker.Stop()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -538,25 +434,25 @@ func (m *Manager) Run(ctx context.Context) error {
 		if reconcile {
 			quiet.Stop()
 			refillBy = nil
-			wakeAt, err := m.reconcile(ctx)
+			wakeAt, err := rc.reconcile(ctx)
 			if err != nil && ctx.Err() == nil {
-				m.log.Warn("reconcile", "err", err)
+				rc.log.Warn("reconcile", "err", err)
 			}
 			timer.Stop()
 			if !wakeAt.IsZero() {
-				timer.Reset(max(wakeAt.Sub(m.clock.Now()), 10*time.Millisecond))
+				timer.Reset(max(wakeAt.Sub(rc.clock.Now()), 10*time.Millisecond))
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
-		case <-m.wake:
+		case <-rc.wake:
 		case <-timer.C:
-		case <-m.claimed:
-			quiet.Reset(m.opts.PaceQuiet)
+		case <-rc.claimed:
+			quiet.Reset(rc.opts.PaceQuiet)
 			if refillBy == nil {
-				refillBy = time.After(m.opts.PaceMax)
+				refillBy = time.After(rc.opts.PaceMax)
 			}
 		case <-quiet.C:
 			refillBy = nil
@@ -566,7 +462,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			if !ok {
 				events = nil // the runtime stopped streaming; the ticker still lists
 			} else {
-				m.runtimeEvent(ev)
+				rc.runtimeEvent(ev)
 			}
 		}
 		// While claims come in, everything else waits for their pause (at
@@ -577,18 +473,32 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // runtimeEvent applies a runtime hint; the next reconcile re-reads the truth.
-func (m *Manager) runtimeEvent(ev idepool.RuntimeEvent) {
+func (rc *reconciler) runtimeEvent(ev idepool.RuntimeEvent) {
 	var evs []idepool.Event
-	m.mu.Lock()
-	if e := m.containers[ev.ID]; e != nil && e.stopDone == nil && e.createDone {
+	rc.mu.Lock()
+	if e := rc.containers[ev.ID]; e != nil && !e.exit.stopping() && e.createDone {
 		switch {
 		case ev.Removed:
 			e.c.Message = "removed from the runtime"
-			m.finish(e, idepool.ReasonFailed, &evs)
+			rc.finish(e, idepool.ReasonFailed, &evs)
 		case ev.Status.Terminal():
-			m.died(e, ev.Status, "", &evs)
+			rc.died(e, ev.Status, "", &evs)
 		}
 	}
-	m.mu.Unlock()
-	m.publish(evs)
+	rc.mu.Unlock()
+	rc.publish(evs)
+}
+
+// nextTargetChange is the earliest time a pool's target changes by the
+// clock alone (a window starts filling or closes).
+func (rc *reconciler) nextTargetChange() time.Time {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var next time.Time
+	for _, name := range rc.order {
+		if t := rc.profiles[name].effective.NextChange; !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	return next
 }

@@ -33,7 +33,7 @@ func (m *Manager) Replace(ctx context.Context, id, reason string) (idepool.Conta
 		st := e.c.State
 		m.mu.Unlock()
 		return idepool.Container{}, idepool.Errorf(idepool.EConflict, "container %s is %s: only a claimed container is replaced", id, st)
-	case e.stopDone != nil:
+	case e.exit.stopping():
 		m.mu.Unlock()
 		return idepool.Container{}, idepool.Errorf(idepool.EConflict, "container %s is already being stopped", id)
 	}

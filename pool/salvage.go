@@ -15,29 +15,29 @@ import (
 // fails, an event says which edits may be lost (those after the agent's
 // last sync). Warm containers and those whose initial pull failed hold no
 // user work and are skipped.
-func (m *Manager) salvageBeforeRemove(ctx context.Context, e *entry) {
-	m.mu.Lock()
+func (sp *stopper) salvageBeforeRemove(ctx context.Context, e *entry) {
+	sp.mu.Lock()
 	ws := e.c.Workspace
 	if ws == nil || e.noFlush {
-		m.mu.Unlock()
+		sp.mu.Unlock()
 		return
 	}
 	a := idepool.Assignment{Generation: e.c.Generation, Workspace: *ws, UserID: e.c.UserID,
-		Credentials: m.opts.DefaultCredentials, S3Endpoint: m.opts.S3Endpoint}
+		Credentials: sp.opts.DefaultCredentials, S3Endpoint: sp.opts.S3Endpoint}
 	if e.assignment != nil {
 		a = *e.assignment // the claim's own credentials, if it brought some
 	}
 	id, profile, lastSync := e.c.ID, e.c.Profile, e.lastSync
-	m.mu.Unlock()
+	sp.mu.Unlock()
 
 	ev := idepool.Event{Type: idepool.EventSalvaged, ContainerID: id, Profile: profile}
-	if sv, ok := m.rt.(idepool.Salvager); ok {
+	if sv, ok := sp.rt.(idepool.Salvager); ok {
 		// Stopping what is left (the runtime's grace) and uploading.
-		sctx, cancel := m.rtCtx(ctx, m.opts.FlushTimeout+m.opts.RuntimeTimeout)
+		sctx, cancel := sp.rtCtx(ctx, sp.opts.FlushTimeout+sp.opts.RuntimeTimeout)
 		res, err := sv.Salvage(sctx, id, a)
 		cancel()
 		if err == nil {
-			ev.Time = m.clock.Now()
+			ev.Time = sp.clock.Now()
 			ev.Reason = "salvaged"
 			ev.Message = fmt.Sprintf("%d unsynced files saved to the workspace before removal (%d as conflict copies beside newer remote versions), %d failed",
 				res.Salvaged(), res.Conflicts, res.Failed)
@@ -46,22 +46,22 @@ func (m *Manager) salvageBeforeRemove(ctx context.Context, e *entry) {
 			if len(res.Paths) > 0 {
 				ev.Data["paths"] = res.Paths
 			}
-			m.events.Publish(ev)
+			sp.events.Publish(ev)
 			return
 		}
 		ev.Reason = "failed"
 		if idepool.ErrorCode(err) == idepool.EUnavailable {
 			ev.Reason = "unreachable" // a lost node: not an error of ours
-			m.log.Warn("dead container's files cannot be reached", "container", id, "err", err)
+			sp.log.Warn("dead container's files cannot be reached", "container", id, "err", err)
 		} else {
-			m.log.Error("salvage before remove failed", "container", id, "err", err)
+			sp.log.Error("salvage before remove failed", "container", id, "err", err)
 		}
 		ev.Message = idepool.ErrorMessage(err) + "; "
 	} else {
 		ev.Reason = "unreachable"
 		ev.Message = "the runtime cannot reach the container's files; "
 	}
-	ev.Time = m.clock.Now()
+	ev.Time = sp.clock.Now()
 	ev.Data = map[string]any{"salvaged": 0}
 	if lastSync.IsZero() {
 		ev.Message += "edits since the container started may be lost"
@@ -69,5 +69,5 @@ func (m *Manager) salvageBeforeRemove(ctx context.Context, e *entry) {
 		ev.Data["lastSync"] = lastSync.UTC().Format(time.RFC3339)
 		ev.Message += "edits after its last sync at " + lastSync.UTC().Format(time.RFC3339) + " may be lost"
 	}
-	m.events.Publish(ev)
+	sp.events.Publish(ev)
 }

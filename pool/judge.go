@@ -1,0 +1,130 @@
+package pool
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+// Judge is Plan's sibling for single containers: where Plan sizes the
+// pools, Judge decides each live container's fate by the lifecycle rules
+// (a prepared container nobody took, a doomed duplicate, a warm container
+// whose agent is gone, a recovered container whose agent never came back, a
+// create that takes too long). It is pure: same views, same verdicts. The
+// reconciler builds the views under the lock, judges and applies the
+// verdicts.
+
+// ContainerView is one live container as Judge sees it.
+type ContainerView struct {
+	ID      string
+	Profile string
+	State   idepool.State
+	// Claimed: bound to a workspace.
+	Claimed bool
+	// Stopping: a stop runs; nothing more is decided about it.
+	Stopping bool
+	// Recovered: adopted by Recover rather than created by this run.
+	Recovered bool
+	// Created: runtime.Create returned (or the container was recovered).
+	Created   bool
+	StartedAt time.Time
+
+	AgentConnected bool
+	// HelloSeen: the agent said hello at least once since this run began.
+	HelloSeen bool
+	// GoneAt is when the agent's connection closed (zero while connected
+	// or before it first connected).
+	GoneAt time.Time
+	// AdoptDeadline bounds the wait for a recovered container's agent.
+	AdoptDeadline time.Time
+	// Doomed is a stop reason decided before the stop could run.
+	Doomed string
+	// PreparedUntil is set while the container is pre-assigned (Prepare)
+	// and no start took it.
+	PreparedUntil time.Time
+	// NoFlush: the agent must never push (its initial pull failed).
+	NoFlush bool
+}
+
+// JudgeOptions are the timeouts the rules use.
+type JudgeOptions struct {
+	// AdoptGrace: how long a warm container's agent may be gone, and how
+	// long a recovered container's agent has to say hello.
+	AdoptGrace time.Duration
+	// CreateTimeout: how long a create may take to become ready.
+	CreateTimeout time.Duration
+}
+
+// VerdictKind is what happens to a container.
+type VerdictKind int
+
+// Verdict kinds.
+const (
+	// VerdictStop: stop it (flush first when Flush) with Reason.
+	VerdictStop VerdictKind = iota + 1
+	// VerdictFail: mark it failed with Message; the plan removes it.
+	VerdictFail
+)
+
+// Verdict is Judge's decision about one container.
+type Verdict struct {
+	ID   string
+	Kind VerdictKind
+	// Reason is the stop reason (VerdictStop).
+	Reason string
+	// Flush asks the agent to push before the stop (VerdictStop).
+	Flush bool
+	// Message says why it failed (VerdictFail).
+	Message string
+	// Backoff, when set, counts a failed create against the profile's
+	// backoff with this text (an unclaimed create that timed out).
+	Backoff string
+}
+
+// Judge returns the verdicts on views, in their order; containers with
+// nothing to decide get none. At most one rule applies to each container,
+// the first that matches in the order below.
+func Judge(views []ContainerView, now time.Time, o JudgeOptions) []Verdict {
+	var out []Verdict
+	for i := range views {
+		if v, ok := judgeOne(&views[i], now, o); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func judgeOne(v *ContainerView, now time.Time, o JudgeOptions) (Verdict, bool) {
+	if v.Stopping {
+		return Verdict{}, false
+	}
+	starting := v.State == idepool.StateCreating || v.State == idepool.StateStarting
+	switch {
+	case !v.PreparedUntil.IsZero() && !now.Before(v.PreparedUntil) && v.State.Live():
+		// Nobody came for it. It pulled someone's files: stop it, never
+		// pool it again; the pool refills.
+		return Verdict{ID: v.ID, Kind: VerdictStop, Reason: ReasonPrepareExpired,
+			Flush: v.Claimed && v.AgentConnected && !v.NoFlush}, true
+	case v.Doomed != "":
+		// A duplicate waits for its agent (to flush) until the adoption
+		// deadline; then it goes without.
+		if v.AgentConnected || now.After(v.AdoptDeadline) {
+			return Verdict{ID: v.ID, Kind: VerdictStop, Reason: v.Doomed, Flush: v.Claimed && v.AgentConnected}, true
+		}
+	case v.State == idepool.StateWarm && !v.AgentConnected && !v.GoneAt.IsZero() && now.Sub(v.GoneAt) >= o.AdoptGrace:
+		// A warm container nobody can claim (its agent is gone) would
+		// hold a place in the pool forever.
+		return Verdict{ID: v.ID, Kind: VerdictFail, Message: fmt.Sprintf("agent gone for %s", o.AdoptGrace)}, true
+	case v.Recovered && !v.HelloSeen && now.After(v.AdoptDeadline):
+		return Verdict{ID: v.ID, Kind: VerdictFail,
+			Message: fmt.Sprintf("agent did not say hello within %s of a restart", o.AdoptGrace)}, true
+	case v.Created && starting && now.Sub(v.StartedAt) >= o.CreateTimeout:
+		out := Verdict{ID: v.ID, Kind: VerdictFail, Message: fmt.Sprintf("not ready within %s", o.CreateTimeout)}
+		if !v.Claimed {
+			out.Backoff = "not ready in time"
+		}
+		return out, true
+	}
+	return Verdict{}, false
+}

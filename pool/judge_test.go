@@ -1,0 +1,163 @@
+package pool
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/idepool/idepool"
+)
+
+func TestJudge(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	o := JudgeOptions{AdoptGrace: 2 * time.Minute, CreateTimeout: 5 * time.Minute}
+	ago := func(d time.Duration) time.Time { return t0.Add(-d) }
+	in := func(d time.Duration) time.Time { return t0.Add(d) }
+	warm := ContainerView{ID: "c", Profile: "p", State: idepool.StateWarm, Created: true, StartedAt: ago(time.Minute),
+		AgentConnected: true, HelloSeen: true}
+	claimed := ContainerView{ID: "c", Profile: "p", State: idepool.StateRunning, Claimed: true, Created: true,
+		StartedAt: ago(time.Hour), AgentConnected: true, HelloSeen: true}
+	starting := ContainerView{ID: "c", Profile: "p", State: idepool.StateStarting, Created: true, StartedAt: ago(time.Minute)}
+	with := func(v ContainerView, f func(*ContainerView)) ContainerView { f(&v); return v }
+	stop := func(reason string, flush bool) *Verdict {
+		return &Verdict{ID: "c", Kind: VerdictStop, Reason: reason, Flush: flush}
+	}
+	fail := func(msg, backoff string) *Verdict {
+		return &Verdict{ID: "c", Kind: VerdictFail, Message: msg, Backoff: backoff}
+	}
+	for _, c := range []struct {
+		name string
+		v    ContainerView
+		want *Verdict // nil: nothing to decide
+	}{
+		{"healthy warm container: nothing", warm, nil},
+		{"healthy claimed container: nothing", claimed, nil},
+		{"a stopping container is never judged",
+			with(claimed, func(v *ContainerView) {
+				v.Stopping = true
+				v.PreparedUntil = ago(time.Second)
+				v.Doomed = ReasonDuplicate
+			}), nil},
+
+		// Prepared expiry.
+		{"prepared, not yet expired: nothing",
+			with(claimed, func(v *ContainerView) { v.PreparedUntil = in(time.Second) }), nil},
+		{"prepared, expired this instant: stopped with a flush",
+			with(claimed, func(v *ContainerView) { v.PreparedUntil = t0 }), stop(ReasonPrepareExpired, true)},
+		{"prepared, expired, agent gone: stopped without a flush",
+			with(claimed, func(v *ContainerView) { v.PreparedUntil = ago(time.Second); v.AgentConnected = false }),
+			stop(ReasonPrepareExpired, false)},
+		{"prepared, expired, its pull failed: never flushed",
+			with(claimed, func(v *ContainerView) { v.PreparedUntil = ago(time.Second); v.NoFlush = true }),
+			stop(ReasonPrepareExpired, false)},
+		{"prepared, expired, already failed: left to the plan",
+			with(claimed, func(v *ContainerView) { v.PreparedUntil = ago(time.Second); v.State = idepool.StateFailed }), nil},
+		{"prepared expiry goes before doom",
+			with(claimed, func(v *ContainerView) { v.PreparedUntil = ago(time.Second); v.Doomed = ReasonDuplicate }),
+			stop(ReasonPrepareExpired, true)},
+
+		// Doomed duplicates.
+		{"doomed, agent connected: stopped with a flush",
+			with(claimed, func(v *ContainerView) { v.Doomed = ReasonDuplicate; v.Recovered = true }), stop(ReasonDuplicate, true)},
+		{"doomed, agent connected, pull failed: still flushed (the duplicate's rule)",
+			with(claimed, func(v *ContainerView) { v.Doomed = ReasonDuplicate; v.NoFlush = true }), stop(ReasonDuplicate, true)},
+		{"doomed, waiting for its agent before the deadline: nothing",
+			with(claimed, func(v *ContainerView) {
+				v.Doomed = ReasonDuplicate
+				v.AgentConnected, v.HelloSeen, v.Recovered = false, false, true
+				v.AdoptDeadline = in(time.Second)
+			}), nil},
+		{"doomed, waiting, at the deadline exactly: nothing yet",
+			with(claimed, func(v *ContainerView) {
+				v.Doomed = ReasonDuplicate
+				v.AgentConnected, v.HelloSeen, v.Recovered = false, false, true
+				v.AdoptDeadline = t0
+			}), nil},
+		{"doomed, agent never came: stopped without a flush",
+			with(claimed, func(v *ContainerView) {
+				v.Doomed = ReasonDuplicate
+				v.AgentConnected, v.HelloSeen, v.Recovered = false, false, true
+				v.AdoptDeadline = ago(time.Nanosecond)
+			}), stop(ReasonDuplicate, false)},
+		{"doomed and waiting hides the hello rule",
+			with(claimed, func(v *ContainerView) {
+				v.Doomed = ReasonDuplicate
+				v.AgentConnected, v.HelloSeen, v.Recovered = false, false, true
+				v.AdoptDeadline = in(time.Second)
+				v.StartedAt = ago(time.Hour)
+			}), nil},
+
+		// Agent gone from a warm container.
+		{"warm, agent gone less than the grace: nothing",
+			with(warm, func(v *ContainerView) { v.AgentConnected = false; v.GoneAt = ago(o.AdoptGrace - time.Nanosecond) }), nil},
+		{"warm, agent gone for the grace: failed",
+			with(warm, func(v *ContainerView) { v.AgentConnected = false; v.GoneAt = ago(o.AdoptGrace) }),
+			fail("agent gone for 2m0s", "")},
+		{"warm, agent never connected (no goneAt): nothing",
+			with(warm, func(v *ContainerView) { v.AgentConnected = false }), nil},
+		{"claimed, agent gone long ago: not this rule",
+			with(claimed, func(v *ContainerView) { v.AgentConnected = false; v.GoneAt = ago(time.Hour) }), nil},
+
+		// Adoption deadline.
+		{"recovered, no hello, deadline ahead: nothing",
+			with(claimed, func(v *ContainerView) {
+				v.Recovered, v.HelloSeen, v.AgentConnected = true, false, false
+				v.AdoptDeadline = in(time.Minute)
+			}), nil},
+		{"recovered, no hello, deadline passed: failed",
+			with(claimed, func(v *ContainerView) {
+				v.Recovered, v.HelloSeen, v.AgentConnected = true, false, false
+				v.AdoptDeadline = ago(time.Nanosecond)
+			}), fail("agent did not say hello within 2m0s of a restart", "")},
+		{"recovered, said hello: nothing",
+			with(claimed, func(v *ContainerView) { v.Recovered = true; v.AdoptDeadline = ago(time.Hour) }), nil},
+
+		// Create timeout.
+		{"starting within the timeout: nothing", starting, nil},
+		{"starting past the timeout: failed, counted against the pool",
+			with(starting, func(v *ContainerView) { v.StartedAt = ago(o.CreateTimeout) }),
+			fail("not ready within 5m0s", "not ready in time")},
+		{"creating past the timeout: failed",
+			with(starting, func(v *ContainerView) { v.State = idepool.StateCreating; v.StartedAt = ago(time.Hour) }),
+			fail("not ready within 5m0s", "not ready in time")},
+		{"cold create past the timeout: failed, not counted against the pool",
+			with(starting, func(v *ContainerView) { v.Claimed = true; v.StartedAt = ago(time.Hour) }),
+			fail("not ready within 5m0s", "")},
+		{"runtime.Create still running: never timed out here",
+			with(starting, func(v *ContainerView) { v.Created = false; v.StartedAt = ago(time.Hour) }), nil},
+		{"syncing long after its start: not a create",
+			with(claimed, func(v *ContainerView) { v.State = idepool.StateSyncing }), nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := Judge([]ContainerView{c.v}, t0, o)
+			var want []Verdict
+			if c.want != nil {
+				want = []Verdict{*c.want}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Judge = %+v\nwant    %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestJudgeKeepsOrderAndIsPure(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	o := JudgeOptions{AdoptGrace: time.Minute, CreateTimeout: time.Minute}
+	views := []ContainerView{
+		{ID: "a", State: idepool.StateStarting, Created: true, StartedAt: t0.Add(-time.Hour)},
+		{ID: "b", State: idepool.StateWarm, AgentConnected: true},
+		{ID: "c", State: idepool.StateRunning, Claimed: true, PreparedUntil: t0, AgentConnected: true},
+	}
+	before := append([]ContainerView(nil), views...)
+	got := Judge(views, t0, o)
+	if len(got) != 2 || got[0].ID != "a" || got[1].ID != "c" {
+		t.Fatalf("Judge = %+v, want verdicts on a then c", got)
+	}
+	if !reflect.DeepEqual(views, before) {
+		t.Error("Judge changed its input")
+	}
+	if again := Judge(views, t0, o); !reflect.DeepEqual(again, got) {
+		t.Errorf("Judge is not deterministic: %+v then %+v", got, again)
+	}
+}
