@@ -32,15 +32,20 @@ import (
 //     router, p50 and p99 (IDEPOOL_BENCH_CLAIMS claims each, default 50).
 
 // plainService creates a bare one-replica service of the IDE image on the
-// stack's network with the same resources (the agent in it just keeps
-// trying to dial home) and returns its id.
+// stack's network with the same resources (the agent in it has no home to
+// dial) and returns its id.
 func (s *stack) plainService(b testing.TB) string {
 	replicas := uint64(1)
 	res, err := s.docker.ServiceCreate(context.Background(), client.ServiceCreateOptions{Spec: swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: "plain-" + idepool.NewID(), Labels: map[string]string{idepool.LabelManaged: s.deployment}},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{Image: ideImage, Env: []string{
-				"IDEPOOL_AGENT_URL=http://" + s.idepoolSvc + ":3001", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=plain", "IDEPOOL_PORT_CODE=8080"}},
+				// No orchestrator to dial (idepool would refuse an unknown
+				// container, and a refused agent exits): the workloads run
+				// as a bare service would, the agent waiting out its orphan
+				// timeout.
+				"IDEPOOL_AGENT_URL=http://127.0.0.1:9", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=plain", "IDEPOOL_PORT_CODE=8080",
+				idepool.EnvOrphanTimeout + "=1h"}},
 			Networks: []swarm.NetworkAttachmentConfig{{Target: s.network}},
 			Resources: &swarm.ResourceRequirements{
 				Limits:       &swarm.Limit{NanoCPUs: int64(ideCPULimit * 1e9), MemoryBytes: ideMemory},
