@@ -47,6 +47,7 @@ type builder struct {
 	creds      idepool.Credentials
 	s3Endpoint string
 	buckets    *bucketEnsurer // nil unless the store is embedded
+	hubBinding *lateBinding[*pool.Manager]
 	agentURL   string
 	publicURL  string
 }
@@ -59,7 +60,8 @@ func (b *builder) stages() []stage {
 		{"runtime", b.startRuntime},      // the runtime and what it can do
 		{"store", b.startStore},          // the embedded S3 store, when no S3 is configured
 		{"listener", b.listen},           // the HTTP listener and the URLs that follow from it
-		{"pool", b.buildPool},            // the agents' hub, the event bus, admission, metrics, the pool
+		{"hub", b.buildHub},              // the agents' hub and the event bus
+		{"pool", b.buildPool},            // admission, metrics, the pool
 		{"http", b.buildHTTP},            // the monitors, the router, the dashboard and the API
 		{"recover", b.recoverContainers}, // the runtime's surviving containers, adopted
 	}
@@ -244,12 +246,12 @@ func (b *builder) listen(context.Context) (func(), error) {
 	return release, nil
 }
 
-// pool builds the pool and what it reports to and through: the agents'
-// hub, the event bus, admission and metrics. pool.New starts the pool's
-// delivery goroutine.
-func (b *builder) buildPool(context.Context) (func(), error) {
-	s, cfg, log := b.s, b.s.cfg, b.s.log
+// buildHub builds the agents' hub (reporting to the pool, once built) and
+// the event bus. Both start goroutines only for connections.
+func (b *builder) buildHub(context.Context) (func(), error) {
+	s := b.s
 	hubBinding := &lateBinding[*pool.Manager]{}
+	b.hubBinding = hubBinding
 	s.heartbeats = health.NewHeartbeatTracker(idepool.SystemClock{})
 	s.hub = control.NewHub(control.Options{
 		Verifier: verifierFunc(func(id, token string) bool {
@@ -263,15 +265,24 @@ func (b *builder) buildPool(context.Context) (func(), error) {
 				m.AgentReport(r)
 			}
 		}), s.heartbeats),
-		Logger: log.With("part", "control"),
+		Logger: s.log.With("part", "control"),
 	})
 	s.bus = events.New(events.Options{})
-	release := func() {
+	return func() {
+		// Idempotent: Serve closes both first, in the order shutting
+		// down needs.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = s.bus.Close()
 		_ = s.hub.Close(ctx)
-	}
+	}, nil
+}
+
+// buildPool builds the pool and what it reports through: admission and
+// metrics. pool.New starts the pool's delivery goroutine.
+func (b *builder) buildPool(context.Context) (func(), error) {
+	s, cfg, log := b.s, b.s.cfg, b.s.log
+	hubBinding := b.hubBinding
 	s.admitter = capacity.New(capacity.Options{
 		Nodes:            nodeSource(b.caps),
 		MaxMemoryPercent: float64(cfg.MaxMemoryPercent),
@@ -325,7 +336,6 @@ func (b *builder) buildPool(context.Context) (func(), error) {
 		FlushTimeout:       cfg.FlushTimeout,
 	})
 	if err != nil {
-		release()
 		return nil, fmt.Errorf("pool: %w", err)
 	}
 	s.pool = mgr
@@ -339,7 +349,6 @@ func (b *builder) buildPool(context.Context) (func(), error) {
 		// Idempotent: Serve closes the pool itself before counting
 		// what is left running.
 		_ = mgr.Close()
-		release()
 	}, nil
 }
 
