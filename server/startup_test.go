@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -151,7 +150,7 @@ func agentProcesses(t *testing.T, dataDir string) []string {
 		}
 		for _, kv := range strings.Split(string(b), "\x00") {
 			if strings.HasPrefix(kv, string(marker)) {
-				out = append(out, fmt.Sprint(filepath.Base(filepath.Dir(p))))
+				out = append(out, filepath.Base(filepath.Dir(p))) // the pid
 			}
 		}
 	}
