@@ -117,6 +117,9 @@ type RuntimeEvent struct {
 // Events streams hints until ctx ends, then closes the channel. A runtime
 // sends one within seconds of a status change (including a container that
 // died) and of a removal. Consumers must also List periodically.
+//
+// Capabilities says what the runtime does beyond this contract; it is the
+// same for the runtime's whole life.
 type Runtime interface {
 	Name() string
 	Recover(ctx context.Context) ([]Instance, error)
@@ -126,6 +129,7 @@ type Runtime interface {
 	List(ctx context.Context) ([]Instance, error)
 	SetLabels(ctx context.Context, id string, labels map[string]string) error
 	Events(ctx context.Context) <-chan RuntimeEvent
+	Capabilities() Capabilities
 }
 
 // Agent environment variables, set by every runtime on the container.

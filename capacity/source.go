@@ -290,8 +290,8 @@ func statField(b []byte, key string) int64 {
 	return 0
 }
 
-// Node is one Swarm node's capacity and what the tasks placed on it
-// reserve (the Swarm runtime implements NodeSource).
+// Node is one node's capacity and what the tasks placed on it reserve (a
+// runtime's Capabilities.Nodes, on Swarm).
 type Node struct {
 	Name                string `json:"name"`
 	NanoCPUs            int64  `json:"nanoCPUs"`

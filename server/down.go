@@ -98,12 +98,12 @@ func Down(ctx context.Context, cfg config.Config, o DownOptions) (DownResult, er
 		defer prt.Close()
 		rt = prt
 	default:
-		r, err := newRuntime(ctx, cfg, Options{AgentCommand: o.AgentCommand}, log)
+		r, closeRT, err := newRuntime(ctx, cfg, Options{AgentCommand: o.AgentCommand}, log)
 		if err != nil {
 			return res, err
 		}
-		if c, ok := r.(interface{ Close() error }); ok {
-			defer c.Close()
+		if closeRT != nil {
+			defer closeRT()
 		}
 		rt = r
 	}

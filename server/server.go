@@ -20,7 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,9 +32,7 @@ import (
 	"github.com/idepool/idepool/events"
 	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
-	"github.com/idepool/idepool/ide"
 	"github.com/idepool/idepool/idle"
-	"github.com/idepool/idepool/internal/dirlock"
 	"github.com/idepool/idepool/internal/peerset"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
@@ -62,6 +59,12 @@ type Options struct {
 	// CapacityInterval is how often it is sampled (default 5 s).
 	CapacityHost     capacity.HostSource
 	CapacityInterval time.Duration
+
+	// Tests only (export_test.go): wrapRuntime wraps the runtime New
+	// builds (to inject its failures); failAfter names a stage after which
+	// New fails.
+	wrapRuntime func(idepool.Runtime) idepool.Runtime
+	failAfter   string
 }
 
 // Run serves until ctx ends. Stopping the server leaves every container
@@ -139,14 +142,22 @@ type Server struct {
 	dash     *dashboard.Dashboard
 	handler  http.Handler
 	listener net.Listener
-	closers  []func()
-	lock     *dirlock.Lock
-	startup  startup
+	// heartbeats is the agents' heartbeats, fed by the hub, read by the
+	// health monitor.
+	heartbeats *health.HeartbeatTracker
+	// release releases what New built, in reverse order: the pool, the
+	// hub and event bus, the listener, the store, the runtime, the lock.
+	release func()
+	startup startup
 }
 
 // New builds a server from its configuration: it prepares DATA_DIR, the API
 // key, the runtime and every part, and recovers the runtime's containers.
-func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err error) {
+// It runs its stages (builder.stages) in order; when one fails, what the
+// ones before it built is released in reverse, so a failed start leaves no
+// goroutine, process, listener or lock behind. New owns Options.Listener:
+// a failed start closes it.
+func New(ctx context.Context, cfg config.Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -166,294 +177,23 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err e
 		// Process-wide, as GOGC: serve owns its process.
 		debug.SetGCPercent(cfg.GCPercent)
 	}
-
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create DATA_DIR: %w", err)
+	var rel releaser
+	if ln := opts.Listener; ln != nil {
+		rel.add(func() { ln.Close() })
 	}
-	lock, err := lockDataDir(cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			lock.Close()
+	b := &builder{s: s}
+	for _, st := range b.stages() {
+		release, err := st.build(ctx)
+		rel.add(release)
+		if err == nil && opts.failAfter == st.name {
+			err = fmt.Errorf("injected failure after stage %s", st.name)
 		}
-	}()
-	s.lock = lock // released last, in Serve
-	keys := cfg.APIKeys
-	if len(keys) == 0 {
-		key, generated, err := config.EnsureAPIKey(cfg.DataDir)
 		if err != nil {
-			return nil, fmt.Errorf("API key: %w", err)
-		}
-		s.startup.KeySource = "DATA_DIR/" + config.APIKeyFile
-		s.startup.KeyGenerated = generated
-		if generated {
-			// Printed once, to stdout only, never to the log.
-			fmt.Fprintf(opts.Stdout, "idepool: no API_KEY set; generated one and stored it in %s:\n\n    %s\n\n",
-				filepath.Join(cfg.DataDir, config.APIKeyFile), key)
-		}
-		keys = []string{key}
-	}
-	secret, err := readSecret(cfg.DataDir, "router-secret")
-	if err != nil {
-		return nil, fmt.Errorf("router secret: %w", err)
-	}
-	if cfg.Runtime == config.RuntimeProcess {
-		// The default profile runs the IDE installed here (EMBEDDED_IDE).
-		choice, err := ide.Detect(ctx, ide.Options{Want: cfg.EmbeddedIDE})
-		if err != nil {
+			rel.release()
 			return nil, err
 		}
-		cfg.IDE, s.cfg.IDE = choice, choice
 	}
-	profiles, err := cfg.Profiles()
-	if err != nil {
-		return nil, fmt.Errorf("profiles: %w", err)
-	}
-	if cfg.Runtime == config.RuntimeProcess {
-		s.startup.IDE = ide.Describe(profiles[0], cfg.IDE)
-	}
-	if err := httpapi.CheckRouteNames(profiles); err != nil {
-		return nil, fmt.Errorf("profiles: %w", err)
-	}
-	if err := httpapi.CheckOrigins(cfg.CORSOrigins); err != nil {
-		return nil, err
-	}
-	if err := proxy.CheckFrameAncestors(cfg.FrameAncestors); err != nil {
-		return nil, err
-	}
-
-	ln := opts.Listener
-	if ln == nil {
-		ln, err = net.Listen("tcp", cfg.Addr())
-		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
-		}
-	}
-	s.listener = ln
-	if a, ok := ln.Addr().(*net.TCPAddr); ok {
-		_ = lock.SetPort(a.Port) // only a name for whoever is refused
-	}
-	agentURL := cfg.AgentURL
-	if opts.Listener != nil && cfg.Runtime != config.RuntimeSwarm {
-		// Tests listen on a random port; agents must dial that one.
-		agentURL = "http://" + ln.Addr().String()
-	}
-	publicURL := cfg.PublicURL
-	if opts.Listener != nil && cfg.PublicURL == "" {
-		publicURL = "http://" + ln.Addr().String()
-	}
-
-	s.startup.URL = strings.TrimSuffix(publicURL, "/")
-	if s.startup.URL == "" {
-		s.startup.URL = "http://" + ln.Addr().String()
-	}
-	creds, s3Endpoint := cfg.S3Credentials(), cfg.S3Endpoint
-	var buckets *bucketEnsurer
-	if creds.IsZero() && s3Endpoint == "" && cfg.Runtime != config.RuntimeSwarm {
-		store, err := startEmbeddedS3(ctx, cfg, log)
-		if err != nil {
-			ln.Close()
-			return nil, err
-		}
-		s.closers = append(s.closers, func() { _ = store.Stop() })
-		creds = idepool.Credentials{AccessKeyID: store.accessKey, SecretAccessKey: store.secretKey}
-		s3Endpoint = store.Endpoint
-		buckets = &bucketEnsurer{create: store.EnsureBucket, done: map[string]bool{}}
-		s.startup.Store = "embedded"
-	} else {
-		s.startup.Store = "s3"
-	}
-	s.startup.StoreEndpoint = s3Endpoint
-
-	rt, err := newRuntime(ctx, cfg, opts, log)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	s.rt = rt
-	if c, ok := rt.(interface{ Close() error }); ok {
-		s.closers = append(s.closers, func() { _ = c.Close() })
-	}
-
-	hubBinding := &lateBinding[*pool.Manager]{}
-	heartbeats := health.NewHeartbeatTracker(idepool.SystemClock{})
-	s.hub = control.NewHub(control.Options{
-		Verifier: verifierFunc(func(id, token string) bool {
-			if m := hubBinding.get(); m != nil {
-				return m.VerifyAgent(id, token)
-			}
-			return false
-		}),
-		Observer: health.Tee(observerFunc(func(r idepool.AgentReport) {
-			if m := hubBinding.get(); m != nil {
-				m.AgentReport(r)
-			}
-		}), heartbeats),
-		Logger: log.With("part", "control"),
-	})
-
-	s.bus = events.New(events.Options{})
-	var nodes capacity.NodeSource
-	if sw, ok := rt.(*swarm.Runtime); ok {
-		// On Swarm, admission counts every node's capacity minus the
-		// reservations of what runs there, as the scheduler does.
-		nodes = capacity.NodeSourceFunc(func(ctx context.Context) ([]capacity.Node, error) {
-			ns, err := sw.Nodes(ctx)
-			out := make([]capacity.Node, 0, len(ns))
-			for _, n := range ns {
-				out = append(out, capacity.Node(n))
-			}
-			return out, err
-		})
-	}
-	s.admitter = capacity.New(capacity.Options{
-		Nodes:            nodes,
-		MaxMemoryPercent: float64(cfg.MaxMemoryPercent),
-		MaxCPUPercent:    float64(cfg.MaxCPUPercent),
-		Host:             opts.CapacityHost,
-		SampleInterval:   opts.CapacityInterval,
-		Logger:           log.With("part", "capacity"),
-	})
-	var admitter pool.Admitter = s.admitter
-	if cfg.Runtime != config.RuntimeSwarm {
-		admitter = processAdmitter{s.admitter}
-	}
-	s.metrics = metrics.New(metrics.Options{
-		Pools: func() []idepool.PoolStatus {
-			if m := hubBinding.get(); m != nil {
-				return m.Pools()
-			}
-			return nil
-		},
-		Containers: metrics.ListerFunc(func(ctx context.Context, f idepool.ContainerFilter) ([]idepool.Container, int, error) {
-			if m := hubBinding.get(); m != nil {
-				return m.List(ctx, f)
-			}
-			return nil, 0, nil
-		}),
-		Capacity: func() (float64, float64) {
-			snap := s.admitter.Snapshot(context.Background())
-			return snap.MemoryPercent, snap.CPUPercent
-		},
-		Host:    s.hostFigures,
-		Version: opts.Version,
-		Runtime: rt.Name(),
-		Process: true,
-	})
-	policies, err := poolPolicies(cfg)
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("profiles: %w", err)
-	}
-	// The agents' own settings reach them through their environment (unset:
-	// the agent's defaults).
-	agentEnv := map[string]string{}
-	if cfg.AgentOrphanTimeout > 0 {
-		agentEnv[idepool.EnvOrphanTimeout] = cfg.AgentOrphanTimeout.String()
-	}
-	if cfg.SyncMaxDeletePercent > 0 {
-		agentEnv[idepool.EnvSyncMaxDeletePercent] = strconv.Itoa(cfg.SyncMaxDeletePercent)
-	}
-	mgr, err := pool.New(pool.Options{
-		RouteGate:          traefikGate(cfg, profiles),
-		Queue:              pool.QueueOptions{Enabled: cfg.QueueEnabled, Limit: cfg.QueueLimit, Timeout: cfg.QueueTimeout},
-		Policies:           policies,
-		Runtime:            rt,
-		Agents:             s.hub,
-		Admitter:           admitter,
-		Events:             events.NewFanout(s.bus, s.metrics, events.LogSink(log.With("part", "events"))),
-		Profiles:           profiles,
-		Deployment:         cfg.Deployment,
-		AgentURL:           agentURL,
-		AgentEnv:           agentEnv,
-		DefaultCredentials: creds,
-		S3Endpoint:         s3Endpoint,
-		Logger:             log.With("part", "pool"),
-		CreateTimeout:      cfg.CreateTimeout,
-		FlushTimeout:       cfg.FlushTimeout,
-	})
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("pool: %w", err)
-	}
-	s.pool = mgr
-	hubBinding.set(mgr)
-	if cfg.Runtime == config.RuntimeSwarm {
-		s.admitter.SetCommitted(mgr)
-	} else {
-		s.admitter.SetCommitted(processCommitted{mgr})
-	}
-	s.monitor = health.New(health.Options{
-		Pool:       mgr,
-		Replacer:   replacer{mgr},
-		Heartbeats: heartbeats,
-		Interval:   cfg.HealthCheckInterval,
-		Timeout:    cfg.HealthCheckTimeout,
-		Retries:    cfg.HealthCheckRetries,
-		Logger:     log.With("part", "health"),
-	})
-	s.reaper = idle.New(idle.Options{
-		Pool:     mgr,
-		Interval: idleInterval(profiles),
-		Policy:   idle.Policy{DefaultIdleTimeout: cfg.InactivityTimeout, SkipMaxAge: true},
-		Logger:   log.With("part", "idle"),
-	})
-
-	s.router = proxy.New(proxy.Options{
-		Backend:        mgr,
-		Secret:         secret,
-		PublicURL:      publicURL,
-		FrameAncestors: cfg.FrameAncestors,
-		CookieSameSite: proxy.SameSiteMode(cfg.CookieSameSite),
-		Logger:         log.With("part", "router"),
-	})
-	s.dash = dashboard.New(dashboard.Options{
-		Orchestrator: mgr,
-		CheckKey:     dashboard.KeyChecker(keys),
-		Events:       s.bus,
-		Resources:    s.dashboardResources,
-		Logger:       log.With("part", "dashboard"),
-		Version:      opts.Version,
-	})
-	nets, trusted, err := agentNetworks(ctx, cfg, rt, log)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	bodiesPerClient := cfg.BodiesPerClient
-	if bodiesPerClient == 0 {
-		bodiesPerClient = -1 // 0 in the config: no bound
-	}
-	s.api = httpapi.New(httpapi.Options{
-		AgentNetworks: nets,
-		TrustedPeer:   trusted,
-		Orchestrator:  timedOrchestrator{mgr, s.metrics, buckets},
-		Sync:          syncControl{mgr, s.hub},
-		Health:        healthReporter{s},
-		Events:        s.bus.Handler(events.HandlerOptions{Error: s.apiError}),
-		Metrics:       s.metrics.Handler(),
-		Keys:          keys,
-		URLs:          s.router,
-		Logger:        log.With("part", "api"),
-		MaxBodyBytes:  cfg.MaxBodyBytes,
-		RateLimit:     httpapi.RateLimit{Requests: cfg.RateLimitRequests, Window: cfg.RateLimitWindow},
-		CORSOrigins:   cfg.CORSOrigins,
-		Version:       opts.Version,
-		Fallback:      s.routes(),
-
-		BodyTimeout:     cfg.BodyTimeout,
-		BodiesPerClient: bodiesPerClient,
-	})
-	s.handler = s.api
-
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := mgr.Recover(rctx); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("recover containers from the %s runtime: %w", rt.Name(), err)
-	}
+	s.release = rel.release
 	return s, nil
 }
 
@@ -531,24 +271,23 @@ func (s *Server) Serve(ctx context.Context) error {
 	_ = srv.Shutdown(shut)
 	_ = s.hub.Close(shut)
 	wg.Wait()
-	_ = s.pool.Close()
+	_ = s.pool.Close() // before counting: no create is in flight
 	left := s.leftRunning()
-	for _, c := range s.closers {
-		c()
-	}
-	_ = s.lock.Close()
+	s.release()
 	s.logStopped(left)
 	return err
 }
 
-func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (idepool.Runtime, error) {
+// newRuntime builds cfg's runtime and returns it with its close (which
+// leaves the containers running).
+func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (idepool.Runtime, func(), error) {
 	switch cfg.Runtime {
 	case config.RuntimeProcess:
 		var user *process.User
 		if cfg.ProcessUser != "off" && os.Geteuid() == 0 {
 			u, err := process.ParseUser(cfg.ProcessUser)
 			if err != nil {
-				return nil, fmt.Errorf("PROCESS_USER: %w", err)
+				return nil, nil, fmt.Errorf("PROCESS_USER: %w", err)
 			}
 			user = &u
 		}
@@ -565,9 +304,9 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			Logger:   log.With("part", "runtime"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("process runtime: %w", err)
+			return nil, nil, fmt.Errorf("process runtime: %w", err)
 		}
-		return rt, nil
+		return rt, func() { _ = rt.Close() }, nil
 	case config.RuntimeSwarm:
 		o := swarm.Options{
 			Deployment: cfg.Deployment,
@@ -591,17 +330,17 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 		}
 		rt, err := swarm.New(o)
 		if err != nil {
-			return nil, fmt.Errorf("swarm runtime: %w", err)
+			return nil, nil, fmt.Errorf("swarm runtime: %w", err)
 		}
 		if err := rt.Ping(ctx); err != nil {
 			rt.Close()
-			return nil, fmt.Errorf("swarm runtime: %w", err)
+			return nil, nil, fmt.Errorf("swarm runtime: %w", err)
 		}
-		return rt, nil
+		return rt, func() { _ = rt.Close() }, nil
 	case config.RuntimeFake:
-		return fake.New(fake.Config{Deployment: cfg.Deployment}), nil
+		return fake.New(fake.Config{Deployment: cfg.Deployment}), nil, nil
 	default:
-		return nil, fmt.Errorf("RUNTIME=%s is not available in this build", cfg.Runtime)
+		return nil, nil, fmt.Errorf("RUNTIME=%s is not available in this build", cfg.Runtime)
 	}
 }
 
@@ -649,17 +388,14 @@ func forwardAuthURL(agentURL string) string {
 }
 
 // agentNetworks returns what containers may not reach of idepool: the
-// networks (AGENT_NETWORKS, or on swarm the overlay's subnets) and the
-// trusted peers on them (TRUSTED_PEERS, or on swarm the discovered
+// networks (AGENT_NETWORKS, or the runtime's containers' network) and the
+// trusted peers on them (TRUSTED_PEERS, or the runtime's discovered
 // infrastructure services) that are exempt.
-func agentNetworks(ctx context.Context, cfg config.Config, rt idepool.Runtime, log *slog.Logger) ([]netip.Prefix, func(context.Context, netip.Addr) bool, error) {
+func agentNetworks(ctx context.Context, cfg config.Config, caps idepool.Capabilities, log *slog.Logger) ([]netip.Prefix, func(context.Context, netip.Addr) bool, error) {
 	nets := cfg.AgentNetworks
-	type subnets interface {
-		NetworkSubnets(ctx context.Context) ([]netip.Prefix, error)
-	}
-	if sn, ok := rt.(subnets); ok && len(nets) == 0 {
+	if caps.NetworkSubnets != nil && len(nets) == 0 {
 		var err error
-		if nets, err = sn.NetworkSubnets(ctx); err != nil {
+		if nets, err = caps.NetworkSubnets(ctx); err != nil {
 			return nil, nil, fmt.Errorf("the containers' network (set AGENT_NETWORKS to skip this look-up): %w", err)
 		}
 	}
@@ -667,11 +403,8 @@ func agentNetworks(ctx context.Context, cfg config.Config, rt idepool.Runtime, l
 		return nil, nil, nil
 	}
 	po := peerset.Options{Names: cfg.TrustedPeers, Logger: log}
-	type peerNames interface {
-		PeerNames(ctx context.Context) ([]string, error)
-	}
-	if pn, ok := rt.(peerNames); ok && len(cfg.TrustedPeers) == 0 {
-		po.NamesFunc = pn.PeerNames
+	if caps.PeerNames != nil && len(cfg.TrustedPeers) == 0 {
+		po.NamesFunc = caps.PeerNames
 	}
 	if len(po.Names) == 0 && po.NamesFunc == nil {
 		return nets, nil, nil

@@ -71,6 +71,10 @@ type Config struct {
 	// EventBuffer is each Events subscriber's buffer; events that do not
 	// fit are dropped (the contract allows it). Zero means 64.
 	EventBuffer int
+	// Capabilities is what Capabilities reports; nil means a runtime on
+	// this machine's network, as the process runtime (its agents, in
+	// tests, dial the orchestrator on loopback).
+	Capabilities *idepool.Capabilities
 }
 
 // Runtime is the fake idepool.Runtime. It is safe for concurrent use.
@@ -110,6 +114,14 @@ func New(cfg Config) *Runtime {
 
 // Name returns "fake".
 func (r *Runtime) Name() string { return "fake" }
+
+// Capabilities returns Config.Capabilities (nil: HostNetwork only).
+func (r *Runtime) Capabilities() idepool.Capabilities {
+	if c := r.cfg.Capabilities; c != nil {
+		return *c
+	}
+	return idepool.Capabilities{HostNetwork: true}
+}
 
 // Deployment returns the runtime's deployment name.
 func (r *Runtime) Deployment() string { return r.cfg.Deployment }

@@ -261,6 +261,12 @@ func (c *container) closeLabelLog() {
 // Name returns "process".
 func (r *Runtime) Name() string { return "process" }
 
+// Capabilities: agents are processes on this machine's network; their
+// limits, where set, are caps, not reservations.
+func (r *Runtime) Capabilities() idepool.Capabilities {
+	return idepool.Capabilities{HostNetwork: true}
+}
+
 // Close stops the monitor and ends every event stream. The agents keep
 // running: a later Runtime on the same DataDir adopts them with Recover.
 func (r *Runtime) Close() error {

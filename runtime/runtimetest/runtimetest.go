@@ -42,6 +42,7 @@ type testCase struct {
 func (s *suite) cases() []testCase {
 	return []testCase{
 		{"Name", s.testName},
+		{"Capabilities", s.testCapabilities},
 		{"Create", s.testCreate},
 		{"CreateCopiesMaps", s.testCreateCopiesMaps},
 		{"CreateOwnLabelsWin", s.testOwnLabelsWin},

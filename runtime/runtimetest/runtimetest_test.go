@@ -3,6 +3,7 @@ package runtimetest_test
 import (
 	"context"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -23,6 +24,22 @@ const brokenEnv = "RUNTIMETEST_BROKEN"
 type broken struct {
 	*fake.Runtime
 	flaw string
+}
+
+func (b *broken) Capabilities() idepool.Capabilities {
+	c := b.Runtime.Capabilities()
+	switch b.flaw {
+	case "caps-host-network-fenced":
+		c.NetworkSubnets = func(context.Context) ([]netip.Prefix, error) {
+			return []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, nil
+		}
+	case "caps-nodes-none-ready":
+		c.Reservations = true
+		c.Nodes = func(context.Context) ([]idepool.NodeResources, error) {
+			return []idepool.NodeResources{{Name: "n1", NanoCPUs: 1e9, MemoryBytes: 1 << 30}}, nil
+		}
+	}
+	return c
 }
 
 func (b *broken) Create(ctx context.Context, spec idepool.ContainerSpec) (idepool.Instance, error) {
@@ -160,6 +177,8 @@ func TestSuiteDetectsFlaws(t *testing.T) {
 		{"kill-unnoticed", "Death"},
 		{"reopen-loses-backend", "Recover"},
 		{"one-deployment", "DeploymentIsolation"},
+		{"caps-host-network-fenced", "Capabilities"},
+		{"caps-nodes-none-ready", "Capabilities"},
 	} {
 		t.Run(c.flaw, func(t *testing.T) {
 			cmd := exec.CommandContext(t.Context(), os.Args[0],

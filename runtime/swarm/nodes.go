@@ -3,6 +3,8 @@ package swarm
 import (
 	"context"
 
+	"github.com/idepool/idepool"
+
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 )
@@ -11,15 +13,7 @@ import (
 // it reserve, as the Swarm scheduler counts them (every service's tasks, not
 // only idepool's). Admission control compares a profile's reservation with
 // the free part.
-type NodeResources struct {
-	Name                string
-	NanoCPUs            int64
-	MemoryBytes         int64
-	ReservedNanoCPUs    int64
-	ReservedMemoryBytes int64
-	// Ready: the node is up and active (not drained or paused).
-	Ready bool
-}
+type NodeResources = idepool.NodeResources
 
 // Nodes returns every node's resources: two API calls (nodes, and the
 // tasks meant to run).

@@ -200,6 +200,16 @@ func (r *Runtime) Close() error {
 // Name returns "swarm".
 func (r *Runtime) Name() string { return "swarm" }
 
+// Capabilities: the Swarm scheduler holds reservations across nodes;
+// containers live on their own overlay network.
+func (r *Runtime) Capabilities() idepool.Capabilities {
+	c := idepool.Capabilities{Reservations: true, Nodes: r.Nodes, PeerNames: r.PeerNames}
+	if r.o.Network != "" {
+		c.NetworkSubnets = r.NetworkSubnets
+	}
+	return c
+}
+
 // Deployment returns LabelManaged's value for this runtime.
 func (r *Runtime) Deployment() string { return r.o.Deployment }
 

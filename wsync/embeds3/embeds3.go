@@ -372,6 +372,13 @@ func resolveAddr(addr string) (string, error) {
 		return "", fmt.Errorf("embedded s3: address %q: %w", addr, err)
 	}
 	if p, _ := strconv.Atoi(port); p != 0 {
+		// Tried first: waitListening would take another socket on addr
+		// for the store, which then fails to bind on its own.
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return "", fmt.Errorf("embedded s3: %w", err)
+		}
+		_ = l.Close()
 		return addr, nil
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -315,4 +316,28 @@ func waitFor(t *testing.T, cond func() string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// An address another socket holds is refused, not taken for the store
+// (whose own bind would then fail unseen), and the store can start again.
+func TestAddressInUseRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	ak, sk, err := LoadOrCreateCredentials(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := Run(t.Context(), Config{Dir: dir, Addr: ln.Addr().String(), AccessKey: ak, SecretKey: sk}); err == nil {
+		srv.Stop()
+		t.Fatalf("Run on %s, held by another socket, succeeded", ln.Addr())
+	}
+	srv, err := Run(t.Context(), Config{Dir: dir, Addr: "127.0.0.1:0", AccessKey: ak, SecretKey: sk})
+	if err != nil {
+		t.Fatalf("Run after the refusal: %v", err)
+	}
+	srv.Stop()
 }

@@ -1,0 +1,46 @@
+package idepool
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Capabilities says what a runtime does beyond the Runtime contract: the
+// server wires its parts from it, instead of asking for concrete types or
+// runtime names. The zero value is a runtime on one machine whose
+// containers have a network of their own and reserve nothing.
+type Capabilities struct {
+	// HostNetwork: containers share this machine's network, loopback
+	// included, so agents reach an orchestrator (and an embedded store)
+	// listening on 127.0.0.1.
+	HostNetwork bool
+	// Reservations: the runtime holds each container's profile
+	// reservations (its scheduler places by them), so admission counts
+	// them as they are; without, they are only figures and admission
+	// counts an estimate.
+	Reservations bool
+	// Nodes lists the machines containers may run on, with what is
+	// reserved on each; nil for one machine (admission samples the host).
+	Nodes func(ctx context.Context) ([]NodeResources, error)
+	// NetworkSubnets returns the containers' network, which the API
+	// fences off from everything but the agents' endpoint; nil when
+	// containers have no network of their own.
+	NetworkSubnets func(ctx context.Context) ([]netip.Prefix, error)
+	// PeerNames returns the infrastructure services (a router) on the
+	// containers' network that may reach idepool as a peer; nil: none to
+	// discover.
+	PeerNames func(ctx context.Context) ([]string, error)
+}
+
+// NodeResources is one node's capacity and what the tasks placed on it
+// reserve, as the runtime's scheduler counts them (every task on the node,
+// not only idepool's).
+type NodeResources struct {
+	Name                string
+	NanoCPUs            int64
+	MemoryBytes         int64
+	ReservedNanoCPUs    int64
+	ReservedMemoryBytes int64
+	// Ready: the node is up and active (not drained or paused).
+	Ready bool
+}
