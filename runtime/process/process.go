@@ -879,17 +879,12 @@ func (r *Runtime) instanceLocked(c *container) idepool.Instance {
 	}
 }
 
-// runtimeLabels are set by the runtime and cannot be changed by SetLabels.
-var runtimeLabels = map[string]bool{
-	idepool.LabelManaged: true, idepool.LabelID: true, idepool.LabelProfile: true, idepool.LabelCreated: true,
-}
-
 // SetLabels merges labels into meta.json ("" deletes a key). Changing one of
 // the runtime's own labels is refused with EInvalid and changes nothing. The
 // agent is not disturbed.
 func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]string) error {
 	for k := range labels {
-		if runtimeLabels[k] {
+		if idepool.IsRuntimeLabel(k) {
 			return idepool.Errorf(idepool.EInvalid, "label %s is set by the runtime and cannot be changed", k)
 		}
 	}
