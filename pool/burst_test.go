@@ -59,8 +59,8 @@ func (r burstResult) String() string {
 		r.errors, r.codes, r.kinds, r.queued, r.fifoBad, r.pct(0.50), r.pct(0.95), r.pct(0.99), r.pct(1), r.elapsed)
 }
 
-// runBurst plays the scenario in whatever time the caller runs it: real
-// time (benchmark) or testing/synctest's virtual time (test).
+// runBurst plays the scenario in whatever time the caller runs it: a
+// synctest bubble's fake time (TestBurstQueue) or real time (BenchmarkBurst).
 func runBurst(tb testing.TB, cfg burstConfig) burstResult {
 	rnd := mrand.New(mrand.NewPCG(cfg.Seed, 99))
 	var rndMu sync.Mutex
@@ -70,7 +70,7 @@ func runBurst(tb testing.TB, cfg burstConfig) burstResult {
 		return cfg.Ready - cfg.Jitter + time.Duration(rnd.Int64N(int64(2*cfg.Jitter)+1))
 	}
 	s := setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, cfg.Pool)},
-		fake: fake.Config{CreateLatency: cfg.Call, Seed: cfg.Seed}, realTime: true}
+		fake: fake.Config{CreateLatency: cfg.Call, Seed: cfg.Seed}}
 	sl := withSlots(&s, cfg.Capacity, func(o *Options) {
 		hr := o.Runtime.(*slotRuntime).Runtime.(*helloRuntime)
 		o.Runtime.(*slotRuntime).Runtime = &delayedHello{Runtime: hr.Runtime, agents: hr.agents, delay: delay}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -15,13 +16,19 @@ import (
 // its base target until then, is at 20 when the window opens, counts
 // claims of the window against it, and shrinks back after it closes.
 func TestScheduledWindowReachedBeforeOpening(t *testing.T) {
+	synctest.Test(t, testScheduledWindowReachedBeforeOpening)
+}
+
+func testScheduledWindowReachedBeforeOpening(t *testing.T) {
 	win := Window{Days: []string{"Fri"}, Start: "12:00", End: "13:00", Timezone: "Europe/Berlin", Target: 20}
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 2)}, opts: func(o *Options) {
 		o.DefaultCreateDuration = 20 * time.Second
 		o.CreateConcurrency = 8
 		o.Policies = map[string]Policy{idepool.DefaultProfile: {Schedules: []Window{win}}}
 	}})
-	open := time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC) // the clock starts Friday 10:00 UTC
+	// The bubble's clock starts Saturday 2000-01-01 00:00 UTC; Friday
+	// 2000-01-07 12:00 Berlin (CET) is 11:00 UTC.
+	open := time.Date(2000, 1, 7, 11, 0, 0, 0, time.UTC)
 	lead := LeadTime(20, 8, 20*time.Second)
 	if lead != 90*time.Second {
 		t.Fatalf("lead %s", lead)
@@ -30,14 +37,14 @@ func TestScheduledWindowReachedBeforeOpening(t *testing.T) {
 	if p := h.pool(idepool.DefaultProfile); p.Warm != 2 || p.Target != 2 {
 		t.Fatalf("before: %+v", p)
 	}
-	h.clock.Advance(open.Add(-lead - time.Second).Sub(h.clock.Now()))
+	time.Sleep(time.Until(open.Add(-lead - time.Second)))
 	h.reconcile()
 	if p := h.pool(idepool.DefaultProfile); p.Warm != 2 {
 		t.Fatalf("a second before the lead: %+v", p)
 	}
-	h.clock.Advance(time.Second)
+	time.Sleep(time.Second)
 	h.reconcile()
-	h.clock.Advance(open.Sub(h.clock.Now()))
+	time.Sleep(time.Until(open))
 	h.reconcile()
 	p := h.pool(idepool.DefaultProfile)
 	if p.Warm != 20 || p.Target != 20 {
@@ -61,7 +68,7 @@ func TestScheduledWindowReachedBeforeOpening(t *testing.T) {
 		t.Fatalf("after 5 claims: %+v", p)
 	}
 	// After the window: back to the base target.
-	h.clock.Advance(time.Hour)
+	time.Sleep(time.Hour)
 	h.reconcile()
 	if p := h.pool(idepool.DefaultProfile); p.Warm != 2 || p.Target != 2 || p.Claimed != 5 {
 		t.Fatalf("after the window: %+v", p)
@@ -69,7 +76,9 @@ func TestScheduledWindowReachedBeforeOpening(t *testing.T) {
 	h.checkNoLeak()
 }
 
-func TestSetPolicyAndAdaptive(t *testing.T) {
+func TestSetPolicyAndAdaptive(t *testing.T) { synctest.Test(t, testSetPolicyAndAdaptive) }
+
+func testSetPolicyAndAdaptive(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 1)}, opts: func(o *Options) {
 		o.DefaultCreateDuration = 30 * time.Second
 		o.ClaimRateWindow = time.Minute
@@ -94,7 +103,7 @@ func TestSetPolicyAndAdaptive(t *testing.T) {
 	// A burst: 30 claims within a minute.
 	for i := range 30 {
 		h.start(fmt.Sprintf("burst-%d", i))
-		h.clock.Advance(2 * time.Second)
+		time.Sleep(2 * time.Second)
 		h.reconcile()
 	}
 	busy := h.pool(idepool.DefaultProfile)
@@ -103,7 +112,7 @@ func TestSetPolicyAndAdaptive(t *testing.T) {
 	}
 	t.Logf("after the burst: target %d (claim rate %.1f/min)", busy.Target, h.m.PoolDetails()[0].ClaimRate)
 	// A quiet hour later it is back at the minimum.
-	h.clock.Advance(time.Hour)
+	time.Sleep(time.Hour)
 	h.reconcile()
 	if p := h.pool(idepool.DefaultProfile); p.Target != 2 || p.Warm != 2 {
 		t.Fatalf("quiet again: %+v", p)
@@ -113,12 +122,14 @@ func TestSetPolicyAndAdaptive(t *testing.T) {
 // TestPrepareThenStart: prepared workspaces get their containers (synced)
 // ahead of time; the start returns that container at once; unused ones are
 // stopped at expiry and never pooled again.
-func TestPrepareThenStart(t *testing.T) {
+func TestPrepareThenStart(t *testing.T) { synctest.Test(t, testPrepareThenStart) }
+
+func testPrepareThenStart(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 3)}})
 	h.reconcile()
 	ctx := context.Background()
-	exp := h.clock.Now().Add(time.Hour)
-	if _, err := h.m.Prepare(ctx, PrepareRequest{Workspaces: []idepool.Workspace{ws("x-1")}, ExpiresAt: h.clock.Now()}); idepool.ErrorCode(err) != idepool.EInvalid {
+	exp := time.Now().Add(time.Hour)
+	if _, err := h.m.Prepare(ctx, PrepareRequest{Workspaces: []idepool.Workspace{ws("x-1")}, ExpiresAt: time.Now()}); idepool.ErrorCode(err) != idepool.EInvalid {
 		t.Fatalf("past expiry: %v", err)
 	}
 	res, err := h.m.Prepare(ctx, PrepareRequest{Workspaces: []idepool.Workspace{ws("lab-1"), ws("lab-2"), ws("lab-3"), ws("lab-4"), {Bucket: "NO"}}, ExpiresAt: exp})
@@ -181,7 +192,7 @@ func TestPrepareThenStart(t *testing.T) {
 		}
 	}
 	// Expiry: the unused ones are stopped, not pooled; the started one stays.
-	h.clock.Advance(2 * time.Hour)
+	time.Sleep(2 * time.Hour)
 	h.reconcile()
 	for _, b := range []string{"lab-2", "lab-3", "lab-4"} {
 		got, err := h.m.Get(ctx, prepared[b])
@@ -206,12 +217,14 @@ func TestPrepareThenStart(t *testing.T) {
 }
 
 // TestPreparedSurvivesRestart: the expiry is in the labels.
-func TestPreparedSurvivesRestart(t *testing.T) {
+func TestPreparedSurvivesRestart(t *testing.T) { synctest.Test(t, testPreparedSurvivesRestart) }
+
+func testPreparedSurvivesRestart(t *testing.T) {
 	s := setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 1)}}
 	h := newHarness(t, s)
 	h.reconcile()
 	ctx := context.Background()
-	res, err := h.m.Prepare(ctx, PrepareRequest{Workspaces: []idepool.Workspace{ws("lab-1")}, ExpiresAt: h.clock.Now().Add(time.Hour)})
+	res, err := h.m.Prepare(ctx, PrepareRequest{Workspaces: []idepool.Workspace{ws("lab-1")}, ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil || res[0].Status != PrepareBound {
 		t.Fatal(res, err)
 	}
@@ -224,7 +237,9 @@ func TestPreparedSurvivesRestart(t *testing.T) {
 
 // TestReplaceInPlace: an unhealthy claimed container is flushed, removed
 // and replaced by a new one for the same workspace; its old id redirects.
-func TestReplaceInPlace(t *testing.T) {
+func TestReplaceInPlace(t *testing.T) { synctest.Test(t, testReplaceInPlace) }
+
+func testReplaceInPlace(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 2)}})
 	h.reconcile()
 	ctx := context.Background()
@@ -277,7 +292,9 @@ func TestReplaceInPlace(t *testing.T) {
 // TestInitialSyncErrorFails: a synced report with an error means the
 // initial pull failed: the container fails (never running), without a
 // flush, and the workspace is free for a new start.
-func TestInitialSyncErrorFails(t *testing.T) {
+func TestInitialSyncErrorFails(t *testing.T) { synctest.Test(t, testInitialSyncErrorFails) }
+
+func testInitialSyncErrorFails(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 1)}})
 	h.agents.mu.Lock()
 	h.agents.noSync = true

@@ -9,33 +9,12 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
 	"github.com/idepool/idepool/runtime/fake"
 )
-
-// manualClock is a clock tests move by hand.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newManualClock() *manualClock {
-	return &manualClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // fakeAgents plays every container's agent: it acknowledges assignments
 // (and reports synced), and says hello/ready when its container is created.
@@ -148,7 +127,6 @@ type harness struct {
 	rt     *fake.Runtime
 	m      *Manager
 	agents *fakeAgents
-	clock  *manualClock
 	events *eventLog
 }
 
@@ -157,7 +135,6 @@ type setup struct {
 	fake     fake.Config
 	admitter Admitter
 	silent   bool
-	realTime bool
 	opts     func(*Options)
 }
 
@@ -173,12 +150,20 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// newHarness makes a Manager over the fake runtime with fake agents. Its
+// clock is the real one (Options.Clock unset), so a unit test runs in a
+// testing/synctest bubble, where time only passes as the test sleeps or
+// everything waits: one kind of fake time for the pool's clock, its
+// timers and the fake runtime's latencies. Benchmarks run in real time.
 func newHarness(t testing.TB, s setup) *harness {
 	t.Helper()
+	if _, ok := t.(*testing.T); ok && !inBubble() {
+		t.Fatal("pool unit tests run in a testing/synctest bubble")
+	}
 	if s.profiles == nil {
 		s.profiles = []idepool.Profile{testProfile(idepool.DefaultProfile, 3)}
 	}
-	h := &harness{t: t, agents: newFakeAgents(), clock: newManualClock(), events: &eventLog{}}
+	h := &harness{t: t, agents: newFakeAgents(), events: &eventLog{}}
 	h.agents.silent = s.silent
 	if s.fake.Seed == 0 {
 		s.fake.Seed = 7
@@ -198,12 +183,9 @@ func (h *harness) newManager(s setup, rt *fake.Runtime) *Manager {
 		Runtime: &helloRuntime{Runtime: rt, agents: h.agents}, Agents: h.agents, Admitter: s.admitter,
 		Profiles: s.profiles, Deployment: "idepool", AgentURL: "ws://orchestrator.test/agent/v1/connect",
 		DefaultCredentials: idepool.Credentials{AccessKeyID: "AKIADEFAULT", SecretAccessKey: "default-secret"},
-		Events:             h.events, Clock: h.clock, Logger: testLogger(h.t),
+		Events:             h.events, Logger: testLogger(h.t),
 		CreateTimeout: time.Minute, FlushTimeout: time.Second, AdoptGrace: time.Minute,
 		ReconcileInterval: 50 * time.Millisecond,
-	}
-	if s.realTime {
-		o.Clock = nil
 	}
 	if s.opts != nil {
 		s.opts(&o)
@@ -247,12 +229,19 @@ func (h *harness) start(bucket string) idepool.Claim {
 	return c
 }
 
+// inBubble says whether the caller runs in a testing/synctest bubble,
+// whose clock starts at midnight UTC 2000-01-01 (a real one is long past).
+func inBubble() bool { return time.Now().Before(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)) }
+
 // settle waits until the assignment of container id, which a warm claim
-// delivers in the background (AckWait 0), was acknowledged or failed.
+// delivers in the background (AckWait 0, after the pacer's quiet time),
+// was acknowledged or failed. It runs on the bubble's fake time: each
+// round lets every goroutine settle, then lets a millisecond pass.
 func (h *harness) settle(id string) {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		synctest.Wait()
 		h.m.mu.Lock()
 		e := h.m.containers[id]
 		busy := e != nil && e.assign.delivering()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -33,7 +34,9 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-func TestReconcileIsIdempotent(t *testing.T) {
+func TestReconcileIsIdempotent(t *testing.T) { synctest.Test(t, testReconcileIsIdempotent) }
+
+func testReconcileIsIdempotent(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 5), testProfile("big", 2)}})
 	for range 8 {
 		h.reconcile()
@@ -54,6 +57,10 @@ func TestReconcileIsIdempotent(t *testing.T) {
 }
 
 func TestFailingCreatesBackOffAndNeverLeak(t *testing.T) {
+	synctest.Test(t, testFailingCreatesBackOffAndNeverLeak)
+}
+
+func testFailingCreatesBackOffAndNeverLeak(t *testing.T) {
 	h := newHarness(t, setup{fake: fake.Config{LeaveLeftoverOnFailure: true}})
 	h.rt.FailNext(1 << 30)
 	var last time.Duration
@@ -77,7 +84,7 @@ func TestFailingCreatesBackOffAndNeverLeak(t *testing.T) {
 		if failures != round {
 			t.Fatalf("round %d: failures = %d", round, failures)
 		}
-		delay := p.BackoffUntil.Sub(h.clock.Now())
+		delay := time.Until(p.BackoffUntil)
 		if delay <= last {
 			t.Fatalf("round %d: backoff %v did not grow from %v", round, delay, last)
 		}
@@ -88,7 +95,7 @@ func TestFailingCreatesBackOffAndNeverLeak(t *testing.T) {
 		if h.rt.Creates() != before {
 			t.Fatalf("round %d: created during backoff", round)
 		}
-		h.clock.Advance(delay)
+		time.Sleep(delay)
 	}
 	if n := h.events.count(idepool.EventCreateFail, ""); n != h.rt.CreateFailures() {
 		t.Fatalf("create-failed events %d, injected failures %d", n, h.rt.CreateFailures())
@@ -109,6 +116,10 @@ func TestFailingCreatesBackOffAndNeverLeak(t *testing.T) {
 }
 
 func TestCreateTimeoutFailsAndRemoves(t *testing.T) {
+	synctest.Test(t, testCreateTimeoutFailsAndRemoves)
+}
+
+func testCreateTimeoutFailsAndRemoves(t *testing.T) {
 	h := newHarness(t, setup{silent: true})
 	h.reconcile()
 	if p := h.pool("default"); p.Starting != 3 || p.Warm != 0 {
@@ -118,7 +129,7 @@ func TestCreateTimeoutFailsAndRemoves(t *testing.T) {
 	if h.rt.Creates() != 3 {
 		t.Fatalf("creates = %d", h.rt.Creates())
 	}
-	h.clock.Advance(time.Minute)
+	time.Sleep(time.Minute)
 	h.reconcile()
 	if ids := h.runtimeIDs(); len(ids) != 0 {
 		t.Fatalf("timed-out containers not removed: %v", ids)
@@ -133,6 +144,10 @@ func TestCreateTimeoutFailsAndRemoves(t *testing.T) {
 }
 
 func TestTargetDropRemovesOldestWarmFirst(t *testing.T) {
+	synctest.Test(t, testTargetDropRemovesOldestWarmFirst)
+}
+
+func testTargetDropRemovesOldestWarmFirst(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}})
 	ctx := context.Background()
 	var order []string // ids, oldest first
@@ -146,7 +161,7 @@ func TestTargetDropRemovesOldestWarmFirst(t *testing.T) {
 				order = append(order, id)
 			}
 		}
-		h.clock.Advance(time.Minute)
+		time.Sleep(time.Minute)
 	}
 	if len(order) != 4 {
 		t.Fatalf("ids %v", order)
@@ -193,6 +208,10 @@ func (r *barrierRuntime) Create(ctx context.Context, spec idepool.ContainerSpec)
 }
 
 func TestSetTargetUpRefillsInParallel(t *testing.T) {
+	synctest.Test(t, testSetTargetUpRefillsInParallel)
+}
+
+func testSetTargetUpRefillsInParallel(t *testing.T) {
 	var br *barrierRuntime
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}, opts: func(o *Options) {
 		br = &barrierRuntime{Runtime: o.Runtime, n: 8, release: make(chan struct{})}
@@ -212,7 +231,9 @@ func TestSetTargetUpRefillsInParallel(t *testing.T) {
 	h.checkNoLeak()
 }
 
-func TestSetTargetErrors(t *testing.T) {
+func TestSetTargetErrors(t *testing.T) { synctest.Test(t, testSetTargetErrors) }
+
+func testSetTargetErrors(t *testing.T) {
 	h := newHarness(t, setup{})
 	if err := h.m.SetTarget(context.Background(), "nope", 1); idepool.ErrorCode(err) != idepool.EUnknownProfile {
 		t.Fatalf("unknown profile: %v", err)
@@ -231,18 +252,20 @@ func TestSetTargetErrors(t *testing.T) {
 	}
 }
 
-func TestMaxAgeRecyclesWarm(t *testing.T) {
+func TestMaxAgeRecyclesWarm(t *testing.T) { synctest.Test(t, testMaxAgeRecyclesWarm) }
+
+func testMaxAgeRecyclesWarm(t *testing.T) {
 	p := testProfile("default", 2)
 	p.MaxAge = time.Hour
 	h := newHarness(t, setup{profiles: []idepool.Profile{p}})
 	h.reconcile()
 	old := h.managerIDs()
-	h.clock.Advance(59 * time.Minute)
+	time.Sleep(59 * time.Minute)
 	h.reconcile()
 	if got := h.managerIDs(); !slices.Equal(got, old) {
 		t.Fatalf("recycled too early: %v vs %v", got, old)
 	}
-	h.clock.Advance(time.Minute)
+	time.Sleep(time.Minute)
 	h.reconcile()
 	got := h.managerIDs()
 	if len(got) != 2 || slices.Contains(got, old[0]) || slices.Contains(got, old[1]) {
@@ -254,7 +277,9 @@ func TestMaxAgeRecyclesWarm(t *testing.T) {
 	h.checkNoLeak()
 }
 
-func TestStartWarmThenReused(t *testing.T) {
+func TestStartWarmThenReused(t *testing.T) { synctest.Test(t, testStartWarmThenReused) }
+
+func testStartWarmThenReused(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	ctx := context.Background()
@@ -305,6 +330,10 @@ func TestStartWarmThenReused(t *testing.T) {
 }
 
 func TestStartOwnCredentialsStayOutOfLabels(t *testing.T) {
+	synctest.Test(t, testStartOwnCredentialsStayOutOfLabels)
+}
+
+func testStartOwnCredentialsStayOutOfLabels(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	c, err := h.m.Start(context.Background(), idepool.StartRequest{Workspace: idepool.Workspace{Bucket: "bkt"},
@@ -337,7 +366,9 @@ func sha256hex(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
-func TestStartColdWhenPoolEmpty(t *testing.T) {
+func TestStartColdWhenPoolEmpty(t *testing.T) { synctest.Test(t, testStartColdWhenPoolEmpty) }
+
+func testStartColdWhenPoolEmpty(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}})
 	ctx := context.Background()
 	c := h.start("cold-bucket")
@@ -373,7 +404,9 @@ func (r *refuser) Admit(ctx context.Context, p idepool.Profile, kind idepool.Cla
 	return &idepool.Error{Code: idepool.ECapacity, Message: "memory at 95%", Details: map[string]any{"memoryPercent": 95}}
 }
 
-func TestStartRefusedWithoutCapacity(t *testing.T) {
+func TestStartRefusedWithoutCapacity(t *testing.T) { synctest.Test(t, testStartRefusedWithoutCapacity) }
+
+func testStartRefusedWithoutCapacity(t *testing.T) {
 	ref := &refuser{}
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 2)}, admitter: ref})
 	h.reconcile() // refills refused too
@@ -393,7 +426,9 @@ func TestStartRefusedWithoutCapacity(t *testing.T) {
 	}
 }
 
-func TestStartValidation(t *testing.T) {
+func TestStartValidation(t *testing.T) { synctest.Test(t, testStartValidation) }
+
+func testStartValidation(t *testing.T) {
 	h := newHarness(t, setup{})
 	for _, c := range []struct {
 		req  idepool.StartRequest
@@ -414,6 +449,10 @@ func TestStartValidation(t *testing.T) {
 // assignment that fails later fails the container, and the workspace's next
 // start gets another one.
 func TestLateAssignFailureFailsTheContainer(t *testing.T) {
+	synctest.Test(t, testLateAssignFailureFailsTheContainer)
+}
+
+func testLateAssignFailureFailsTheContainer(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 2)}})
 	h.reconcile()
 	h.agents.mu.Lock()
@@ -445,6 +484,10 @@ func TestLateAssignFailureFailsTheContainer(t *testing.T) {
 // With AckWait negative a claim waits for the ack and falls back to
 // another container when the agent refuses.
 func TestAssignFailureNeverReturnsToPool(t *testing.T) {
+	synctest.Test(t, testAssignFailureNeverReturnsToPool)
+}
+
+func testAssignFailureNeverReturnsToPool(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 2)},
 		opts: func(o *Options) { o.AckWait = -1 }})
 	h.reconcile()
@@ -476,7 +519,9 @@ func TestAssignFailureNeverReturnsToPool(t *testing.T) {
 	h.checkNoLeak()
 }
 
-func TestStopIsIdempotent(t *testing.T) {
+func TestStopIsIdempotent(t *testing.T) { synctest.Test(t, testStopIsIdempotent) }
+
+func testStopIsIdempotent(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	ctx := context.Background()
@@ -514,7 +559,9 @@ func TestStopIsIdempotent(t *testing.T) {
 	h.checkNoLeak()
 }
 
-func TestConcurrentStopsRemoveOnce(t *testing.T) {
+func TestConcurrentStopsRemoveOnce(t *testing.T) { synctest.Test(t, testConcurrentStopsRemoveOnce) }
+
+func testConcurrentStopsRemoveOnce(t *testing.T) {
 	h := newHarness(t, setup{fake: fake.Config{RemoveLatency: 20 * time.Millisecond}})
 	h.reconcile()
 	id := h.start("twice").Container.ID
@@ -547,7 +594,9 @@ func TestConcurrentStopsRemoveOnce(t *testing.T) {
 	}
 }
 
-func TestWaitReady(t *testing.T) {
+func TestWaitReady(t *testing.T) { synctest.Test(t, testWaitReady) }
+
+func testWaitReady(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 1)}})
 	h.agents.noSync = true
 	h.reconcile()
@@ -595,7 +644,9 @@ func TestWaitReady(t *testing.T) {
 	h.checkNoLeak()
 }
 
-func TestDeadContainersAreReaped(t *testing.T) {
+func TestDeadContainersAreReaped(t *testing.T) { synctest.Test(t, testDeadContainersAreReaped) }
+
+func testDeadContainersAreReaped(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	claimed := h.start("reaped").Container.ID
@@ -628,7 +679,9 @@ func TestDeadContainersAreReaped(t *testing.T) {
 	h.checkNoLeak()
 }
 
-func TestRuntimeEventsMarkDeath(t *testing.T) {
+func TestRuntimeEventsMarkDeath(t *testing.T) { synctest.Test(t, testRuntimeEventsMarkDeath) }
+
+func testRuntimeEventsMarkDeath(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	id := h.managerIDs()[0]
@@ -643,7 +696,9 @@ func TestRuntimeEventsMarkDeath(t *testing.T) {
 	}
 }
 
-func TestOrphansRemoved(t *testing.T) {
+func TestOrphansRemoved(t *testing.T) { synctest.Test(t, testOrphansRemoved) }
+
+func testOrphansRemoved(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}})
 	// Made by a previous run and never recorded (a crash between Create and
 	// the bookkeeping): a runtime container the manager does not know.
@@ -656,7 +711,9 @@ func TestOrphansRemoved(t *testing.T) {
 	}
 }
 
-func TestVerifyAgent(t *testing.T) {
+func TestVerifyAgent(t *testing.T) { synctest.Test(t, testVerifyAgent) }
+
+func testVerifyAgent(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 1)}})
 	h.reconcile()
 	id := h.managerIDs()[0]
@@ -678,6 +735,10 @@ func TestVerifyAgent(t *testing.T) {
 }
 
 func TestAgentRestartGetsAssignmentAgain(t *testing.T) {
+	synctest.Test(t, testAgentRestartGetsAssignmentAgain)
+}
+
+func testAgentRestartGetsAssignmentAgain(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	id := h.start("resend").Container.ID
@@ -701,28 +762,32 @@ func TestAgentRestartGetsAssignmentAgain(t *testing.T) {
 	}
 }
 
-func TestTouchAndHeartbeatActivity(t *testing.T) {
+func TestTouchAndHeartbeatActivity(t *testing.T) { synctest.Test(t, testTouchAndHeartbeatActivity) }
+
+func testTouchAndHeartbeatActivity(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	id := h.start("active").Container.ID
-	h.clock.Advance(time.Minute)
+	time.Sleep(time.Minute)
 	h.m.Touch(id)
 	c, _ := h.m.Lookup(id)
-	if !c.LastActivity.Equal(h.clock.Now()) {
+	if !c.LastActivity.Equal(time.Now()) {
 		t.Fatalf("LastActivity %v", c.LastActivity)
 	}
-	later := h.clock.Now().Add(time.Minute)
+	later := time.Now().Add(time.Minute)
 	h.m.AgentReport(idepool.AgentReport{ContainerID: id, Kind: idepool.AgentHeartbeat, LastActivity: later})
 	if c, _ := h.m.Lookup(id); !c.LastActivity.Equal(later) {
 		t.Fatalf("LastActivity %v", c.LastActivity)
 	}
 }
 
-func TestListFiltersAndPages(t *testing.T) {
+func TestListFiltersAndPages(t *testing.T) { synctest.Test(t, testListFiltersAndPages) }
+
+func testListFiltersAndPages(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 3), testProfile("other", 2)}})
 	for range 3 { // distinct creation times
 		h.reconcile()
-		h.clock.Advance(time.Second)
+		time.Sleep(time.Second)
 	}
 	h.start("listed")
 	ctx := context.Background()
@@ -762,7 +827,9 @@ func TestListFiltersAndPages(t *testing.T) {
 	}
 }
 
-func TestPoisonedWarmIsNeverPooled(t *testing.T) {
+func TestPoisonedWarmIsNeverPooled(t *testing.T) { synctest.Test(t, testPoisonedWarmIsNeverPooled) }
+
+func testPoisonedWarmIsNeverPooled(t *testing.T) {
 	h := newHarness(t, setup{silent: true})
 	h.reconcile()
 	ids := h.managerIDs()
@@ -781,7 +848,9 @@ func TestPoisonedWarmIsNeverPooled(t *testing.T) {
 	}
 }
 
-func TestWarmWithGoneAgentIsReplaced(t *testing.T) {
+func TestWarmWithGoneAgentIsReplaced(t *testing.T) { synctest.Test(t, testWarmWithGoneAgentIsReplaced) }
+
+func testWarmWithGoneAgentIsReplaced(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 2)}})
 	h.reconcile()
 	ids := h.managerIDs()
@@ -795,7 +864,7 @@ func TestWarmWithGoneAgentIsReplaced(t *testing.T) {
 	if g, _ := h.m.Get(context.Background(), ids[0]); g.State != idepool.StateWarm {
 		t.Fatalf("replaced too early: %s", g.State)
 	}
-	h.clock.Advance(time.Minute)
+	time.Sleep(time.Minute)
 	h.reconcile()
 	if g, _ := h.m.Get(context.Background(), ids[0]); g.State != idepool.StateStopped {
 		t.Fatalf("gone agent's container: %s", g.State)
@@ -807,6 +876,10 @@ func TestWarmWithGoneAgentIsReplaced(t *testing.T) {
 }
 
 func TestClaimedAgentWithOtherWorkspaceFails(t *testing.T) {
+	synctest.Test(t, testClaimedAgentWithOtherWorkspaceFails)
+}
+
+func testClaimedAgentWithOtherWorkspaceFails(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	id := h.start("mine").Container.ID
@@ -829,7 +902,9 @@ func (a *headroomAdmitter) Admit(ctx context.Context, p idepool.Profile, kind id
 }
 func (a *headroomAdmitter) Headroom(p idepool.Profile) int { return a.room }
 
-func TestHeadroomCapsRefills(t *testing.T) {
+func TestHeadroomCapsRefills(t *testing.T) { synctest.Test(t, testHeadroomCapsRefills) }
+
+func testHeadroomCapsRefills(t *testing.T) {
 	a := &headroomAdmitter{room: 2}
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 5)}, admitter: a})
 	h.reconcile()
@@ -845,6 +920,10 @@ func TestHeadroomCapsRefills(t *testing.T) {
 }
 
 func TestColdClaimTimesOutAndFailsWaiters(t *testing.T) {
+	synctest.Test(t, testColdClaimTimesOutAndFailsWaiters)
+}
+
+func testColdClaimTimesOutAndFailsWaiters(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}, silent: true})
 	c := h.start("slow-agent")
 	errc := make(chan error)
@@ -852,7 +931,7 @@ func TestColdClaimTimesOutAndFailsWaiters(t *testing.T) {
 		_, err := h.m.WaitReady(context.Background(), c.Container.ID)
 		errc <- err
 	}()
-	h.clock.Advance(time.Minute)
+	time.Sleep(time.Minute)
 	h.reconcile()
 	if err := <-errc; idepool.ErrorCode(err) != idepool.EStartFailed {
 		t.Fatalf("WaitReady: %v", err)
@@ -867,6 +946,10 @@ func TestColdClaimTimesOutAndFailsWaiters(t *testing.T) {
 }
 
 func TestColdAssignmentRetriedOnNextHello(t *testing.T) {
+	synctest.Test(t, testColdAssignmentRetriedOnNextHello)
+}
+
+func testColdAssignmentRetriedOnNextHello(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 0)}, silent: true})
 	c := h.start("flaky-agent")
 	id := c.Container.ID

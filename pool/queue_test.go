@@ -36,6 +36,10 @@ func (h *harness) waitTicket(id string) idepool.Claim {
 // to 7th starts wait; each stopped container lets the next one in, first
 // come first served, and a ticket says its position.
 func TestQueueServesInOrderAsCapacityFrees(t *testing.T) {
+	synctest.Test(t, testQueueServesInOrderAsCapacityFrees)
+}
+
+func testQueueServesInOrderAsCapacityFrees(t *testing.T) {
 	s := setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}}
 	withSlots(&s, 3, func(o *Options) { o.Queue = QueueOptions{Enabled: true} })
 	h := newHarness(t, s)
@@ -135,7 +139,7 @@ func testQueueFullTimeoutAndCancel(t *testing.T) {
 		t.Fatalf("queue after cancels: %+v", q)
 	}
 	// The timeout refuses with a clear reason and frees the workspace.
-	h.clock.Advance(2 * time.Minute)
+	time.Sleep(2 * time.Minute)
 	h.reconcile()
 	_, err = h.m.WaitTicket(context.Background(), t1.ID)
 	if idepool.ErrorCode(err) != idepool.ECapacity || idepool.ErrorDetails(err)["reason"] != "queue-timeout" {
@@ -149,7 +153,9 @@ func testQueueFullTimeoutAndCancel(t *testing.T) {
 	}
 }
 
-func TestQueueOffRefuses(t *testing.T) {
+func TestQueueOffRefuses(t *testing.T) { synctest.Test(t, testQueueOffRefuses) }
+
+func testQueueOffRefuses(t *testing.T) {
 	s := setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}}
 	withSlots(&s, 1, nil)
 	h := newHarness(t, s)
@@ -168,30 +174,32 @@ func TestQueueOffRefuses(t *testing.T) {
 func TestPressureGivesUpOtherWarm(t *testing.T) {
 	for _, queue := range []bool{false, true} {
 		t.Run(fmt.Sprintf("queue=%v", queue), func(t *testing.T) {
-			s := setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0), testProfile("other", 2)}}
-			sl := withSlots(&s, 2, func(o *Options) { o.Queue.Enabled = queue })
-			h := newHarness(t, s)
-			h.reconcile()
-			if p := h.pool("other"); p.Warm != 2 {
-				t.Fatalf("other pool: %+v", p)
-			}
-			c := h.start("urgent")
-			if c.Kind != idepool.ClaimCold {
-				t.Fatalf("kind %s", c.Kind)
-			}
-			if p := h.pool("other"); p.Warm != 1 {
-				t.Fatalf("other pool after pressure: %+v", p)
-			}
-			if n := h.events.count(idepool.EventStopped, idepool.ReasonCapacity); n != 1 {
-				t.Fatalf("%d capacity stops", n)
-			}
-			// The other pool does not take the room back while it is full.
-			h.reconcile()
-			if p := h.pool("other"); p.Warm+p.Starting != 1 || sl.Headroom(idepool.Profile{}) != 0 {
-				t.Fatalf("other pool refilled over capacity: %+v", p)
-			}
-			h.m.bg.Wait()
-			h.checkNoLeak()
+			synctest.Test(t, func(t *testing.T) {
+				s := setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0), testProfile("other", 2)}}
+				sl := withSlots(&s, 2, func(o *Options) { o.Queue.Enabled = queue })
+				h := newHarness(t, s)
+				h.reconcile()
+				if p := h.pool("other"); p.Warm != 2 {
+					t.Fatalf("other pool: %+v", p)
+				}
+				c := h.start("urgent")
+				if c.Kind != idepool.ClaimCold {
+					t.Fatalf("kind %s", c.Kind)
+				}
+				if p := h.pool("other"); p.Warm != 1 {
+					t.Fatalf("other pool after pressure: %+v", p)
+				}
+				if n := h.events.count(idepool.EventStopped, idepool.ReasonCapacity); n != 1 {
+					t.Fatalf("%d capacity stops", n)
+				}
+				// The other pool does not take the room back while it is full.
+				h.reconcile()
+				if p := h.pool("other"); p.Warm+p.Starting != 1 || sl.Headroom(idepool.Profile{}) != 0 {
+					t.Fatalf("other pool refilled over capacity: %+v", p)
+				}
+				h.m.bg.Wait()
+				h.checkNoLeak()
+			})
 		})
 	}
 }
@@ -200,49 +208,51 @@ func TestLimits(t *testing.T) {
 	p := testProfile(idepool.DefaultProfile, 1)
 	for _, queue := range []bool{false, true} {
 		t.Run(fmt.Sprintf("queue=%v", queue), func(t *testing.T) {
-			h := newHarness(t, setup{profiles: []idepool.Profile{p}, opts: func(o *Options) {
-				o.Queue.Enabled = queue
-				o.Policies = map[string]Policy{idepool.DefaultProfile: {MaxContainers: 3, MaxPerUser: 2}}
-			}})
-			h.reconcile()
-			ctx := context.Background()
-			start := func(b, user string) (idepool.Claim, *Ticket, error) {
-				return h.m.StartOrQueue(ctx, idepool.StartRequest{Workspace: ws(b), UserID: user})
-			}
-			if _, _, err := start("u1-a", "u1"); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := start("u1-b", "u1"); err != nil {
-				t.Fatal(err)
-			}
-			// Per user: a third is refused (never queued), the same
-			// workspace is still reused.
-			if _, tk, err := start("u1-c", "u1"); idepool.ErrorCode(err) != idepool.ELimitExceeded || tk != nil {
-				t.Fatalf("per-user limit: %v %+v", err, tk)
-			}
-			if c, _, err := start("u1-a", "u1"); err != nil || c.Kind != idepool.ClaimReused {
-				t.Fatalf("reuse under the user limit: %+v %v", c.Kind, err)
-			}
-			// Per profile: 2 claimed + refill 1 = 3 live; a 4th start
-			// takes the warm one, the 5th finds the profile full.
-			h.reconcile()
-			if _, _, err := start("u2-a", "u2"); err != nil {
-				t.Fatal(err)
-			}
-			h.reconcile()
-			if p := h.pool(idepool.DefaultProfile); p.Claimed+p.Warm+p.Starting > 3 {
-				t.Fatalf("over the profile maximum: %+v", p)
-			}
-			_, tk, err := start("u3-a", "u3")
-			if queue {
-				if err != nil || tk == nil {
-					t.Fatalf("queue on: the profile maximum should queue: %v %+v", err, tk)
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, setup{profiles: []idepool.Profile{p}, opts: func(o *Options) {
+					o.Queue.Enabled = queue
+					o.Policies = map[string]Policy{idepool.DefaultProfile: {MaxContainers: 3, MaxPerUser: 2}}
+				}})
+				h.reconcile()
+				ctx := context.Background()
+				start := func(b, user string) (idepool.Claim, *Ticket, error) {
+					return h.m.StartOrQueue(ctx, idepool.StartRequest{Workspace: ws(b), UserID: user})
 				}
-			} else if idepool.ErrorCode(err) != idepool.ELimitExceeded {
-				t.Fatalf("profile maximum: %v", err)
-			}
-			h.m.bg.Wait()
-			h.checkNoLeak()
+				if _, _, err := start("u1-a", "u1"); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := start("u1-b", "u1"); err != nil {
+					t.Fatal(err)
+				}
+				// Per user: a third is refused (never queued), the same
+				// workspace is still reused.
+				if _, tk, err := start("u1-c", "u1"); idepool.ErrorCode(err) != idepool.ELimitExceeded || tk != nil {
+					t.Fatalf("per-user limit: %v %+v", err, tk)
+				}
+				if c, _, err := start("u1-a", "u1"); err != nil || c.Kind != idepool.ClaimReused {
+					t.Fatalf("reuse under the user limit: %+v %v", c.Kind, err)
+				}
+				// Per profile: 2 claimed + refill 1 = 3 live; a 4th start
+				// takes the warm one, the 5th finds the profile full.
+				h.reconcile()
+				if _, _, err := start("u2-a", "u2"); err != nil {
+					t.Fatal(err)
+				}
+				h.reconcile()
+				if p := h.pool(idepool.DefaultProfile); p.Claimed+p.Warm+p.Starting > 3 {
+					t.Fatalf("over the profile maximum: %+v", p)
+				}
+				_, tk, err := start("u3-a", "u3")
+				if queue {
+					if err != nil || tk == nil {
+						t.Fatalf("queue on: the profile maximum should queue: %v %+v", err, tk)
+					}
+				} else if idepool.ErrorCode(err) != idepool.ELimitExceeded {
+					t.Fatalf("profile maximum: %v", err)
+				}
+				h.m.bg.Wait()
+				h.checkNoLeak()
+			})
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -16,7 +17,9 @@ import (
 // workspaces against a warm pool of 100, on a runtime with create latency,
 // while the reconciler refills: every workspace ends with exactly one
 // container, no container serves two workspaces, nothing leaks.
-func TestConcurrentStartsExactlyOnce(t *testing.T) {
+func TestConcurrentStartsExactlyOnce(t *testing.T) { synctest.Test(t, testConcurrentStartsExactlyOnce) }
+
+func testConcurrentStartsExactlyOnce(t *testing.T) {
 	const (
 		starts     = 1000
 		workspaces = 300
@@ -25,7 +28,6 @@ func TestConcurrentStartsExactlyOnce(t *testing.T) {
 	h := newHarness(t, setup{
 		profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, poolSize)},
 		fake:     fake.Config{CreateLatency: time.Millisecond, CreateJitter: 4 * time.Millisecond},
-		realTime: true,
 	})
 	h.reconcile()
 	if p := h.pool(idepool.DefaultProfile); p.Warm != poolSize {
@@ -141,7 +143,7 @@ func TestConcurrentStartsExactlyOnce(t *testing.T) {
 // fake agents): the orchestrator's own cost of a claim.
 func BenchmarkClaim(b *testing.B) {
 	const batch = 2000
-	h := newHarness(b, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}, realTime: true})
+	h := newHarness(b, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}})
 	ctx := context.Background()
 	refill := func() {
 		b.StopTimer()
@@ -169,7 +171,7 @@ func BenchmarkClaim(b *testing.B) {
 
 // BenchmarkClaimParallel is BenchmarkClaim with concurrent claimers.
 func BenchmarkClaimParallel(b *testing.B) {
-	h := newHarness(b, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}, realTime: true})
+	h := newHarness(b, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}})
 	ctx := context.Background()
 	if err := h.m.SetTarget(ctx, idepool.DefaultProfile, b.N+64); err != nil {
 		b.Fatal(err)

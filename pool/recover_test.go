@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -25,7 +26,9 @@ func (h *harness) restart(s setup) {
 	}
 }
 
-func TestRecoverKeepsClaimedAndWarm(t *testing.T) {
+func TestRecoverKeepsClaimedAndWarm(t *testing.T) { synctest.Test(t, testRecoverKeepsClaimedAndWarm) }
+
+func testRecoverKeepsClaimedAndWarm(t *testing.T) {
 	s := setup{profiles: []idepool.Profile{testProfile("default", 3), testProfile("cold", 0)}}
 	h := newHarness(t, s)
 	ctx := context.Background()
@@ -119,6 +122,10 @@ func mustList(t *testing.T, m *Manager, states ...idepool.State) []idepool.Conta
 }
 
 func TestRecoverRemovesWhatItCannotAdopt(t *testing.T) {
+	synctest.Test(t, testRecoverRemovesWhatItCannotAdopt)
+}
+
+func testRecoverRemovesWhatItCannotAdopt(t *testing.T) {
 	s := setup{profiles: []idepool.Profile{testProfile("default", 1)}}
 	h := newHarness(t, s)
 	ctx := context.Background()
@@ -128,7 +135,7 @@ func TestRecoverRemovesWhatItCannotAdopt(t *testing.T) {
 		maps.Copy(l, extra)
 		return l
 	}
-	t0 := h.clock.Now()
+	t0 := time.Now()
 	ws2 := idepool.Workspace{Bucket: "shared-ws"}
 	mk := func(id, profile string, labels map[string]string) {
 		t.Helper()
@@ -191,7 +198,7 @@ func TestRecoverRemovesWhatItCannotAdopt(t *testing.T) {
 		t.Fatalf("good0001: %s", c.State)
 	}
 	// silent01's agent never says hello: removed after the grace.
-	h.clock.Advance(time.Minute + time.Second)
+	time.Sleep(time.Minute + time.Second)
 	h.reconcile()
 	if slices.Contains(h.runtimeIDs(), "silent01") {
 		t.Fatal("silent container kept past the adopt grace")

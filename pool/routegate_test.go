@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -13,9 +14,13 @@ import (
 // With a RouteGate (Traefik), a ready container joins the pool only once
 // the router routes it, so a claim never waits for the router's refresh.
 func TestRouteGateHoldsWarmUntilRouted(t *testing.T) {
+	synctest.Test(t, testRouteGateHoldsWarmUntilRouted)
+}
+
+func testRouteGateHoldsWarmUntilRouted(t *testing.T) {
 	var routed atomic.Bool
 	var probes atomic.Int32
-	h := newHarness(t, setup{realTime: true, profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 2)},
+	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 2)},
 		opts: func(o *Options) {
 			o.RouteGate = func(ctx context.Context, c idepool.Container) error {
 				probes.Add(1)

@@ -18,7 +18,6 @@ func TestRunReactsToClaimsEventsAndBackoff(t *testing.T) {
 		h := newHarness(t, setup{
 			profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 4)},
 			fake:     fake.Config{CreateLatency: 200 * time.Millisecond, StartLatency: time.Second},
-			realTime: true,
 			opts:     func(o *Options) { o.ReconcileInterval = time.Hour }, // only wake-ups
 		})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -91,6 +90,10 @@ func (g *gateRuntime) Create(ctx context.Context, spec idepool.ContainerSpec) (i
 }
 
 func TestStopWhileCreatingLeavesNothing(t *testing.T) {
+	synctest.Test(t, testStopWhileCreatingLeavesNothing)
+}
+
+func testStopWhileCreatingLeavesNothing(t *testing.T) {
 	var g *gateRuntime
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}, opts: func(o *Options) {
 		g = &gateRuntime{Runtime: o.Runtime, entered: make(chan string, 1), release: make(chan struct{})}
@@ -122,6 +125,10 @@ func TestStopWhileCreatingLeavesNothing(t *testing.T) {
 }
 
 func TestConcurrentStartsForOneWorkspaceShareOneCreate(t *testing.T) {
+	synctest.Test(t, testConcurrentStartsForOneWorkspaceShareOneCreate)
+}
+
+func testConcurrentStartsForOneWorkspaceShareOneCreate(t *testing.T) {
 	var g *gateRuntime
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}, opts: func(o *Options) {
 		g = &gateRuntime{Runtime: o.Runtime, entered: make(chan string, 1), release: make(chan struct{})}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -64,6 +65,10 @@ func (l *eventLog) find(t idepool.EventType, id string) (idepool.Event, bool) {
 // died is salvaged (with the claim's assignment) before the runtime
 // removes it, and an event says how many files were saved.
 func TestDeadContainerSalvagedBeforeRemove(t *testing.T) {
+	synctest.Test(t, testDeadContainerSalvagedBeforeRemove)
+}
+
+func testDeadContainerSalvagedBeforeRemove(t *testing.T) {
 	sr := &salvagingRuntime{}
 	h := newHarness(t, setup{opts: func(o *Options) {
 		sr.helloRuntime = o.Runtime.(*helloRuntime)
@@ -71,7 +76,7 @@ func TestDeadContainerSalvagedBeforeRemove(t *testing.T) {
 	}})
 	h.reconcile()
 	id := h.start("salvaged-ws").Container.ID
-	h.killAgent(id, h.clock.Now())
+	h.killAgent(id, time.Now())
 	h.reconcile()
 	sr.mu.Lock()
 	ids, calls, alive := sr.ids, sr.calls, sr.alive
@@ -102,10 +107,14 @@ func TestDeadContainerSalvagedBeforeRemove(t *testing.T) {
 // reach a dead container's files (Swarm, a lost node) gets an event naming
 // the last sync, after which edits may be lost.
 func TestDeadContainerUnreachableSaysWhatMayBeLost(t *testing.T) {
+	synctest.Test(t, testDeadContainerUnreachableSaysWhatMayBeLost)
+}
+
+func testDeadContainerUnreachableSaysWhatMayBeLost(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.reconcile()
 	id := h.start("lost-ws").Container.ID
-	last := h.clock.Now().Add(-42 * time.Second)
+	last := time.Now().Add(-42 * time.Second)
 	h.killAgent(id, last)
 	h.reconcile()
 	ev, ok := h.events.find(idepool.EventSalvaged, id)
@@ -127,7 +136,9 @@ func TestDeadContainerUnreachableSaysWhatMayBeLost(t *testing.T) {
 
 // TestSalvageUnreachableFallsBack: a Salvager that cannot reach the files
 // (Swarm, the container on a lost node) leads to the "may be lost" event.
-func TestSalvageUnreachableFallsBack(t *testing.T) {
+func TestSalvageUnreachableFallsBack(t *testing.T) { synctest.Test(t, testSalvageUnreachableFallsBack) }
+
+func testSalvageUnreachableFallsBack(t *testing.T) {
 	sr := &salvagingRuntime{err: idepool.Errorf(idepool.EUnavailable, "no stopped task container on this engine's node")}
 	h := newHarness(t, setup{opts: func(o *Options) {
 		sr.helloRuntime = o.Runtime.(*helloRuntime)
@@ -135,7 +146,7 @@ func TestSalvageUnreachableFallsBack(t *testing.T) {
 	}})
 	h.reconcile()
 	id := h.start("lost-node-ws").Container.ID
-	last := h.clock.Now().Add(-time.Minute)
+	last := time.Now().Add(-time.Minute)
 	h.killAgent(id, last)
 	h.reconcile()
 	ev, ok := h.events.find(idepool.EventSalvaged, id)

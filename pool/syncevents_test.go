@@ -2,6 +2,7 @@ package pool
 
 import (
 	"testing"
+	"testing/synctest"
 
 	"github.com/idepool/idepool"
 )
@@ -9,6 +10,10 @@ import (
 // An agent's remote-reset and deletions-held reports become their own
 // events on the bus (with the count held), not generic sync statuses.
 func TestSyncSafetyReportsBecomeEvents(t *testing.T) {
+	synctest.Test(t, testSyncSafetyReportsBecomeEvents)
+}
+
+func testSyncSafetyReportsBecomeEvents(t *testing.T) {
 	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 1)}})
 	h.reconcile()
 	c := h.start("lost-store").Container
@@ -33,7 +38,9 @@ func TestSyncSafetyReportsBecomeEvents(t *testing.T) {
 
 // The agents' settings (AgentEnv) go into every container's environment,
 // beside the agent's own variables, which they cannot override.
-func TestAgentEnvInSpec(t *testing.T) {
+func TestAgentEnvInSpec(t *testing.T) { synctest.Test(t, testAgentEnvInSpec) }
+
+func testAgentEnvInSpec(t *testing.T) {
 	h := newHarness(t, setup{opts: func(o *Options) {
 		o.AgentEnv = map[string]string{idepool.EnvOrphanTimeout: "15m0s", idepool.EnvAgentID: "spoofed"}
 	}})

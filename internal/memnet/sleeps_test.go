@@ -10,13 +10,13 @@ import (
 )
 
 // fakeTimePackages are the packages whose unit tests make time pass only in
-// testing/synctest bubbles (docs/architecture.md, "Time"). Add pool once its
-// tests are converted. Tests of real processes, real S3 and Docker (agent,
-// server, runtime/process, runtime/swarm, wsync's integration tests, e2e)
-// wait on real events and are not listed.
+// testing/synctest bubbles (docs/architecture.md, "Time"). Tests of real
+// processes, real S3 and Docker (agent, server, runtime/process,
+// runtime/swarm, wsync's integration tests, e2e) wait on real events and
+// are not listed.
 var fakeTimePackages = []string{
 	"capacity", "client", "config", "control", "dashboard", "events", "health",
-	"httpapi", "idle", "metrics", "runtime/fake",
+	"httpapi", "idle", "metrics", "pool", "runtime/fake",
 }
 
 // TestNoRealSleeps fails on a time.Sleep in those packages' tests that is
