@@ -318,3 +318,73 @@ func TestRecoverStopsWorkloadsOfDeadAgent(t *testing.T) {
 	}
 	removeAllAndCheck(t, r2, o.DataDir)
 }
+
+// TestCrashBetweenForkAndExec: the orchestrator died while its agent was
+// forked but had not exec'd yet — a process that does not carry its marker
+// (its environment is still the orchestrator's) yet holds the container's
+// agent lock. Recover must wait for it to show itself and adopt it, not
+// call the container "never started" and leave the agent running untracked
+// (seen in CI: TestOwnerKilledMidCreate, about once in 20 runs).
+func TestCrashBetweenForkAndExec(t *testing.T) {
+	o := testOptions(t)
+	r1, err := newRuntime(o, newHostProcs(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1.crashAfter = func(s createStep) bool { return s == stepIntent } // recorded, no pid
+	spec := testSpec(nil, nil)
+	if _, err := r1.Create(t.Context(), spec); !errors.Is(err, errCrashed) {
+		t.Fatalf("Create: %v, want the simulated crash", err)
+	}
+	r1.Close()
+	dir := filepath.Join(o.DataDir, "containers", spec.ID)
+
+	// The forked child: holds the lock (inherited, as Create passes it) and
+	// waits on stdin before it execs into a process with the marker.
+	lockf, err := lockForAgent(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("sh", "-c", `read go; exec env "$@"`, "sh",
+		markerEnv+"="+dir, idepool.EnvStateDir+"="+filepath.Join(dir, "state"), "sleep", "300")
+	child.Env = []string{"PATH=" + os.Getenv("PATH")}
+	child.ExtraFiles = []*os.File{lockf}
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	release, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lockf.Close() // the dead orchestrator's copy
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	go func() { _ = child.Wait() }()
+
+	r2 := openRuntime(t, o)
+	waiting := make(chan struct{}, 1)
+	r2.awaiting = func(string) { waiting <- struct{}{} }
+	done := make(chan error, 1)
+	go func() { _, err := r2.Recover(t.Context()); done <- err }()
+	select {
+	case <-waiting: // Recover waits for it: let it exec now
+		release.Close()
+		if err := <-done; err != nil {
+			t.Fatalf("Recover: %v", err)
+		}
+	case err := <-done: // Recover did not wait: the exec comes after it
+		if err != nil {
+			t.Fatalf("Recover: %v", err)
+		}
+		release.Close()
+		deadline := time.Now().Add(wait)
+		for len(liveStarted(t, o.DataDir)) == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if len(liveStarted(t, o.DataDir)) == 0 {
+		t.Fatal("the stand-in agent never exec'd: the test proves nothing")
+	}
+	checkAllTracked(t, r2, o.DataDir)
+	removeAllAndCheck(t, r2, o.DataDir)
+}

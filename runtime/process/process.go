@@ -96,6 +96,9 @@ type Runtime struct {
 	// errCrashed at once, leaving on disk and running whatever the steps
 	// so far made, as a SIGKILL there would.
 	crashAfter func(createStep) bool
+	// awaiting, set by tests only, is called when Recover starts waiting
+	// for a process that holds a container's agent lock to show its marker.
+	awaiting func(id string)
 }
 
 // createStep names the points of Create after which a crash leaves a
@@ -436,8 +439,15 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	// Its own session and process group: it outlives us, a terminal's ^C
 	// does not reach it, and Remove can signal all it started at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: r.credential()}
+	lockf, err := lockForAgent(c.dir)
+	if err != nil {
+		logf.Close()
+		return fail(err, "lock %s of %s", agentLockFile, spec.ID)
+	}
+	cmd.ExtraFiles = []*os.File{lockf} // fd 3: see agentLockFile
 	err = cmd.Start()
 	logf.Close()
+	lockf.Close()
 	if err != nil {
 		close(c.exited)
 		return fail(err, "start agent of %s", spec.ID)

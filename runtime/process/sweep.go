@@ -35,6 +35,11 @@ func (r *Runtime) markedOf(dir string) []markedProc {
 // The files stay: the orchestrator salvages and removes the failed
 // containers. loaded holds the containers Recover just read.
 func (r *Runtime) sweep(ctx context.Context, loaded map[string]*container) {
+	for _, c := range loaded {
+		if !c.broken && c.meta.Process.PID == 0 {
+			r.awaitUnmarked(ctx, c)
+		}
+	}
 	byID := map[string][]markedProc{}
 	for _, p := range r.procs.marked(markerEnv, r.dir+string(filepath.Separator)) {
 		if filepath.Dir(p.value) != r.dir {
