@@ -358,8 +358,9 @@ func TestCrashBetweenForkAndExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	lockf.Close() // the dead orchestrator's copy
-	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	go func() { _ = child.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = child.Wait(); close(exited) }() // reaps it once it ends
+	t.Cleanup(func() { _ = child.Process.Kill(); <-exited })
 
 	r2 := openRuntime(t, o)
 	waiting := make(chan struct{}, 1)
