@@ -80,7 +80,8 @@ func newCluster(t *testing.T, n int, images ...string) *cluster {
 		script: filepath.Join(filepath.Dir(file), "..", "..", "deploy", "cluster-local.sh"),
 	}
 	t.Cleanup(func() {
-		if !c.down {
+		// Again after a failed check of down: no test leaves anything.
+		if !c.down || len(c.leftovers()) > 0 {
 			c.Down()
 		}
 	})
