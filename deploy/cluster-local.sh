@@ -3,7 +3,7 @@
 # try and test idepool on a real multi-node cluster (node loss, drain,
 # partition, failover) without other machines and without a registry.
 #
-#   deploy/cluster-local.sh up [N] [--workers] [--no-images]
+#   deploy/cluster-local.sh up [N] [--workers] [--no-images] [--stack]
 #   deploy/cluster-local.sh status
 #   deploy/cluster-local.sh down
 #
@@ -16,6 +16,12 @@
 # idepool:dev, idepool-ide:test, idepool-s3:local and idepool-traefik:*
 # that exist here) into every node with `docker save | docker load`.
 # Re-running up is harmless: what exists is kept.
+#
+# --stack (needs --workers) then runs deploy/setup-local.sh inside node 1:
+# idepool, Traefik and the local S3 store from deploy/stack.yml, with the
+# API at http://<node 1's address>/ (port 80, host mode). Only with one
+# manager, so that Traefik's port 80 is on node 1: a cluster of managers
+# has no single entry address yet (issue 17, item 8).
 #
 # down: removes exactly what up made, found by the label
 # idepool.cluster=$CLUSTER_NAME: containers, volumes, the network.
@@ -73,18 +79,19 @@ default_images() {
 }
 
 cmd_up() {
-  local n=3 workers=0 images=1 arg
+  local n=3 workers=0 images=1 stack=0 arg
   for arg in "$@"; do
     case "$arg" in
     --workers) workers=1 ;;
     --no-images) images=0 ;;
-    --stack) die "--stack (deploy/stack.yml inside the cluster) is not built yet" ;;
+    --stack) stack=1 ;;
     '' | *[!0-9]*) die "unknown argument: $arg" ;;
     *) n=$arg ;;
     esac
   done
   [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "N must be 1..200"
   [ "${subnet##*/}" = 24 ] || die "CLUSTER_SUBNET must be a /24 (got $subnet)"
+  [ "$stack" = 0 ] || [ "$workers" = 1 ] || die "--stack needs --workers (one manager: the entry address is node 1)"
 
   local t=$SECONDS
   "$here/cluster/build-node.sh"
@@ -160,8 +167,22 @@ cmd_up() {
     fi
   fi
 
+  [ "$stack" = 0 ] || deploy_stack "$first"
+
   cmd_status
   log "up in $((SECONDS - start)) s; reach a node's engine with: docker exec $first docker node ls"
+}
+
+# deploy_stack NODE: deploy/setup-local.sh run on NODE's engine, from a copy
+# of deploy/ (the images are loaded already: SKIP_BUILD).
+deploy_stack() {
+  local node=$1 t=$SECONDS
+  docker exec "$node" rm -rf /opt/idepool
+  docker exec "$node" mkdir -p /opt/idepool
+  docker cp "$here" "$node:/opt/idepool/deploy" >/dev/null
+  docker exec -e SKIP_BUILD=1 -w /opt/idepool "$node" bash deploy/setup-local.sh ||
+    die "setup-local.sh failed on $node"
+  log "stack deployed in $((SECONDS - t)) s; the API: http://$(node_ip 1)/api/health (key: docker exec $node cat /root/.config/idepool/local/api-key)"
 }
 
 cmd_status() {

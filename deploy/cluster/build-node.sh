@@ -34,6 +34,7 @@ packages=(
   ca-certificates # TLS to a registry, when there is one
   iproute2        # ip: to inspect and break the node's network in tests
   procps          # ps/kill
+  curl            # deploy/setup-local.sh, run inside node 1 by cluster-local.sh up --stack
 )
 
 for tool in debootstrap docker chroot mount flock; do
