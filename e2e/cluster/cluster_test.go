@@ -22,9 +22,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -41,8 +43,16 @@ type cluster struct {
 	name   string
 	subnet string
 	nodes  int
+	images []string
 	script string
 	down   bool
+}
+
+// options of newCluster.
+type options struct {
+	workers bool     // 1 manager and n-1 workers (else n managers)
+	stack   bool     // deploy/stack.yml inside (needs workers)
+	images  []string // loaded into every node
 }
 
 // unavailable skips the test, or fails it with CI=true.
@@ -56,7 +66,7 @@ func unavailable(t *testing.T, format string, args ...any) {
 
 // newCluster brings up a cluster of n nodes (all managers) with images
 // loaded; t.Cleanup removes it unless the test did already.
-func newCluster(t *testing.T, n int, images ...string) *cluster {
+func newCluster(t *testing.T, n int, o options) *cluster {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		unavailable(t, "the cluster tests need root (debootstrap, chroot)")
@@ -66,7 +76,7 @@ func newCluster(t *testing.T, n int, images ...string) *cluster {
 			unavailable(t, "the cluster tests need %s: %v", tool, err)
 		}
 	}
-	for _, img := range images {
+	for _, img := range o.images {
 		if err := exec.Command("docker", "image", "inspect", img).Run(); err != nil {
 			unavailable(t, "image %s is missing (deploy/build-images.sh, deploy/build-s3.sh): %v", img, err)
 		}
@@ -77,6 +87,7 @@ func newCluster(t *testing.T, n int, images ...string) *cluster {
 		name:   "ipcl-t" + randomHex(t, 3),
 		subnet: freeSubnet(t),
 		nodes:  n,
+		images: o.images,
 		script: filepath.Join(filepath.Dir(file), "..", "..", "deploy", "cluster-local.sh"),
 	}
 	t.Cleanup(func() {
@@ -86,8 +97,15 @@ func newCluster(t *testing.T, n int, images ...string) *cluster {
 		}
 	})
 	start := time.Now()
-	c.run(10*time.Minute, "up", fmt.Sprint(n))
-	t.Logf("cluster %s (%s) of %d nodes up with %v in %v", c.name, c.subnet, n, images, time.Since(start).Round(time.Millisecond))
+	args := []string{"up", fmt.Sprint(n)}
+	if o.workers {
+		args = append(args, "--workers")
+	}
+	if o.stack {
+		args = append(args, "--stack")
+	}
+	c.run(10*time.Minute, args...)
+	t.Logf("cluster %s (%s) of %d nodes up with %v in %v", c.name, c.subnet, n, o.images, time.Since(start).Round(time.Millisecond))
 	return c
 }
 
@@ -98,12 +116,22 @@ func (c *cluster) run(timeout time.Duration, args ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.script, args...)
-	cmd.Env = append(os.Environ(), "CLUSTER_NAME="+c.name, "CLUSTER_SUBNET="+c.subnet, "CLUSTER_IMAGES="+probeImage)
+	cmd.Env = append(os.Environ(), "CLUSTER_NAME="+c.name, "CLUSTER_SUBNET="+c.subnet, "CLUSTER_IMAGES="+strings.Join(c.images, " "))
 	out, err := cmd.CombinedOutput()
+	// setup-local.sh prints the API key and a start URL's token once.
+	out = secrets.ReplaceAll(out, []byte("$1<redacted>"))
 	c.t.Logf("cluster-local.sh %s:\n%s", strings.Join(args, " "), out)
 	if err != nil {
 		c.t.Fatalf("cluster-local.sh %s: %v", strings.Join(args, " "), err)
 	}
+}
+
+var secrets = regexp.MustCompile(`(idp_|token=)[A-Za-z0-9_-]+`)
+
+// NodeIP is node i's address on the cluster's network, as cluster-local.sh
+// assigns it.
+func (c *cluster) NodeIP(i int) string {
+	return strings.TrimSuffix(c.subnet, ".0/24") + fmt.Sprintf(".%d", 10+i)
 }
 
 // Node is the container name of node i (1-based).
@@ -154,7 +182,7 @@ func (c *cluster) leftovers() []string {
 // down leaves no container, volume or network of the cluster.
 func TestClusterUpServiceDown(t *testing.T) {
 	const n = 3
-	c := newCluster(t, n, probeImage)
+	c := newCluster(t, n, options{images: []string{probeImage}})
 
 	out, err := c.Docker(1, "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}}")
 	if err != nil {
@@ -204,6 +232,56 @@ func TestClusterUpServiceDown(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		if !nodes[c.Node(i)] {
 			t.Errorf("no task on %s; tasks on %v", c.Node(i), nodes)
+		}
+	}
+
+	c.Down()
+	if left := c.leftovers(); len(left) > 0 {
+		t.Fatalf("down left %v", left)
+	}
+}
+
+// TestClusterStack: `cluster-local.sh up --workers --stack` deploys idepool,
+// Traefik and the S3 store with the project's own setup-local.sh (which
+// fails unless a start request's URL answers through Traefik); from the
+// host, idepool answers on node 1's address; every IDE container's task
+// runs (its node is logged); down leaves nothing.
+func TestClusterStack(t *testing.T) {
+	const n = 3
+	c := newCluster(t, n, options{workers: true, stack: true,
+		images: []string{"idepool:dev", "idepool-ide:test", "idepool-s3:local", "idepool-traefik:v3.6.12"}})
+
+	hc := &http.Client{Timeout: 10 * time.Second}
+	res, err := hc.Get("http://" + c.NodeIP(1) + "/api/health")
+	if err != nil {
+		t.Fatalf("idepool's health from the host: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("idepool's health from the host: %s", res.Status)
+	}
+
+	out, err := c.Docker(1, "service", "ls", "--filter", "label=idepool.managed=idepool", "--format", "{{.Name}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ide []string
+	for _, name := range strings.Fields(out) {
+		if !strings.HasPrefix(name, "idepool_") { // the stack's own services
+			ide = append(ide, name)
+		}
+	}
+	if len(ide) < 2 {
+		t.Fatalf("%d IDE container services, want the warm pool (2) and the claimed one: %q", len(ide), out)
+	}
+	for _, svc := range ide {
+		ps, err := c.Docker(1, "service", "ps", svc, "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %s", svc, strings.TrimSpace(ps))
+		if f := strings.Fields(ps); len(f) < 2 || f[1] != "Running" {
+			t.Errorf("%s: task not running: %q", svc, ps)
 		}
 	}
 
