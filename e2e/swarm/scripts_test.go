@@ -25,7 +25,7 @@ import (
 func TestScriptsSyntax(t *testing.T) {
 	root := repoRoot(t)
 	var scripts []string
-	for _, dir := range []string{"deploy", "deploy/ide", "scripts"} {
+	for _, dir := range []string{"deploy", "deploy/cluster", "deploy/ide", "scripts"} {
 		m, err := filepath.Glob(filepath.Join(root, dir, "*.sh"))
 		if err != nil {
 			t.Fatal(err)
