@@ -40,10 +40,10 @@ func byAge(tasks []swarm.Task) []swarm.Task {
 	return out
 }
 
-// status derives a container's status, node id and message from its tasks.
-// No task yet means pending: Swarm has accepted the service but not yet
-// scheduled it.
-func status(tasks []swarm.Task) (st idepool.RuntimeStatus, nodeID, msg string) {
+// status derives a container's status, node id and message from its tasks
+// and the service's restart policy. No task yet means pending: Swarm has
+// accepted the service but not yet scheduled it.
+func status(tasks []swarm.Task, restart *swarm.RestartPolicy) (st idepool.RuntimeStatus, nodeID, msg string) {
 	if len(tasks) == 0 {
 		return idepool.StatusPending, "", "no task scheduled yet"
 	}
@@ -65,6 +65,12 @@ func status(tasks []swarm.Task) (st idepool.RuntimeStatus, nodeID, msg string) {
 			msg = fmt.Sprintf("restarting after task %s: %s", prev.Status.State, prev.Status.Err)
 		}
 	}
+	if st == idepool.StatusFailed && restartComing(sorted, restart) {
+		// Swarm's orchestrator has not yet seen the failure (the task's
+		// desired state is still running); when it does, it replaces the
+		// task. Failed now would be final too early.
+		return idepool.StatusPending, t.NodeID, "restarting after " + msg
+	}
 	if st == idepool.StatusExited && t.Status.ContainerStatus != nil && t.Status.ContainerStatus.ExitCode != 0 {
 		// Shutdown with a non-zero exit code is a failure seen from outside.
 		st = idepool.StatusFailed
@@ -73,4 +79,31 @@ func status(tasks []swarm.Task) (st idepool.RuntimeStatus, nodeID, msg string) {
 		}
 	}
 	return st, t.NodeID, msg
+}
+
+// restartComing reports whether Swarm will restart the newest task, which
+// failed: its desired state is still running (the orchestrator turns it to
+// shutdown in the same step that creates the replacement, or that gives
+// up), and the policy restarts failures with attempts left.
+func restartComing(sorted []swarm.Task, rp *swarm.RestartPolicy) bool {
+	t := sorted[len(sorted)-1]
+	if t.DesiredState != swarm.TaskStateRunning || rp == nil {
+		return false
+	}
+	if t.Status.State != swarm.TaskStateFailed && t.Status.State != swarm.TaskStateRejected {
+		return false // orphaned or removed: the node or service is gone
+	}
+	if rp.Condition != swarm.RestartPolicyConditionOnFailure && rp.Condition != swarm.RestartPolicyConditionAny {
+		return false
+	}
+	if rp.MaxAttempts == nil || *rp.MaxAttempts == 0 {
+		return true // unlimited
+	}
+	failures := 0
+	for _, o := range sorted {
+		if o.Status.State == swarm.TaskStateFailed || o.Status.State == swarm.TaskStateRejected {
+			failures++
+		}
+	}
+	return uint64(failures) <= *rp.MaxAttempts
 }

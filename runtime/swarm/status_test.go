@@ -46,28 +46,45 @@ func TestStatus(t *testing.T) {
 		node     string
 		msgSub   string
 		wantNoMs bool
+		restart  *swarm.RestartPolicy
 	}{
-		{"no task yet", nil, idepool.StatusPending, "", "no task", false},
-		{"preparing", []swarm.Task{task("a", 0, swarm.TaskStatePreparing, "", -1)}, idepool.StatusPending, "node-a", "", true},
-		{"running", []swarm.Task{task("a", 0, swarm.TaskStateRunning, "", -1)}, idepool.StatusRunning, "node-a", "", true},
-		{"rejected", []swarm.Task{task("a", 0, swarm.TaskStateRejected, "No such image: x", -1)}, idepool.StatusFailed, "node-a", "No such image", false},
-		{"killed", []swarm.Task{task("a", 0, swarm.TaskStateFailed, "task: non-zero exit (137)", 137)}, idepool.StatusFailed, "node-a", "137", false},
-		{"complete", []swarm.Task{task("a", 0, swarm.TaskStateComplete, "", 0)}, idepool.StatusExited, "node-a", "", true},
-		{"shutdown with error code", []swarm.Task{task("a", 0, swarm.TaskStateShutdown, "", 143)}, idepool.StatusFailed, "node-a", "exit code 143", false},
+		{"no task yet", nil, idepool.StatusPending, "", "no task", false, nil},
+		{"preparing", []swarm.Task{task("a", 0, swarm.TaskStatePreparing, "", -1)}, idepool.StatusPending, "node-a", "", true, nil},
+		{"running", []swarm.Task{task("a", 0, swarm.TaskStateRunning, "", -1)}, idepool.StatusRunning, "node-a", "", true, nil},
+		{"rejected", []swarm.Task{task("a", 0, swarm.TaskStateRejected, "No such image: x", -1)}, idepool.StatusFailed, "node-a", "No such image", false, nil},
+		{"killed", []swarm.Task{task("a", 0, swarm.TaskStateFailed, "task: non-zero exit (137)", 137)}, idepool.StatusFailed, "node-a", "137", false, nil},
+		{"complete", []swarm.Task{task("a", 0, swarm.TaskStateComplete, "", 0)}, idepool.StatusExited, "node-a", "", true, nil},
+		{"shutdown with error code", []swarm.Task{task("a", 0, swarm.TaskStateShutdown, "", 143)}, idepool.StatusFailed, "node-a", "exit code 143", false, nil},
 		// The newest task counts, whatever order the engine lists them in.
 		{"restarted, newest running", []swarm.Task{
 			task("b", 10, swarm.TaskStateRunning, "", -1), task("a", 0, swarm.TaskStateFailed, "boom", 1)},
-			idepool.StatusRunning, "node-b", "", true},
+			idepool.StatusRunning, "node-b", "", true, nil},
 		{"restart waiting", []swarm.Task{
 			task("a", 0, swarm.TaskStateFailed, "task: non-zero exit (137)", 137), task("b", 10, swarm.TaskStateReady, "", -1)},
-			idepool.StatusPending, "node-b", "restarting after task failed", false},
+			idepool.StatusPending, "node-b", "restarting after task failed", false, nil},
 		{"newest failed after an old run", []swarm.Task{
 			task("a", 0, swarm.TaskStateShutdown, "", 0), task("b", 10, swarm.TaskStateOrphaned, "node down", -1)},
-			idepool.StatusFailed, "node-b", "node down", false},
+			idepool.StatusFailed, "node-b", "node down", false, nil},
+		// The failure seen before Swarm's orchestrator acted on it (desired
+		// state still running): with attempts left, a restart is coming.
+		{"failed, restart coming", []swarm.Task{desired(task("a", 0, swarm.TaskStateFailed, "task: non-zero exit (137)", 137), swarm.TaskStateRunning)},
+			idepool.StatusPending, "node-a", "restarting after task failed", false, onFailure(1)},
+		{"failed, unlimited restarts", []swarm.Task{desired(task("a", 0, swarm.TaskStateRejected, "No such image: x", -1), swarm.TaskStateRunning)},
+			idepool.StatusPending, "node-a", "No such image", false, onFailure(0)},
+		{"failed, attempts used up", []swarm.Task{
+			desired(task("a", 0, swarm.TaskStateFailed, "boom", 1), swarm.TaskStateShutdown),
+			desired(task("b", 10, swarm.TaskStateFailed, "boom again", 1), swarm.TaskStateRunning)},
+			idepool.StatusFailed, "node-b", "boom again", false, onFailure(1)},
+		{"failed, orchestrator gave up", []swarm.Task{desired(task("a", 0, swarm.TaskStateFailed, "boom", 1), swarm.TaskStateShutdown)},
+			idepool.StatusFailed, "node-a", "boom", false, onFailure(3)},
+		{"failed, no restarts", []swarm.Task{desired(task("a", 0, swarm.TaskStateFailed, "boom", 1), swarm.TaskStateRunning)},
+			idepool.StatusFailed, "node-a", "boom", false, &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionNone}},
+		{"orphaned, restarts on", []swarm.Task{desired(task("a", 0, swarm.TaskStateOrphaned, "node down", -1), swarm.TaskStateRunning)},
+			idepool.StatusFailed, "node-a", "node down", false, onFailure(0)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, node, msg := status(tc.tasks)
+			got, node, msg := status(tc.tasks, tc.restart)
 			if got != tc.want || node != tc.node {
 				t.Errorf("status = %s on %q, want %s on %q (msg %q)", got, node, tc.want, tc.node, msg)
 			}
@@ -88,4 +105,13 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+func desired(t swarm.Task, s swarm.TaskState) swarm.Task {
+	t.DesiredState = s
+	return t
+}
+
+func onFailure(attempts uint64) *swarm.RestartPolicy {
+	return &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionOnFailure, MaxAttempts: &attempts}
 }

@@ -532,7 +532,7 @@ func (r *Runtime) instance(ctx context.Context, svc swarm.Service, tasks []swarm
 	if id == "" {
 		id = strings.TrimPrefix(svc.Spec.Name, servicePrefix)
 	}
-	st, nodeID, msg := status(tasks)
+	st, nodeID, msg := status(tasks, svc.Spec.TaskTemplate.RestartPolicy)
 	inst := idepool.Instance{
 		ID:        id,
 		Status:    st,
