@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/proctest"
 	"github.com/idepool/idepool/runtime/process"
 )
 
@@ -23,34 +23,9 @@ import (
 // they started.
 func startedUnder(t testing.TB, dataDir string) map[int]string {
 	t.Helper()
-	want := []byte(idepool.EnvStateDir + "=" + filepath.Join(dataDir, "containers") + "/")
-	ents, err := os.ReadDir("/proc")
+	out, err := proctest.StartedUnder(dataDir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	out := map[int]string{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil {
-			continue
-		}
-		i := bytes.Index(env, want)
-		if i < 0 {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if j := bytes.LastIndexByte(stat, ')'); err != nil || j < 0 || j+2 >= len(stat) || stat[j+2] == 'Z' {
-			continue
-		}
-		rest := env[i+len(want):]
-		if j := bytes.IndexByte(rest, 0); j >= 0 {
-			rest = rest[:j]
-		}
-		out[pid] = strings.SplitN(string(rest), "/", 2)[0]
 	}
 	return out
 }

@@ -4,7 +4,6 @@ package process
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	idepool "github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/proctest"
 )
 
 // liveStarted lists the live processes whose environment puts their state
@@ -27,30 +27,9 @@ import (
 // leaked too. It maps pid to container id.
 func liveStarted(t *testing.T, dataDir string) map[int]string {
 	t.Helper()
-	want := []byte(idepool.EnvStateDir + "=" + filepath.Join(dataDir, "containers") + "/")
-	ents, err := os.ReadDir("/proc")
+	out, err := proctest.StartedUnder(dataDir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	out := map[int]string{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil {
-			continue
-		}
-		i := bytes.Index(env, want)
-		if i < 0 || !pidAlive(pid) {
-			continue
-		}
-		rest := env[i+len(want):]
-		if j := bytes.IndexByte(rest, 0); j >= 0 {
-			rest = rest[:j]
-		}
-		out[pid] = strings.SplitN(string(rest), "/", 2)[0]
 	}
 	return out
 }
