@@ -30,6 +30,9 @@ type Capabilities struct {
 	// containers' network that may reach idepool as a peer; nil: none to
 	// discover.
 	PeerNames func(ctx context.Context) ([]string, error)
+	// Salvage pushes a dead container's unsynced files before its
+	// removal; nil when the runtime cannot reach them.
+	Salvage SalvageFunc
 }
 
 // NodeResources is one node's capacity and what the tasks placed on it

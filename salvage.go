@@ -2,17 +2,15 @@ package idepool
 
 import "context"
 
-// Salvager is a Runtime that can reach a dead container's files. The
-// orchestrator calls Salvage before Remove when the container's agent could
-// not flush (it died, or its connection is gone): the runtime stops what
-// is left of the container, then pushes the files on its disk that the
-// agent had not uploaded to the assignment's workspace, three-way against
-// the agent's sync base, never overwriting newer remote work (changed on
-// both sides: kept as a conflict copy). A runtime that cannot reach the
-// files (a lost node) returns an error coded EUnavailable.
-type Salvager interface {
-	Salvage(ctx context.Context, id string, a Assignment) (SalvageResult, error)
-}
+// SalvageFunc reaches a dead container's files (Capabilities.Salvage). The
+// orchestrator calls it before Remove when the container's agent could not
+// flush (it died, or its connection is gone): the runtime stops what is
+// left of the container, then pushes the files on its disk that the agent
+// had not uploaded to the assignment's workspace, three-way against the
+// agent's sync base, never overwriting newer remote work (changed on both
+// sides: kept as a conflict copy). A runtime that cannot reach the files (a
+// lost node) returns an error coded EUnavailable.
+type SalvageFunc func(ctx context.Context, id string, a Assignment) (SalvageResult, error)
 
 // SalvageResult counts what a salvage pushed.
 type SalvageResult struct {

@@ -10,7 +10,7 @@ import (
 
 // salvageBeforeRemove runs before the runtime removes a container whose
 // work was not flushed (its agent is gone, or the flush failed): where the
-// runtime reaches the container's files (idepool.Salvager), what the agent
+// runtime reaches the container's files (Capabilities.Salvage), what the agent
 // had not uploaded goes to the workspace first; otherwise, or when that
 // fails, an event says which edits may be lost (those after the agent's
 // last sync). Warm containers and those whose initial pull failed hold no
@@ -31,10 +31,10 @@ func (sp *stopper) salvageBeforeRemove(ctx context.Context, e *entry) {
 	sp.mu.Unlock()
 
 	ev := idepool.Event{Type: idepool.EventSalvaged, ContainerID: id, Profile: profile}
-	if sv, ok := sp.rt.(idepool.Salvager); ok {
+	if salvage := sp.rt.Capabilities().Salvage; salvage != nil {
 		// Stopping what is left (the runtime's grace) and uploading.
 		sctx, cancel := sp.rtCtx(ctx, sp.opts.FlushTimeout+sp.opts.RuntimeTimeout)
-		res, err := sv.Salvage(sctx, id, a)
+		res, err := salvage(sctx, id, a)
 		cancel()
 		if err == nil {
 			ev.Time = sp.clock.Now()

@@ -11,7 +11,7 @@ import (
 	"github.com/idepool/idepool"
 )
 
-// salvagingRuntime is the fake runtime with the Salvager capability: it
+// salvagingRuntime is the fake runtime with the Salvage capability: it
 // records each call and whether the container still existed then.
 type salvagingRuntime struct {
 	*helloRuntime
@@ -20,6 +20,13 @@ type salvagingRuntime struct {
 	ids   []string
 	alive []bool
 	err   error // answered instead of a result when set
+}
+
+// Capabilities offers Salvage besides the fake's own.
+func (r *salvagingRuntime) Capabilities() idepool.Capabilities {
+	c := r.helloRuntime.Capabilities()
+	c.Salvage = r.Salvage
+	return c
 }
 
 func (r *salvagingRuntime) Salvage(ctx context.Context, id string, a idepool.Assignment) (idepool.SalvageResult, error) {
@@ -134,7 +141,7 @@ func testDeadContainerUnreachableSaysWhatMayBeLost(t *testing.T) {
 	}
 }
 
-// TestSalvageUnreachableFallsBack: a Salvager that cannot reach the files
+// TestSalvageUnreachableFallsBack: a runtime whose Salvage cannot reach the files
 // (Swarm, the container on a lost node) leads to the "may be lost" event.
 func TestSalvageUnreachableFallsBack(t *testing.T) { synctest.Test(t, testSalvageUnreachableFallsBack) }
 

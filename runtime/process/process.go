@@ -267,7 +267,7 @@ func (r *Runtime) Name() string { return "process" }
 // Capabilities: agents are processes on this machine's network; their
 // limits, where set, are caps, not reservations.
 func (r *Runtime) Capabilities() idepool.Capabilities {
-	return idepool.Capabilities{HostNetwork: true}
+	return idepool.Capabilities{HostNetwork: true, Salvage: r.Salvage}
 }
 
 // Close stops the monitor and ends every event stream. The agents keep

@@ -10,8 +10,6 @@ import (
 	"github.com/idepool/idepool/wsync/salvage"
 )
 
-var _ idepool.Salvager = (*Runtime)(nil)
-
 // Salvage stops what is left of the container (its agent gets SIGTERM and
 // the grace, so a live one flushes by itself), then pushes the files it had
 // not uploaded from its workspace directory to a's workspace, three-way

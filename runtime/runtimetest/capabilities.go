@@ -62,9 +62,9 @@ func (s *suite) testCapabilities(t *testing.T, h *harness) {
 // capsShape is Capabilities without its functions, which do not compare:
 // only whether each is offered.
 type capsShape struct {
-	HostNetwork, Reservations, Nodes, NetworkSubnets, PeerNames bool
+	HostNetwork, Reservations, Nodes, NetworkSubnets, PeerNames, Salvage bool
 }
 
 func shape(c idepool.Capabilities) capsShape {
-	return capsShape{c.HostNetwork, c.Reservations, c.Nodes != nil, c.NetworkSubnets != nil, c.PeerNames != nil}
+	return capsShape{c.HostNetwork, c.Reservations, c.Nodes != nil, c.NetworkSubnets != nil, c.PeerNames != nil, c.Salvage != nil}
 }

@@ -17,8 +17,6 @@ import (
 	"github.com/moby/moby/client"
 )
 
-var _ idepool.Salvager = (*Runtime)(nil)
-
 // Salvage reaches a dead container's files where its task container still
 // exists on the node of the engine idepool talks to (a one-node Swarm, or
 // the manager's own node): it copies /workspace and the agent's state out

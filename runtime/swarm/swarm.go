@@ -203,7 +203,7 @@ func (r *Runtime) Name() string { return "swarm" }
 // Capabilities: the Swarm scheduler holds reservations across nodes;
 // containers live on their own overlay network.
 func (r *Runtime) Capabilities() idepool.Capabilities {
-	c := idepool.Capabilities{Reservations: true, Nodes: r.Nodes, PeerNames: r.PeerNames}
+	c := idepool.Capabilities{Reservations: true, Nodes: r.Nodes, PeerNames: r.PeerNames, Salvage: r.Salvage}
 	if r.o.Network != "" {
 		c.NetworkSubnets = r.NetworkSubnets
 	}
