@@ -313,72 +313,130 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	if err := ctx.Err(); err != nil {
 		return idepool.Instance{}, idepool.WrapError(idepool.ERuntime, err, "create %s", spec.ID)
 	}
-	c := &container{id: spec.ID, dir: filepath.Join(r.dir, spec.ID), status: idepool.StatusPending, child: true, exited: make(chan struct{})}
-	c.op.Lock()
-	defer c.op.Unlock()
+	cr := &creation{r: r, spec: spec,
+		c: &container{id: spec.ID, dir: filepath.Join(r.dir, spec.ID), status: idepool.StatusPending, child: true, exited: make(chan struct{})}}
+	cr.c.op.Lock()
+	defer cr.c.op.Unlock()
+	if err := cr.reserve(); err != nil {
+		return idepool.Instance{}, err
+	}
+	// Each step leaves what a crash right after it needs to be recovered
+	// or cleaned (TestCrashInCreate stops after each).
+	m, err := cr.record()
+	if errors.Is(err, errCrashed) {
+		return idepool.Instance{}, err
+	}
+	if err != nil {
+		return cr.fail(err)
+	}
+	if r.crashed(stepIntent) {
+		return idepool.Instance{}, errCrashed
+	}
+	r.emit(spec.ID, idepool.StatusPending, false)
+	if err := cr.startAgent(&m); err != nil {
+		return cr.fail(err)
+	}
+	if r.crashed(stepStarted) {
+		return idepool.Instance{}, errCrashed
+	}
+	if err := writeMeta(cr.c.dir, m); err != nil {
+		return cr.fail(fmt.Errorf("write meta.json of %s: %w", spec.ID, err))
+	}
+	if r.crashed(stepPID) {
+		return idepool.Instance{}, errCrashed
+	}
+	return cr.finish(m)
+}
+
+// creation is one Create in progress: the container it registered and the
+// agent it started, which a failure undoes.
+type creation struct {
+	r       *Runtime
+	spec    idepool.ContainerSpec
+	c       *container
+	started *identity // the agent, once started
+}
+
+// reserve registers the container under its id and makes its directory;
+// either refuses an id that exists, in memory or on disk.
+func (cr *creation) reserve() error {
+	r, id := cr.r, cr.spec.ID
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return idepool.Instance{}, idepool.Errorf(idepool.EUnavailable, "process runtime is closed")
+		return idepool.Errorf(idepool.EUnavailable, "process runtime is closed")
 	}
-	if _, ok := r.containers[spec.ID]; ok {
+	if _, ok := r.containers[id]; ok {
 		r.mu.Unlock()
-		return idepool.Instance{}, idepool.Errorf(idepool.EExists, "container %s already exists", spec.ID)
+		return idepool.Errorf(idepool.EExists, "container %s already exists", id)
 	}
-	r.containers[spec.ID] = c
+	r.containers[id] = cr.c
 	r.mu.Unlock()
-
-	forget := func() {
-		r.mu.Lock()
-		c.gone = true
-		delete(r.containers, spec.ID)
-		r.mu.Unlock()
-		r.ports.release(spec.ID)
-	}
 	// Mkdir (not MkdirAll) is the on-disk guard: a directory left by an
 	// earlier run that was not recovered is refused, not overwritten.
-	if err := os.Mkdir(c.dir, 0o700); err != nil {
-		forget()
+	if err := os.Mkdir(cr.c.dir, 0o700); err != nil {
+		cr.forget()
 		if errors.Is(err, fs.ErrExist) {
-			return idepool.Instance{}, idepool.Errorf(idepool.EExists, "container %s already exists", spec.ID)
+			return idepool.Errorf(idepool.EExists, "container %s already exists", id)
 		}
-		return idepool.Instance{}, idepool.WrapError(idepool.ERuntime, err, "create directory of %s", spec.ID)
+		return idepool.WrapError(idepool.ERuntime, err, "create directory of %s", id)
 	}
-	var started *identity
-	fail := func(err error, format string, args ...any) (idepool.Instance, error) {
-		if started != nil {
-			_ = signalGroup(r.procs, *started, syscall.SIGKILL)
-			select {
-			case <-c.exited:
-			case <-time.After(killWait):
-				r.log.Warn("agent of a failed create did not end", "id", spec.ID, "pid", started.PID)
-			}
-			if err := r.killProcs(context.Background(), r.markedOf(c.dir)); err != nil {
-				r.log.Warn("processes of a failed create did not end", "id", spec.ID, "err", err)
-			}
+	return nil
+}
+
+// forget drops the container from memory and its ports.
+func (cr *creation) forget() {
+	r := cr.r
+	r.mu.Lock()
+	cr.c.gone = true
+	delete(r.containers, cr.spec.ID)
+	r.mu.Unlock()
+	r.ports.release(cr.spec.ID)
+}
+
+// fail undoes the creation (the agent and what it started, the cgroups,
+// the directory, the registration) and returns err as a runtime error.
+func (cr *creation) fail(err error) (idepool.Instance, error) {
+	r, c, id := cr.r, cr.c, cr.spec.ID
+	if cr.started != nil {
+		_ = signalGroup(r.procs, *cr.started, syscall.SIGKILL)
+		select {
+		case <-c.exited:
+		case <-time.After(killWait):
+			r.log.Warn("agent of a failed create did not end", "id", id, "pid", cr.started.PID)
 		}
-		r.mu.Lock()
-		groups := c.meta.Cgroups
-		r.mu.Unlock()
-		if err := removeGroups(groups); err != nil {
-			r.log.Warn("remove cgroups of failed create", "id", spec.ID, "err", err)
+		if err := r.killProcs(context.Background(), r.markedOf(c.dir)); err != nil {
+			r.log.Warn("processes of a failed create did not end", "id", id, "err", err)
 		}
-		if rmErr := os.RemoveAll(c.dir); rmErr != nil {
-			r.log.Warn("remove directory of failed create", "id", spec.ID, "err", rmErr)
-		}
-		forget()
-		return idepool.Instance{}, idepool.WrapError(idepool.ERuntime, err, format, args...)
 	}
+	r.mu.Lock()
+	groups := c.meta.Cgroups
+	r.mu.Unlock()
+	if err := removeGroups(groups); err != nil {
+		r.log.Warn("remove cgroups of failed create", "id", id, "err", err)
+	}
+	if rmErr := os.RemoveAll(c.dir); rmErr != nil {
+		r.log.Warn("remove directory of failed create", "id", id, "err", rmErr)
+	}
+	cr.forget()
+	return idepool.Instance{}, idepool.WrapError(idepool.ERuntime, err, "process runtime")
+}
+
+// record makes the container's directories, ports, labels and cgroups and
+// writes meta.json before any agent starts, so a crash right after leaves
+// a record that Recover reports (as lost) and Remove cleans.
+func (cr *creation) record() (meta, error) {
+	r, c, spec := cr.r, cr.c, cr.spec
 	for _, sub := range []string{"workspace", "state"} {
 		if err := os.Mkdir(filepath.Join(c.dir, sub), 0o700); err != nil {
-			return fail(err, "create %s directory of %s", sub, spec.ID)
+			return meta{}, fmt.Errorf("create %s directory of %s: %w", sub, spec.ID, err)
 		}
 	}
 	if err := r.prepareDirs(c.dir); err != nil {
-		return fail(err, "give the directories of %s to its user", spec.ID)
+		return meta{}, fmt.Errorf("give the directories of %s to its user: %w", spec.ID, err)
 	}
 	if r.crashed(stepDir) {
-		return idepool.Instance{}, errCrashed
+		return meta{}, errCrashed
 	}
 	routeNames := make([]string, 0, len(spec.Profile.Routes))
 	for _, rt := range spec.Profile.Routes {
@@ -386,7 +444,7 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	}
 	ports, err := r.ports.alloc(spec.ID, routeNames)
 	if err != nil {
-		return fail(err, "allocate ports for %s", spec.ID)
+		return meta{}, fmt.Errorf("allocate ports for %s: %w", spec.ID, err)
 	}
 	now := time.Now().UTC()
 	labels := make(map[string]string, len(spec.Labels)+4)
@@ -407,28 +465,28 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	m.Cgroups, err = r.containerLimits(spec.ID, spec.Profile)
 	if err != nil {
 		_ = removeGroups(m.Cgroups)
-		return fail(err, "cgroups of %s", spec.ID)
+		return meta{}, fmt.Errorf("cgroups of %s: %w", spec.ID, err)
 	}
-	// Recorded before the agent starts, so a crash right after leaves a
-	// record that Recover reports (as lost) and Remove cleans.
 	if err := writeMeta(c.dir, m); err != nil {
-		return fail(err, "write meta.json of %s", spec.ID)
+		return meta{}, fmt.Errorf("write meta.json of %s: %w", spec.ID, err)
 	}
 	r.mu.Lock()
 	c.meta = m
 	r.mu.Unlock()
-	if r.crashed(stepIntent) {
-		return idepool.Instance{}, errCrashed
-	}
-	r.emit(spec.ID, idepool.StatusPending, false)
+	return m, nil
+}
 
-	env, err := r.agentEnv(spec, c.dir, ports)
+// startAgent starts the agent in its own session, holding agent.lock,
+// inside the container's limits, and records its identity in m.
+func (cr *creation) startAgent(m *meta) error {
+	r, c, spec := cr.r, cr.c, cr.spec
+	env, err := r.agentEnv(spec, c.dir, m.Ports)
 	if err != nil {
-		return fail(err, "environment of %s", spec.ID)
+		return fmt.Errorf("environment of %s: %w", spec.ID, err)
 	}
 	logf, err := os.OpenFile(filepath.Join(c.dir, "agent.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return fail(err, "open agent.log of %s", spec.ID)
+		return fmt.Errorf("open agent.log of %s: %w", spec.ID, err)
 	}
 	cmd := exec.Command(r.opts.AgentCommand[0], r.opts.AgentCommand[1:]...)
 	cmd.Dir = filepath.Join(c.dir, "workspace")
@@ -442,7 +500,7 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	lockf, err := lockForAgent(c.dir)
 	if err != nil {
 		logf.Close()
-		return fail(err, "lock %s of %s", agentLockFile, spec.ID)
+		return fmt.Errorf("lock %s of %s: %w", agentLockFile, spec.ID, err)
 	}
 	cmd.ExtraFiles = []*os.File{lockf} // fd 3: see agentLockFile
 	err = cmd.Start()
@@ -450,14 +508,13 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	lockf.Close()
 	if err != nil {
 		close(c.exited)
-		return fail(err, "start agent of %s", spec.ID)
+		return fmt.Errorf("start agent of %s: %w", spec.ID, err)
 	}
 	if r.cpu != nil {
 		if err := r.cpu.add(cmd.Process.Pid); err != nil {
 			r.log.Warn("could not move the agent into the agents' cgroup", "id", spec.ID, "cgroup", r.cpu.dir, "err", err)
 		}
 	}
-
 	if r.opts.Nice > 0 {
 		// The whole group (every thread of the agent, which setsid made its
 		// leader); what it starts later inherits the value.
@@ -470,20 +527,18 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	if st, err := r.procs.stat(cmd.Process.Pid); err == nil {
 		m.Process.StartTicks = st.start
 	}
-	started = &m.Process
+	cr.started = &m.Process
 	go r.reap(c, cmd)
 	if err := joinGroups(m.Cgroups, cmd.Process.Pid); err != nil {
-		return fail(err, "limit the agent of %s", spec.ID)
+		return fmt.Errorf("limit the agent of %s: %w", spec.ID, err)
 	}
-	if r.crashed(stepStarted) {
-		return idepool.Instance{}, errCrashed
-	}
-	if err := writeMeta(c.dir, m); err != nil {
-		return fail(err, "write meta.json of %s", spec.ID)
-	}
-	if r.crashed(stepPID) {
-		return idepool.Instance{}, errCrashed
-	}
+	return nil
+}
+
+// finish marks the container running with its recorded agent and writes
+// the first labels.log record.
+func (cr *creation) finish(m meta) (idepool.Instance, error) {
+	r, c, spec := cr.r, cr.c, cr.spec
 	r.mu.Lock()
 	c.meta = m
 	if c.status == idepool.StatusPending {
