@@ -231,10 +231,26 @@ func (w Workspace) Validate() error {
 	return nil
 }
 
-var (
-	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-	regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-)
+var regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// bucketChars: a-z, 0-9, '.' and '-', starting and ending with a letter or
+// digit (length checked before). A loop, not a regular expression: every
+// start validates a bucket name, 200 at once in a class's first second.
+func bucketChars(name string) bool {
+	alnum := func(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !alnum(c) && (c != '.' && c != '-' || i == 0 || i == len(name)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// maybeIP: only digits, dots and colons can spell an IP address.
+func maybeIP(name string) bool {
+	return strings.Trim(name, "0123456789.:abcdef") == "" && strings.ContainsAny(name, ".:")
+}
 
 // ValidateBucketName applies S3's general-purpose bucket naming rules.
 func ValidateBucketName(name string) error {
@@ -247,13 +263,13 @@ func ValidateBucketName(name string) error {
 		return &Error{Code: EInvalidBucket, Message: "s3Bucket is required"}
 	case len(name) < 3 || len(name) > 63:
 		return bad("length must be 3 to 63")
-	case !bucketRE.MatchString(name):
+	case !bucketChars(name):
 		return bad("only lowercase letters, digits, '.' and '-', starting and ending with a letter or digit")
 	case strings.Contains(name, ".."):
 		return bad("must not contain '..'")
 	case strings.Contains(name, ".-") || strings.Contains(name, "-."):
 		return bad("must not contain '.-' or '-.'")
-	case net.ParseIP(name) != nil:
+	case maybeIP(name) && net.ParseIP(name) != nil:
 		return bad("must not be an IP address")
 	case strings.HasPrefix(name, "xn--") || strings.HasPrefix(name, "sthree-"):
 		return bad("reserved prefix")
