@@ -89,3 +89,38 @@ func readAPIKey(path string) (string, error) {
 	}
 	return key, nil
 }
+
+// ReadAPIKeyFile returns the keys in the file API_KEY_FILE names:
+// comma- or newline-separated, each at least MinAPIKeyLen long, in a file
+// no one else may read (a Docker secret mounted with mode 0400 qualifies).
+func ReadAPIKeyFile(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("API_KEY_FILE: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("API_KEY_FILE %s is not a regular file", path)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("API_KEY_FILE %s has mode %04o: readable by group or others; chmod 600 it (a Docker secret: mode 0400)", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("API_KEY_FILE: %w", err)
+	}
+	var keys []string
+	for _, k := range strings.FieldsFunc(string(data), func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		k = strings.TrimSpace(k)
+		if k == "" {
+			continue
+		}
+		if len(k) < MinAPIKeyLen || strings.ContainsAny(k, " \t") {
+			return nil, fmt.Errorf("API_KEY_FILE %s: a key is shorter than %d characters or holds a blank", path, MinAPIKeyLen)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("API_KEY_FILE %s holds no key", path)
+	}
+	return keys, nil
+}

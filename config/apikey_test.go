@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -95,5 +96,44 @@ func TestEnsureAPIKeyConcurrent(t *testing.T) {
 	}
 	if generated != 1 {
 		t.Errorf("%d calls say they generated the key", generated)
+	}
+}
+
+// TestReadAPIKeyFile: API_KEY_FILE holds keys separated by commas or lines
+// (a Docker secret's file ends with a newline); a file others may read, a
+// short key and an empty file are refused.
+func TestReadAPIKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keys, err := ReadAPIKeyFile(write("ok", "idp_0123456789abcdef, idp_fedcba9876543210\nidp_aaaaaaaaaaaaaaaa\n", 0o400))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"idp_0123456789abcdef", "idp_fedcba9876543210", "idp_aaaaaaaaaaaaaaaa"}; !slices.Equal(keys, want) {
+		t.Fatalf("keys %q, want %q", keys, want)
+	}
+	for name, tc := range map[string]struct {
+		content string
+		mode    os.FileMode
+	}{
+		"readable": {"idp_0123456789abcdef\n", 0o644},
+		"short":    {"short\n", 0o600},
+		"empty":    {"\n", 0o600},
+	} {
+		if _, err := ReadAPIKeyFile(write(name, tc.content, tc.mode)); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	if _, err := ReadAPIKeyFile(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing file: no error")
 	}
 }

@@ -28,12 +28,16 @@ import (
 // variable named in the comment.
 type Config struct {
 	// Server and API.
-	Port         int      // PORT
-	APIKeys      []string // API_KEY ∪ API_KEYS; secret
-	Domain       string   // DOMAIN, lower case
-	PublicURL    string   // PUBLIC_URL, derived when unset; no trailing slash
-	AgentURL     string   // AGENT_URL, derived when unset; as given (http/https/ws/wss)
-	MaxBodyBytes int64    // MAX_BODY_BYTES
+	Port    int      // PORT
+	APIKeys []string // API_KEY ∪ API_KEYS; secret
+	// API_KEY_FILE and ROUTER_SECRET_FILE: files of secrets (Docker
+	// secrets on Swarm), read by the server at start-up; "" = none.
+	APIKeyFile       string
+	RouterSecretFile string
+	Domain           string // DOMAIN, lower case
+	PublicURL        string // PUBLIC_URL, derived when unset; no trailing slash
+	AgentURL         string // AGENT_URL, derived when unset; as given (http/https/ws/wss)
+	MaxBodyBytes     int64  // MAX_BODY_BYTES
 	// REQUEST_BODY_TIMEOUT and MAX_BODIES_PER_CLIENT (0 = no bound).
 	BodyTimeout     time.Duration
 	BodiesPerClient int

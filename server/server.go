@@ -77,6 +77,27 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	return s.Serve(ctx)
 }
 
+// readSecretFile returns the secret in path (ROUTER_SECRET_FILE), which
+// must exist, be readable by its owner only and hold 32+ characters.
+func readSecretFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("ROUTER_SECRET_FILE: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("ROUTER_SECRET_FILE %s is readable by others (mode %v): chmod 600 it (a Docker secret: mode 0400)", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ROUTER_SECRET_FILE: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) < 32 {
+		return nil, fmt.Errorf("ROUTER_SECRET_FILE %s: secret shorter than 32 characters", path)
+	}
+	return []byte(s), nil
+}
+
 // readSecret returns the secret stored in name under dir, creating it (32
 // random bytes, hex, mode 0600) when absent.
 func readSecret(dir, name string) ([]byte, error) {

@@ -108,6 +108,15 @@ func (b *builder) dataDir(context.Context) (func(), error) {
 	b.lock = lock
 	release := func() { _ = lock.Close() }
 	b.keys = cfg.APIKeys
+	if cfg.APIKeyFile != "" {
+		keys, err := config.ReadAPIKeyFile(cfg.APIKeyFile)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		b.keys = append(append([]string(nil), b.keys...), keys...)
+		s.startup.KeySource = "API_KEY_FILE"
+	}
 	if len(b.keys) == 0 {
 		key, generated, err := config.EnsureAPIKey(cfg.DataDir)
 		if err != nil {
@@ -123,7 +132,14 @@ func (b *builder) dataDir(context.Context) (func(), error) {
 		}
 		b.keys = []string{key}
 	}
-	if b.secret, err = readSecret(cfg.DataDir, "router-secret"); err != nil {
+	if cfg.RouterSecretFile != "" {
+		// A secret that outlives this node (a Swarm secret): idepool moved
+		// elsewhere still accepts every route cookie it signed.
+		b.secret, err = readSecretFile(cfg.RouterSecretFile)
+	} else {
+		b.secret, err = readSecret(cfg.DataDir, "router-secret")
+	}
+	if err != nil {
 		release()
 		return nil, fmt.Errorf("router secret: %w", err)
 	}
