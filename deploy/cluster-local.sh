@@ -17,11 +17,16 @@
 # that exist here) into every node with `docker save | docker load`.
 # Re-running up is harmless: what exists is kept.
 #
-# --stack (needs --workers) then runs deploy/setup-local.sh inside node 1:
-# idepool, Traefik and the local S3 store from deploy/stack.yml, with the
-# API at http://<node 1's address>/ (port 80, host mode). Only with one
-# manager, so that Traefik's port 80 is on node 1: a cluster of managers
-# has no single entry address yet (issue 17, item 8).
+# It also makes, on every node, idepool-docker-cli:local (the node's own
+# docker CLI as an image) for deploy/teardown.sh's job that removes the
+# stack's volumes on every node.
+#
+# --stack then runs deploy/setup-local.sh inside node 1: idepool, Traefik
+# and the local S3 store from deploy/stack.yml. Traefik runs on every
+# manager (host-mode ports 80, and 8000 for the built-in router), so the API is
+# at http://<any manager's address>/; start responses carry PUBLIC_URL,
+# http://<node 1's address> (set PUBLIC_URL to choose another). The local S3
+# store is pinned to node 1; with several managers idepool runs on another.
 #
 # down: removes exactly what up made, found by the label
 # idepool.cluster=$CLUSTER_NAME: containers, volumes, the network.
@@ -36,7 +41,9 @@
 #
 # Environment: CLUSTER_NAME (ipcl), CLUSTER_SUBNET (10.213.7.0/24; node i
 # gets .(10+i)), CLUSTER_HEARTBEAT (Swarm dispatcher heartbeat, 5s),
-# CLUSTER_IMAGES (space separated), IDEPOOL_NODE_IMAGE (idepool-node).
+# CLUSTER_IMAGES (space separated), IDEPOOL_NODE_IMAGE (idepool-node),
+# PUBLIC_URL (with --stack: http://<node 1's address>), IDEPOOL_IMAGE and
+# IDEPOOL_IDE_IMAGE (--stack: the images setup-local.sh deploys).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 start=$SECONDS
@@ -91,7 +98,6 @@ cmd_up() {
   done
   [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "N must be 1..200"
   [ "${subnet##*/}" = 24 ] || die "CLUSTER_SUBNET must be a /24 (got $subnet)"
-  [ "$stack" = 0 ] || [ "$workers" = 1 ] || die "--stack needs --workers (one manager: the entry address is node 1)"
 
   local t=$SECONDS
   "$here/cluster/build-node.sh"
@@ -165,12 +171,29 @@ cmd_up() {
       [ "$failed" = 0 ] || die "loading images into the nodes failed"
       log "loaded $list into $n nodes in $((SECONDS - t)) s"
     fi
+    t=$SECONDS
+    pids=()
+    for ((i = 1; i <= n; i++)); do
+      docker_cli_image "$name-$i" &
+      pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || die "making idepool-docker-cli:local on the nodes failed"; done
+    log "idepool-docker-cli:local on $n nodes in $((SECONDS - t)) s"
   fi
 
   [ "$stack" = 0 ] || deploy_stack "$first"
 
   cmd_status
   log "up in $((SECONDS - start)) s; reach a node's engine with: docker exec $first docker node ls"
+}
+
+# docker_cli_image NODE: the node's own docker CLI (and the C library it
+# links) as the image idepool-docker-cli:local, for teardown.sh's global job
+# (no registry here to pull docker:cli from).
+docker_cli_image() {
+  docker exec "$1" docker image inspect idepool-docker-cli:local >/dev/null 2>&1 && return 0
+  docker exec "$1" sh -c 'tar -C / -chf - usr/bin/docker lib64/ld-linux-x86-64.so.2 lib/x86_64-linux-gnu/libc.so.6 |
+    docker import --change "ENTRYPOINT [\"/usr/bin/docker\"]" - idepool-docker-cli:local >/dev/null'
 }
 
 # deploy_stack NODE: deploy/setup-local.sh run on NODE's engine, from a copy
@@ -180,9 +203,10 @@ deploy_stack() {
   docker exec "$node" rm -rf /opt/idepool
   docker exec "$node" mkdir -p /opt/idepool
   docker cp "$here" "$node:/opt/idepool/deploy" >/dev/null
-  docker exec -e SKIP_BUILD=1 -w /opt/idepool "$node" bash deploy/setup-local.sh ||
-    die "setup-local.sh failed on $node"
-  log "stack deployed in $((SECONDS - t)) s; the API: http://$(node_ip 1)/api/health (key: docker exec $node cat /root/.config/idepool/local/api-key)"
+  docker exec -e SKIP_BUILD=1 -e PUBLIC_URL="${PUBLIC_URL:-http://$(node_ip 1)}" \
+    -e IDEPOOL_IMAGE="${IDEPOOL_IMAGE:-idepool:dev}" -e IDEPOOL_IDE_IMAGE="${IDEPOOL_IDE_IMAGE:-idepool-ide:test}" -w /opt/idepool "$node" \
+    bash deploy/setup-local.sh || die "setup-local.sh failed on $node"
+  log "stack deployed in $((SECONDS - t)) s; the API: http://<any manager's address>/api/health, e.g. http://$(node_ip 1)/api/health; the built-in router on port 8000 (key: docker exec $node cat /root/.config/idepool/local/api-key)"
 }
 
 cmd_status() {

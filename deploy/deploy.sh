@@ -15,6 +15,7 @@
 #                     except the names the stack sets itself (RUNTIME, ROUTER,
 #                     DEPLOYMENT, SWARM_NETWORK, DOMAIN, AGENT_URL, DATA_DIR,
 #                     IDE_CONTAINER_IMAGE, PRE_WARMED_QUEUE_SIZE, API_KEY)
+#   PUBLIC_URL        base of the URLs in start responses (https://DOMAIN)
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, S3_ENDPOINT, AWS_REGION
 #                     added to that file
 #   IDE_CONTAINER_IMAGE (idepool-ide:test), PRE_WARMED_QUEUE_SIZE (10)
@@ -26,7 +27,16 @@
 #
 # The S3 keys and everything in IDEPOOL_ENV_FILE reach idepool as one Docker
 # secret, read through ENV_FILE: not in its environment, not in `docker
-# service inspect`. API_KEY is in its environment, as stack.yml sets it.
+# service inspect`. API_KEY becomes a Swarm secret too (API_KEY_FILE), and
+# the key that signs route cookies is one made once inside Swarm
+# (ROUTER_SECRET_FILE): idepool moved to another manager keeps both, so a
+# failover logs nobody out.
+#
+# Images on a cluster: every node that may run idepool (any manager) and
+# the IDE containers (any node) needs the images. With a registry, push them
+# there and set IDEPOOL_IMAGE / IDE_CONTAINER_IMAGE to the registry's
+# references; without one, load them on each node (docker save | ssh NODE
+# docker load), as deploy/cluster-local.sh does.
 #
 # Re-running it is the upgrade: only the idepool service is replaced, stop
 # first (one orchestrator at a time). The IDE containers are separate
@@ -43,7 +53,7 @@ for arg in "$@"; do
   case "$arg" in
   --dry-run) dry_run=1 ;;
   -h | --help)
-    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *) die "unknown argument $arg (want --dry-run)" ;;
@@ -104,10 +114,13 @@ trap 'rm -rf "$work"' EXIT
   done
 } >"$work/idepool.env"
 chmod 600 "$work/idepool.env"
+(umask 077 && printf '%s\n' "$API_KEY" >"$work/api-key")
 if [ -n "$dry_run" ]; then
-  secret="$STACK-env-DRYRUN"
+  secret="$STACK-env-DRYRUN" key_secret="$STACK-api-key-DRYRUN" router="$STACK-router-secret"
 else
   secret=$(env_secret "$work/idepool.env")
+  key_secret=$(file_secret api-key "$work/api-key")
+  router=$(router_secret)
 fi
 
 resolve=never
@@ -168,7 +181,8 @@ YAML
 
 if [ -n "$dry_run" ]; then
   # The key is shown as "redacted" here; the real one is deployed.
-  DOMAIN="$DOMAIN" API_KEY="redacted" ACME_EMAIL="$ACME_EMAIL" \
+  DOMAIN="$DOMAIN" PUBLIC_URL="${PUBLIC_URL:-}" ACME_EMAIL="$ACME_EMAIL" \
+    API_KEY_SECRET="$key_secret" ROUTER_SECRET_SECRET="$router" \
     docker stack config -c deploy/stack.yml -c "$work/production.yml"
   exit 0
 fi
@@ -177,9 +191,11 @@ log "deploying the stack $STACK for https://$DOMAIN"
 deploy_flags=(--with-registry-auth --resolve-image "$resolve")
 # Do not wait for convergence here (unbounded); the health wait below is.
 if docker stack deploy --help 2>/dev/null | grep -q -- '--detach'; then deploy_flags+=(--detach=true); fi
-DOMAIN="$DOMAIN" API_KEY="$API_KEY" ACME_EMAIL="$ACME_EMAIL" \
+DOMAIN="$DOMAIN" PUBLIC_URL="${PUBLIC_URL:-}" ACME_EMAIL="$ACME_EMAIL" \
+  API_KEY_SECRET="$key_secret" ROUTER_SECRET_SECRET="$router" \
   docker stack deploy "${deploy_flags[@]}" -c deploy/stack.yml -c "$work/production.yml" "$STACK"
 prune_env_secrets "$secret"
+prune_secrets api-key "$key_secret"
 
 # idepool answers on this node first (certificate or not), then publicly.
 local_health() { curl -fsS -k -m 5 -o /dev/null --resolve "$DOMAIN:443:127.0.0.1" "https://$DOMAIN/api/health" 2>/dev/null; }

@@ -71,29 +71,53 @@ check_private() {
   esac
 }
 
-# env_secret FILE creates (if missing) the Docker secret holding the .env file
-# FILE and prints its name: ${STACK}-env-<sha256 prefix>. Secrets are
-# immutable, so a changed file gets a new name and the service update
-# switches to it; old ones are removed by prune_env_secrets.
-env_secret() {
-  local f=$1 name
-  name="$STACK-env-$(sha256sum "$f" | cut -c1-12)"
+# file_secret KIND FILE creates (if missing) the Docker secret holding FILE
+# and prints its name: ${STACK}-KIND-<sha256 prefix>. Secrets are immutable,
+# so a changed file gets a new name and the service update switches to it;
+# old ones are removed by prune_secrets. KIND: env, api-key.
+file_secret() {
+  local kind=$1 f=$2 name
+  name="$STACK-$kind-$(sha256sum "$f" | cut -c1-12)"
   if ! docker secret inspect "$name" >/dev/null 2>&1; then
-    docker secret create --label "idepool.managed=$DEPLOYMENT" "$name" "$f" >/dev/null
+    docker secret create --label "idepool.managed=$DEPLOYMENT" --label "idepool.secret=$kind" "$name" "$f" >/dev/null
   fi
   printf '%s\n' "$name"
 }
 
-# prune_env_secrets KEEP removes this stack's env secrets other than KEEP
+# env_secret FILE: the secret of the .env file idepool reads (ENV_FILE).
+env_secret() { file_secret env "$1"; }
+
+# router_secret prints the name of the Swarm secret holding the key that
+# signs route cookies (ROUTER_SECRET_FILE), creating it once from random
+# bytes. It is never rotated by a deploy: a new key would log every user
+# out. Nobody needs to read it, so it exists only inside Swarm.
+router_secret() {
+  local name="$STACK-router-secret"
+  if ! docker secret inspect "$name" >/dev/null 2>&1; then
+    random_hex 32 | docker secret create --label "idepool.managed=$DEPLOYMENT" --label "idepool.secret=router-secret" \
+      "$name" - >/dev/null
+  fi
+  printf '%s\n' "$name"
+}
+
+# prune_secrets KIND KEEP removes this stack's KIND secrets other than KEEP
 # that no service uses any more (Docker refuses to remove one in use).
-prune_env_secrets() {
-  local keep=$1 s
+prune_secrets() {
+  local kind=$1 keep=$2 s
   for s in $(docker secret ls --filter "label=idepool.managed=$DEPLOYMENT" --format '{{.Name}}'); do
-    case "$s" in "$STACK"-env-*) ;; *) continue ;; esac
+    case "$s" in "$STACK-$kind"-*) ;; *) continue ;; esac
     [ "$s" = "$keep" ] && continue
     docker secret rm "$s" >/dev/null 2>&1 || true
   done
 }
+
+# prune_env_secrets KEEP: prune_secrets env KEEP.
+prune_env_secrets() { prune_secrets env "$1"; }
+
+# STACK_VOLUMES are the named volumes deploy/stack.yml and the scripts'
+# overrides declare (Docker names them <stack>_<name>); idepool-data is
+# that of older stacks.
+STACK_VOLUMES="traefik-acme s3-data idepool-data"
 
 # wait_for SECONDS DESCRIPTION COMMAND... runs COMMAND every 2 s until it
 # succeeds; fails after SECONDS.

@@ -11,19 +11,31 @@
 #   3. the images: deploy/build-images.sh (idepool, the test IDE image),
 #      deploy/build-traefik.sh (Traefik, built from source, cached) and
 #      deploy/build-s3.sh (versitygw: a local S3 store for the workspaces);
-#   4. secrets: an API key (generated once into $STATE_DIR/api-key, mode 0600,
-#      printed once; stack.yml passes it in idepool's environment) and the
-#      local S3 store's keys, which idepool reads from a .env file held as a
-#      Docker secret (ENV_FILE), not from its environment;
+#   4. secrets, all Swarm secrets (they follow idepool to any manager): an
+#      API key (generated once into $STATE_DIR/api-key, mode 0600, printed
+#      once; idepool reads it through API_KEY_FILE), the key that signs
+#      route cookies (ROUTER_SECRET_FILE; made once, inside Swarm only) and
+#      the local S3 store's keys, which idepool reads from a .env file
+#      (ENV_FILE), not from its environment;
 #   5. the stack: deploy/stack.yml with DOMAIN=localhost, plain HTTP on port
-#      80, plus a generated override (small pool and limits, the S3 store,
-#      Traefik without HTTPS);
+#      80 (Traefik, on every manager), the built-in router on port
+#      $BUILTIN_PORT (a second Traefik entrypoint that forwards everything
+#      to idepool), plus a generated override (small pool and limits, the
+#      S3 store, Traefik without HTTPS). The local S3 store is for trying
+#      out: one task on the node labelled idepool.s3-store=true (this one,
+#      unless a node has the label already), its data on that node's disk;
+#      with several managers idepool is kept off that node, so losing one
+#      node never takes both;
 #   6. waits until idepool answers /api/health and the pool has a warm
 #      container, then makes ONE start request (bucket "workspaces", prefix
 #      "setup-local/") and opens its URL once to check it answers.
 #
 # Environment (all optional):
 #   STATE_DIR       where the API key and S3 keys live ($HOME/.config/idepool/local)
+#   PUBLIC_URL      base of the URLs in start responses (http://localhost);
+#                   on a cluster, the entry address users reach
+#   BUILTIN_PORT    port of the built-in router's entrypoint (8000; not 8080,
+#                   Traefik's own entrypoint for --ping)
 #   POOL_SIZE       warm containers (2); CONTAINER_CPU_LIMIT (0.25),
 #                   CONTAINER_MEMORY_LIMIT (256MiB) per container
 #   IDEPOOL_IMAGE   orchestrator image (idepool:dev); IDEPOOL_IDE_IMAGE (idepool-ide:test)
@@ -43,7 +55,9 @@ export IDEPOOL_IMAGE="${IDEPOOL_IMAGE:-idepool:dev}"
 export IDEPOOL_IDE_IMAGE="${IDEPOOL_IDE_IMAGE:-idepool-ide:test}"
 S3_IMAGE="idepool-s3:local" # deploy/build-s3.sh
 BUCKET="workspaces"         # a directory in that image (see build-s3.sh)
-BASE_URL="http://localhost"
+BASE_URL="http://localhost"               # this node's Traefik, for the checks below
+PUBLIC_URL="${PUBLIC_URL:-$BASE_URL}"     # what users are handed
+BUILTIN_PORT="${BUILTIN_PORT:-8000}"
 started=$SECONDS
 
 need_docker
@@ -100,6 +114,24 @@ chmod 700 "$work"
 trap 'rm -rf "$work"' EXIT
 write_private "$work/idepool.env" "$(printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s' "$s3_access" "$s3_secret")"
 secret=$(env_secret "$work/idepool.env")
+key_secret=$(file_secret api-key "$key_file")
+router=$(router_secret)
+
+# The local S3 store's node: the one labelled idepool.s3-store=true, else
+# this one (labelled now). Several managers: idepool on another one.
+store_node=""
+for n in $(docker node ls -q); do
+  if [ "$(docker node inspect -f '{{index .Spec.Labels "idepool.s3-store"}}' "$n")" = true ]; then store_node=$n; fi
+done
+if [ -z "$store_node" ]; then
+  store_node=$(docker info --format '{{.Swarm.NodeID}}')
+  docker node update --label-add idepool.s3-store=true "$store_node" >/dev/null
+  log "labelled this node idepool.s3-store=true: the local S3 store runs here"
+fi
+idepool_constraints="[node.role == manager]"
+if [ "$(docker node ls -q --filter role=manager | wc -l)" -gt 1 ]; then
+  idepool_constraints="[node.role == manager, node.labels.idepool.s3-store != true]"
+fi
 
 # 5. The stack: stack.yml plus this override. A changed image gets a new
 # container label, so re-running after a rebuild rolls idepool over (the IDE
@@ -114,7 +146,7 @@ services:
       idepool.image-id: "$image_id"
     environment:
       ENV_FILE: /run/secrets/idepool.env
-      PUBLIC_URL: $BASE_URL
+      PUBLIC_URL: $PUBLIC_URL
       IDE_CONTAINER_IMAGE: $IDEPOOL_IDE_IMAGE
       PRE_WARMED_QUEUE_SIZE: "$POOL_SIZE"
       CONTAINER_CPU_LIMIT: "$CPU_LIMIT"
@@ -123,10 +155,20 @@ services:
       AWS_REGION: us-east-1
     secrets:
       - {source: idepool_env, target: idepool.env, mode: 0400}
+    deploy:
+      placement:
+        constraints: $idepool_constraints
+      labels:
+        # The built-in router: everything on the entrypoint "builtin" goes
+        # to idepool, which proxies /code/<id>/ itself.
+        traefik.http.routers.idepool-builtin.rule: PathPrefix(\`/\`)
+        traefik.http.routers.idepool-builtin.entrypoints: builtin
+        traefik.http.routers.idepool-builtin.service: idepool
   traefik:
     # Plain HTTP on :80 only: no HTTPS entrypoint, no ACME, no dashboard.
     command:
       - --entrypoints.web.address=:80
+      - --entrypoints.builtin.address=:$BUILTIN_PORT
       - --providers.swarm.endpoint=unix:///var/run/docker.sock
       - --providers.swarm.exposedByDefault=false
       - --providers.swarm.network=$NETWORK
@@ -134,10 +176,14 @@ services:
       - --providers.providersThrottleDuration=500ms
       - --providers.swarm.constraints=Label(\`idepool.managed\`,\`$DEPLOYMENT\`) || Label(\`com.docker.stack.namespace\`,\`$STACK\`)
       - --ping=true
+    ports:
+      - {target: $BUILTIN_PORT, published: $BUILTIN_PORT, mode: host}
   s3:
-    # The local S3 store of the workspaces (bucket "$BUCKET"), reachable
-    # only on the overlay network. Its root keys are in its environment:
-    # fine for a store on this machine that nothing outside can reach.
+    # For trying out only: the local S3 store of the workspaces (bucket
+    # "$BUCKET"), reachable only on the overlay network, its data on ONE
+    # node's disk (pinned there: restarted elsewhere it would start
+    # empty). Production uses a real S3 service. Its root keys are in its
+    # environment: fine for a store that nothing outside can reach.
     image: $S3_IMAGE
     command: ["--port", ":7070", "posix", "/data"]
     environment:
@@ -152,7 +198,7 @@ services:
       replicas: 1
       endpoint_mode: dnsrr
       placement:
-        constraints: [node.role == manager]
+        constraints: [node.labels.idepool.s3-store == true]
 secrets:
   idepool_env:
     external: true
@@ -166,9 +212,10 @@ fi
 log "deploying the stack $STACK (deploy/stack.yml, DOMAIN=localhost, plain HTTP)"
 deploy_flags=(--resolve-image never)
 if docker stack deploy --help 2>/dev/null | grep -q -- '--detach'; then deploy_flags+=(--detach=true); fi
-DOMAIN=localhost API_KEY="$API_KEY" ACME_EMAIL="" \
+DOMAIN=localhost ACME_EMAIL="" API_KEY_SECRET="$key_secret" ROUTER_SECRET_SECRET="$router" \
   docker stack deploy "${deploy_flags[@]}" -c deploy/stack.yml -c "$work/local.yml" "$STACK" >/dev/null
 prune_env_secrets "$secret"
+prune_secrets api-key "$key_secret"
 
 # 6. Wait, then one real start request.
 health() { curl -fsS -m 5 -o /dev/null "$BASE_URL/api/health" 2>/dev/null; }
@@ -234,7 +281,8 @@ A container for workspace s3://$BUCKET/setup-local/ (id $id) is running. Open:
 
     $url
 
-API:       curl -H "Authorization: Bearer \$(cat $key_file)" $BASE_URL/api/pool
-Dashboard: $BASE_URL/dashboard
+API:       curl -H "Authorization: Bearer \$(cat $key_file)" $PUBLIC_URL/api/pool
+Dashboard: $PUBLIC_URL/dashboard
+Built-in router: the same URLs on port $BUILTIN_PORT (Traefik forwards all of it to idepool)
 Remove:    deploy/teardown.sh   (--volumes also drops the workspaces' store)
 EOF

@@ -4,15 +4,22 @@
 #   - the stack "idepool" (idepool, Traefik, the local S3 store);
 #   - the IDE containers: services labelled idepool.managed=<deployment>;
 #   - the overlay network "idepool" once nothing uses it;
-#   - this stack's env secrets (idepool-env-*).
-# It keeps the images unless --images, and the volumes (idepool's DATA_DIR,
-# Traefik's certificates, the local workspaces' store) unless --volumes.
+#   - this stack's secrets (idepool-env-*, idepool-api-key-*,
+#     idepool-router-secret: a new deployment signs new route cookies).
+# It keeps the images unless --images, and the volumes (Traefik's
+# certificates, the local workspaces' store) unless --volumes: on EVERY
+# node of the Swarm, each node's own volumes removed by a global job (one
+# task per node) of TEARDOWN_IMAGE, an image with the docker CLI as its
+# entrypoint (docker:cli; deploy/cluster-local.sh makes
+# idepool-docker-cli:local on its nodes). A node that is down keeps its
+# volumes and is named.
 # Never `docker system prune`: other things on this engine are not ours.
 #
 #   deploy/teardown.sh [--images] [--volumes]
 #
 # Environment: STACK, NETWORK, DEPLOYMENT (all "idepool"); TEARDOWN_TIMEOUT
-# (seconds to wait for containers to stop, 120).
+# (seconds to wait for containers to stop, 120); TEARDOWN_IMAGE (docker:cli,
+# else idepool-docker-cli:local when this node has it).
 #
 # The IDE containers are stopped without a final flush of their workspaces:
 # to save work first, stop them through the API (DELETE /api/containers/<id>)
@@ -36,6 +43,47 @@ for arg in "$@"; do
   esac
 done
 TEARDOWN_TIMEOUT="${TEARDOWN_TIMEOUT:-120}"
+
+# volumes_on_every_node: a Docker volume lives on one node, and a manager's
+# engine removes only its own; a global job runs one task per node that
+# removes that node's volumes of the stack through the node's socket (-f:
+# a volume that is not there is no error; one still in use, by a container
+# of the stack that is still stopping there, fails the task: retried).
+volumes_on_every_node() {
+  local image=${TEARDOWN_IMAGE:-} job="$STACK-teardown-volumes" names=() v
+  if [ -z "$image" ]; then
+    image=docker:cli
+    docker image inspect idepool-docker-cli:local >/dev/null 2>&1 && image=idepool-docker-cli:local
+  fi
+  for v in $STACK_VOLUMES; do names+=("${STACK}_$v"); done
+  docker service rm "$job" >/dev/null 2>&1 || true
+  local resolve=(--no-resolve-image)
+  case "$image" in */* | docker:*) resolve=() ;; esac
+  if ! docker service create -d --name "$job" --mode global-job "${resolve[@]}" \
+    --label "idepool.managed=$DEPLOYMENT" \
+    --restart-condition on-failure --restart-delay 2s --restart-max-attempts 15 \
+    --mount type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock \
+    "$image" volume rm -f "${names[@]}" >/dev/null; then
+    warn "could not start the job that removes the volumes on the other nodes (image $image; set TEARDOWN_IMAGE)"
+    return 0
+  fi
+  # Done when every Ready node has a completed task (failed attempts stay
+  # in the task history, so count nodes, not tasks).
+  job_done() {
+    local ready done
+    ready=$(docker node ls --format '{{.Status}}' | grep -c '^Ready$')
+    done=$(docker service ps "$job" --format '{{.Node}} {{.CurrentState}}' 2>/dev/null | awk '$2 == "Complete" { print $1 }' | sort -u | wc -l)
+    [ "$done" -ge "$ready" ]
+  }
+  if wait_for "$TEARDOWN_TIMEOUT" "removed the stack's volumes on every node" job_done; then :; else
+    warn "the volumes of these nodes may remain (node down, or image $image missing there):"
+    docker service ps --no-trunc --format '{{.Node}} {{.CurrentState}} {{.Error}}' "$job" | grep -v ' Complete' >&2 || true
+  fi
+  docker service rm "$job" >/dev/null 2>&1 || true
+  # Each node removes its exited task containers by itself, soon after.
+  job_gone() { [ -z "$(docker ps -aq --filter "label=com.docker.swarm.service.name=$job")" ]; }
+  wait_for 30 "the job's containers are gone" job_gone || true
+}
 
 need_docker
 if [ "$(swarm_state)" != active ]; then
@@ -83,18 +131,24 @@ else
     fi
   fi
 
-  # 4. Our env secrets (none is in use any more).
+  # 4. Our secrets (none is in use any more).
   for s in $(docker secret ls --filter "label=idepool.managed=$DEPLOYMENT" --format '{{.Name}}'); do
-    case "$s" in "$STACK"-env-*) docker secret rm "$s" >/dev/null 2>&1 && log "removed secret $s" ;; esac
+    case "$s" in "$STACK"-env-* | "$STACK"-api-key-* | "$STACK"-router-secret)
+      docker secret rm "$s" >/dev/null 2>&1 && log "removed secret $s" ;;
+    esac
   done
 fi
 
-# 5. Volumes, on request: the stack's (named <stack>_<volume>).
+# 5. Volumes, on request: the stack's (named <stack>_<volume>), on this node
+# and then on every other node of the Swarm.
 if [ -n "$volumes" ]; then
   for v in $(docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK"); do
     vol_gone() { docker volume rm "$v" >/dev/null 2>&1; }
     if wait_for 30 "removed volume $v" vol_gone; then :; else warn "volume $v is in use; left in place"; fi
   done
+  if [ "$(swarm_state)" = active ] && is_manager && [ "$(docker node ls -q | wc -l)" -gt 1 ]; then
+    volumes_on_every_node
+  fi
 else
   log "volumes kept (--volumes removes them)"
 fi
