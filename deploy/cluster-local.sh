@@ -4,6 +4,7 @@
 # partition, failover) without other machines and without a registry.
 #
 #   deploy/cluster-local.sh up [N] [--workers] [--no-images] [--stack]
+#   deploy/cluster-local.sh stack | unstack
 #   deploy/cluster-local.sh status
 #   deploy/cluster-local.sh down
 #
@@ -27,6 +28,10 @@
 # at http://<any manager's address>/; start responses carry PUBLIC_URL,
 # http://<node 1's address> (set PUBLIC_URL to choose another). The local S3
 # store is pinned to node 1; with several managers idepool runs on another.
+#
+# stack deploys (or updates) the stack on a cluster that is up, as --stack
+# does; unstack removes it with deploy/teardown.sh --volumes run on node 1
+# (the stack, the IDE containers, the secrets, the volumes on every node).
 #
 # down: removes exactly what up made, found by the label
 # idepool.cluster=$CLUSTER_NAME: containers, volumes, the network.
@@ -200,13 +205,26 @@ docker_cli_image() {
 # of deploy/ (the images are loaded already: SKIP_BUILD).
 deploy_stack() {
   local node=$1 t=$SECONDS
-  docker exec "$node" rm -rf /opt/idepool
-  docker exec "$node" mkdir -p /opt/idepool
-  docker cp "$here" "$node:/opt/idepool/deploy" >/dev/null
+  copy_deploy "$node"
   docker exec -e SKIP_BUILD=1 -e PUBLIC_URL="${PUBLIC_URL:-http://$(node_ip 1)}" \
     -e IDEPOOL_IMAGE="${IDEPOOL_IMAGE:-idepool:dev}" -e IDEPOOL_IDE_IMAGE="${IDEPOOL_IDE_IMAGE:-idepool-ide:test}" -w /opt/idepool "$node" \
     bash deploy/setup-local.sh || die "setup-local.sh failed on $node"
   log "stack deployed in $((SECONDS - t)) s; the API: http://<any manager's address>/api/health, e.g. http://$(node_ip 1)/api/health; the built-in router on port 8000 (key: docker exec $node cat /root/.config/idepool/local/api-key)"
+}
+
+# copy_deploy NODE: a fresh copy of deploy/ in NODE's /opt/idepool.
+copy_deploy() {
+  docker exec "$1" rm -rf /opt/idepool
+  docker exec "$1" mkdir -p /opt/idepool
+  docker cp "$here" "$1:/opt/idepool/deploy" >/dev/null
+}
+
+cmd_unstack() {
+  local node="$name-1" t=$SECONDS
+  docker container inspect "$node" >/dev/null 2>&1 || die "no cluster $name"
+  copy_deploy "$node"
+  docker exec -w /opt/idepool "$node" bash deploy/teardown.sh --volumes || die "teardown.sh failed on $node"
+  log "stack removed in $((SECONDS - t)) s"
 }
 
 cmd_status() {
@@ -240,9 +258,14 @@ up)
   cmd_up "$@"
   ;;
 down) cmd_down ;;
+stack)
+  docker container inspect "$name-1" >/dev/null 2>&1 || die "no cluster $name"
+  deploy_stack "$name-1"
+  ;;
+unstack) cmd_unstack ;;
 status) cmd_status ;;
 *)
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
   ;;
 esac
