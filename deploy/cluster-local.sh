@@ -193,7 +193,7 @@ cmd_up() {
 }
 
 # docker_cli_image NODE: the node's own docker CLI (and the C library it
-# links) as the image idepool-docker-cli:local, for teardown.sh's global job
+# links) as the image idepool-docker-cli:local, for teardown.sh's global service
 # (no registry here to pull docker:cli from).
 docker_cli_image() {
   docker exec "$1" docker image inspect idepool-docker-cli:local >/dev/null 2>&1 && return 0

@@ -8,7 +8,7 @@
 #     idepool-router-secret: a new deployment signs new route cookies).
 # It keeps the images unless --images, and the volumes (Traefik's
 # certificates, the local workspaces' store) unless --volumes: on EVERY
-# node of the Swarm, each node's own volumes removed by a global job (one
+# node of the Swarm, each node's own volumes removed by a global service (one
 # task per node) of TEARDOWN_IMAGE, an image with the docker CLI as its
 # entrypoint (docker:cli; deploy/cluster-local.sh makes
 # idepool-docker-cli:local on its nodes). A node that is down keeps its
@@ -45,7 +45,8 @@ done
 TEARDOWN_TIMEOUT="${TEARDOWN_TIMEOUT:-120}"
 
 # volumes_on_every_node: a Docker volume lives on one node, and a manager's
-# engine removes only its own; a global job runs one task per node that
+# engine removes only its own; a global service (not a global-job: Docker
+# 20.10 leaves a removed job's containers behind) runs one task per node that
 # removes that node's volumes of the stack through the node's socket (-f:
 # a volume that is not there is no error; one still in use, by a container
 # of the stack that is still stopping there, fails the task: retried).
@@ -59,7 +60,7 @@ volumes_on_every_node() {
   docker service rm "$job" >/dev/null 2>&1 || true
   local resolve=(--no-resolve-image)
   case "$image" in */* | docker:*) resolve=() ;; esac
-  if ! docker service create -d --name "$job" --mode global-job "${resolve[@]}" \
+  if ! docker service create -d --name "$job" --mode global "${resolve[@]}" \
     --label "idepool.managed=$DEPLOYMENT" \
     --restart-condition on-failure --restart-delay 2s --restart-max-attempts 15 \
     --mount type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock \
