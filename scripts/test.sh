@@ -34,6 +34,16 @@ if [ -f deploy/build-s3.sh ]; then
   s3img_pid=$!
 fi
 
+# The cluster tests' node image (debootstrap + docker.io, docker import;
+# cached by its recipe's hash) builds beside the checks too. Its lock is the
+# Debian IDE image's (they share the minbase tarball), so the two take turns.
+node_pid=""
+if [ -f deploy/cluster/build-node.sh ]; then
+  step "building the cluster node image in the background (log: $logs/node.log)"
+  bash deploy/cluster/build-node.sh >"$logs/node.log" 2>&1 &
+  node_pid=$!
+fi
+
 # The Debian IDE image (debootstrap + docker import; minutes the first time,
 # cached in ~/.cache/idepool) also builds beside the checks.
 debian_pid=""
@@ -95,6 +105,53 @@ set -e
 if [ "$rc" -ne 0 ]; then
   echo "go test failed (exit $rc):"
   grep -E -- '--- FAIL|^FAIL|panic:' "$logs/test.log" | head -50
+  exit "$rc"
+fi
+
+# The cluster tests: a real Swarm of 3 Docker-in-Docker nodes on this machine
+# (deploy/cluster-local.sh), deployed with the project's own scripts. As
+# root, with CI=true (a missing prerequisite fails). Whatever a killed or
+# timed-out run leaves (the tests' clusters are labelled idepool.cluster=
+# ipcl-t…, the benchmarks' ipcb-…) is removed afterwards, pass or fail.
+if [ -n "$node_pid" ]; then
+  step "waiting for the cluster node image"
+  if ! wait "$node_pid"; then
+    echo "cluster node image build failed:"; tail -40 "$logs/node.log"; exit 1
+  fi
+  tail -1 "$logs/node.log"
+fi
+sweep_clusters() {
+  local kind ids
+  for kind in container volume network; do
+    case "$kind" in
+    container) ids=$(docker container ls -a --format '{{.ID}} {{.Labels}}') ;;
+    volume) ids=$(docker volume ls --format '{{.Name}} {{.Labels}}') ;;
+    network) ids=$(docker network ls --format '{{.ID}} {{.Labels}}') ;;
+    esac
+    ids=$(printf '%s\n' "$ids" |
+      grep -E 'idepool\.cluster=(ipcl-t|ipcb-)[0-9a-z]+' | cut -d' ' -f1 || true)
+    [ -z "$ids" ] && continue
+    case "$kind" in
+    container) echo "$ids" | xargs -r docker rm -f -v >/dev/null ;;
+    volume) echo "$ids" | xargs -r docker volume rm -f >/dev/null ;;
+    network) echo "$ids" | xargs -r docker network rm >/dev/null ;;
+    esac
+    echo "removed what a cluster test left: $(echo "$ids" | wc -l) ${kind}(s)"
+  done
+}
+step "cluster tests (e2e/cluster: 3 Docker-in-Docker nodes)"
+cluster_start=$(date +%s)
+trap sweep_clusters EXIT
+set +e
+CI=true go test -tags cluster -race=false -count=1 -timeout 20m ./e2e/cluster/ 2>&1 | tee "$logs/cluster.log"
+rc=${PIPESTATUS[0]}
+set -e
+trap - EXIT
+sweep_clusters
+step "cluster tests took $(( $(date +%s) - cluster_start ))s"
+if [ "$rc" -ne 0 ]; then
+  echo "cluster tests failed (exit $rc):"
+  grep -E -- '--- FAIL|^FAIL|panic:' "$logs/cluster.log" | head -50
   exit "$rc"
 fi
 
