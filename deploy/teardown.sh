@@ -147,8 +147,14 @@ if [ -n "$volumes" ]; then
     vol_gone() { docker volume rm "$v" >/dev/null 2>&1; }
     if wait_for 30 "removed volume $v" vol_gone; then :; else warn "volume $v is in use; left in place"; fi
   done
-  if [ "$(swarm_state)" = active ] && is_manager && [ "$(docker node ls -q | wc -l)" -gt 1 ]; then
-    volumes_on_every_node
+  if [ "$(swarm_state)" = active ] && is_manager; then
+    [ "$(docker node ls -q | wc -l)" -gt 1 ] && volumes_on_every_node
+    # The local S3 store's data is gone: its node label goes too.
+    for n in $(docker node ls -q); do
+      if [ -n "$(docker node inspect -f '{{index .Spec.Labels "idepool.s3-store"}}' "$n")" ]; then
+        docker node update --label-rm idepool.s3-store "$n" >/dev/null && log "removed the label idepool.s3-store of node $n"
+      fi
+    done
   fi
 else
   log "volumes kept (--volumes removes them)"
