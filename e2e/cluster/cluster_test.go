@@ -49,10 +49,6 @@ import (
 	idepoolclient "github.com/idepool/idepool/client"
 )
 
-// probeImage is the tiny long-running image of the tests: the local S3
-// store (versitygw), made by deploy/build-s3.sh.
-const probeImage = "idepool-s3:local"
-
 // cluster is one cluster made by deploy/cluster-local.sh. Its t is the
 // test using it now (a shared cluster passes from test to test).
 type cluster struct {
@@ -84,6 +80,8 @@ func unavailable(t *testing.T, format string, args ...any) {
 
 // newCluster brings up a cluster of n nodes (all managers) with images
 // loaded; t.Cleanup removes it unless the test did already.
+//
+//lint:ignore U1000 the harness of the tests that need a cluster of their own (node loss, drain, placement)
 func newCluster(t *testing.T, n int, o options) *cluster {
 	t.Helper()
 	c := prepareCluster(t, n, o)
@@ -210,70 +208,6 @@ func (c *cluster) leftovers() []string {
 	return left
 }
 
-// TestClusterUpServiceDown: the cluster comes up with N Ready nodes; a
-// service of N replicas (dnsrr: no IPVS here) runs one task on each node;
-// down leaves no container, volume or network of the cluster.
-func TestClusterUpServiceDown(t *testing.T) {
-	const n = 3
-	c := newCluster(t, n, options{images: []string{probeImage}})
-
-	out, err := c.Docker(1, "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := 0
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[1] == "Ready" && f[2] == "Active" {
-			ready++
-		}
-	}
-	if ready != n {
-		t.Fatalf("%d Ready nodes, want %d:\n%s", ready, n, out)
-	}
-
-	start := time.Now()
-	if _, err := c.Docker(1, "service", "create", "-d", "--name", "probe", "--no-resolve-image",
-		"--endpoint-mode", "dnsrr", "--replicas", fmt.Sprint(n), "--restart-condition", "none",
-		probeImage, "--access", "probe", "--secret", "probeprobe", "posix", "/tmp"); err != nil {
-		t.Fatal(err)
-	}
-	var nodes map[string]bool
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, err = c.Docker(1, "service", "ps", "probe", "--filter", "desired-state=running",
-			"--format", "{{.Node}} {{.CurrentState}} {{.Error}}")
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = map[string]bool{}
-		running := 0
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[1] == "Running" {
-				nodes[f[0]] = true
-				running++
-			}
-		}
-		if running == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 2 min, %d of %d tasks running:\n%s", running, n, out)
-		}
-		time.Sleep(250 * time.Millisecond) // polling the engine: it sends no event across `docker exec`
-	}
-	t.Logf("%d replicas running in %v", n, time.Since(start).Round(time.Millisecond))
-	for i := 1; i <= n; i++ {
-		if !nodes[c.Node(i)] {
-			t.Errorf("no task on %s; tasks on %v", c.Node(i), nodes)
-		}
-	}
-
-	c.Down()
-	if left := c.leftovers(); len(left) > 0 {
-		t.Fatalf("down left %v", left)
-	}
-}
-
 // managersTests share the cluster of sharedManagers, in this order (Go runs
 // a package's tests in the order of its files, then of the source).
 var managersTests = []string{"TestClusterDeploy", "TestClusterEveryNodeWorks", "TestClusterFailover"}
@@ -365,6 +299,11 @@ func releaseManagers(t *testing.T) {
 	managersState.d = nil
 	d.c.t = t
 	d.c.Down()
+	// cluster-local.sh down leaves nothing of the cluster on the host.
+	if left := d.c.leftovers(); len(left) > 0 {
+		t.Errorf("cluster-local.sh down left %v", left)
+		d.c.Down()
+	}
 }
 
 // laterManagersTest reports whether a test of managersTests after name

@@ -134,7 +134,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("docker kill %s: %v: %s", c.Node(victim), err, out)
 	}
 
-	back := pollUntil(t, 3*time.Minute, "the API and the IDE answer again through "+c.Node(1), func() (bool, string) {
+	pollUntil(t, 3*time.Minute, "the API and the IDE answer again through "+c.Node(1), func() (bool, string) {
 		// idepool's process died with its node: the API fails for sure;
 		// the IDE traffic may not (when Traefik need not ask idepool).
 		a := apiOut.backAfterFailure()
@@ -143,7 +143,7 @@ func TestClusterFailover(t *testing.T) {
 	})
 	stopProbes()
 	newNode := d.idepoolNode()
-	t.Logf("idepool moved from %s to %s; both answer again %v after the kill", c.Node(victim), c.Node(newNode), back.Round(time.Millisecond))
+	t.Logf("idepool moved from %s to %s; both answer again %v after the kill", c.Node(victim), c.Node(newNode), time.Since(killed).Round(time.Millisecond))
 	t.Logf("API unavailable for %v (first failure to last failure %v, %d failed probes)", apiOut.down().Round(time.Millisecond), apiOut.span().Round(time.Millisecond), apiOut.failures)
 	t.Logf("IDE traffic through Traefik unavailable for %v (first failure to last failure %v, %d failed probes)", ideOut.down().Round(time.Millisecond), ideOut.span().Round(time.Millisecond), ideOut.failures)
 	if newNode == victim {
