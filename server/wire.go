@@ -114,8 +114,12 @@ func (b *builder) dataDir(context.Context) (func(), error) {
 			release()
 			return nil, err
 		}
+		if len(b.keys) > 0 {
+			s.startup.KeySource = "API_KEY and API_KEY_FILE"
+		} else {
+			s.startup.KeySource = "API_KEY_FILE"
+		}
 		b.keys = append(append([]string(nil), b.keys...), keys...)
-		s.startup.KeySource = "API_KEY_FILE"
 	}
 	if len(b.keys) == 0 {
 		key, generated, err := config.EnsureAPIKey(cfg.DataDir)
