@@ -113,6 +113,7 @@ fi
 # root, with CI=true (a missing prerequisite fails). Whatever a killed or
 # timed-out run leaves (the tests' clusters are labelled idepool.cluster=
 # ipcl-t…, the benchmarks' ipcb-…) is removed afterwards, pass or fail.
+# -v: the tests print their figures (t.Logf).
 if [ -n "$node_pid" ]; then
   step "waiting for the cluster node image"
   if ! wait "$node_pid"; then
@@ -143,7 +144,7 @@ step "cluster tests (e2e/cluster: 3 Docker-in-Docker nodes)"
 cluster_start=$(date +%s)
 trap sweep_clusters EXIT
 set +e
-CI=true go test -tags cluster -race=false -count=1 -timeout 20m ./e2e/cluster/ 2>&1 | tee "$logs/cluster.log"
+CI=true go test -tags cluster -race=false -count=1 -v -timeout 20m ./e2e/cluster/ 2>&1 | tee "$logs/cluster.log"
 rc=${PIPESTATUS[0]}
 set -e
 trap - EXIT
