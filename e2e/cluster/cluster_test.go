@@ -22,10 +22,13 @@
 //     fails) removes it;
 //   - (*cluster) Node, NodeIP, Docker, Down reach a node, its engine, and
 //     remove the cluster; (*deployment) the stack's API key, entry address
-//     and client.
+//     and client; pollUntil waits on a condition with a deadline;
+//   - in deploy_test.go: firstByte, wsEcho, routeCookie (a container's
+//     routes), putWorkspaceFile and storeObject (a file into a container's
+//     workspace, an object out of the local S3 store).
 //
-// Every cluster is labelled idepool.cluster=ipcl-t…: scripts/test.sh removes
-// whatever a killed test run left (clusterSweep's label).
+// Every test cluster is labelled idepool.cluster=ipcl-t<hex>: scripts/test.sh
+// removes whatever a killed or timed-out run left by that label.
 // With CI=true a missing prerequisite fails the test instead of skipping it.
 package cluster
 

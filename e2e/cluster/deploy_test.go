@@ -141,7 +141,7 @@ func TestClusterEveryNodeWorks(t *testing.T) {
 	byNode := map[string]claim{}
 	for k := 0; len(byNode) < c.nodes; k++ {
 		if k == 12 {
-			t.Fatalf("12 claims reached only the nodes %v", keys(byNode))
+			t.Fatalf("12 claims reached only the nodes %v", claimedNodes(byNode))
 		}
 		prefix := fmt.Sprintf("every-%d/", k)
 		start := time.Now()
@@ -163,7 +163,7 @@ func TestClusterEveryNodeWorks(t *testing.T) {
 	for i := 1; i <= c.nodes; i++ {
 		cl, ok := byNode[c.Node(i)]
 		if !ok {
-			t.Fatalf("no claim on %s: %v", c.Node(i), keys(byNode))
+			t.Fatalf("no claim on %s: %v", c.Node(i), claimedNodes(byNode))
 		}
 		t.Run(c.Node(i), func(t *testing.T) {
 			jar, _ := cookiejar.New(nil)
@@ -213,7 +213,7 @@ func TestClusterEveryNodeWorks(t *testing.T) {
 	}
 }
 
-func keys[V any](m map[string]V) []string {
+func claimedNodes[V any](m map[string]V) []string {
 	var k []string
 	for n := range m {
 		k = append(k, n)
