@@ -424,7 +424,7 @@ func (c *benchCluster) rawCreate(ctx context.Context, node string) (string, erro
 		Annotations: swarm.Annotations{Name: "raw-" + idepool.NewID(), Labels: map[string]string{"idepool.bench": "raw"}},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{Image: benchIDEImage, Init: &init, Env: []string{
-				"IDEPOOL_AGENT_URL=http://127.0.0.1:9", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=raw", "IDEPOOL_PORT_CODE=8080",
+				"IDEPOOL_AGENT_URL=http://127.0.0.1:9", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=" + idepool.NewID(), "IDEPOOL_PORT_CODE=8080",
 				idepool.EnvOrphanTimeout + "=1h"}},
 			Networks: []swarm.NetworkAttachmentConfig{{Target: benchNetwork}},
 			Resources: &swarm.ResourceRequirements{
@@ -469,8 +469,12 @@ func (c *benchCluster) running(ctx context.Context, f client.Filters) (map[strin
 	}
 	run := map[string]swarm.Task{}
 	for _, t := range tl.Items {
-		if t.Status.State == swarm.TaskStateRunning {
+		switch t.Status.State {
+		case swarm.TaskStateRunning:
 			run[t.ServiceID] = t
+		case swarm.TaskStateFailed, swarm.TaskStateRejected:
+			// Restart condition none: it stays failed; say why at once.
+			return nil, fmt.Errorf("task %s of service %s: %s: %s", t.ID, t.ServiceID, t.Status.State, t.Status.Err)
 		}
 	}
 	return run, nil
@@ -766,6 +770,61 @@ func BenchmarkClusterColdStart(b *testing.B) {
 		ms(pct(pre, 0.5)), ms(pct(sw, 0.5)), ms(pct(post, 0.5)))
 }
 
+// eventLog keeps idepool's events from the moment record returns.
+type eventLog struct {
+	mu     sync.Mutex
+	evs    []idepool.Event
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// record follows idepool's event stream (agent connections, state
+// changes) until stop.
+func (c *benchCluster) record(ctx context.Context) (*eventLog, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	s, err := c.api.Events(ctx, 0, idepoolclient.Types(string(idepool.EventAgent), string(idepool.EventState)))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("event stream: %w", err)
+	}
+	l := &eventLog{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		defer s.Close()
+		for {
+			ev, err := s.Next()
+			if err != nil {
+				return
+			}
+			l.mu.Lock()
+			l.evs = append(l.evs, ev)
+			l.mu.Unlock()
+		}
+	}()
+	return l, nil
+}
+
+// stop ends the stream and returns, per container, when its agent first
+// connected and when it first became warm.
+func (l *eventLog) stop() (connected, warm map[string]time.Time) {
+	l.cancel()
+	<-l.done
+	connected, warm = map[string]time.Time{}, map[string]time.Time{}
+	for _, ev := range l.evs {
+		switch {
+		case ev.Type == idepool.EventAgent && ev.Data["connected"] == true:
+			if _, ok := connected[ev.ContainerID]; !ok {
+				connected[ev.ContainerID] = ev.Time
+			}
+		case ev.Type == idepool.EventState && ev.State == idepool.StateWarm:
+			if _, ok := warm[ev.ContainerID]; !ok {
+				warm[ev.ContainerID] = ev.Time
+			}
+		}
+	}
+	return connected, warm
+}
+
 // BenchmarkClusterRefill: the "small" profile's pool from 0 to 30 warm
 // (spread by Swarm over the 3 nodes) against 30 raw service creates sent
 // at once until all run; alternately first.
@@ -778,6 +837,10 @@ func BenchmarkClusterRefill(b *testing.B) {
 		runOurs := func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
+			events, err := c.record(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
 			start := time.Now()
 			if _, err := c.api.SetPoolTarget(ctx, "small", n); err != nil {
 				b.Fatal(err)
@@ -809,6 +872,21 @@ func BenchmarkClusterRefill(b *testing.B) {
 					lastRunning = t.Status.Timestamp
 				}
 			}
+			// Each container's way from its task running to warm: its
+			// agent's dial home, then the route gate (Traefik routes it).
+			connected, warmAt := events.stop()
+			var toAgent, toWarm []time.Duration
+			for _, sv := range svcs {
+				id := sv.Spec.Labels[idepool.LabelID]
+				t, ok := run[sv.ID]
+				if !ok || connected[id].IsZero() || warmAt[id].IsZero() {
+					continue
+				}
+				toAgent = append(toAgent, connected[id].Sub(t.Status.Timestamp))
+				toWarm = append(toWarm, warmAt[id].Sub(connected[id]))
+			}
+			b.Logf("idepool refill, per container (%d seen): task running → agent connected p50 %.0f ms max %.0f ms; agent connected → warm (ready and routed by Traefik) p50 %.0f ms max %.0f ms",
+				len(toAgent), ms(pct(toAgent, 0.5)), ms(pct(toAgent, 1)), ms(pct(toWarm, 0.5)), ms(pct(toWarm, 1)))
 			sp, err := c.spread(ctx, run)
 			if err != nil {
 				b.Fatal(err)
