@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1001,6 +1003,32 @@ func sample(node string, pid int) (procSample, error) {
 	return s, nil
 }
 
+// dashboardClient is an HTTP client signed in to the dashboard (its
+// session cookie in a jar), as a browser is after the sign-in form.
+func (c *benchCluster) dashboardClient(ctx context.Context) (*http.Client, error) {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Jar: jar}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.apiURL+"/dashboard/login", strings.NewReader(url.Values{"key": {c.key}}.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", c.apiURL)
+	res, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard sign-in: %w", err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK { // after the redirect to the page
+		return nil, fmt.Errorf("dashboard sign-in: %s", res.Status)
+	}
+	return hc, nil
+}
+
 // BenchmarkClusterScale (issue 17, item 7): 150 live idepool containers
 // over the 3 nodes (the "small" pool at 50 warm, and 100 claimed from it,
 // which the pool refills), then 100 calls each of GET /api/containers
@@ -1048,12 +1076,22 @@ func BenchmarkClusterScale(b *testing.B) {
 			b.FailNow()
 		}
 		b.Logf("%d claims (10 at a time) in %.1f s: p50 %.0f ms, p99 %.0f ms", claimed, time.Since(t).Seconds(), ms(pct(claims, 0.5)), ms(pct(claims, 0.99)))
-		if err := c.waitWarm(ctx, "small", warm); err != nil {
-			b.Fatal(err)
-		}
-		p, err := c.pool(ctx, "small")
-		if err != nil {
-			b.Fatal(err)
+		// Until the pool has refilled and every claim is recorded as such
+		// (a claimed one still syncing its workspace counts as neither).
+		var p idepool.PoolStatus
+		for {
+			var err error
+			if p, err = c.pool(ctx, "small"); err != nil {
+				b.Fatal(err)
+			}
+			if p.Warm >= warm && p.Claimed >= claimed {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				b.Fatalf("pool small: %+v, want %d warm and %d claimed", p, warm, claimed)
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 		live := p.Warm + p.Claimed
 		svcs, err := c.services(ctx, "small")
@@ -1092,7 +1130,10 @@ func BenchmarkClusterScale(b *testing.B) {
 		}
 		idle := 100 * float64(s1.cpu-s0.cpu) / float64(s1.at.Sub(s0.at))
 
-		hc := &http.Client{Timeout: 30 * time.Second}
+		hc, err := c.dashboardClient(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
 		get := func(path string) (time.Duration, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL+path, nil)
 			if err != nil {
@@ -1111,7 +1152,9 @@ func BenchmarkClusterScale(b *testing.B) {
 			}
 			return time.Since(s), nil
 		}
-		paths := []string{"/api/containers?limit=500", "/api/pool", "/dashboard"}
+		// The dashboard: its page, and the state its script fetches (every
+		// container and pool).
+		paths := []string{"/api/containers?limit=500", "/api/pool", "/dashboard/", "/dashboard/state"}
 		lat := map[string][]time.Duration{}
 		s2, err := sample(node, pid)
 		if err != nil {
@@ -1141,7 +1184,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		rss := float64(max(s1.rssKiB, s3.rssKiB)) / 1024
 		b.ReportMetric(float64(live), "containers")
 		b.ReportMetric(ms(apiP99), "api-p99-ms")
-		b.ReportMetric(ms(pct(lat["/dashboard"], 0.99)), "dashboard-p99-ms")
+		b.ReportMetric(ms(max(pct(lat["/dashboard/"], 0.99), pct(lat["/dashboard/state"], 0.99))), "dashboard-p99-ms")
 		b.ReportMetric(rss, "rss-mib")
 		b.ReportMetric(idle, "cpu-pct")
 		b.ReportMetric(busy, "cpu-pct-api")
@@ -1151,7 +1194,6 @@ func BenchmarkClusterScale(b *testing.B) {
 			b.Errorf("%d live containers, want %d", live, warm+claimed)
 		}
 		if !c.own {
-			b.StopTimer()
 			if err := c.emptyProfile(ctx, "small"); err != nil {
 				b.Fatal(err)
 			}
