@@ -339,7 +339,7 @@ func freeSubnet24() (string, error) {
 	return "", errors.New("no free /24 in 10.213.0.0/16")
 }
 
-// profileJSON is one entry of the benchmarks' PROFILES_FILE.
+// benchProfile is one entry of the benchmarks' PROFILES_FILE.
 type benchProfile struct {
 	Name              string   `json:"name"`
 	PoolTarget        int      `json:"poolTarget"`
@@ -1107,7 +1107,7 @@ func BenchmarkClusterScale(b *testing.B) {
 				sem <- struct{}{}
 				defer func() { <-sem }()
 				s := time.Now()
-				res, err := c.api.Start(ctx, idepoolclient.StartRequest{Bucket: benchBucket, Prefix: fmt.Sprintf("bench-scale-%s-%d/", run, i),
+				_, err := c.api.Start(ctx, idepoolclient.StartRequest{Bucket: benchBucket, Prefix: fmt.Sprintf("bench-scale-%s-%d/", run, i),
 					Profile: "small", UserID: fmt.Sprintf("scale-%s-%d", run, i)})
 				if err != nil {
 					b.Errorf("claim %d: %v", i, err)
@@ -1116,7 +1116,6 @@ func BenchmarkClusterScale(b *testing.B) {
 				mu.Lock()
 				claims = append(claims, time.Since(s))
 				mu.Unlock()
-				_ = res
 			})
 		}
 		wg.Wait()
