@@ -11,7 +11,13 @@ const ProbeHeader = "X-Idepool-Probe"
 // its control connection and is the only way S3 credentials reach a
 // container.
 type Assignment struct {
-	Generation  int64       `json:"generation"`
+	Generation int64 `json:"generation"`
+	// Epoch orders the containers a workspace has had: the claim's time
+	// (Unix ns; EpochOf). The agent stamps it on every object it writes,
+	// so one superseded while cut off (its container replaced on another
+	// node) yields the name to the later one's writes instead of
+	// overwriting them. 0: unknown (an orchestrator before it).
+	Epoch       int64       `json:"epoch,omitempty"`
 	Workspace   Workspace   `json:"workspace"`
 	UserID      string      `json:"userId,omitempty"`
 	Credentials Credentials `json:"credentials"`
@@ -19,6 +25,14 @@ type Assignment struct {
 	// means AWS.
 	S3Endpoint  string `json:"s3Endpoint,omitempty"`
 	VNCPassword string `json:"vncPassword,omitempty"`
+}
+
+// EpochOf is the owner epoch of a claim made at claimedAt.
+func EpochOf(claimedAt time.Time) int64 {
+	if claimedAt.IsZero() {
+		return 0
+	}
+	return claimedAt.UnixNano()
 }
 
 // AgentReportKind names what an agent reported.

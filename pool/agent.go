@@ -196,7 +196,7 @@ func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[
 		return nil
 	}
 	if e.assignment == nil {
-		a := idepool.Assignment{Generation: e.c.Generation, Workspace: *e.c.Workspace, UserID: e.c.UserID,
+		a := idepool.Assignment{Generation: e.c.Generation, Epoch: idepool.EpochOf(e.c.ClaimedAt), Workspace: *e.c.Workspace, UserID: e.c.UserID,
 			Credentials: af.opts.DefaultCredentials, S3Endpoint: af.opts.S3Endpoint}
 		e.assignment = &a
 	}

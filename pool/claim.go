@@ -428,7 +428,7 @@ func (cl *claimer) claimCold(ctx context.Context, req idepool.StartRequest, p id
 	now := cl.clock.Now()
 	id := idepool.NewID()
 	ws := req.Workspace
-	a := cl.assignment(req, 1)
+	a := cl.assignment(req, 1, now)
 	spec, hash := cl.spec(id, p, claimLabels(ws, req.UserID, 1, false, now, req.IdleExempt))
 	e := cl.newEntry(idepool.Container{
 		ID: id, Profile: p.Name, State: idepool.StateCreating, Workspace: &ws, UserID: req.UserID,

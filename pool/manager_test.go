@@ -974,3 +974,36 @@ func testColdAssignmentRetriedOnNextHello(t *testing.T) {
 		t.Fatalf("assignments %+v", as)
 	}
 }
+
+// TestAssignmentEpochIsTheClaimTime: an assignment carries its claim's
+// time as the owner epoch, the same when it is sent again to a restarted
+// agent, and a later claim has a later one (how a replacement's writes win
+// over a cut-off container's, wsync's fence).
+func TestAssignmentEpochIsTheClaimTime(t *testing.T) {
+	synctest.Test(t, testAssignmentEpochIsTheClaimTime)
+}
+
+func testAssignmentEpochIsTheClaimTime(t *testing.T) {
+	h := newHarness(t, setup{})
+	h.reconcile()
+	id := h.start("epoch").Container.ID
+	h.m.bg.Wait()
+	c, _ := h.m.Get(context.Background(), id)
+	as := h.agents.assignments(id)
+	if len(as) != 1 || as[0].Epoch == 0 || as[0].Epoch != idepool.EpochOf(c.ClaimedAt) {
+		t.Fatalf("assignment epoch %+v, claimed at %v", as, c.ClaimedAt)
+	}
+	h.m.AgentReport(idepool.AgentReport{ContainerID: id, Kind: idepool.AgentGone})
+	h.m.AgentReport(idepool.AgentReport{ContainerID: id, Kind: idepool.AgentHello, Ready: true}) // lost it
+	h.m.bg.Wait()
+	if as = h.agents.assignments(id); len(as) != 2 || as[1].Epoch != as[0].Epoch {
+		t.Fatalf("re-sent assignment's epoch: %+v", as)
+	}
+	time.Sleep(time.Second)
+	h.reconcile()
+	later := h.start("epoch-later").Container.ID
+	h.m.bg.Wait()
+	if bs := h.agents.assignments(later); len(bs) != 1 || bs[0].Epoch <= as[0].Epoch {
+		t.Fatalf("later claim's epoch %+v, earlier %d", bs, as[0].Epoch)
+	}
+}

@@ -22,7 +22,7 @@ func (sp *stopper) salvageBeforeRemove(ctx context.Context, e *entry) {
 		sp.mu.Unlock()
 		return
 	}
-	a := idepool.Assignment{Generation: e.c.Generation, Workspace: *ws, UserID: e.c.UserID,
+	a := idepool.Assignment{Generation: e.c.Generation, Epoch: idepool.EpochOf(e.c.ClaimedAt), Workspace: *ws, UserID: e.c.UserID,
 		Credentials: sp.opts.DefaultCredentials, S3Endpoint: sp.opts.S3Endpoint}
 	if e.assignment != nil {
 		a = *e.assignment // the claim's own credentials, if it brought some

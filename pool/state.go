@@ -130,7 +130,7 @@ func (s *state) take(ps *profileState) *entry {
 func (s *state) bind(e *entry, req idepool.StartRequest, now time.Time, evs *[]idepool.Event) idepool.Assignment {
 	ws := req.Workspace
 	e.c.Generation++
-	a := s.assignment(req, e.c.Generation)
+	a := s.assignment(req, e.c.Generation, now)
 	e.assignment = &a
 	e.assign = assignDelivering // this start delivers it, not a heartbeat
 	e.c.Workspace = &ws
@@ -404,9 +404,9 @@ func (s *state) effectiveTarget(ps *profileState, now time.Time) TargetResult {
 	})
 }
 
-func (s *state) assignment(req idepool.StartRequest, gen int64) idepool.Assignment {
+func (s *state) assignment(req idepool.StartRequest, gen int64, claimedAt time.Time) idepool.Assignment {
 	a := idepool.Assignment{
-		Generation: gen, Workspace: req.Workspace, UserID: req.UserID,
+		Generation: gen, Epoch: idepool.EpochOf(claimedAt), Workspace: req.Workspace, UserID: req.UserID,
 		Credentials: req.Credentials, VNCPassword: req.VNCPassword,
 	}
 	if a.Credentials.IsZero() {

@@ -61,6 +61,7 @@ func (s *AgentSyncer) Start(ctx context.Context, a idepool.Assignment, report fu
 		Endpoint: a.S3Endpoint, Region: a.Workspace.Region, Bucket: a.Workspace.Bucket,
 		AccessKeyID: a.Credentials.AccessKeyID, SecretAccessKey: a.Credentials.SecretAccessKey, SessionToken: a.Credentials.SessionToken,
 		MultipartThreshold: s.opts.MultipartThreshold, PartSize: s.opts.PartSize, RequestTimeout: s.opts.RequestTimeout,
+		Epoch: a.Epoch,
 	})
 	if err != nil {
 		return err
@@ -70,7 +71,7 @@ func (s *AgentSyncer) Start(ctx context.Context, a idepool.Assignment, report fu
 	ws := a.Workspace
 	eng, err := NewEngine(Config{
 		Dir: s.dir, StateFile: filepath.Join(s.stateDir, StateFileName(a.S3Endpoint, a.Workspace.Bucket, prefix)),
-		Store: store, Prefix: prefix, Logger: log, Options: s.opts,
+		Store: store, Prefix: prefix, Logger: log, Options: s.opts, Epoch: a.Epoch,
 		OnEvent: func(ev Event) { s.onEvent(ev) },
 	})
 	if err != nil {

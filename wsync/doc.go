@@ -22,6 +22,12 @@
 //   - Both sides changed: both versions are kept. This container's version
 //     stays under the name; the other one is saved as
 //     "name.conflict-remote-<UTC time>.ext" locally and in S3.
+//   - Unless this container was superseded: every object an agent writes
+//     carries its claim's owner epoch (metadata idepool-epoch); when the
+//     remote version of a file changed on both sides has a later epoch, a
+//     later container owns the workspace (this one was cut off and
+//     replaced), so the remote keeps the name and this side's version goes
+//     beside it as "name.conflict-superseded-<UTC time>.ext".
 //   - Writes are conditional (If-Match on the ETag the plan saw,
 //     If-None-Match for new keys, If-Match on deletes), so a concurrent
 //     remote writer is detected and re-planned, never overwritten. Servers

@@ -110,6 +110,13 @@ type Config struct {
 	Logger    *slog.Logger
 	Options   Options
 	OnEvent   func(Event)
+	// Epoch is this writer's owner epoch (Assignment.Epoch, also given to
+	// the store so its writes carry it). When a file changed on both sides
+	// and the remote version was written under a later epoch, this writer
+	// has been superseded (its container was replaced while it was cut
+	// off): the remote keeps the name and this side's version becomes the
+	// conflict copy. 0: no fence, this side keeps the name.
+	Epoch int64
 }
 
 // Engine keeps a directory and a key prefix of a Store in step, three-way.
@@ -122,6 +129,7 @@ type Engine struct {
 	log       *slog.Logger
 	opts      Options
 	onEvent   func(Event)
+	epoch     int64
 	journal   *journal
 	condOff   syncFlag
 	kick      chan struct{}
@@ -178,7 +186,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	return &Engine{journal: j,
 		dir: cfg.Dir, root: root, store: cfg.Store, prefix: idepool.NormalizePrefix(cfg.Prefix),
-		stateFile: cfg.StateFile, log: log, opts: cfg.Options.withDefaults(), onEvent: cfg.OnEvent,
+		stateFile: cfg.StateFile, log: log, opts: cfg.Options.withDefaults(), onEvent: cfg.OnEvent, epoch: cfg.Epoch,
 		kick: make(chan struct{}, 1), state: st, reported: map[string]time.Time{}, firstScan: true,
 	}, nil
 }

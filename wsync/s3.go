@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,10 @@ type S3Config struct {
 	// part); default 2 minutes. Whole-object transfers are bounded by the
 	// caller's context and the idle timeouts of the HTTP client.
 	RequestTimeout time.Duration
+	// Epoch is stamped on every object this store writes (metadata
+	// EpochMeta): the writer's owner epoch, so a later reader can tell
+	// whose write it was (Engine's fence against a superseded writer).
+	Epoch int64
 	// HTTPClient overrides the default client (tests).
 	HTTPClient *http.Client
 }
@@ -144,6 +149,18 @@ func (s *S3Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error)
 	return out, nil
 }
 
+// EpochMeta is the user-metadata key (x-amz-meta-idepool-epoch) that
+// carries a writer's owner epoch.
+const EpochMeta = "idepool-epoch"
+
+// meta is the metadata stamped on each write.
+func (s *S3Store) meta() map[string]string {
+	if s.cfg.Epoch == 0 {
+		return nil
+	}
+	return map[string]string{EpochMeta: strconv.FormatInt(s.cfg.Epoch, 10)}
+}
+
 // Get implements Store.
 func (s *S3Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, ObjectInfo, error) {
 	in := &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)}
@@ -159,6 +176,7 @@ func (s *S3Store) Get(ctx context.Context, key string, offset, length int64) (io
 		return nil, ObjectInfo{}, fmt.Errorf("get %s: %w", key, mapErr(err))
 	}
 	info := ObjectInfo{Key: key, ETag: trimETag(aws.ToString(out.ETag)), Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified)}
+	info.Epoch, _ = strconv.ParseInt(out.Metadata[EpochMeta], 10, 64)
 	return out.Body, info, nil
 }
 
@@ -172,6 +190,7 @@ func (s *S3Store) Put(ctx context.Context, key string, r io.ReaderAt, size int64
 		Key:           aws.String(key),
 		Body:          io.NewSectionReader(r, 0, size),
 		ContentLength: aws.Int64(size),
+		Metadata:      s.meta(),
 	}
 	if cond.IfMatch != "" {
 		in.IfMatch = aws.String(quoteETag(cond.IfMatch))
@@ -188,7 +207,7 @@ func (s *S3Store) Put(ctx context.Context, key string, r io.ReaderAt, size int64
 
 func (s *S3Store) putMultipart(ctx context.Context, key string, r io.ReaderAt, size int64, cond Condition) (ObjectInfo, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	created, err := s.client.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	created, err := s.client.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key), Metadata: s.meta()})
 	cancel()
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("create multipart upload %s: %w", key, mapErr(err))

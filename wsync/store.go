@@ -29,6 +29,10 @@ type ObjectInfo struct {
 	Size int64
 	// ModTime is the server's Last-Modified (informational).
 	ModTime time.Time
+	// Epoch is the owner epoch its writer stamped on it (S3Config.Epoch;
+	// 0: unknown, as for objects written by anything but an agent). Get
+	// returns it; List does not.
+	Epoch int64
 }
 
 // Condition guards a write or delete. The zero value means unconditional.

@@ -11,11 +11,56 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 )
+
+// yieldConflict is conflict for a superseded writer: the remote version
+// was written under a later owner epoch (the workspace's replacement
+// container wrote it while this one was cut off), so it keeps the name,
+// here and in the store, and this side's version goes beside it as
+// name.conflict-superseded-<time>.ext. Nothing of either side is lost and
+// the replacement's work is never overwritten. tmp holds the downloaded
+// remote version.
+func (e *Engine) yieldConflict(ctx context.Context, d Decision, tmp string, remote ObjectInfo, hash, stamp string) error {
+	cname := ConflictName(d.Path, "superseded", stamp)
+	for i := 2; ; i++ {
+		if _, err := e.root.Lstat(cname); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if i > 100 {
+			return errors.New("no free conflict name")
+		}
+		cname = ConflictName(d.Path, fmt.Sprintf("superseded%d", i), stamp)
+	}
+	// This side's bytes first, under the conflict name (create only), then
+	// the remote version in place of the local one.
+	if err := e.root.Rename(d.Path, cname); err != nil {
+		return fmt.Errorf("set this side's version aside: %w", err)
+	}
+	cb, err := e.push(ctx, cname, nil, Condition{IfNoneMatch: true})
+	if err != nil {
+		return fmt.Errorf("upload conflict copy: %w", err)
+	}
+	e.setBase(cname, cb)
+	if err := e.root.Rename(tmp, d.Path); err != nil {
+		return fmt.Errorf("take the remote version: %w", err)
+	}
+	st, err := e.root.Lstat(d.Path)
+	if err != nil {
+		return fmt.Errorf("take the remote version: %w", err)
+	}
+	e.setBase(d.Path, &Base{Key: KeyFromRel(e.prefix, d.Path), ETag: remote.ETag, Size: st.Size(), Hash: hash, MTime: st.ModTime().UnixNano()})
+	e.mu.Lock()
+	e.stats.Conflicts++
+	e.stats.LastConflict = d.Path
+	e.mu.Unlock()
+	e.emit(Event{Type: "conflict", Path: d.Path, Message: fmt.Sprintf("changed on both sides while this container was superseded (a later container owns the workspace): its version kept as %s, this one as %s", d.Path, cname)}, false)
+	return nil
+}
 
 // execute carries out one decision of a cycle's plan against the store
 // (conditionally where the store supports it) and notes the activity.
@@ -251,6 +296,7 @@ func (e *Engine) rangedDownload(ctx context.Context, key string, f *os.File, rem
 	chunks := int((size + e.opts.ChunkSize - 1) / e.opts.ChunkSize)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
+	var epoch atomic.Int64 // the same version throughout: any range's
 	for i := range chunks {
 		off := int64(i) * e.opts.ChunkSize
 		n := min(e.opts.ChunkSize, size-off)
@@ -263,6 +309,7 @@ func (e *Engine) rangedDownload(ctx context.Context, key string, f *os.File, rem
 			if info.ETag != remote.ETag {
 				return fmt.Errorf("%s changed during download: %w", key, ErrPreconditionFailed)
 			}
+			epoch.Store(info.Epoch)
 			w := io.NewOffsetWriter(f, off)
 			got, err := io.Copy(w, io.LimitReader(body, n))
 			if err == nil && got != n {
@@ -277,7 +324,7 @@ func (e *Engine) rangedDownload(ctx context.Context, key string, f *os.File, rem
 	if err := g.Wait(); err != nil {
 		return ObjectInfo{}, err
 	}
-	return ObjectInfo{Key: key, ETag: remote.ETag, Size: size}, nil
+	return ObjectInfo{Key: key, ETag: remote.ETag, Size: size, Epoch: epoch.Load()}, nil
 }
 
 // conflict keeps both versions: the local file stays under its name, the
@@ -304,6 +351,9 @@ func (e *Engine) conflict(ctx context.Context, d Decision) error {
 		// Same bytes (a multipart ETag hid it): nothing to keep twice.
 		e.setBase(d.Path, &Base{Key: KeyFromRel(e.prefix, d.Path), ETag: obj.ETag, Size: d.Local.Size, Hash: hash, MTime: d.Local.MTime})
 		return nil
+	}
+	if e.epoch != 0 && obj.Epoch > e.epoch {
+		return e.yieldConflict(ctx, d, tmp, obj, hash, stamp)
 	}
 	if err := e.root.Rename(tmp, cname); err != nil {
 		return fmt.Errorf("keep remote version: %w", err)

@@ -69,6 +69,7 @@ func ForAssignment(ctx context.Context, workspaceDir, stateDir string, a idepool
 	store, err := wsync.NewS3Store(wsync.S3Config{
 		Endpoint: a.S3Endpoint, Region: a.Workspace.Region, Bucket: a.Workspace.Bucket,
 		AccessKeyID: a.Credentials.AccessKeyID, SecretAccessKey: a.Credentials.SecretAccessKey, SessionToken: a.Credentials.SessionToken,
+		Epoch: a.Epoch,
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("salvage: %w", err)
