@@ -165,5 +165,11 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   go test -run '^$' -bench 'BenchmarkAssign' -benchtime 2000x ./control/ ./agent/
   go test -run '^$' -bench 'BenchmarkProxiedRequest' -benchtime 2000x ./proxy/
   IDEPOOL_E2E=1 go test -run '^$' -bench . -benchtime 1x -timeout 20m ./e2e/swarm/
+  # The cluster's figures (issue 17): -v, or Go cuts each benchmark's log.
+  trap sweep_clusters EXIT
+  CI=true go test -tags cluster -race=false -run '^$' -bench 'Cluster' -benchtime 1x -v -timeout 20m ./e2e/cluster/ 2>&1 |
+    grep -v 'level=INFO msg=http'
+  trap - EXIT
+  sweep_clusters
 fi
 step "done"
