@@ -44,7 +44,10 @@ func (s *stack) plainService(b testing.TB) string {
 				// container, and a refused agent exits): the workloads run
 				// as a bare service would, the agent waiting out its orphan
 				// timeout.
-				"IDEPOOL_AGENT_URL=http://127.0.0.1:9", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=plain", "IDEPOOL_PORT_CODE=8080",
+				"IDEPOOL_AGENT_URL=http://127.0.0.1:9", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_PORT_CODE=8080",
+				// A valid id: without one it refuses ("not a container id"),
+				// the agent would exit at once and the task restart.
+				idepool.EnvAgentID + "=" + idepool.NewID(),
 				idepool.EnvOrphanTimeout + "=1h"}},
 			Networks: []swarm.NetworkAttachmentConfig{{Target: s.network}},
 			Resources: &swarm.ResourceRequirements{
