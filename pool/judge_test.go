@@ -25,6 +25,8 @@ func TestJudge(t *testing.T) {
 	fail := func(msg, backoff string) *Verdict {
 		return &Verdict{ID: "c", Kind: VerdictFail, Message: msg, Backoff: backoff}
 	}
+	lost := func(v *ContainerView) { v.Node, v.NodeDown, v.AgentConnected = "n2", true, false }
+	const lostMsg = "node n2 lost (its engine reports it down and the agent is gone)"
 	for _, c := range []struct {
 		name string
 		v    ContainerView
@@ -97,6 +99,35 @@ func TestJudge(t *testing.T) {
 			with(warm, func(v *ContainerView) { v.AgentConnected = false }), nil},
 		{"claimed, agent gone long ago: not this rule",
 			with(claimed, func(v *ContainerView) { v.AgentConnected = false; v.GoneAt = ago(time.Hour) }), nil},
+
+		// Node lost (the engine says its node is down).
+		{"claimed on a lost node, agent gone: replaced for its workspace",
+			with(claimed, func(v *ContainerView) { lost(v); v.GoneAt = ago(time.Second) }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeLost, Message: lostMsg}},
+		{"syncing on a lost node, agent gone: replaced",
+			with(claimed, func(v *ContainerView) { lost(v); v.State = idepool.StateSyncing }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeLost, Message: lostMsg}},
+		{"cold create on a lost node, never connected: replaced",
+			with(starting, func(v *ContainerView) { lost(v); v.Claimed = true }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeLost, Message: lostMsg}},
+		{"warm on a lost node, agent gone: failed at once (no grace), the pool refills",
+			with(warm, func(v *ContainerView) { lost(v); v.GoneAt = ago(time.Millisecond) }), fail(lostMsg, "")},
+		{"starting on a lost node (a ghost): failed at once, not counted against the pool",
+			with(starting, func(v *ContainerView) { lost(v) }), fail(lostMsg, "")},
+		{"claimed on a lost node whose agent still talks to us: kept",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDown = "n2", true }), nil},
+		{"claimed, agent gone, node not (yet) down: nothing",
+			with(claimed, func(v *ContainerView) { v.Node = "n2"; v.AgentConnected = false; v.GoneAt = ago(time.Minute) }), nil},
+		{"failed on a lost node: left to the plan",
+			with(warm, func(v *ContainerView) { lost(v); v.State = idepool.StateFailed }), nil},
+		{"stopping on a lost node: its stop runs",
+			with(claimed, func(v *ContainerView) { lost(v); v.Stopping = true }), nil},
+		{"doomed duplicate on a lost node: the duplicate's rule",
+			with(claimed, func(v *ContainerView) {
+				lost(v)
+				v.Doomed = ReasonDuplicate
+				v.AdoptDeadline = ago(time.Second)
+			}), stop(ReasonDuplicate, false)},
 
 		// Adoption deadline.
 		{"recovered, no hello, deadline ahead: nothing",
