@@ -49,6 +49,8 @@ type ContainerView struct {
 	// is lost (NodeState.Down).
 	Node     string
 	NodeDown bool
+	// NodeDrained: that node is being emptied (NodeState.Drained).
+	NodeDrained bool
 }
 
 // JudgeOptions are the timeouts the rules use.
@@ -80,7 +82,8 @@ type Verdict struct {
 	Kind VerdictKind
 	// Reason is the stop reason (VerdictStop, VerdictReplace).
 	Reason string
-	// Flush asks the agent to push before the stop (VerdictStop).
+	// Flush asks the agent to push before the stop (VerdictStop,
+	// VerdictReplace).
 	Flush bool
 	// Message says why it failed (VerdictFail) or is replaced.
 	Message string
@@ -126,6 +129,16 @@ func judgeOne(v *ContainerView, now time.Time, o JudgeOptions) (Verdict, bool) {
 		msg := fmt.Sprintf("node %s lost (its engine reports it down and the agent is gone)", v.Node)
 		if v.Claimed {
 			return Verdict{ID: v.ID, Kind: VerdictReplace, Reason: ReasonNodeLost, Message: msg}, true
+		}
+		return Verdict{ID: v.ID, Kind: VerdictFail, Message: msg}, true
+	case v.NodeDrained && v.State.Live() && v.State != idepool.StateStopping:
+		// The engine stops its task (the agent flushes on SIGTERM within
+		// the stop grace period); a claimed one moves to another node for
+		// its workspace, after the old one's flush and removal.
+		msg := fmt.Sprintf("node %s drained", v.Node)
+		if v.Claimed {
+			return Verdict{ID: v.ID, Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: msg,
+				Flush: v.AgentConnected && !v.NoFlush}, true
 		}
 		return Verdict{ID: v.ID, Kind: VerdictFail, Message: msg}, true
 	case v.State == idepool.StateWarm && !v.AgentConnected && !v.GoneAt.IsZero() && now.Sub(v.GoneAt) >= o.AdoptGrace:

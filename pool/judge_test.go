@@ -129,6 +129,21 @@ func TestJudge(t *testing.T) {
 				v.AdoptDeadline = ago(time.Second)
 			}), stop(ReasonDuplicate, false)},
 
+		// Node drained (its tasks are being moved).
+		{"claimed on a drained node, agent connected: replaced after a flush",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained = "n2", true }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: "node n2 drained", Flush: true}},
+		{"claimed on a drained node, agent gone (flushing on SIGTERM): replaced without our flush",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained, v.AgentConnected = "n2", true, false }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: "node n2 drained"}},
+		{"claimed on a drained node, its pull failed: never flushed",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained, v.NoFlush = "n2", true, true }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: "node n2 drained"}},
+		{"warm on a drained node: failed, the pool refills elsewhere",
+			with(warm, func(v *ContainerView) { v.Node, v.NodeDrained = "n2", true }), fail("node n2 drained", "")},
+		{"stopping on a drained node: its stop runs",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained, v.Stopping = "n2", true, true }), nil},
+
 		// Adoption deadline.
 		{"recovered, no hello, deadline ahead: nothing",
 			with(claimed, func(v *ContainerView) {

@@ -16,18 +16,23 @@ import (
 // ReasonNodeLost is the stop reason of a container whose node was lost.
 const ReasonNodeLost = "node-lost"
 
-// MarkNodes sets NodeDown on the views of containers on a node that nodes
-// says is down. A node the engine does not list is not judged (a runtime
-// of one machine lists none).
+// ReasonNodeDrained is the stop reason of a container moved off a drained
+// node.
+const ReasonNodeDrained = "node-drained"
+
+// MarkNodes sets NodeDown and NodeDrained on the views of containers on a
+// node that nodes says is down or drained. A node the engine does not list
+// is not judged (a runtime of one machine lists none).
 func MarkNodes(views []ContainerView, nodes []idepool.NodeState) {
-	down := map[string]bool{}
+	byName := make(map[string]idepool.NodeState, len(nodes))
 	for _, n := range nodes {
-		if n.Down {
-			down[n.Name] = true
-		}
+		byName[n.Name] = n
 	}
 	for i := range views {
-		views[i].NodeDown = views[i].Node != "" && down[views[i].Node]
+		n, ok := byName[views[i].Node]
+		ok = ok && views[i].Node != ""
+		views[i].NodeDown = ok && n.Down
+		views[i].NodeDrained = ok && n.Drained && !n.Down
 	}
 }
 

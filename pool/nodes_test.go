@@ -9,16 +9,20 @@ import (
 )
 
 func TestMarkNodes(t *testing.T) {
-	views := []ContainerView{{ID: "a", Node: "n1"}, {ID: "b", Node: "n2"}, {ID: "c"}, {ID: "d", Node: "n9", NodeDown: true}}
-	MarkNodes(views, []idepool.NodeState{{Name: "n1"}, {Name: "n2", Down: true}, {Name: "n3", Down: true, Drained: true}})
-	got := map[string]bool{}
+	views := []ContainerView{{ID: "a", Node: "n1"}, {ID: "b", Node: "n2"}, {ID: "c"}, {ID: "d", Node: "n9", NodeDown: true},
+		{ID: "e", Node: "n3"}, {ID: "f", Node: "n4"}}
+	MarkNodes(views, []idepool.NodeState{{Name: "n1"}, {Name: "n2", Down: true}, {Name: "n3", Down: true, Drained: true},
+		{Name: "n4", Drained: true}})
+	type mark struct{ down, drained bool }
+	got := map[string]mark{}
 	for _, v := range views {
-		got[v.ID] = v.NodeDown
+		got[v.ID] = mark{v.NodeDown, v.NodeDrained}
 	}
-	// n9 is not listed: not judged (the mark of an earlier round is cleared too).
-	want := map[string]bool{"a": false, "b": true, "c": false, "d": false}
+	// n9 is not listed: not judged (the mark of an earlier round is
+	// cleared too); a drained node that is down is lost, not drained.
+	want := map[string]mark{"a": {}, "b": {down: true}, "c": {}, "d": {}, "e": {down: true}, "f": {drained: true}}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("NodeDown = %v, want %v", got, want)
+		t.Errorf("marks = %v, want %v", got, want)
 	}
 }
 
