@@ -423,3 +423,104 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 	}
 }
+
+// serviceNode returns the index of the node running the stack service's
+// task (0: none running).
+func (c *cluster) serviceNode(service string) int {
+	out, err := c.Docker(1, "service", "ps", service, "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[1] == "Running" {
+			return c.nodeIndex(f[0])
+		}
+	}
+	return 0
+}
+
+// TestClusterDrain drains a worker right after an edit was written in a
+// claimed container on it. It prints how long the drain took and how long
+// until the workspace ran again elsewhere, and checks: the edit is in S3
+// and in the replacement (zero lost edits), the start for the workspace
+// answers the replacement, and the workspace has one live container.
+func TestClusterDrain(t *testing.T) {
+	const pool = 2
+	c, a := stackCluster(t, pool)
+
+	// The victim: a worker without the S3 store (a drain would move the
+	// local store, which keeps its data on the node: deploy's business).
+	s3 := c.serviceNode("idepool_s3")
+	victim := 2
+	if s3 == victim {
+		victim = 3
+	}
+	var cl stackContainer
+	prefix := ""
+	for i := 0; i < 8 && prefix == ""; i++ {
+		p := fmt.Sprintf("drain-%d", i)
+		sc, err := a.start(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.get(sc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.nodeIndex(got.Node) == victim {
+			cl, prefix = got, p
+		}
+	}
+	if prefix == "" {
+		t.Fatalf("no claim landed on %s (S3 store on node %d)", c.Node(victim), s3)
+	}
+	t.Logf("claimed %s for %s on %s (S3 store on %s)", cl.ID, prefix, c.Node(victim), c.Node(s3))
+
+	// The edit, and the drain at once.
+	edit := fmt.Sprintf("draft of %s at %s", prefix, time.Now().Format(time.RFC3339Nano))
+	if err := c.writeFile(victim, cl.ID, "draft.txt", edit); err != nil {
+		t.Fatal(err)
+	}
+	drained := time.Now()
+	if out, err := c.Docker(1, "node", "update", "--availability", "drain", c.Node(victim)); err != nil {
+		t.Fatalf("drain: %v: %s", err, out)
+	}
+	took := waitFor(t, 2*time.Minute, "the node empty", func() (bool, string) {
+		out, err := c.Docker(victim, "ps", "-q", "--filter", "label=idepool.managed")
+		return err == nil && strings.TrimSpace(out) == "", fmt.Sprintf("%q %v", out, err)
+	})
+	t.Logf("DRAIN: %s empty of IDE containers %v after the drain", c.Node(victim), took.Round(time.Millisecond))
+
+	got, err := c.s3File(prefix + "/draft.txt")
+	if err != nil || got != edit {
+		t.Errorf("S3 after the drain: draft.txt = %q (%v), want the edit %q", got, err, edit)
+	}
+	var nc stackContainer
+	waitFor(t, 3*time.Minute, "the workspace running elsewhere", func() (bool, string) {
+		sc, err := a.start(prefix)
+		if err != nil {
+			return false, err.Error()
+		}
+		g, err := a.get(sc.ID)
+		if err != nil {
+			return false, err.Error()
+		}
+		nc = g
+		return g.State == "running" && g.Node != "" && c.nodeIndex(g.Node) != victim, fmt.Sprintf("%+v", g)
+	})
+	t.Logf("REPLACEMENT: %s → %s on %s, running %v after the drain", cl.ID, nc.ID, nc.Node, time.Since(drained).Round(time.Millisecond))
+	if content, err := c.readFile(c.nodeIndex(nc.Node), nc.ID, "draft.txt"); err != nil || content != edit {
+		t.Errorf("replacement %s: draft.txt = %q (%v), want the edit %q", nc.ID, content, err, edit)
+	}
+	if nc.ID != cl.ID {
+		if old, err := a.get(cl.ID); err == nil && old.ReplacedBy != nc.ID {
+			t.Errorf("old %s: replacedBy %q, want %s", cl.ID, old.ReplacedBy, nc.ID)
+		}
+		if n := c.liveTasks(cl.ID); n != 0 {
+			t.Errorf("old %s: %d live task containers after the drain", cl.ID, n)
+		}
+	}
+	if n := c.liveTasks(nc.ID); n != 1 {
+		t.Errorf("workspace %s: %d live task containers of %s, want 1", prefix, n, nc.ID)
+	}
+}
