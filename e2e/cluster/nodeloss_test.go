@@ -129,7 +129,9 @@ func stackCluster(t *testing.T, pool int) (*cluster, *stackAPI) {
 	return c, a
 }
 
-func (a *stackAPI) pool() (stackPool, error) {
+func (a *stackAPI) pool() (stackPool, error) { return a.poolOf("default") }
+
+func (a *stackAPI) poolOf(profile string) (stackPool, error) {
 	var ps struct {
 		Pools []stackPool `json:"pools"`
 	}
@@ -137,11 +139,11 @@ func (a *stackAPI) pool() (stackPool, error) {
 		return stackPool{}, err
 	}
 	for _, p := range ps.Pools {
-		if p.Profile == "default" {
+		if p.Profile == profile {
 			return p, nil
 		}
 	}
-	return stackPool{}, fmt.Errorf("no default pool in %+v", ps.Pools)
+	return stackPool{}, fmt.Errorf("no pool %q in %+v", profile, ps.Pools)
 }
 
 func (a *stackAPI) start(prefix string) (stackContainer, error) {
