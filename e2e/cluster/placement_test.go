@@ -21,7 +21,7 @@ func (a *stackAPI) spread(profile, state string) (map[string]int, error) {
 			Node    string `json:"node"`
 		} `json:"containers"`
 	}
-	if _, err := a.do("GET", "/api/containers?limit=1000", nil, &list); err != nil {
+	if _, err := a.do("GET", "/api/containers?limit=500", nil, &list); err != nil {
 		return nil, err
 	}
 	out := map[string]int{}
@@ -123,6 +123,9 @@ func TestClusterPlacement(t *testing.T) {
 	status, err := a.do("POST", "/api/containers/start", map[string]string{
 		"s3Bucket": "workspaces", "s3Prefix": "huge/", "userId": "u-huge", "profile": "huge"}, &answer)
 	t.Logf("NODE-FIT: a start of a profile no node fits: %d %v %v", status, answer, err)
+	if hp, err := a.poolOf("huge"); err == nil {
+		t.Logf("NODE-FIT: pool huge: %+v", hp)
+	}
 	switch {
 	case status == 202:
 	case status == 503 && err != nil && strings.Contains(err.Error(), "no ready node has room"):
