@@ -37,18 +37,26 @@ func MarkNodes(views []ContainerView, nodes []idepool.NodeState) {
 }
 
 // NodeRecheck is when to observe the nodes again: an agent's connection
-// dropped on a node the engine still calls up, which is how a lost node
-// looks for its first seconds (the engine waits for missed heartbeats,
-// the agents' connections drop at once). Zero: nothing to watch.
+// dropped less than NodeWatch ago on a node the engine still calls up,
+// which is how a lost node looks for its first seconds (the engine waits
+// for missed heartbeats, the agents' connections drop at once). Zero:
+// nothing to watch. After NodeWatch (longer than the engine takes to call
+// a dead node down, even after a leader change) the ticker is enough.
 func NodeRecheck(views []ContainerView, now time.Time, every time.Duration) time.Time {
 	for _, v := range views {
-		if v.Stopping || !v.State.Live() || v.AgentConnected || v.GoneAt.IsZero() || v.NodeDown || v.Node == "" {
+		if v.Stopping || !v.State.Live() || v.AgentConnected || v.GoneAt.IsZero() || v.NodeDown || v.Node == "" ||
+			now.Sub(v.GoneAt) >= NodeWatch {
 			continue
 		}
 		return now.Add(every)
 	}
 	return time.Time{}
 }
+
+// NodeWatch bounds NodeRecheck's watch after an agent's connection
+// dropped (Swarm: ~13 s with its default heartbeat, ~50 s after a leader
+// loss).
+const NodeWatch = 2 * time.Minute
 
 // imageMissing reports whether a runtime's failure message says the node
 // lacks the image (Swarm: "task: non-zero exit (…)"/"No such image: …").

@@ -41,6 +41,8 @@ func TestNodeRecheck(t *testing.T) {
 		{"node already down: Judge acts, nothing to wait for", with(gone, func(v *ContainerView) { v.NodeDown = true }), time.Time{}},
 		{"no node (one machine): nothing", with(gone, func(v *ContainerView) { v.Node = "" }), time.Time{}},
 		{"stopping: nothing", with(gone, func(v *ContainerView) { v.Stopping = true }), time.Time{}},
+		{"gone just under NodeWatch ago: still watched", with(gone, func(v *ContainerView) { v.GoneAt = t0.Add(-NodeWatch + time.Nanosecond) }), t0.Add(time.Second)},
+		{"gone NodeWatch ago: the ticker's business", with(gone, func(v *ContainerView) { v.GoneAt = t0.Add(-NodeWatch) }), time.Time{}},
 		{"failed: nothing", with(gone, func(v *ContainerView) { v.State = idepool.StateFailed }), time.Time{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
