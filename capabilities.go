@@ -56,8 +56,9 @@ type NodeResources struct {
 type NodeState struct {
 	// Name is the node's name as Instance.Node gives it.
 	Name string
-	// Down: the engine lost the node (Swarm: down, unknown or
-	// disconnected). Its tasks may still be reported running: they are not.
+	// Down: the engine lost the node (Swarm: down or disconnected; not
+	// unknown, the state of every node for a moment after a leader
+	// change). Its tasks may still be reported running: they are not.
 	Down bool
 	// Drained: the node takes no new containers and its tasks are moved
 	// (Swarm: availability drain).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -77,6 +78,48 @@ type stackContainer struct {
 	ReplacedBy string `json:"replacedBy"`
 	IsReused   bool   `json:"isReused"`
 	S3Prefix   string `json:"s3Prefix"`
+	URLs       struct {
+		CodeServer string `json:"codeServer"`
+	} `json:"urls"`
+}
+
+// session opens a start answer's code URL (host replaced by node 1's
+// address) as a browser would and returns the cookies the router set.
+func (a *stackAPI) session(codeURL string) ([]*http.Cookie, error) {
+	u, err := url.Parse(codeURL)
+	if err != nil {
+		return nil, err
+	}
+	base, _ := url.Parse(a.base)
+	u.Scheme, u.Host = base.Scheme, base.Host
+	hc := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := hc.Get(u.String())
+	if err != nil {
+		return nil, err
+	}
+	res.Body.Close()
+	if len(res.Cookies()) == 0 {
+		return nil, fmt.Errorf("GET %s: %s, no cookie", u.Path, res.Status)
+	}
+	return res.Cookies(), nil
+}
+
+// follow requests /code/<id>/ with cookies, without following a redirect.
+func (a *stackAPI) follow(id string, cookies []*http.Cookie) (int, string, error) {
+	req, err := http.NewRequest("GET", a.base+"/code/"+id+"/", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := hc.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	res.Body.Close()
+	return res.StatusCode, res.Header.Get("Location"), nil
 }
 
 type stackPool struct {
@@ -336,6 +379,12 @@ func TestClusterNodeLoss(t *testing.T) {
 	}
 	t.Logf("on %s: %d claimed, %d warm", c.Node(victim), len(onVictim), warmOnVictim)
 
+	// The first one's user holds its route cookie.
+	cookies, err := a.session(onVictim[0].c.URLs.CodeServer)
+	if err != nil {
+		t.Fatalf("session of %s: %v", onVictim[0].c.ID, err)
+	}
+
 	// Kill the node (its engine and every container on it, at once).
 	killed := time.Now()
 	if out, err := exec.Command("docker", "kill", c.Node(victim)).CombinedOutput(); err != nil {
@@ -377,6 +426,13 @@ func TestClusterNodeLoss(t *testing.T) {
 			t.Errorf("GET old %s: %v", cl.c.ID, err)
 		} else if old.ReplacedBy != nc.ID {
 			t.Errorf("old container %s: replacedBy %q, want %s", cl.c.ID, old.ReplacedBy, nc.ID)
+		}
+		if cl.c.ID == onVictim[0].c.ID {
+			status, loc, err := a.follow(cl.c.ID, cookies)
+			t.Logf("ROUTER: the old cookie's holder at /code/%s/: %d → %s", cl.c.ID, status, strings.Split(loc, "?")[0])
+			if err != nil || status != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, "/code/"+nc.ID+"/") {
+				t.Errorf("old cookie at /code/%s/: %d %q %v, want a redirect to /code/%s/", cl.c.ID, status, loc, err, nc.ID)
+			}
 		}
 		got, err := c.readFile(c.nodeIndex(nc.Node), nc.ID, "note.txt")
 		if err != nil || got != cl.file {

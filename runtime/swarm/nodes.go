@@ -78,8 +78,10 @@ func nodeState(n swarm.Node) idepool.NodeState {
 	}
 }
 
-// nodeDown: Swarm lost the node. Unknown is what a node is while the
-// managers wait for its heartbeat after a leader change.
+// nodeDown: Swarm lost the node. Unknown is not: a new leader marks every
+// node unknown until its next heartbeat, which is also when idepool itself
+// was just rescheduled and its agents are still reconnecting (a dead node
+// becomes down after that).
 func nodeDown(s swarm.NodeState) bool {
-	return s == swarm.NodeStateDown || s == swarm.NodeStateUnknown || s == swarm.NodeStateDisconnected
+	return s == swarm.NodeStateDown || s == swarm.NodeStateDisconnected
 }

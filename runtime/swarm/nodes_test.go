@@ -9,8 +9,9 @@ import (
 	"github.com/moby/moby/api/types/swarm"
 )
 
-// TestNodeState: Swarm's node states map onto lost (down, unknown,
-// disconnected) and drained; a drained node that is down is both.
+// TestNodeState: Swarm's node states map onto lost (down, disconnected;
+// not unknown, which every node is for a moment after a leader change) and
+// drained; a drained node that is down is both.
 func TestNodeState(t *testing.T) {
 	for _, c := range []struct {
 		state   swarm.NodeState
@@ -22,7 +23,7 @@ func TestNodeState(t *testing.T) {
 		{swarm.NodeStateReady, swarm.NodeAvailabilityPause, false, false},
 		{swarm.NodeStateReady, swarm.NodeAvailabilityDrain, false, true},
 		{swarm.NodeStateDown, swarm.NodeAvailabilityActive, true, false},
-		{swarm.NodeStateUnknown, swarm.NodeAvailabilityActive, true, false},
+		{swarm.NodeStateUnknown, swarm.NodeAvailabilityActive, false, false}, // after a leader change
 		{swarm.NodeStateDisconnected, swarm.NodeAvailabilityActive, true, false},
 		{swarm.NodeStateDown, swarm.NodeAvailabilityDrain, true, true},
 	} {
