@@ -385,11 +385,28 @@ func TestClusterNodeLoss(t *testing.T) {
 		t.Fatalf("session of %s: %v", onVictim[0].c.ID, err)
 	}
 
+	if hb, err := c.Docker(1, "info", "--format", "{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"); err == nil {
+		t.Logf("Swarm dispatcher heartbeat: %sns", strings.TrimSpace(hb))
+	}
+
 	// Kill the node (its engine and every container on it, at once).
 	killed := time.Now()
 	if out, err := exec.Command("docker", "kill", c.Node(victim)).CombinedOutput(); err != nil {
 		t.Fatalf("kill %s: %v: %s", c.Node(victim), err, out)
 	}
+	// Swarm's own detection, for comparison.
+	swarmDown := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(killed) < 3*time.Minute {
+			out, err := c.Docker(1, "node", "inspect", "--format", "{{.Status.State}}", c.Node(victim))
+			if err == nil && strings.TrimSpace(out) == "down" {
+				swarmDown <- time.Since(killed)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		close(swarmDown)
+	}()
 
 	// Detection: idepool stops answering the dead container (its state
 	// leaves running, or it is replaced).
@@ -402,6 +419,9 @@ func TestClusterNodeLoss(t *testing.T) {
 		return got.State != "running" && got.State != "syncing", got.State
 	})
 	t.Logf("DETECTION: %s's claimed container %s left running %v after the kill", c.Node(victim), first.c.ID, detect.Round(time.Millisecond))
+	if d, ok := <-swarmDown; ok {
+		t.Logf("SWARM: the engine called %s down %v after the kill", c.Node(victim), d.Round(time.Millisecond))
+	}
 
 	// Replacement: a start for each workspace answers a new container on
 	// another node, with the file as last synced.
