@@ -122,7 +122,7 @@ func judgeOne(v *ContainerView, now time.Time, o JudgeOptions) (Verdict, bool) {
 		if v.AgentConnected || now.After(v.AdoptDeadline) {
 			return Verdict{ID: v.ID, Kind: VerdictStop, Reason: v.Doomed, Flush: v.Claimed && v.AgentConnected}, true
 		}
-	case v.NodeDown && !v.AgentConnected && v.State.Live() && v.State != idepool.StateStopping:
+	case v.NodeDown && v.Created && !v.AgentConnected && v.State.Live() && v.State != idepool.StateStopping:
 		// Its node is lost: its agent cannot come back before the node
 		// does, and Swarm still says its task runs. An agent that still
 		// talks to us (the node lost only its managers) keeps it.
@@ -131,7 +131,7 @@ func judgeOne(v *ContainerView, now time.Time, o JudgeOptions) (Verdict, bool) {
 			return Verdict{ID: v.ID, Kind: VerdictReplace, Reason: ReasonNodeLost, Message: msg}, true
 		}
 		return Verdict{ID: v.ID, Kind: VerdictFail, Message: msg}, true
-	case v.NodeDrained && v.State.Live() && v.State != idepool.StateStopping:
+	case v.NodeDrained && v.Created && v.State.Live() && v.State != idepool.StateStopping:
 		// The engine stops its task (the agent flushes on SIGTERM within
 		// the stop grace period); a claimed one moves to another node for
 		// its workspace, after the old one's flush and removal.
