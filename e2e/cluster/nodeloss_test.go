@@ -119,7 +119,11 @@ func (a *stackAPI) follow(id string, cookies []*http.Cookie) (int, string, error
 		return 0, "", err
 	}
 	res.Body.Close()
-	return res.StatusCode, res.Header.Get("Location"), nil
+	loc := res.Header.Get("Location")
+	if res.Header.Get("X-Idepool-Forward-Auth") != "" {
+		loc += " (ForwardAuth's answer through Traefik)"
+	}
+	return res.StatusCode, loc, nil
 }
 
 type stackPool struct {
@@ -386,7 +390,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	}
 
 	if hb, err := c.Docker(1, "info", "--format", "{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"); err == nil {
-		t.Logf("Swarm dispatcher heartbeat: %sns", strings.TrimSpace(hb))
+		t.Logf("Swarm dispatcher heartbeat: %s", strings.TrimSpace(hb))
 	}
 
 	// Kill the node (its engine and every container on it, at once).
