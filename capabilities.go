@@ -22,6 +22,10 @@ type Capabilities struct {
 	// Nodes lists the machines containers may run on, with what is
 	// reserved on each; nil for one machine (admission samples the host).
 	Nodes func(ctx context.Context) ([]NodeResources, error)
+	// NodeStates lists the machines with what the engine says of each
+	// (one cheap call, so the pool asks every reconcile): how the pool
+	// tells a lost node; nil for one machine.
+	NodeStates func(ctx context.Context) ([]NodeState, error)
 	// NetworkSubnets returns the containers' network, which the API
 	// fences off from everything but the agents' endpoint; nil when
 	// containers have no network of their own.
@@ -46,4 +50,19 @@ type NodeResources struct {
 	ReservedMemoryBytes int64
 	// Ready: the node is up and active (not drained or paused).
 	Ready bool
+}
+
+// NodeState is what the runtime's engine says of one node now.
+type NodeState struct {
+	// Name is the node's name as Instance.Node gives it.
+	Name string
+	// Down: the engine lost the node (Swarm: down or disconnected; not
+	// unknown, the state of every node for a moment after a leader
+	// change). Its tasks may still be reported running: they are not.
+	Down bool
+	// Drained: the node takes no new containers and its tasks are moved
+	// (Swarm: availability drain).
+	Drained bool
+	// Message is the engine's word on its state, if any.
+	Message string
 }

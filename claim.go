@@ -44,6 +44,18 @@ type PoolStatus struct {
 	// BackoffUntil is set while failed creates hold refills back.
 	BackoffUntil time.Time `json:"backoffUntil,omitzero"`
 	LastError    string    `json:"lastError,omitempty"`
+	// NodesLackingImage are the nodes where a container of the profile was
+	// rejected for want of its image: new ones are kept off them until
+	// RetryAt (the image may have been loaded since).
+	NodesLackingImage []NodeImageProblem `json:"nodesLackingImage,omitempty"`
+}
+
+// NodeImageProblem is a node on which a profile's image was missing.
+type NodeImageProblem struct {
+	Node    string    `json:"node"`
+	Error   string    `json:"error"`
+	Since   time.Time `json:"since"`
+	RetryAt time.Time `json:"retryAt"`
 }
 
 // ContainerFilter selects containers for a listing.

@@ -44,6 +44,10 @@ type ContainerSpec struct {
 	// agent token is the only secret a container is given at creation; S3
 	// credentials come later inside the assignment message.
 	Env map[string]string
+	// AvoidNodes names nodes (NodeState.Name) the container must not be
+	// placed on: nodes that lack the profile's image, say. A runtime of
+	// one machine ignores it.
+	AvoidNodes []string
 }
 
 // Instance is one container as the runtime reports it.

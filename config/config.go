@@ -83,7 +83,10 @@ type Config struct {
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik
 	TraefikURL   string // TRAEFIK_URL; "" = no routing check
 	SwarmNetwork string // SWARM_NETWORK
-	DockerHost   string // DOCKER_HOST
+	// StopGracePeriod: STOP_GRACE_PERIOD, the swarm runtime's time
+	// between SIGTERM and SIGKILL of a container's task.
+	StopGracePeriod time.Duration
+	DockerHost      string // DOCKER_HOST
 	// AgentNetworks (AGENT_NETWORKS) are CIDRs of the containers' network;
 	// empty on swarm: the network's own subnets. TrustedPeers
 	// (TRUSTED_PEERS) are DNS names of the infrastructure on it (Traefik);

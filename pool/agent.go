@@ -36,6 +36,7 @@ func (af *agentFeed) VerifyAgent(id, token string) bool {
 func (af *agentFeed) AgentReport(r idepool.AgentReport) {
 	var evs []idepool.Event
 	var deliver *entry
+	kick := false
 	af.mu.Lock()
 	e := af.containers[r.ContainerID]
 	if e == nil {
@@ -59,8 +60,12 @@ func (af *agentFeed) AgentReport(r idepool.AgentReport) {
 				Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": false}})
 		}
 		e.agent.lost(now)
+		kick = true // its node may be lost: look at once (NodeRecheck)
 	}
 	af.mu.Unlock()
+	if kick {
+		af.kick()
+	}
 	af.publish(evs)
 	if deliver != nil {
 		af.goBG(func(ctx context.Context) { af.deliver(ctx, deliver) })

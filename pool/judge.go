@@ -45,6 +45,12 @@ type ContainerView struct {
 	PreparedUntil time.Time
 	// NoFlush: the agent must never push (its initial pull failed).
 	NoFlush bool
+	// Node runs it (Instance.Node); NodeDown: the engine says that node
+	// is lost (NodeState.Down).
+	Node     string
+	NodeDown bool
+	// NodeDrained: that node is being emptied (NodeState.Drained).
+	NodeDrained bool
 }
 
 // JudgeOptions are the timeouts the rules use.
@@ -65,17 +71,21 @@ const (
 	VerdictStop VerdictKind = iota + 1
 	// VerdictFail: mark it failed with Message; the plan removes it.
 	VerdictFail
+	// VerdictReplace: stop it with Reason (no flush: its agent is gone)
+	// and claim a new container for its workspace, as Manager.Replace.
+	VerdictReplace
 )
 
 // Verdict is Judge's decision about one container.
 type Verdict struct {
 	ID   string
 	Kind VerdictKind
-	// Reason is the stop reason (VerdictStop).
+	// Reason is the stop reason (VerdictStop, VerdictReplace).
 	Reason string
-	// Flush asks the agent to push before the stop (VerdictStop).
+	// Flush asks the agent to push before the stop (VerdictStop,
+	// VerdictReplace).
 	Flush bool
-	// Message says why it failed (VerdictFail).
+	// Message says why it failed (VerdictFail) or is replaced.
 	Message string
 	// Backoff, when set, counts a failed create against the profile's
 	// backoff with this text (an unclaimed create that timed out).
@@ -112,6 +122,25 @@ func judgeOne(v *ContainerView, now time.Time, o JudgeOptions) (Verdict, bool) {
 		if v.AgentConnected || now.After(v.AdoptDeadline) {
 			return Verdict{ID: v.ID, Kind: VerdictStop, Reason: v.Doomed, Flush: v.Claimed && v.AgentConnected}, true
 		}
+	case v.NodeDown && v.Created && !v.AgentConnected && v.State.Live() && v.State != idepool.StateStopping:
+		// Its node is lost: its agent cannot come back before the node
+		// does, and Swarm still says its task runs. An agent that still
+		// talks to us (the node lost only its managers) keeps it.
+		msg := fmt.Sprintf("node %s lost (its engine reports it down and the agent is gone)", v.Node)
+		if v.Claimed {
+			return Verdict{ID: v.ID, Kind: VerdictReplace, Reason: ReasonNodeLost, Message: msg}, true
+		}
+		return Verdict{ID: v.ID, Kind: VerdictFail, Message: msg}, true
+	case v.NodeDrained && v.Created && v.State.Live() && v.State != idepool.StateStopping:
+		// The engine stops its task (the agent flushes on SIGTERM within
+		// the stop grace period); a claimed one moves to another node for
+		// its workspace, after the old one's flush and removal.
+		msg := fmt.Sprintf("node %s drained", v.Node)
+		if v.Claimed {
+			return Verdict{ID: v.ID, Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: msg,
+				Flush: v.AgentConnected && !v.NoFlush}, true
+		}
+		return Verdict{ID: v.ID, Kind: VerdictFail, Message: msg}, true
 	case v.State == idepool.StateWarm && !v.AgentConnected && !v.GoneAt.IsZero() && now.Sub(v.GoneAt) >= o.AdoptGrace:
 		// A warm container nobody can claim (its agent is gone) would
 		// hold a place in the pool forever.

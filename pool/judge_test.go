@@ -25,6 +25,8 @@ func TestJudge(t *testing.T) {
 	fail := func(msg, backoff string) *Verdict {
 		return &Verdict{ID: "c", Kind: VerdictFail, Message: msg, Backoff: backoff}
 	}
+	lost := func(v *ContainerView) { v.Node, v.NodeDown, v.AgentConnected = "n2", true, false }
+	const lostMsg = "node n2 lost (its engine reports it down and the agent is gone)"
 	for _, c := range []struct {
 		name string
 		v    ContainerView
@@ -97,6 +99,54 @@ func TestJudge(t *testing.T) {
 			with(warm, func(v *ContainerView) { v.AgentConnected = false }), nil},
 		{"claimed, agent gone long ago: not this rule",
 			with(claimed, func(v *ContainerView) { v.AgentConnected = false; v.GoneAt = ago(time.Hour) }), nil},
+
+		// Node lost (the engine says its node is down).
+		{"claimed on a lost node, agent gone: replaced for its workspace",
+			with(claimed, func(v *ContainerView) { lost(v); v.GoneAt = ago(time.Second) }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeLost, Message: lostMsg}},
+		{"syncing on a lost node, agent gone: replaced",
+			with(claimed, func(v *ContainerView) { lost(v); v.State = idepool.StateSyncing }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeLost, Message: lostMsg}},
+		{"cold create on a lost node, never connected: replaced",
+			with(starting, func(v *ContainerView) { lost(v); v.Claimed = true }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeLost, Message: lostMsg}},
+		{"warm on a lost node, agent gone: failed at once (no grace), the pool refills",
+			with(warm, func(v *ContainerView) { lost(v); v.GoneAt = ago(time.Millisecond) }), fail(lostMsg, "")},
+		{"starting on a lost node (a ghost): failed at once, not counted against the pool",
+			with(starting, func(v *ContainerView) { lost(v) }), fail(lostMsg, "")},
+		{"claimed on a lost node whose agent still talks to us: kept",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDown = "n2", true }), nil},
+		{"claimed, agent gone, node not (yet) down: nothing",
+			with(claimed, func(v *ContainerView) { v.Node = "n2"; v.AgentConnected = false; v.GoneAt = ago(time.Minute) }), nil},
+		{"runtime.Create still running, node lost: its create ends first",
+			with(starting, func(v *ContainerView) { lost(v); v.Created = false }), nil},
+		{"runtime.Create still running, node drained: its create ends first",
+			with(starting, func(v *ContainerView) { v.Node, v.NodeDrained, v.Created = "n2", true, false }), nil},
+		{"failed on a lost node: left to the plan",
+			with(warm, func(v *ContainerView) { lost(v); v.State = idepool.StateFailed }), nil},
+		{"stopping on a lost node: its stop runs",
+			with(claimed, func(v *ContainerView) { lost(v); v.Stopping = true }), nil},
+		{"doomed duplicate on a lost node: the duplicate's rule",
+			with(claimed, func(v *ContainerView) {
+				lost(v)
+				v.Doomed = ReasonDuplicate
+				v.AdoptDeadline = ago(time.Second)
+			}), stop(ReasonDuplicate, false)},
+
+		// Node drained (its tasks are being moved).
+		{"claimed on a drained node, agent connected: replaced after a flush",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained = "n2", true }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: "node n2 drained", Flush: true}},
+		{"claimed on a drained node, agent gone (flushing on SIGTERM): replaced without our flush",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained, v.AgentConnected = "n2", true, false }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: "node n2 drained"}},
+		{"claimed on a drained node, its pull failed: never flushed",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained, v.NoFlush = "n2", true, true }),
+			&Verdict{ID: "c", Kind: VerdictReplace, Reason: ReasonNodeDrained, Message: "node n2 drained"}},
+		{"warm on a drained node: failed, the pool refills elsewhere",
+			with(warm, func(v *ContainerView) { v.Node, v.NodeDrained = "n2", true }), fail("node n2 drained", "")},
+		{"stopping on a drained node: its stop runs",
+			with(claimed, func(v *ContainerView) { v.Node, v.NodeDrained, v.Stopping = "n2", true, true }), nil},
 
 		// Adoption deadline.
 		{"recovered, no hello, deadline ahead: nothing",

@@ -340,6 +340,7 @@ func (m *Manager) Pools() []idepool.PoolStatus {
 		if m.clock.Now().Before(ps.backoff.NextCreate) {
 			st.BackoffUntil = ps.backoff.NextCreate
 		}
+		st.NodesLackingImage = ImageProblems(ps.lacking, m.clock.Now())
 		out = append(out, st)
 	}
 	for _, e := range m.containers {
@@ -440,11 +441,15 @@ func (c *core) spec(id string, p idepool.Profile, labels map[string]string) (ide
 	env[idepool.EnvAgentURL] = c.opts.AgentURL
 	env[idepool.EnvAgentToken] = token
 	env[idepool.EnvAgentID] = id
+	c.mu.Lock()
+	avoid := c.avoidNodes(p.Name)
+	c.mu.Unlock()
 	return idepool.ContainerSpec{
-		ID:      id,
-		Profile: p,
-		Labels:  labels,
-		Env:     env,
+		ID:         id,
+		Profile:    p,
+		Labels:     labels,
+		Env:        env,
+		AvoidNodes: avoid,
 	}, hash
 }
 

@@ -70,6 +70,14 @@ type Options struct {
 	PaceMax   time.Duration
 	// RuntimeTimeout bounds one runtime call (default 2 min).
 	RuntimeTimeout time.Duration
+	// NodeCheckInterval: while an agent's connection is down on a node the
+	// engine still calls up, the nodes are observed this often (default
+	// 1 s), so a lost node is acted on as soon as the engine says so
+	// rather than at the next ReconcileInterval.
+	NodeCheckInterval time.Duration
+	// ImageRetry: a node that lacked a profile's image is avoided this long
+	// (default 5 min); then it is tried again (the image may be loaded).
+	ImageRetry time.Duration
 	// CreateConcurrency bounds parallel creates and removes of one
 	// reconcile (default 8).
 	CreateConcurrency int
@@ -168,6 +176,8 @@ func (o *Options) withDefaults() error {
 	def(&o.PaceQuiet, 50*time.Millisecond)
 	def(&o.PaceMax, 500*time.Millisecond)
 	def(&o.RuntimeTimeout, 2*time.Minute)
+	def(&o.NodeCheckInterval, time.Second)
+	def(&o.ImageRetry, 5*time.Minute)
 	if o.CreateConcurrency <= 0 {
 		o.CreateConcurrency = 8
 	}

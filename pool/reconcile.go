@@ -35,9 +35,10 @@ type stopJob struct {
 // work is what one reconcile decided: containers to stop (their stops
 // begun under the lock), orphans to remove, and the plan.
 type work struct {
-	stops   []stopJob
-	orphans []string
-	acts    Actions
+	stops    []stopJob
+	replaces []replaceJob
+	orphans  []string
+	acts     Actions
 }
 
 // reconcile observes the runtime, judges each container and plans the
@@ -62,7 +63,7 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	w := rc.decide(insts, listSeq, headroom)
+	w := rc.decide(insts, rc.observeNodes(ctx), listSeq, headroom)
 	rc.act(ctx, w)
 	return w.acts.WakeAt, nil
 }
@@ -95,16 +96,36 @@ func (rc *reconciler) observe(ctx context.Context) (insts []idepool.Instance, li
 	return insts, listSeq, nil
 }
 
+// observeNodes asks the runtime what its engine says of the nodes, if it
+// can tell; a failure is logged and judges no node lost.
+func (rc *reconciler) observeNodes(ctx context.Context) []idepool.NodeState {
+	f := rc.rt.Capabilities().NodeStates
+	if f == nil {
+		return nil
+	}
+	nctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
+	nodes, err := f(nctx)
+	cancel()
+	if err != nil {
+		rc.log.Warn("observe nodes", "err", err)
+		return nil
+	}
+	return nodes
+}
+
 // decide records what the runtime said, judges every container (Judge),
 // serves and expires the queue, and plans the pools (Plan); the plan's
 // removals are begun. All of it in memory.
-func (rc *reconciler) decide(insts []idepool.Instance, listSeq uint64, headroom map[string]int) work {
+func (rc *reconciler) decide(insts []idepool.Instance, nodes []idepool.NodeState, listSeq uint64, headroom map[string]int) work {
 	now := rc.clock.Now()
 	var w work
 	var evs []idepool.Event
 	rc.mu.Lock()
 	w.orphans = rc.applyList(insts, listSeq, &evs)
-	w.stops = rc.applyVerdicts(Judge(rc.views(), now, rc.judgeOptions()), &evs)
+	views := rc.views()
+	MarkNodes(views, nodes)
+	nodeWake := NodeRecheck(views, now, rc.opts.NodeCheckInterval)
+	w.stops, w.replaces = rc.applyVerdicts(Judge(views, now, rc.judgeOptions()), &evs)
 	ticketWake := rc.qu.expireTicketsLocked(now, &evs)
 	for _, name := range rc.order {
 		rc.qu.serveQueueLocked(rc.profiles[name], &evs) // warm ones whose agent came back
@@ -114,7 +135,7 @@ func (rc *reconciler) decide(insts []idepool.Instance, listSeq uint64, headroom 
 	rc.publish(evs)
 
 	w.acts = Plan(snap)
-	for _, t := range []time.Time{ticketWake, rc.nextTargetChange()} {
+	for _, t := range []time.Time{ticketWake, rc.nextTargetChange(), nodeWake} {
 		if !t.IsZero() && (w.acts.WakeAt.IsZero() || t.Before(w.acts.WakeAt)) {
 			w.acts.WakeAt = t
 		}
@@ -149,6 +170,9 @@ func (rc *reconciler) applyList(insts []idepool.Instance, listSeq uint64, evs *[
 			e.c.Node = inst.Node
 		}
 		if inst.Status.Terminal() {
+			if imageMissing(inst.Message) && !e.exit.stopping() {
+				rc.lacksImage(e, inst.Node, inst.Message, evs)
+			}
 			rc.died(e, inst.Status, inst.Message, evs)
 		}
 	}
@@ -208,6 +232,10 @@ func (rc *reconciler) act(ctx context.Context, w work) {
 			}
 		}()
 	}
+	for _, r := range w.replaces {
+		// In the background: the new claim may wait in the queue.
+		rc.goBG(func(ctx context.Context) { rc.replaceStopped(ctx, r) })
+	}
 	for _, c := range w.acts.Creates {
 		rc.creates(ctx, c, sem, &wg)
 	}
@@ -255,10 +283,10 @@ func (rc *reconciler) judgeOptions() JudgeOptions {
 	return JudgeOptions{AdoptGrace: rc.opts.AdoptGrace, CreateTimeout: rc.opts.CreateTimeout}
 }
 
-// applyVerdicts carries out Judge's verdicts: failures at once, stops
-// begun here and returned to be run outside the lock. Caller holds mu.
-func (rc *reconciler) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJob {
-	var stops []stopJob
+// applyVerdicts carries out Judge's verdicts: failures at once, stops and
+// replacements begun here and returned to be run outside the lock. Caller
+// holds mu.
+func (rc *reconciler) applyVerdicts(vs []Verdict, evs *[]idepool.Event) (stops []stopJob, replaces []replaceJob) {
 	for _, v := range vs {
 		e := rc.containers[v.ID]
 		if e == nil {
@@ -273,9 +301,13 @@ func (rc *reconciler) applyVerdicts(vs []Verdict, evs *[]idepool.Event) []stopJo
 				rc.countFailure(e.c.Profile, v.Backoff)
 			}
 			rc.fail(e, v.Message, evs)
+		case VerdictReplace:
+			rc.log.Warn("replacing a container", "container", e.c.ID, "reason", v.Reason, "why", v.Message)
+			e.c.Message = v.Message
+			replaces = append(replaces, rc.beginReplace(e, v.Reason, evs))
 		}
 	}
-	return stops
+	return stops, replaces
 }
 
 // snapshot builds the planner's input; it also recomputes the effective

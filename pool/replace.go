@@ -37,36 +37,63 @@ func (m *Manager) Replace(ctx context.Context, id, reason string) (idepool.Conta
 		m.mu.Unlock()
 		return idepool.Container{}, idepool.Errorf(idepool.EConflict, "container %s is already being stopped", id)
 	}
+	job := m.beginReplace(e, reason, &evs)
+	m.mu.Unlock()
+	m.publish(evs)
+	m.log.Warn("replacing a claimed container", "container", id, "reason", reason)
+	return m.replaceStopped(ctx, job)
+}
+
+// replaceJob is a replacement whose stop began (beginReplace).
+type replaceJob struct {
+	e      *entry
+	req    idepool.StartRequest
+	reason string
+	flush  bool
+}
+
+// beginReplace begins the stop of e, claimed, and keeps what its
+// replacement's start needs. Caller holds mu and checked that e is claimed
+// and not stopping.
+func (c *core) beginReplace(e *entry, reason string, evs *[]idepool.Event) replaceJob {
 	req := idepool.StartRequest{Workspace: *e.c.Workspace, Profile: e.c.Profile, UserID: e.c.UserID, IdleExempt: e.c.IdleExempt}
 	if a := e.assignment; a != nil {
 		req.Credentials, req.VNCPassword = a.Credentials, a.VNCPassword
 	}
-	flush := m.beginStop(e, reason, &evs)
-	m.mu.Unlock()
-	m.publish(evs)
-	m.log.Warn("replacing a claimed container", "container", id, "reason", reason)
-	if _, err := m.runStop(ctx, e, reason, flush); err != nil {
+	flush := c.beginStop(e, reason, evs)
+	return replaceJob{e: e, req: req, reason: reason, flush: flush}
+}
+
+// replaceStopped runs a begun replacement: the old container is flushed
+// (if its agent answers) and removed first, so its workspace never has two
+// live containers, then a new one is claimed for the workspace and the old
+// id is recorded as replaced by it.
+func (c *core) replaceStopped(ctx context.Context, j replaceJob) (idepool.Container, error) {
+	id := j.e.c.ID
+	if _, err := c.stops.runStop(ctx, j.e, j.reason, j.flush); err != nil {
 		return idepool.Container{}, err
 	}
-	claim, err := m.Start(ctx, req)
+	claim, err := c.cl.Start(ctx, j.req)
 	if err != nil {
-		m.log.Error("replacement start failed", "container", id, "err", err)
+		c.log.Error("replacement start failed", "container", id, "err", err)
+		c.events.Publish(idepool.Event{Time: c.clock.Now(), Type: idepool.EventRefused, ContainerID: id,
+			Profile: j.req.Profile, Reason: j.reason, Message: "no replacement: " + idepool.ErrorMessage(err)})
 		return idepool.Container{}, err
 	}
 	newID := claim.Container.ID
-	m.mu.Lock()
-	if _, ok := m.replacedBy[id]; !ok {
-		m.replacedIDs = append(m.replacedIDs, id)
+	c.mu.Lock()
+	if _, ok := c.replacedBy[id]; !ok {
+		c.replacedIDs = append(c.replacedIDs, id)
 	}
-	m.replacedBy[id] = newID
-	for len(m.replacedIDs) > m.opts.History {
-		delete(m.replacedBy, m.replacedIDs[0])
-		m.replacedIDs = m.replacedIDs[1:]
+	c.replacedBy[id] = newID
+	for len(c.replacedIDs) > c.opts.History {
+		delete(c.replacedBy, c.replacedIDs[0])
+		c.replacedIDs = c.replacedIDs[1:]
 	}
-	m.mu.Unlock()
-	m.log.Info("container replaced", "container", id, "replacement", newID, "kind", claim.Kind)
-	m.events.Publish(idepool.Event{Time: m.clock.Now(), Type: idepool.EventClaim, ContainerID: newID,
-		Profile: claim.Container.Profile, State: claim.Container.State, Reason: reason,
+	c.mu.Unlock()
+	c.log.Info("container replaced", "container", id, "replacement", newID, "kind", claim.Kind, "reason", j.reason)
+	c.events.Publish(idepool.Event{Time: c.clock.Now(), Type: idepool.EventClaim, ContainerID: newID,
+		Profile: claim.Container.Profile, State: claim.Container.State, Reason: j.reason,
 		Data: map[string]any{"kind": string(claim.Kind), "replaces": id}})
 	return claim.Container, nil
 }

@@ -61,6 +61,8 @@ type profileState struct {
 	// was measured.
 	createDur time.Duration
 	effective TargetResult // the last effective target computed
+	// lacking: nodes where the profile's image was missing, by node.
+	lacking map[string]idepool.NodeImageProblem
 }
 
 // newState is the empty view of opts' profiles and policies.
@@ -82,7 +84,7 @@ func newState(clock idepool.Clock, opts *Options) (*state, error) {
 			return nil, idepool.Errorf(idepool.EMisconfigured, "pool: profile %q listed twice", p.Name)
 		}
 		p.Routes = slices.Clone(p.Routes)
-		s.profiles[p.Name] = &profileState{p: p, target: p.PoolTarget}
+		s.profiles[p.Name] = &profileState{p: p, target: p.PoolTarget, lacking: map[string]idepool.NodeImageProblem{}}
 		s.order = append(s.order, p.Name)
 	}
 	for name, pol := range opts.Policies {
@@ -228,6 +230,38 @@ func (s *state) died(e *entry, st idepool.RuntimeStatus, msg string, evs *[]idep
 		text += ": " + msg
 	}
 	s.fail(e, text, evs)
+}
+
+// lacksImage records that e's node lacks its profile's image: the
+// profile's creates avoid that node until ImageRetry passes. A new
+// problem (or one found again after its retry) is an event.
+func (s *state) lacksImage(e *entry, node, msg string, evs *[]idepool.Event) {
+	ps := s.profiles[e.c.Profile]
+	if ps == nil || node == "" {
+		return
+	}
+	now := s.clock.Now()
+	old, known := ps.lacking[node]
+	p := idepool.NodeImageProblem{Node: node, Error: msg, Since: now, RetryAt: now.Add(s.opts.ImageRetry)}
+	if known && now.Before(old.RetryAt) {
+		p.Since = old.Since
+	}
+	ps.lacking[node] = p
+	if !known || !now.Before(old.RetryAt) {
+		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventCreateFail, ContainerID: e.c.ID,
+			Profile: e.c.Profile, Reason: "image-missing",
+			Message: "node " + node + " lacks the image of profile " + e.c.Profile + " (" + msg + "): new containers avoid it until " + p.RetryAt.UTC().Format(time.RFC3339),
+			Data:    map[string]any{"node": node, "image": ps.p.Image, "retryAt": p.RetryAt.UTC().Format(time.RFC3339)}})
+	}
+}
+
+// avoidNodes is where a profile's new containers must not go.
+func (s *state) avoidNodes(profile string) []string {
+	ps := s.profiles[profile]
+	if ps == nil {
+		return nil
+	}
+	return AvoidNodes(ps.lacking, s.clock.Now())
 }
 
 // beginStop takes e out of every pool and claims the right to remove it.

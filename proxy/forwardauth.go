@@ -16,6 +16,9 @@ import (
 //   - a valid cookie for the container in X-Forwarded-Uri (/<route>/<id>/...) → 200;
 //   - a valid one-time token query parameter → 302 to the same URI without the
 //     token, with Set-Cookie (Traefik passes non-2xx answers to the client);
+//   - a container replaced (pool.Manager.Replace, a lost node), with a valid
+//     cookie of the old one → 307 to the new one's route with a one-time
+//     token, as the built-in router answers;
 //   - an unknown or unclaimed container → 404, one a cold start is still
 //     creating → 503; anything else → 401.
 //
@@ -40,6 +43,14 @@ func (rt *Router) ForwardAuth() http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), ctxForwarded{}, u))
 		t, err := rt.resolve(u.EscapedPath())
 		if err != nil {
+			// Traefik may still route a replaced container for a moment
+			// (its provider refreshes every few seconds): its user is sent
+			// on here as the built-in router would.
+			fr := r.Clone(r.Context())
+			fr.URL = u
+			if rt.redirectReplaced(w, fr, err) {
+				return
+			}
 			rt.writeError(w, r, err)
 			return
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -55,6 +56,26 @@ func TestReplacedContainerRedirect(t *testing.T) {
 	resp, body = f.get(t, loc.RequestURI())
 	if resp.StatusCode != http.StatusFound || !strings.Contains(resp.Header.Get("Set-Cookie"), CookieName("cccc3333")) {
 		t.Fatalf("token of the redirect: %d %s", resp.StatusCode, body)
+	}
+
+	// Through Traefik, which may route the old id a moment longer:
+	// ForwardAuth answers the same redirect.
+	r := httptest.NewRequest("GET", "/_auth/forward", nil)
+	r.Header.Set("X-Forwarded-Uri", "/code/aaaa1111/src/main.py?x=1")
+	r.AddCookie(old)
+	w := httptest.NewRecorder()
+	f.rt.ForwardAuth().ServeHTTP(w, r)
+	floc, err := url.Parse(w.Header().Get("Location"))
+	if w.Code != http.StatusTemporaryRedirect || err != nil || floc.Path != "/code/cccc3333/src/main.py" || floc.Query().Get("token") == "" {
+		t.Fatalf("ForwardAuth with the old cookie: %d %q, want 307 to cccc3333 with a token", w.Code, w.Header().Get("Location"))
+	}
+	r = httptest.NewRequest("GET", "/_auth/forward", nil)
+	r.Header.Set("X-Forwarded-Uri", "/code/aaaa1111/")
+	r.AddCookie(other)
+	w = httptest.NewRecorder()
+	f.rt.ForwardAuth().ServeHTTP(w, r)
+	if w.Code != http.StatusNotFound || w.Header().Get("Location") != "" {
+		t.Errorf("ForwardAuth with another container's cookie: %d %q, want 404", w.Code, w.Header().Get("Location"))
 	}
 
 	// Without the old container's cookie (another user's cookie, or none)

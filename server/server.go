@@ -333,6 +333,9 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			Deployment: cfg.Deployment,
 			Network:    cfg.SwarmNetwork,
 			Router:     cfg.Router,
+			// A drained node's tasks get SIGTERM from Swarm, not a flush
+			// from us: the grace must cover the agent's own flush.
+			StopGracePeriod: cfg.StopGracePeriod,
 			Traefik: traefik.Options{
 				Domain: cfg.Domain,
 				// Traefik is on the same overlay network as the agents.

@@ -38,6 +38,26 @@ func (s *suite) testCapabilities(t *testing.T, h *harness) {
 			t.Errorf("Nodes: no ready node among %d; containers could not run", len(nodes))
 		}
 	}
+	if c.NodeStates != nil {
+		// The pool judges a container's node by these names: a node that
+		// runs containers must be listed, named as Instance.Node, and up.
+		nodes, err := c.NodeStates(h.ctx())
+		if err != nil {
+			t.Errorf("NodeStates: %v", err)
+		}
+		up := 0
+		for _, n := range nodes {
+			if n.Name == "" {
+				t.Errorf("NodeStates: a node without a name: %+v", n)
+			}
+			if !n.Down {
+				up++
+			}
+		}
+		if err == nil && up == 0 {
+			t.Errorf("NodeStates: no node up among %d", len(nodes))
+		}
+	}
 	if c.NetworkSubnets != nil {
 		nets, err := c.NetworkSubnets(h.ctx())
 		if err != nil {

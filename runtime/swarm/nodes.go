@@ -49,3 +49,39 @@ func (r *Runtime) Nodes(ctx context.Context) ([]NodeResources, error) {
 	}
 	return out, nil
 }
+
+// NodeStates returns what Swarm says of every node: one API call.
+func (r *Runtime) NodeStates(ctx context.Context) ([]idepool.NodeState, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
+	defer cancel()
+	nl, err := r.o.Docker.NodeList(ctx, client.NodeListOptions{})
+	if err != nil {
+		return nil, dockerError(err, "list nodes")
+	}
+	out := make([]idepool.NodeState, 0, len(nl.Items))
+	r.nodesMu.Lock()
+	for _, n := range nl.Items {
+		r.nodes[n.ID] = n.Description.Hostname
+		out = append(out, nodeState(n))
+	}
+	r.nodesMu.Unlock()
+	return out, nil
+}
+
+// nodeState maps a Swarm node onto idepool's view of it.
+func nodeState(n swarm.Node) idepool.NodeState {
+	return idepool.NodeState{
+		Name:    n.Description.Hostname,
+		Down:    nodeDown(n.Status.State),
+		Drained: n.Spec.Availability == swarm.NodeAvailabilityDrain,
+		Message: n.Status.Message,
+	}
+}
+
+// nodeDown: Swarm lost the node. Unknown is not: a new leader marks every
+// node unknown until its next heartbeat, which is also when idepool itself
+// was just rescheduled and its agents are still reconnecting (a dead node
+// becomes down after that).
+func nodeDown(s swarm.NodeState) bool {
+	return s == swarm.NodeStateDown || s == swarm.NodeStateDisconnected
+}

@@ -116,8 +116,14 @@ func (o *Options) serviceSpec(spec idepool.ContainerSpec, created time.Time) (sw
 			Window:      &window,
 		}
 	}
-	if len(p.Constraints) > 0 {
-		s.TaskTemplate.Placement = &swarm.Placement{Constraints: slices.Clone(p.Constraints)}
+	constraints := slices.Clone(p.Constraints)
+	for _, n := range spec.AvoidNodes {
+		// A node that lacks the image (or another the pool avoids): Swarm
+		// would keep choosing it, since it places by resources only.
+		constraints = append(constraints, "node.hostname!="+n)
+	}
+	if len(constraints) > 0 {
+		s.TaskTemplate.Placement = &swarm.Placement{Constraints: constraints}
 	}
 	if o.Network != "" {
 		s.TaskTemplate.Networks = []swarm.NetworkAttachmentConfig{{Target: o.Network, Aliases: []string{name}}}

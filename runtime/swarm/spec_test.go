@@ -199,3 +199,41 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("task-ip endpoints: %v", got)
 	}
 }
+
+// TestServiceSpecAvoidNodes: nodes the pool avoids (they lack the image)
+// become constraints beside the profile's own; none, none added.
+func TestServiceSpecAvoidNodes(t *testing.T) {
+	p := idepool.Profile{Name: "py", Image: "ide:1", CPULimit: 1, MemoryLimit: 1 << 30,
+		Routes: idepool.DefaultRoutes(), Constraints: []string{"node.labels.ide==true"}}
+	o := Options{Deployment: "d"}
+	for _, c := range []struct {
+		name    string
+		profile []string
+		avoid   []string
+		want    []string // nil: no placement
+	}{
+		{"neither", nil, nil, nil},
+		{"profile only", p.Constraints, nil, []string{"node.labels.ide==true"}},
+		{"avoid only", nil, []string{"n2", "n3"}, []string{"node.hostname!=n2", "node.hostname!=n3"}},
+		{"both", p.Constraints, []string{"n2"}, []string{"node.labels.ide==true", "node.hostname!=n2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pp := p
+			pp.Constraints = c.profile
+			s, err := o.serviceSpec(idepool.ContainerSpec{ID: "abcd1234", Profile: pp, AvoidNodes: c.avoid}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			if s.TaskTemplate.Placement != nil {
+				got = s.TaskTemplate.Placement.Constraints
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("constraints %q, want %q", got, c.want)
+			}
+			if len(c.profile) > 0 && &pp.Constraints[0] == &got[0] {
+				t.Error("the profile's slice is shared with the spec")
+			}
+		})
+	}
+}

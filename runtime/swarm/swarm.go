@@ -203,7 +203,7 @@ func (r *Runtime) Name() string { return "swarm" }
 // Capabilities: the Swarm scheduler holds reservations across nodes;
 // containers live on their own overlay network.
 func (r *Runtime) Capabilities() idepool.Capabilities {
-	c := idepool.Capabilities{Reservations: true, Nodes: r.Nodes, PeerNames: r.PeerNames, Salvage: r.Salvage}
+	c := idepool.Capabilities{Reservations: true, Nodes: r.Nodes, NodeStates: r.NodeStates, PeerNames: r.PeerNames, Salvage: r.Salvage}
 	if r.o.Network != "" {
 		c.NetworkSubnets = r.NetworkSubnets
 	}
@@ -340,8 +340,21 @@ func (r *Runtime) leftovers(ctx context.Context, id, serviceID string) (int, err
 		if err != nil && !cerrdefs.IsNotFound(err) {
 			return 0, dockerError(err, "list tasks of %s", ServiceName(id))
 		}
+		var down map[string]bool
 		for _, t := range tl.Items {
-			if t.ServiceID == serviceID && !taskDone(t.Status.State) {
+			if t.ServiceID != serviceID || taskDone(t.Status.State) {
+				continue
+			}
+			if down == nil {
+				if down, err = r.downNodes(ctx); err != nil {
+					return 0, err
+				}
+			}
+			// A task on a lost node stays "running" in Swarm's record
+			// until the node returns, and then its container exits by
+			// itself (its service is gone): waiting for it would hold the
+			// removal until the node comes back.
+			if !down[t.NodeID] {
 				n++
 			}
 		}
@@ -359,6 +372,21 @@ func (r *Runtime) leftovers(ctx context.Context, id, serviceID string) (int, err
 		}
 	}
 	return n, nil
+}
+
+// downNodes returns the ids of the nodes Swarm lost.
+func (r *Runtime) downNodes(ctx context.Context) (map[string]bool, error) {
+	nl, err := r.o.Docker.NodeList(ctx, client.NodeListOptions{})
+	if err != nil {
+		return nil, dockerError(err, "list nodes")
+	}
+	down := map[string]bool{}
+	for _, n := range nl.Items {
+		if nodeDown(n.Status.State) {
+			down[n.ID] = true
+		}
+	}
+	return down, nil
 }
 
 // taskDone reports whether a task's container can no longer be running.
