@@ -2,6 +2,7 @@ package idepool
 
 import (
 	"crypto/rand"
+	"errors"
 	"strconv"
 	"time"
 )
@@ -114,6 +115,22 @@ const (
 	ReasonExcess     = "excess"
 	ReasonOrphan     = "orphan"
 )
+
+// ReasonNeverFits is the reason (Error.Details["reason"]) of a capacity
+// refusal that waiting cannot cure: no node is large enough for the
+// profile. Such a start is refused at once, never queued.
+const ReasonNeverFits = "never-fits"
+
+// NeverFits reports whether err is a refusal for a profile no node can
+// ever hold.
+func NeverFits(err error) bool {
+	var ie *Error
+	if !errors.As(err, &ie) || ie.Code != ECapacity {
+		return false
+	}
+	r, _ := ie.Details["reason"].(string)
+	return r == ReasonNeverFits
+}
 
 // NewID returns a fresh container id: 12 characters of [a-z0-9] from
 // crypto/rand (the original used Math.random).

@@ -156,7 +156,8 @@ type state struct {
 	memTotal, memUsed, memPending int64
 	cpuTotal, cpuUsed, cpuPending float64
 	swarm                         bool
-	nodes                         []Node
+	nodes                         []Node // the ready ones
+	allNodes                      []Node // down and drained ones too
 	err                           error // the sample failed: admit (fail open)
 }
 
@@ -223,6 +224,7 @@ func (a *Admitter) sample(ctx context.Context) state {
 			s.err = a.nodesErr
 			return s
 		}
+		s.allNodes = a.nodes
 		for _, n := range a.nodes {
 			if !n.Ready {
 				continue
@@ -304,6 +306,17 @@ func (a *Admitter) decide(s state, p idepool.Profile, kind idepool.ClaimKind) er
 		d["profile"] = p.Name
 		return &idepool.Error{Code: idepool.ECapacity, Message: msg, Details: d}
 	}
+	if s.swarm && len(s.allNodes) > 0 && !anyNodeHolds(s.allNodes, needMem, needCPU) {
+		// Not a matter of waiting: no node is that large, even empty.
+		var bigMem, bigCPU int64
+		for _, n := range s.allNodes {
+			bigMem, bigCPU = max(bigMem, n.MemoryBytes), max(bigCPU, n.NanoCPUs)
+		}
+		return refuse(idepool.ReasonNeverFits, fmt.Sprintf("no node of the cluster can ever run a %s container: it reserves %d bytes and %.2f CPUs, the largest node has %d bytes and %.2f CPUs",
+			p.Name, needMem, needCPU, bigMem, float64(bigCPU)/1e9),
+			map[string]any{"neededBytes": needMem, "neededNanoCPUs": int64(needCPU * 1e9), "largestBytes": bigMem,
+				"largestNanoCPUs": bigCPU, "nodes": len(s.allNodes)})
+	}
 	if s.memTotal > 0 {
 		projected := percent(float64(s.memUsed+s.memPending+needMem), float64(s.memTotal))
 		if projected > memLimit {
@@ -333,6 +346,17 @@ func (a *Admitter) decide(s state, p idepool.Profile, kind idepool.ClaimKind) er
 		}
 	}
 	return nil
+}
+
+// anyNodeHolds reports whether some node, empty, could hold one container
+// reserving mem and cpu.
+func anyNodeHolds(nodes []Node, mem int64, cpu float64) bool {
+	for _, n := range nodes {
+		if n.MemoryBytes >= mem && float64(n.NanoCPUs) >= cpu*1e9 {
+			return true
+		}
+	}
+	return false
 }
 
 // fits counts how many containers reserving mem and cpu the nodes can

@@ -231,6 +231,8 @@ func TestSwarmNodes(t *testing.T) {
 			NanoCPUs: int64(cpus * 1e9), ReservedNanoCPUs: int64(resCPU * 1e9), Ready: ready}
 	}
 	big := idepool.Profile{Name: "big", MemoryLimit: 6 * gib, CPULimit: 1}
+	huge := idepool.Profile{Name: "huge", MemoryLimit: 32 * gib, CPULimit: 1}
+	wide := idepool.Profile{Name: "wide", MemoryLimit: 1 * gib, CPULimit: 12}
 	tests := []struct {
 		name   string
 		nodes  []Node
@@ -244,6 +246,9 @@ func TestSwarmNodes(t *testing.T) {
 		{"down nodes do not count", []Node{node("a", 16, 4, 8, 0, true), node("b", 64, 0, 8, 0, false)}, big, idepool.ClaimCold, "", 1},
 		{"cluster reservations over the limit", []Node{node("a", 100, 95, 100, 0, true)}, prof, idepool.ClaimCold, "memory", 0},
 		{"no ready node", []Node{node("a", 16, 0, 8, 0, false)}, prof, idepool.ClaimCold, "node-fit", 0},
+		{"more memory than any node has", []Node{node("a", 16, 0, 8, 0, true), node("b", 16, 0, 8, 0, true)}, huge, idepool.ClaimCold, idepool.ReasonNeverFits, 0},
+		{"more CPUs than any node has", []Node{node("a", 64, 0, 8, 0, true)}, wide, idepool.ClaimCold, idepool.ReasonNeverFits, 0},
+		{"only a down node is large enough: wait", []Node{node("a", 64, 0, 8, 0, true), node("b", 16, 0, 16, 0, false)}, wide, idepool.ClaimCold, "cpu", 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -266,7 +266,7 @@ func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepoo
 		}
 	}
 	if err := cl.admitCold(ctx, p); err != nil {
-		if cl.opts.Queue.Enabled && allowQueue {
+		if cl.opts.Queue.Enabled && allowQueue && !idepool.NeverFits(err) {
 			return idepool.Claim{}, errQueue
 		}
 		reason := idepool.ReasonCapacity

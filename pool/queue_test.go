@@ -256,3 +256,26 @@ func TestLimits(t *testing.T) {
 		})
 	}
 }
+
+// neverFitsAdmitter refuses every create as no node could ever hold it.
+type neverFitsAdmitter struct{}
+
+func (neverFitsAdmitter) Admit(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
+	return &idepool.Error{Code: idepool.ECapacity, Message: "no node of the cluster can ever run a " + p.Name + " container",
+		Details: map[string]any{"reason": idepool.ReasonNeverFits}}
+}
+
+// TestNeverFitsIsRefusedNotQueued: with the queue on, a start whose
+// profile no node can ever hold is refused at once with the admitter's
+// reason, not left waiting for capacity that will never come.
+func TestNeverFitsIsRefusedNotQueued(t *testing.T) { synctest.Test(t, testNeverFitsIsRefusedNotQueued) }
+
+func testNeverFitsIsRefusedNotQueued(t *testing.T) {
+	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 0)}, admitter: neverFitsAdmitter{},
+		opts: func(o *Options) { o.Queue = QueueOptions{Enabled: true} }})
+	h.reconcile()
+	c, tk, err := h.m.StartOrQueue(context.Background(), idepool.StartRequest{Workspace: ws("too-big")})
+	if tk != nil || c.Container.ID != "" || !idepool.NeverFits(err) {
+		t.Fatalf("StartOrQueue = %+v, ticket %+v, err %v; want a never-fits refusal", c, tk, err)
+	}
+}
