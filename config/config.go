@@ -86,7 +86,10 @@ type Config struct {
 	// StopGracePeriod: STOP_GRACE_PERIOD, the swarm runtime's time
 	// between SIGTERM and SIGKILL of a container's task.
 	StopGracePeriod time.Duration
-	DockerHost      string // DOCKER_HOST
+	// NodeSilence: NODE_SILENCE, after which a node whose agents are all
+	// gone is judged lost (0: only the engine's word).
+	NodeSilence time.Duration
+	DockerHost  string // DOCKER_HOST
 	// AgentNetworks (AGENT_NETWORKS) are CIDRs of the containers' network;
 	// empty on swarm: the network's own subnets. TrustedPeers
 	// (TRUSTED_PEERS) are DNS names of the infrastructure on it (Traefik);

@@ -49,6 +49,10 @@ type ContainerView struct {
 	// is lost (NodeState.Down).
 	Node     string
 	NodeDown bool
+	// NodeSilent: idepool, not the engine, judged the node lost: every
+	// agent on it has been gone for NodeSilence while agents elsewhere
+	// answer (MarkSilentNodes). NodeDown is set with it.
+	NodeSilent bool
 	// NodeDrained: that node is being emptied (NodeState.Drained).
 	NodeDrained bool
 }
@@ -127,6 +131,9 @@ func judgeOne(v *ContainerView, now time.Time, o JudgeOptions) (Verdict, bool) {
 		// does, and Swarm still says its task runs. An agent that still
 		// talks to us (the node lost only its managers) keeps it.
 		msg := fmt.Sprintf("node %s lost (its engine reports it down and the agent is gone)", v.Node)
+		if v.NodeSilent {
+			msg = fmt.Sprintf("node %s lost (every agent on it is gone while agents elsewhere answer; its engine has not said so yet)", v.Node)
+		}
 		if v.Claimed {
 			return Verdict{ID: v.ID, Kind: VerdictReplace, Reason: ReasonNodeLost, Message: msg}, true
 		}

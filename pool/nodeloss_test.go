@@ -19,6 +19,7 @@ type nodeRuntime struct {
 	mu       sync.Mutex
 	down     map[string]bool   // node → the engine lost it
 	rejected map[string]string // container id → node that lacks the image
+	nodeOf   map[string]string // container id → the node it runs on (default: the fake's)
 	specs    []idepool.ContainerSpec
 }
 
@@ -44,6 +45,9 @@ func (r *nodeRuntime) List(ctx context.Context) ([]idepool.Instance, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range insts {
+		if node, ok := r.nodeOf[insts[i].ID]; ok {
+			insts[i].Node = node
+		}
 		if node, ok := r.rejected[insts[i].ID]; ok {
 			insts[i].Node, insts[i].Status = node, idepool.StatusFailed
 			insts[i].Message = "task rejected: No such image: ide:test"
@@ -59,7 +63,7 @@ func (r *nodeRuntime) lastSpec() idepool.ContainerSpec {
 }
 
 func newNodeHarness(t *testing.T, target int) (*harness, *nodeRuntime) {
-	nr := &nodeRuntime{down: map[string]bool{}, rejected: map[string]string{}}
+	nr := &nodeRuntime{down: map[string]bool{}, rejected: map[string]string{}, nodeOf: map[string]string{}}
 	h := newHarness(t, setup{
 		profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, target)},
 		opts: func(o *Options) {
@@ -137,6 +141,52 @@ func TestNodeLostReplacesClaimedAndWarm(t *testing.T) {
 		}
 		if p := h.pool(idepool.DefaultProfile); p.Warm != 1 || p.Claimed != 1 || p.Starting != 0 {
 			t.Errorf("after: %+v, want the pool refilled (1 warm) and one claim", p)
+		}
+		h.checkNoLeak()
+	})
+}
+
+// TestSilentNodeLostBeforeTheEngine: every agent on one node gone for
+// NodeSilence while an agent on another node answers: idepool replaces the
+// node's claimed container before the engine calls the node down.
+func TestSilentNodeLostBeforeTheEngine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, nr := newNodeHarness(t, 0)
+		h.reconcile()
+		lost := h.start("silent-ws").Container.ID
+		kept := h.start("other-ws").Container.ID
+		nr.mu.Lock()
+		nr.nodeOf[kept] = "n2"
+		nr.mu.Unlock()
+		h.reconcile()
+		synctest.Wait()
+
+		h.agents.mu.Lock()
+		h.agents.down[lost] = true
+		h.agents.mu.Unlock()
+		h.m.AgentReport(idepool.AgentReport{ContainerID: lost, Kind: idepool.AgentGone})
+		h.reconcile()
+		synctest.Wait()
+		if _, ok := h.m.ReplacedBy(lost); ok {
+			t.Fatal("replaced at once: a dropped connection alone is not a lost node")
+		}
+		time.Sleep(h.m.opts.NodeSilence)
+		h.reconcile()
+		synctest.Wait()
+		h.reconcile()
+		synctest.Wait()
+		newID, ok := h.m.ReplacedBy(lost)
+		if !ok {
+			t.Fatalf("every agent on the node silent for %v, the engine still says up: not replaced", h.m.opts.NodeSilence)
+		}
+		if oc, _ := h.m.Get(context.Background(), lost); oc.StopReason != ReasonNodeLost {
+			t.Errorf("old container stop reason %q, want %s", oc.StopReason, ReasonNodeLost)
+		}
+		if nc, _ := h.m.Get(context.Background(), newID); nc.Workspace == nil || nc.Workspace.Bucket != "silent-ws" {
+			t.Errorf("replacement %+v", nc)
+		}
+		if kc, _ := h.m.Get(context.Background(), kept); kc.State != idepool.StateRunning {
+			t.Errorf("the container on the answering node: %s, want running", kc.State)
 		}
 		h.checkNoLeak()
 	})

@@ -36,6 +36,59 @@ func MarkNodes(views []ContainerView, nodes []idepool.NodeState) {
 	}
 }
 
+// MarkSilentNodes judges lost, before the engine does, each node on which
+// every agent that ever connected has been gone for at least silence while
+// an agent on another node is connected (so the fault is not idepool's own
+// network): it sets NodeDown and NodeSilent on that node's views. The
+// engine needs ~3 missed heartbeats (Swarm's default: 11–13 s); agents'
+// connections drop at once. A false judgement costs a replacement, not
+// work: the old copy's later writes yield to the replacement's (wsync's
+// owner-epoch fence). silence 0: off.
+func MarkSilentNodes(views []ContainerView, now time.Time, silence time.Duration) {
+	if silence <= 0 {
+		return
+	}
+	type tally struct{ known, silent, connected int }
+	byNode := map[string]*tally{}
+	for _, v := range views {
+		if v.Node == "" || v.Stopping || !v.State.Live() || v.NodeDown || v.NodeDrained {
+			continue // a drained node's agents leave on purpose (flushed)
+		}
+		t := byNode[v.Node]
+		if t == nil {
+			t = &tally{}
+			byNode[v.Node] = t
+		}
+		switch {
+		case v.AgentConnected:
+			t.known++
+			t.connected++
+		case !v.GoneAt.IsZero():
+			t.known++
+			if now.Sub(v.GoneAt) >= silence {
+				t.silent++
+			}
+		}
+	}
+	silentNodes := map[string]bool{}
+	for node, t := range byNode {
+		if t.known == 0 || t.silent < t.known {
+			continue
+		}
+		for other, o := range byNode {
+			if other != node && o.connected > 0 {
+				silentNodes[node] = true
+				break
+			}
+		}
+	}
+	for i := range views {
+		if silentNodes[views[i].Node] && !views[i].NodeDown {
+			views[i].NodeDown, views[i].NodeSilent = true, true
+		}
+	}
+}
+
 // NodeRecheck is when to observe the nodes again: an agent's connection
 // dropped less than NodeWatch ago on a node the engine still calls up,
 // which is how a lost node looks for its first seconds (the engine waits

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -82,5 +83,75 @@ func TestImageMissing(t *testing.T) {
 		if got := imageMissing(msg); got != want {
 			t.Errorf("imageMissing(%q) = %v, want %v", msg, got, want)
 		}
+	}
+}
+
+// TestMarkSilentNodes: a node is judged lost before its engine says so
+// only when every agent on it that ever connected has been gone for the
+// silence while an agent elsewhere answers.
+func TestMarkSilentNodes(t *testing.T) {
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	gone := func(d time.Duration) time.Time { return now.Add(-d) }
+	view := func(id, node string, connected bool, goneFor time.Duration) ContainerView {
+		v := ContainerView{ID: id, Node: node, State: idepool.StateRunning, AgentConnected: connected}
+		if goneFor > 0 {
+			v.GoneAt = gone(goneFor)
+		}
+		return v
+	}
+	drained := func(v ContainerView) ContainerView { v.NodeDrained = true; return v }
+	tests := []struct {
+		name   string
+		views  []ContainerView
+		silent []string // ids judged lost
+	}{
+		{"every agent on b gone long enough, a answers",
+			[]ContainerView{view("a1", "a", true, 0), view("b1", "b", false, 6*time.Second), view("b2", "b", false, 5*time.Second)},
+			[]string{"b1", "b2"}},
+		{"one agent on b gone too briefly",
+			[]ContainerView{view("a1", "a", true, 0), view("b1", "b", false, 6*time.Second), view("b2", "b", false, 2*time.Second)},
+			nil},
+		{"one agent on b still connected",
+			[]ContainerView{view("a1", "a", true, 0), view("b1", "b", false, time.Minute), view("b2", "b", true, 0)},
+			nil},
+		{"every node silent: idepool's own network, not a node",
+			[]ContainerView{view("a1", "a", false, time.Minute), view("b1", "b", false, time.Minute)},
+			nil},
+		{"one node only",
+			[]ContainerView{view("b1", "b", false, time.Minute)},
+			nil},
+		{"b's container whose agent never connected does not count for or against",
+			[]ContainerView{view("a1", "a", true, 0), view("b1", "b", false, time.Minute), view("b2", "b", false, 0)},
+			[]string{"b1", "b2"}},
+		{"b is drained: its agents leave on purpose",
+			[]ContainerView{view("a1", "a", true, 0), drained(view("b1", "b", false, time.Minute))},
+			nil},
+		{"b has only never-connected agents (creating)",
+			[]ContainerView{view("a1", "a", true, 0), view("b1", "b", false, 0)},
+			nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			views := slices.Clone(tc.views)
+			MarkSilentNodes(views, now, 5*time.Second)
+			var got []string
+			for _, v := range views {
+				if v.NodeDown != v.NodeSilent {
+					t.Errorf("%s: NodeDown %v, NodeSilent %v", v.ID, v.NodeDown, v.NodeSilent)
+				}
+				if v.NodeSilent {
+					got = append(got, v.ID)
+				}
+			}
+			if !slices.Equal(got, tc.silent) {
+				t.Errorf("judged lost %v, want %v", got, tc.silent)
+			}
+		})
+	}
+	// Off: nothing is judged.
+	views := []ContainerView{view("a1", "a", true, 0), view("b1", "b", false, time.Hour)}
+	MarkSilentNodes(views, now, -1)
+	if views[1].NodeDown {
+		t.Error("silence off, yet a node was judged lost")
 	}
 }

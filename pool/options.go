@@ -75,6 +75,11 @@ type Options struct {
 	// 1 s), so a lost node is acted on as soon as the engine says so
 	// rather than at the next ReconcileInterval.
 	NodeCheckInterval time.Duration
+	// NodeSilence: a node on which every agent has been gone this long,
+	// while agents on other nodes answer, is judged lost before its
+	// engine says so (MarkSilentNodes; default 5 s; negative: wait for
+	// the engine).
+	NodeSilence time.Duration
 	// ImageRetry: a node that lacked a profile's image is avoided this long
 	// (default 5 min); then it is tried again (the image may be loaded).
 	ImageRetry time.Duration
@@ -177,6 +182,9 @@ func (o *Options) withDefaults() error {
 	def(&o.PaceMax, 500*time.Millisecond)
 	def(&o.RuntimeTimeout, 2*time.Minute)
 	def(&o.NodeCheckInterval, time.Second)
+	if o.NodeSilence == 0 {
+		o.NodeSilence = 5 * time.Second // negative stays: off
+	}
 	def(&o.ImageRetry, 5*time.Minute)
 	if o.CreateConcurrency <= 0 {
 		o.CreateConcurrency = 8

@@ -124,6 +124,9 @@ func (rc *reconciler) decide(insts []idepool.Instance, nodes []idepool.NodeState
 	w.orphans = rc.applyList(insts, listSeq, &evs)
 	views := rc.views()
 	MarkNodes(views, nodes)
+	if len(nodes) > 0 { // a runtime of several nodes
+		MarkSilentNodes(views, now, rc.opts.NodeSilence)
+	}
 	nodeWake := NodeRecheck(views, now, rc.opts.NodeCheckInterval)
 	w.stops, w.replaces = rc.applyVerdicts(Judge(views, now, rc.judgeOptions()), &evs)
 	ticketWake := rc.qu.expireTicketsLocked(now, &evs)

@@ -353,6 +353,7 @@ func (b *builder) buildPool(context.Context) (func(), error) {
 		S3Endpoint:         b.s3Endpoint,
 		Logger:             log.With("part", "pool"),
 		CreateTimeout:      cfg.CreateTimeout,
+		NodeSilence:        nodeSilence(cfg.NodeSilence),
 		FlushTimeout:       cfg.FlushTimeout,
 	})
 	if err != nil {
@@ -467,4 +468,13 @@ func (b *builder) recoverContainers(ctx context.Context) (func(), error) {
 		return nil, fmt.Errorf("recover containers from the %s runtime: %w", b.s.rt.Name(), err)
 	}
 	return nil, nil
+}
+
+// nodeSilence is NODE_SILENCE as the pool takes it: 0 (off) is negative
+// there, where 0 is the default.
+func nodeSilence(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
