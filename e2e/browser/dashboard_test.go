@@ -235,6 +235,13 @@ func diagnose(t *testing.T, bctx context.Context) {
 	} else {
 		t.Logf("cannot read the page: %v", err)
 	}
+	// What it shows (an error dialog, an empty list) and which of its
+	// loads failed or never ended: a page whose scripts or API calls did
+	// not load looks the same in its HTML.
+	if s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`"text: " + (document.body ? document.body.innerText.slice(0, 1500) : "(no body)") + "\nloads: " +
+		performance.getEntriesByType("resource").map(e => e.name.replace(location.origin, "") + " " + (e.responseStatus || 0) + " " + Math.round(e.duration) + "ms").join("\n  ")`)); err == nil {
+		t.Logf("the page's text and loads at failure:\n%s", s)
+	}
 	if png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot()); err == nil {
 		p := filepath.Join(artifactsDir(t), "dashboard-failure.png")
 		if os.WriteFile(p, png, 0o644) == nil {
