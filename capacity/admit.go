@@ -158,7 +158,7 @@ type state struct {
 	swarm                         bool
 	nodes                         []Node // the ready ones
 	allNodes                      []Node // down and drained ones too
-	err                           error // the sample failed: admit (fail open)
+	err                           error  // the sample failed: admit (fail open)
 }
 
 // sample returns fresh-enough figures. Caller must not hold a.mu.
