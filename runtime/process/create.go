@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	idepool "github.com/idepool/idepool"
+	"github.com/idepool/idepool"
 )
 
 // creation is one Create in progress: the container it registered and the
