@@ -537,25 +537,7 @@ func TestClusterDrain(t *testing.T) {
 	if s3 == victim {
 		victim = 3
 	}
-	var cl stackContainer
-	prefix := ""
-	for i := 0; i < 8 && prefix == ""; i++ {
-		p := fmt.Sprintf("drain-%d", i)
-		sc, err := a.start(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := a.get(sc.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.nodeIndex(got.Node) == victim {
-			cl, prefix = got, p
-		}
-	}
-	if prefix == "" {
-		t.Fatalf("no claim landed on %s (S3 store on node %d)", c.Node(victim), s3)
-	}
+	cl, prefix := a.claimOn(c, victim, "drain")
 	t.Logf("claimed %s for %s on %s (S3 store on %s)", cl.ID, prefix, c.Node(victim), c.Node(s3))
 
 	// The edit, and the drain at once.
@@ -605,4 +587,26 @@ func TestClusterDrain(t *testing.T) {
 	if n := c.liveTasks(nc.ID); n != 1 {
 		t.Errorf("workspace %s: %d live task containers of %s, want 1", prefix, n, nc.ID)
 	}
+}
+
+// claimOn starts workspaces base-0, base-1, … until one's container runs
+// on node victim, and returns it with its prefix (the others stay claimed).
+func (a *stackAPI) claimOn(c *cluster, victim int, base string) (stackContainer, string) {
+	a.t.Helper()
+	for i := 0; i < 8; i++ {
+		p := fmt.Sprintf("%s-%d", base, i)
+		sc, err := a.start(p)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		got, err := a.get(sc.ID)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		if c.nodeIndex(got.Node) == victim {
+			return got, p
+		}
+	}
+	a.t.Fatalf("no claim of %s-* landed on %s", base, c.Node(victim))
+	return stackContainer{}, ""
 }
