@@ -195,8 +195,17 @@ func (a *stackAPI) poolOf(profile string) (stackPool, error) {
 
 func (a *stackAPI) start(prefix string) (stackContainer, error) {
 	var c stackContainer
-	_, err := a.do("POST", "/api/containers/start?wait=ready", map[string]string{
-		"s3Bucket": "workspaces", "s3Prefix": prefix + "/", "userId": "u-" + prefix}, &c)
+	body := map[string]string{"s3Bucket": "workspaces", "s3Prefix": prefix + "/", "userId": "u-" + prefix}
+	status, err := a.do("POST", "/api/containers/start?wait=ready", body, &c)
+	if status == 500 && err != nil && strings.Contains(err.Error(), "CONTAINER_START_FAILED") {
+		// Seen once in CI: the warm container taken had its agent exit 1
+		// before ready (cause not yet found; see the closing note of
+		// issue 17). Said loudly, and the start asked again once: these
+		// tests are about nodes, not that defect.
+		a.t.Logf("KNOWN DEFECT: start of %s failed before ready (%v); asking again", prefix, err)
+		c = stackContainer{}
+		_, err = a.do("POST", "/api/containers/start?wait=ready", body, &c)
+	}
 	return c, err
 }
 
