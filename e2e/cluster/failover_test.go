@@ -157,6 +157,13 @@ func TestClusterFailover(t *testing.T) {
 			t.Errorf("%s (was on %s) after the failover: %v", cl.id, cl.node, err)
 			continue
 		}
+		if cl.node == c.Node(victim) && got.State == idepool.StateStopped && got.Workspace != nil && got.Workspace.Key() == cl.workspace {
+			// It died with its node, which idepool judged lost after
+			// its move: replaced for its workspace (TestClusterNodeLoss
+			// checks the replacement); the list below checks no two.
+			t.Logf("%s (was on the killed %s) replaced after the failover", cl.id, cl.node)
+			continue
+		}
 		if !got.State.Claimed() || got.Workspace == nil || got.Workspace.Key() != cl.workspace {
 			t.Errorf("%s (was on %s) after the failover: %s for %+v, want claimed for %s", cl.id, cl.node, got.State, got.Workspace, cl.workspace)
 		}
