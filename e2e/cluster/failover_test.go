@@ -60,8 +60,20 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatalf("get %s: %v", res.ID, err)
 		}
 		hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-		if status, _, err := firstByte(hc, res.URLs.CodeServer); err != nil || status != http.StatusOK {
-			t.Fatalf("GET %s: %d %v", redactToken(res.URLs.CodeServer), status, err)
+		// The route of a container just made (a cold claim's) can answer
+		// 502 for a moment while the overlay reaches its new task: the
+		// session is set up before the fault, not measured here.
+		var status int
+		for try := 0; ; try++ {
+			status, _, err = firstByte(hc, res.URLs.CodeServer)
+			if err == nil && status == http.StatusOK {
+				break
+			}
+			if try == 20 {
+				t.Fatalf("GET %s: %d %v", redactToken(res.URLs.CodeServer), status, err)
+			}
+			t.Logf("GET %s: %d %v; again", redactToken(res.URLs.CodeServer), status, err)
+			time.Sleep(500 * time.Millisecond)
 		}
 		cl := claim{id: res.ID, node: got.Node, workspace: workspaceBucket + "/" + prefix, cookie: routeCookie(jar, d.publicURL, res.ID)}
 		claims = append(claims, cl)
