@@ -26,15 +26,9 @@ import (
 // the replacement's work is never overwritten. tmp holds the downloaded
 // remote version.
 func (e *Engine) yieldConflict(ctx context.Context, d Decision, tmp string, remote ObjectInfo, hash, stamp string) error {
-	cname := ConflictName(d.Path, "superseded", stamp)
-	for i := 2; ; i++ {
-		if _, err := e.root.Lstat(cname); errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		if i > 100 {
-			return errors.New("no free conflict name")
-		}
-		cname = ConflictName(d.Path, fmt.Sprintf("superseded%d", i), stamp)
+	cname, err := e.freeConflictName(d.Path, "superseded", stamp)
+	if err != nil {
+		return err
 	}
 	// This side's bytes first, under the conflict name (create only), then
 	// the remote version in place of the local one.
@@ -332,15 +326,9 @@ func (e *Engine) rangedDownload(ctx context.Context, key string, f *os.File, rem
 // and the local version then replaces the remote one conditionally.
 func (e *Engine) conflict(ctx context.Context, d Decision) error {
 	stamp := e.opts.Clock.Now().UTC().Format("20060102T150405Z")
-	cname := ConflictName(d.Path, "remote", stamp)
-	for i := 2; ; i++ {
-		if _, err := e.root.Lstat(cname); errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		if i > 100 {
-			return errors.New("no free conflict name")
-		}
-		cname = ConflictName(d.Path, fmt.Sprintf("remote%d", i), stamp)
+	cname, err := e.freeConflictName(d.Path, "remote", stamp)
+	if err != nil {
+		return err
 	}
 	tmp, obj, hash, err := e.download(ctx, KeyFromRel(e.prefix, d.Path), path.Dir(d.Path), d.Remote)
 	if err != nil {
@@ -374,4 +362,19 @@ func (e *Engine) conflict(ctx context.Context, d Decision) error {
 	}
 	e.setBase(d.Path, b)
 	return nil
+}
+
+// freeConflictName is ConflictName(rel, who, stamp), or with who2, who3, …
+// when a file of that name exists already.
+func (e *Engine) freeConflictName(rel, who, stamp string) (string, error) {
+	cname := ConflictName(rel, who, stamp)
+	for i := 2; ; i++ {
+		if _, err := e.root.Lstat(cname); errors.Is(err, fs.ErrNotExist) {
+			return cname, nil
+		}
+		if i > 100 {
+			return "", errors.New("no free conflict name")
+		}
+		cname = ConflictName(rel, fmt.Sprintf("%s%d", who, i), stamp)
+	}
 }
