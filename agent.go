@@ -25,6 +25,31 @@ type Assignment struct {
 	// means AWS.
 	S3Endpoint  string `json:"s3Endpoint,omitempty"`
 	VNCPassword string `json:"vncPassword,omitempty"`
+	// IdleExempt and PreWarmed complete the claim's record, which the
+	// agent persists before it acknowledges: the orchestrator answers a
+	// claim before its runtime labels say so, and after a crash in that
+	// window it adopts the claim from the agent's hello (ClaimRecord).
+	IdleExempt bool `json:"idleExempt,omitempty"`
+	PreWarmed  bool `json:"preWarmed,omitempty"`
+}
+
+// ClaimRecord is what an agent keeps of its claim beside the workspace and
+// generation (AgentReport's), reported in its hello: enough for an
+// orchestrator that lost the claim (it crashed before writing the
+// container's labels) to adopt it as it was. It holds no secret.
+type ClaimRecord struct {
+	Epoch      int64  `json:"epoch,omitempty"`
+	UserID     string `json:"userId,omitempty"`
+	IdleExempt bool   `json:"idleExempt,omitempty"`
+	PreWarmed  bool   `json:"preWarmed,omitempty"`
+}
+
+// ClaimedAt is the claim's time (its epoch), zero when unknown.
+func (r ClaimRecord) ClaimedAt() time.Time {
+	if r.Epoch == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, r.Epoch).UTC()
 }
 
 // EpochOf is the owner epoch of a claim made at claimedAt.
@@ -94,6 +119,8 @@ type AgentReport struct {
 	// synced, flushed).
 	Generation int64      `json:"generation,omitempty"`
 	Workspace  *Workspace `json:"workspace,omitempty"`
+	// Claim is the rest of the agent's persisted claim (hello).
+	Claim *ClaimRecord `json:"claim,omitempty"`
 	// Ready is the agent's readiness at hello/heartbeat time.
 	Ready bool `json:"ready,omitempty"`
 	// LastActivity is the newest user activity the agent saw (workspace

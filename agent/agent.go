@@ -466,29 +466,40 @@ func (a *agent) assign(ctx context.Context, s *session, m control.Message) {
 		}
 		return
 	}
+	prev := a.st
 	a.st = stateOf(asg)
+	a.mu.Unlock()
+	// Persisted before the ack: the ack is what the orchestrator answers
+	// the claim on, before its runtime labels record it, so this file is
+	// the claim's record until they do. A failed write refuses the
+	// assignment (the orchestrator takes another container).
+	if err := a.persist(); err != nil {
+		a.mu.Lock()
+		if a.st.Generation == asg.Generation {
+			a.st = prev
+		}
+		a.mu.Unlock()
+		ack.Error = "cannot record the assignment: " + err.Error()
+		_ = a.write(ctx, s, ack)
+		return
+	}
+	a.mu.Lock()
 	a.syncGen = asg.Generation
 	a.synced = false
 	a.mu.Unlock()
 	a.log.Info("assigned", "generation", asg.Generation, "bucket", asg.Workspace.Bucket, "prefix", asg.Workspace.Prefix)
 	_ = a.write(ctx, s, ack)
 
-	// Persisted after the ack: a file write costs about a millisecond here
-	// (ext4 journal), on the claim's hot path, and losing it in a crash
-	// right now is harmless — the restarted agent says hello with the older
-	// generation and the orchestrator, whose labels hold the truth, sends the
-	// assignment again.
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		a.persist() // before synced, so synced implies persisted
 		a.startSync(ctx, asg)
 	}()
 }
 
 // persist writes the current assignment (minus secrets) to StateDir.
 // Concurrent calls are serialised and each writes the newest state.
-func (a *agent) persist() {
+func (a *agent) persist() error {
 	a.saveMu.Lock()
 	defer a.saveMu.Unlock()
 	a.mu.Lock()
@@ -496,7 +507,9 @@ func (a *agent) persist() {
 	a.mu.Unlock()
 	if err := saveState(a.cfg.StateDir, st); err != nil {
 		a.log.Error("could not persist the assignment", "generation", st.Generation, "err", err)
+		return err
 	}
+	return nil
 }
 
 // startSync replaces any running Syncer with one for asg and reports synced
@@ -682,7 +695,10 @@ func (a *agent) syncStats() *idepool.SyncStats {
 
 func (a *agent) helloMessage() control.Message {
 	gen, ws := a.assigned()
-	return control.Message{Type: control.TypeHello, Generation: gen, Workspace: ws, Ready: a.ready.Load(),
+	a.mu.Lock()
+	claim := a.st.claim()
+	a.mu.Unlock()
+	return control.Message{Type: control.TypeHello, Generation: gen, Workspace: ws, Claim: claim, Ready: a.ready.Load(),
 		LastActivity: a.lastActivity(), Processes: a.sup.statuses()}
 }
 

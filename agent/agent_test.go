@@ -587,3 +587,68 @@ func TestSyncEventsWhileDisconnectedAreDelivered(t *testing.T) {
 		t.Fatalf("delivered after the reconnect: %+v", ev)
 	}
 }
+
+// The ack of an assignment is the claim's durable record (issue 18): when
+// the orchestrator has it, the assignment is on disk with its whole claim,
+// and a restarted agent reports that claim in its hello. A state directory
+// that cannot be written makes the agent refuse instead.
+func TestAssignmentPersistedBeforeAck(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL)
+	fs := &fakeSyncer{}
+	cfg.NewSyncer = func(string, string, *slog.Logger) Syncer { return fs }
+	cancel, done := runAgent(t, cfg)
+	_, i := e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	w := idepool.Workspace{Bucket: "bucket-p", Prefix: "s1/"}
+	asg := idepool.Assignment{Generation: 1, Epoch: 1_700_000_000_123_456_789, Workspace: w, UserID: "stu",
+		IdleExempt: true, PreWarmed: true, Credentials: idepool.Credentials{AccessKeyID: "AKIA", SecretAccessKey: "never-on-disk"}}
+	if err := e.hub.Assign(context.Background(), testID, asg); err != nil {
+		t.Fatal(err)
+	}
+	st, err := loadState(cfg.StateDir) // read at the ack, before anything else
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := savedState{Generation: 1, Workspace: w, UserID: "stu", Epoch: asg.Epoch, IdleExempt: true, PreWarmed: true}
+	if st != want {
+		t.Fatalf("state at the ack: %+v, want %+v", st, want)
+	}
+	b, _ := os.ReadFile(filepath.Join(cfg.StateDir, stateFile))
+	if strings.Contains(string(b), "never-on-disk") {
+		t.Fatal("the secret key reached the disk")
+	}
+	e.rec.waitFor(t, i, "synced", kind(idepool.AgentSynced))
+	cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restarted: its hello carries the claim.
+	runAgent(t, cfg)
+	hello, _ := e.rec.waitFor(t, i, "hello after restart", func(r idepool.AgentReport) bool {
+		return r.Kind == idepool.AgentHello && r.Claim != nil
+	})
+	if hello.Generation != 1 || hello.Workspace == nil || *hello.Workspace != w ||
+		*hello.Claim != (idepool.ClaimRecord{Epoch: asg.Epoch, UserID: "stu", IdleExempt: true, PreWarmed: true}) {
+		t.Fatalf("hello after restart: %+v claim %+v", hello, hello.Claim)
+	}
+}
+
+func TestUnwritableStateRefusesAssignment(t *testing.T) {
+	e := startHub(t, "")
+	cfg := testConfig(t, e.srv.URL)
+	cfg.NewSyncer = func(string, string, *slog.Logger) Syncer { return &fakeSyncer{} }
+	runAgent(t, cfg)
+	e.rec.waitFor(t, 0, "hello", kind(idepool.AgentHello))
+	// A file where the state directory should be: every write fails.
+	if err := os.RemoveAll(cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.StateDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := e.hub.Assign(context.Background(), testID, idepool.Assignment{Generation: 1, Workspace: idepool.Workspace{Bucket: "bucket-q"}})
+	if idepool.ErrorCode(err) != idepool.EConflict || !strings.Contains(err.Error(), "cannot record the assignment") {
+		t.Fatalf("assign with an unwritable state: %v", err)
+	}
+}

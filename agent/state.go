@@ -11,8 +11,10 @@ import (
 	"github.com/idepool/idepool"
 )
 
-// stateFile holds the current assignment, minus its secrets, so a restarted
-// agent knows its workspace and generation.
+// stateFile holds the current assignment, minus its secrets: a restarted
+// agent knows its workspace and generation, and an orchestrator that
+// crashed before recording a claim in its runtime adopts it from the
+// agent's hello (the claim's record).
 const stateFile = "assignment.json"
 
 type savedState struct {
@@ -20,11 +22,23 @@ type savedState struct {
 	Workspace  idepool.Workspace `json:"workspace"`
 	UserID     string            `json:"userId,omitempty"`
 	S3Endpoint string            `json:"s3Endpoint,omitempty"`
+	Epoch      int64             `json:"epoch,omitempty"`
+	IdleExempt bool              `json:"idleExempt,omitempty"`
+	PreWarmed  bool              `json:"preWarmed,omitempty"`
 }
 
 func stateOf(a idepool.Assignment) savedState {
 	// Credentials and the VNC password are deliberately left out.
-	return savedState{Generation: a.Generation, Workspace: a.Workspace, UserID: a.UserID, S3Endpoint: a.S3Endpoint}
+	return savedState{Generation: a.Generation, Workspace: a.Workspace, UserID: a.UserID, S3Endpoint: a.S3Endpoint,
+		Epoch: a.Epoch, IdleExempt: a.IdleExempt, PreWarmed: a.PreWarmed}
+}
+
+// claim is the record the hello reports (nil when unassigned).
+func (st savedState) claim() *idepool.ClaimRecord {
+	if st.Workspace.IsZero() {
+		return nil
+	}
+	return &idepool.ClaimRecord{Epoch: st.Epoch, UserID: st.UserID, IdleExempt: st.IdleExempt, PreWarmed: st.PreWarmed}
 }
 
 func loadState(dir string) (savedState, error) {
@@ -42,10 +56,12 @@ func loadState(dir string) (savedState, error) {
 	return st, nil
 }
 
-// saveState writes atomically (temp file, rename). No fsync: it is on the
-// claim's hot path (an fsync costs ~6 ms here and serialises on the journal),
-// and it would guard only against losing power, which kills the container
-// too; the orchestrator's runtime labels stay the source of truth.
+// saveState writes atomically (temp file, rename) before the agent
+// acknowledges an assignment: it is the claim's durable record until the
+// orchestrator's runtime labels catch up. No fsync: it is on the claim's
+// hot path (an fsync costs ~6 ms here and serialises on the journal), and
+// it would guard only against the host losing power, which loses the
+// container and its unsynced files too.
 func saveState(dir string, st savedState) error {
 	b, err := json.Marshal(st)
 	if err != nil {

@@ -90,6 +90,9 @@ type Config struct {
 	// gone is judged lost (0: only the engine's word).
 	NodeSilence time.Duration
 	DockerHost  string // DOCKER_HOST
+	// FaultHoldLabelWrites: FAULT_HOLD_LABEL_WRITES, a testing fault point
+	// (pool.Options.HoldLabelWrites).
+	FaultHoldLabelWrites bool
 	// AgentNetworks (AGENT_NETWORKS) are CIDRs of the containers' network;
 	// empty on swarm: the network's own subnets. TrustedPeers
 	// (TRUSTED_PEERS) are DNS names of the infrastructure on it (Traefik);

@@ -97,6 +97,7 @@ type Message struct {
 	// Report fields (agent→server).
 	Generation   int64                   `json:"generation,omitempty"`
 	Workspace    *idepool.Workspace      `json:"workspace,omitempty"`
+	Claim        *idepool.ClaimRecord    `json:"claim,omitempty"`
 	Ready        bool                    `json:"ready,omitempty"`
 	LastActivity time.Time               `json:"lastActivity,omitzero"`
 	Processes    []idepool.ProcessStatus `json:"processes,omitempty"`
@@ -134,6 +135,7 @@ func (m *Message) Report(containerID string, at time.Time) (r idepool.AgentRepor
 		Time:         at,
 		Generation:   m.Generation,
 		Workspace:    m.Workspace,
+		Claim:        m.Claim,
 		Ready:        m.Ready,
 		LastActivity: m.LastActivity,
 		Processes:    m.Processes,
@@ -152,6 +154,7 @@ func FromReport(t Type, r idepool.AgentReport) Message {
 		Type:         t,
 		Generation:   r.Generation,
 		Workspace:    r.Workspace,
+		Claim:        r.Claim,
 		Ready:        r.Ready,
 		LastActivity: r.LastActivity,
 		Processes:    r.Processes,

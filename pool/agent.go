@@ -81,6 +81,7 @@ func (af *agentFeed) alive(e *entry, r idepool.AgentReport, now time.Time, evs *
 			Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
 	}
 	e.agent.up()
+	af.reported(e)
 	if r.LastActivity.After(e.c.LastActivity) {
 		e.c.LastActivity = r.LastActivity
 	}
@@ -161,13 +162,16 @@ func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[
 		return nil
 	}
 	if e.c.Workspace == nil {
-		// An unclaimed container whose agent holds a workspace was claimed
-		// by an orchestrator that crashed before recording it: it may hold
-		// someone's files and credentials, so it never joins the pool (the
-		// original's queue poisoning).
 		if r.Workspace != nil && !r.Workspace.IsZero() {
-			af.fail(e, "agent reports a workspace the labels do not record", evs)
-			af.kick()
+			// Claimed by a run of the orchestrator that crashed after the
+			// agent's ack and before the labels: the agent's record is the
+			// claim. Anything else (it holds someone's files and
+			// credentials) never joins the pool (the original's queue
+			// poisoning).
+			if why := af.adoptFromAgent(e, r, evs); why != "" {
+				af.fail(e, "agent reports a workspace the labels do not record ("+why+")", evs)
+				af.kick()
+			}
 			return nil
 		}
 		if ready {
@@ -208,6 +212,44 @@ func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[
 	e.assign.startDelivery()
 	af.setState(e, idepool.StateSyncing, "", evs)
 	return e
+}
+
+// adoptFromAgent takes the claim an agent reports (its persisted record)
+// for a recovered container whose labels do not record it, and queues the
+// labels. why says why it cannot. Caller holds mu.
+func (af *agentFeed) adoptFromAgent(e *entry, r idepool.AgentReport, evs *[]idepool.Event) (why string) {
+	ws := *r.Workspace
+	switch {
+	case !e.recovered || r.Kind != idepool.AgentHello:
+		return "not a recovered container's hello"
+	case r.Claim == nil || r.Generation < 1:
+		return "no claim record"
+	case ws.Validate() != nil:
+		return "invalid workspace"
+	}
+	now := af.clock.Now()
+	ws.Prefix = idepool.NormalizePrefix(ws.Prefix)
+	e.c.Workspace = &ws
+	e.c.Generation = r.Generation
+	e.c.UserID = r.Claim.UserID
+	e.c.ClaimedAt = r.Claim.ClaimedAt()
+	e.c.PreWarmed = r.Claim.PreWarmed
+	e.c.IdleExempt = r.Claim.IdleExempt
+	e.c.LastActivity = now
+	af.removeWarm(e)
+	af.setState(e, idepool.StateRunning, "", evs)
+	loser := af.mapClaim(e)
+	af.log.Warn("claim adopted from its agent's record (its labels were not written before a restart)",
+		"container", e.c.ID, "generation", e.c.Generation, "bucket", ws.Bucket, "prefix", ws.Prefix)
+	if loser != nil {
+		af.log.Warn("two containers claim one workspace; stopping the older claim", "container", loser.c.ID, "kept", af.byWorkspace[ws.Key()])
+		af.kick()
+	}
+	*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventClaim, ContainerID: e.c.ID, Profile: e.c.Profile,
+		State: e.c.State, Reason: "adopted", Message: "claim adopted from the agent's record",
+		Data: map[string]any{"kind": string(idepool.ClaimReused), "generation": e.c.Generation}})
+	af.labels.queue(e.c.ID, claimLabels(ws, e.c.UserID, e.c.Generation, e.c.PreWarmed, e.c.ClaimedAt, e.c.IdleExempt))
+	return ""
 }
 
 // deliver sends a claimed container's assignment to its agent. On failure

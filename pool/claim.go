@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -55,6 +54,9 @@ func (cl *claimer) startOrQueue(ctx context.Context, req idepool.StartRequest, p
 	}
 	p, err := cl.profile(req.Profile)
 	if err != nil {
+		return idepool.Claim{}, nil, err
+	}
+	if err := cl.awaitAdoption(ctx); err != nil {
 		return idepool.Claim{}, nil, err
 	}
 	req.Profile = p.Name
@@ -190,6 +192,26 @@ func (cl *claimer) findLocked(req idepool.StartRequest, p idepool.Profile, key s
 	var evs []idepool.Event
 	taken := cl.takeForStartLocked(p, req, &evs)
 	return found{kind: foundRegistered, call: call, taken: taken, evs: evs}
+}
+
+// awaitAdoption holds a start after a restart until every recovered
+// unclaimed container's agent has reported (at most AdoptWait): one of them
+// may hold this workspace's claim, which only its agent records yet.
+func (cl *claimer) awaitAdoption(ctx context.Context) error {
+	cl.mu.Lock()
+	ch := cl.settled
+	cl.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	default:
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctxError(ctx)
+	}
 }
 
 func ctxError(ctx context.Context) error {
@@ -349,76 +371,37 @@ func (cl *claimer) finishWarm(ctx context.Context, req idepool.StartRequest, p i
 	return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, true
 }
 
-// completeWarm delivers a bound container's assignment and records the
-// claim in the runtime, both at once. The claim waits for the agent's ack
-// at most AckWait (by default not at all): an agent that refuses or is
-// gone by then makes this start fall back to another container (ok false,
-// the container is failed and never goes back to the pool); a later ack is
-// not waited for, so a busy agent (or a busy host) never holds the claim's
-// answer — a delivery that fails later fails the container, which its user
-// sees through wait=ready, GET and the event stream.
+// completeWarm delivers a bound container's assignment and answers once
+// the agent acknowledged it. The agent persists the assignment before its
+// ack, so the ack makes the claim durable: the runtime's labels, the
+// second record (a Swarm service update of 50–100 ms), are written behind
+// the answer (labelWriter), and a crash before they are is repaired by
+// adopting the claim from the agent's hello (adoptFromAgent). An agent
+// that refuses or does not answer within AssignTimeout makes this start
+// fall back to another container (ok false; the container is failed and
+// never goes back to the pool).
 func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
 	id := e.c.ID // fixed for the entry's life
-	var failOnce sync.Once
-	failed := false
-	undo := func(msg string, err error) {
-		failOnce.Do(func() {
-			cl.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
-			var evs []idepool.Event
-			cl.mu.Lock()
-			e.assign.delivered(false)
-			cl.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
-			failed = true
-			cl.mu.Unlock()
-			cl.publish(evs)
-			cl.kick()
-		})
-	}
-	acked := make(chan error, 1)
-	deliver := func(bctx context.Context) {
-		actx, cancel := context.WithTimeout(bctx, cl.opts.AssignTimeout)
-		err := cl.agents.Assign(actx, id, a)
-		cancel()
-		if err != nil {
-			undo("assign", err)
-		} else {
-			cl.mu.Lock()
-			e.assign.delivered(true)
-			cl.mu.Unlock()
-		}
-		acked <- err
-	}
-	switch {
-	case cl.opts.AckWait < 0:
-		deliver(ctx) // wait for the ack, however long
-	case cl.opts.AckWait > 0:
-		cl.goBG(deliver)
-	default:
-		cl.deliverPaced(deliver) // nobody waits: answers first, syncs after
-	}
-	lctx, cancel := cl.rtCtx(ctx, cl.opts.RuntimeTimeout)
-	err := cl.rt.SetLabels(lctx, id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
+	// Not the request's context: a client that leaves mid-claim must not
+	// waste the container it was bound; its retry finds the claim.
+	actx, cancel := context.WithTimeout(cl.bgCtx, cl.opts.AssignTimeout)
+	err := cl.agents.Assign(actx, id, a)
 	cancel()
-	if err != nil {
-		undo("record claim", err)
-		return idepool.Container{}, false
-	}
-	if cl.opts.AckWait > 0 {
-		t := time.NewTimer(cl.opts.AckWait)
-		select {
-		case <-acked:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
+	var evs []idepool.Event
 	cl.mu.Lock()
-	gone := failed
+	e.assign.delivered(err == nil)
+	if err != nil {
+		cl.log.Warn("warm claim failed; stopping the container", "container", id, "step", "assign", "err", err)
+		cl.fail(e, "assign: "+idepool.ErrorMessage(err), &evs)
+	}
 	c := copyContainer(e.c)
 	cl.mu.Unlock()
-	if gone {
+	if err != nil {
+		cl.publish(evs)
+		cl.kick()
 		return idepool.Container{}, false
 	}
+	cl.labels.queue(id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
 	return c, true
 }
 

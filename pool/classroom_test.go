@@ -182,6 +182,9 @@ func testPrepareThenStart(t *testing.T) {
 		t.Fatalf("second start: %s", c2.Kind)
 	}
 	h.m.bg.Wait()
+	if err := h.m.labels.wait(ctx); err != nil { // written behind the answers
+		t.Fatal(err)
+	}
 	insts, _ := h.rt.List(ctx)
 	for _, in := range insts {
 		if in.ID == c.Container.ID && (in.Labels[LabelPreparedUntil] != "" || in.Labels[idepool.LabelUser] != "alice") {

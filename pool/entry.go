@@ -21,6 +21,9 @@ type entry struct {
 
 	agent     agentLink
 	recovered bool
+	// unreported: recovered unclaimed, and its agent has not reported yet
+	// (state.adopting counts these).
+	unreported bool
 
 	// assignment is the claim's assignment (with credentials, memory
 	// only); assign says whether the agent has it.

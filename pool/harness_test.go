@@ -233,9 +233,9 @@ func (h *harness) start(bucket string) idepool.Claim {
 // whose clock starts at midnight UTC 2000-01-01 (a real one is long past).
 func inBubble() bool { return time.Now().Before(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)) }
 
-// settle waits until the assignment of container id, which a warm claim
-// delivers in the background (AckWait 0, after the pacer's quiet time),
-// was acknowledged or failed. It runs on the bubble's fake time: each
+// settle waits until the assignment of container id (a cold claim's is
+// delivered in the background once its agent is ready) was acknowledged or
+// failed, and the labels written behind the answers are written. It runs on the bubble's fake time: each
 // round lets every goroutine settle, then lets a millisecond pass.
 func (h *harness) settle(id string) {
 	h.t.Helper()
@@ -246,6 +246,9 @@ func (h *harness) settle(id string) {
 		e := h.m.containers[id]
 		busy := e != nil && e.assign.delivering()
 		h.m.mu.Unlock()
+		h.m.labels.mu.Lock()
+		busy = busy || !h.m.labels.hold && (len(h.m.labels.pending) > 0 || len(h.m.labels.inflight) > 0)
+		h.m.labels.mu.Unlock()
 		if !busy {
 			return
 		}

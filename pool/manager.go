@@ -90,13 +90,11 @@ type core struct {
 
 	wake    chan struct{}
 	claimed chan struct{} // a warm claim took one: refill soon (PaceQuiet)
-	// deliveries are warm claims' assignment deliveries waiting for the
-	// claims' pause (PaceQuiet); see paceDeliveries.
-	deliveries chan func(context.Context)
-	pacer      sync.WaitGroup // paceDeliveries
-	bg         sync.WaitGroup
-	bgCtx      context.Context
-	cancel     context.CancelFunc
+	// labels writes the runtime's labels behind the answers.
+	labels *labelWriter
+	bg     sync.WaitGroup
+	bgCtx  context.Context
+	cancel context.CancelFunc
 
 	// The parts the others call.
 	cl    *claimer
@@ -114,9 +112,9 @@ func New(o Options) (*Manager, error) {
 	c := &core{
 		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
 		log: o.Logger, opts: o,
-		wake:       make(chan struct{}, 1),
-		claimed:    make(chan struct{}, 1),
-		deliveries: make(chan func(context.Context), 1024),
+		wake:    make(chan struct{}, 1),
+		claimed: make(chan struct{}, 1),
+		labels:  newLabelWriter(o.Runtime, o.Logger, o.RuntimeTimeout, o.HoldLabelWrites),
 	}
 	st, err := newState(o.Clock, &c.opts)
 	if err != nil {
@@ -127,92 +125,34 @@ func New(o Options) (*Manager, error) {
 	m := &Manager{core: c, claimer: c.cl, queue: c.qu, preparer: c.prep, stopper: c.stops,
 		reconciler: &reconciler{core: c}, agentFeed: &agentFeed{c}}
 	m.bgCtx, m.cancel = context.WithCancel(context.Background())
-	m.pacer.Add(1)
-	go m.paceDeliveries()
+	m.labels.start(m.bgCtx)
 	return m, nil
 }
 
-// paceDeliveries starts queued deliveries once claims pause (PaceQuiet,
-// at most PaceMax after the first queued). Deliveries still queued at
-// Close are dropped: their containers keep their claim (labels) and
-// pending assignment, which the next run delivers, as after a crash.
-func (c *core) paceDeliveries() {
-	defer c.pacer.Done()
-	quiet := time.NewTimer(time.Hour)
-	quiet.Stop()
-	defer quiet.Stop()
-	var by <-chan time.Time
-	var batch []func(context.Context)
-	for {
-		select {
-		case <-c.bgCtx.Done():
-			// Each queued delivery holds a count of c.bg (deliverPaced).
-			for range batch {
-				c.bg.Done()
-			}
-			for {
-				select {
-				case <-c.deliveries:
-					c.bg.Done()
-				default:
-					return
-				}
-			}
-		case f := <-c.deliveries:
-			batch = append(batch, f)
-			quiet.Reset(c.opts.PaceQuiet)
-			if by == nil {
-				by = time.After(c.opts.PaceMax)
-			}
-			continue
-		case <-quiet.C:
-		case <-by:
-		}
-		by = nil
-		for _, f := range batch {
-			go func() {
-				defer c.bg.Done()
-				f(c.bgCtx)
-			}()
-		}
-		batch = nil
-	}
-}
-
-// deliverPaced queues a warm claim's delivery behind the burst of claims
-// (paceDeliveries); with the queue full it starts at once.
-func (c *core) deliverPaced(f func(context.Context)) {
-	// Counted in c.bg from now on, like goBG: Close and tests wait for it.
-	// Queued under c.mu, which Close takes before it stops the pacer: a
-	// queued delivery is never missed by the pacer's final drain.
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return
-	}
-	c.bg.Add(1)
-	select {
-	case c.deliveries <- f:
-	default:
-		go func() {
-			defer c.bg.Done()
-			f(c.bgCtx)
-		}()
-	}
-}
-
 // Close stops background work (assignment deliveries, removals started by
-// reports) and waits for it. Containers are left running: they are adopted
-// again by the next Recover.
+// reports) and waits for it, after writing the labels still pending
+// (bounded: a claim whose labels are not written is adopted from its
+// agent's record by the next run). Containers are left running: they are
+// adopted again by the next Recover.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
+	if !m.opts.HoldLabelWrites {
+		ctx, cancel := context.WithTimeout(context.Background(), labelDrainTimeout)
+		if err := m.labels.wait(ctx); err != nil {
+			m.log.Warn("closing with label writes pending; the agents' records keep those claims", "err", err)
+		}
+		cancel()
+	}
 	m.cancel()
-	m.pacer.Wait()
+	m.labels.workers.Wait()
 	m.bg.Wait()
 	return nil
 }
+
+// labelDrainTimeout bounds Close's wait for pending label writes.
+const labelDrainTimeout = 10 * time.Second
 
 // goBG runs f in the background, tracked by Close; after Close it does
 // nothing.

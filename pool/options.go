@@ -49,22 +49,21 @@ type Options struct {
 	// first, so a claim never waits for the router's refresh. It is retried
 	// with backoff until CreateTimeout.
 	RouteGate func(ctx context.Context, c idepool.Container) error
-	// AckWait is how long a warm claim waits for the agent's ack before it
-	// answers anyway: a refusal within it falls back to another container;
-	// a later failure fails the container (its user sees it through
-	// wait=ready, GET and the event stream, and the next start gets a new
-	// one). Zero (the default) does not wait: only warm containers whose
-	// agent is connected are claimed, so a refusal is rare, and under a
-	// burst the agents answer late because they yield the host's CPU to
-	// the orchestrator. Negative waits for the ack however long it takes.
-	AckWait time.Duration
+	// HoldLabelWrites is a fault point for tests: claims' labels are
+	// queued but never written, as if the orchestrator crashed right after
+	// answering. A restart must adopt those claims from their agents.
+	HoldLabelWrites bool
+	// AdoptWait: after Recover, starts wait (at most this long, default
+	// 10 s) until every recovered unclaimed container's agent has said
+	// hello, since one may hold a claim its labels do not record yet;
+	// serving its workspace before would give it a second container.
+	AdoptWait time.Duration
 	// PaceQuiet and PaceMax put a burst of warm claims first: the work
-	// they cause — delivering each assignment (which starts the agent's
-	// sync) and refilling the pool — starts once no claim came for
+	// they cause — refilling the pool — starts once no claim came for
 	// PaceQuiet (default 50 ms), or PaceMax (default 500 ms) after the
 	// first claim at the latest. A class claiming 200 containers at once
-	// gets its answers first; the syncs and creates (seconds each) follow
-	// a moment later instead of competing with the claims for the host.
+	// gets its answers first; the creates (seconds each) follow a moment
+	// later instead of competing with the claims for the host.
 	// Reconciles for other reasons wait for the same pause.
 	PaceQuiet time.Duration
 	PaceMax   time.Duration
@@ -178,6 +177,7 @@ func (o *Options) withDefaults() error {
 	def(&o.AdoptGrace, 2*time.Minute)
 	def(&o.ReconcileInterval, 10*time.Second)
 	def(&o.AssignTimeout, 15*time.Second)
+	def(&o.AdoptWait, 10*time.Second)
 	def(&o.PaceQuiet, 50*time.Millisecond)
 	def(&o.PaceMax, 500*time.Millisecond)
 	def(&o.RuntimeTimeout, 2*time.Minute)

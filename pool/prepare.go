@@ -120,14 +120,9 @@ func (pr *preparer) prepareOne(ctx context.Context, p idepool.Profile, ws idepoo
 	if !ok {
 		return failed(idepool.Errorf(idepool.EStartFailed, "container %s stopped while being prepared", c.ID))
 	}
-	lctx, cancel := pr.rtCtx(ctx, pr.opts.RuntimeTimeout)
-	err = pr.rt.SetLabels(lctx, c.ID, map[string]string{LabelPreparedUntil: req.ExpiresAt.UTC().Format(time.RFC3339Nano)})
-	cancel()
-	if err != nil {
-		// Without the label a restart would keep it until its idle timeout;
-		// still usable, so keep it.
-		pr.log.Warn("record prepared expiry", "container", c.ID, "err", err)
-	}
+	// Behind the answer, like the claim's: without the label a restart
+	// keeps it until its idle timeout, still usable.
+	pr.labels.queue(c.ID, map[string]string{LabelPreparedUntil: req.ExpiresAt.UTC().Format(time.RFC3339Nano)})
 	res.Status = PrepareBound
 	pr.events.Publish(idepool.Event{Time: pr.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,
 		State: c.State, Reason: "prepared", Data: map[string]any{"kind": string(claim.Kind), "prepared": true,
@@ -136,8 +131,8 @@ func (pr *preparer) prepareOne(ctx context.Context, p idepool.Profile, ws idepoo
 }
 
 // takePreparedLocked hands a prepared container to the start that came for
-// its workspace. The runtime record is updated in the background so the
-// start answers at once. Caller holds mu.
+// its workspace. The runtime record is updated behind the answer.
+// Caller holds mu.
 func (pr *preparer) takePreparedLocked(e *entry, req idepool.StartRequest) idepool.ClaimKind {
 	now := pr.clock.Now()
 	e.preparedUntil = time.Time{}
@@ -155,13 +150,6 @@ func (pr *preparer) takePreparedLocked(e *entry, req idepool.StartRequest) idepo
 	if req.IdleExempt {
 		labels[idepool.LabelIdleExempt] = "true"
 	}
-	id := e.c.ID
-	pr.goBGLocked(func(ctx context.Context) {
-		lctx, cancel := pr.rtCtx(ctx, pr.opts.RuntimeTimeout)
-		defer cancel()
-		if err := pr.rt.SetLabels(lctx, id, labels); err != nil {
-			pr.log.Warn("record start of a prepared container", "container", id, "err", err)
-		}
-	})
+	pr.labels.queue(e.c.ID, labels)
 	return ClaimPrepared
 }

@@ -41,6 +41,27 @@ func (rc *reconciler) Recover(ctx context.Context) error {
 		}
 	}
 	rc.recovered = true
+	if rc.adopting > 0 {
+		// Starts wait for these agents' hellos (bounded by AdoptWait).
+		rc.settled = make(chan struct{})
+		settled := rc.settled
+		rc.goBGLocked(func(ctx context.Context) {
+			t := time.NewTimer(rc.opts.AdoptWait)
+			defer t.Stop()
+			select {
+			case <-settled:
+				return
+			case <-ctx.Done():
+			case <-t.C:
+				rc.log.Warn("starts resume with agents still silent since the restart", "silent", rc.adoptingCount())
+			}
+			rc.mu.Lock()
+			if rc.settled == settled {
+				rc.settle()
+			}
+			rc.mu.Unlock()
+		})
+	}
 	rc.mu.Unlock()
 	rc.publish(rc.removeUnadoptable(ctx, broken))
 	rc.log.Info("recovered containers", "claimed", claimed, "unclaimed", warm, "removed", len(broken))
@@ -78,24 +99,22 @@ func (rc *reconciler) adoptLocked(inst idepool.Instance, now time.Time) (*entry,
 	e.agent.await(now.Add(rc.opts.AdoptGrace))
 	rc.containers[c.ID] = e
 	if c.Workspace == nil {
+		e.unreported = true
+		rc.adopting++
 		return e, unadoptable{}
 	}
-	key := c.Workspace.Key()
-	otherID, dup := rc.byWorkspace[key]
-	if !dup {
-		rc.byWorkspace[key] = c.ID
-		return e, unadoptable{}
+	if loser := rc.mapClaim(e); loser != nil {
+		rc.log.Warn("two containers claim one workspace; stopping the older claim",
+			"container", loser.c.ID, "kept", rc.byWorkspace[c.Workspace.Key()])
 	}
-	other := rc.containers[otherID]
-	winner, loser := e, other
-	if newerClaim(other.c, e.c) {
-		winner, loser = other, e
-	}
-	rc.byWorkspace[key] = winner.c.ID
-	loser.exit.doomed = ReasonDuplicate
-	rc.log.Warn("two containers claim one workspace; stopping the older claim",
-		"container", loser.c.ID, "kept", winner.c.ID)
 	return e, unadoptable{}
+}
+
+// adoptingCount is how many recovered agents are still silent.
+func (rc *reconciler) adoptingCount() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.adopting
 }
 
 // removeUnadoptable removes what Recover could not adopt and remembers it

@@ -37,6 +37,12 @@ type state struct {
 	seq         uint64   // counts finished creates, see entry.createdSeq
 	closed      bool
 	recovered   bool // Recover ran
+	// adopting counts recovered unclaimed containers whose agent has not
+	// reported yet: one may hold a claim the labels do not record (the
+	// orchestrator crashed before writing them). settled is closed once
+	// none is left, or AdoptWait after Recover; starts wait for it.
+	adopting int
+	settled  chan struct{}
 
 	tickets     map[string]*ticket // queued and recently finished tickets
 	ticketIDs   []string           // FIFO of finished ticket ids (bounded)
@@ -75,7 +81,9 @@ func newState(clock idepool.Clock, opts *Options) (*state, error) {
 		history:     map[string]idepool.Container{},
 		tickets:     map[string]*ticket{},
 		replacedBy:  map[string]string{},
+		settled:     make(chan struct{}),
 	}
+	close(s.settled) // nothing to adopt until Recover finds some
 	for _, p := range opts.Profiles {
 		if err := p.Validate(); err != nil {
 			return nil, err
@@ -133,6 +141,7 @@ func (s *state) bind(e *entry, req idepool.StartRequest, now time.Time, evs *[]i
 	ws := req.Workspace
 	e.c.Generation++
 	a := s.assignment(req, e.c.Generation, now)
+	a.PreWarmed = true
 	e.assignment = &a
 	e.assign = assignDelivering // this start delivers it, not a heartbeat
 	e.c.Workspace = &ws
@@ -201,8 +210,51 @@ func (s *state) markWarm(e *entry, evs *[]idepool.Event) bool {
 	return true
 }
 
+// mapClaim maps the workspace of a claim found after a restart (in the
+// labels, or in the agent's record) to e. A crash mid-claim can leave two
+// containers for one workspace: the newest claim is kept and the other
+// doomed, to stop once its agent has flushed (loser, nil when none).
+func (s *state) mapClaim(e *entry) (loser *entry) {
+	key := e.c.Workspace.Key()
+	other := s.containers[s.byWorkspace[key]]
+	if other == nil || other == e {
+		s.byWorkspace[key] = e.c.ID
+		return nil
+	}
+	winner, loser := e, other
+	if newerClaim(other.c, e.c) {
+		winner, loser = other, e
+	}
+	s.byWorkspace[key] = winner.c.ID
+	loser.exit.doomed = ReasonDuplicate
+	return loser
+}
+
+// reported: e's agent reported, or e is gone; either way it no longer
+// holds back the starts after a restart.
+func (s *state) reported(e *entry) {
+	if !e.unreported {
+		return
+	}
+	e.unreported = false
+	s.adopting--
+	if s.adopting == 0 {
+		s.settle()
+	}
+}
+
+// settle lets the starts held after a restart go.
+func (s *state) settle() {
+	select {
+	case <-s.settled:
+	default:
+		close(s.settled)
+	}
+}
+
 // fail marks e failed (the reconciler removes it).
 func (s *state) fail(e *entry, msg string, evs *[]idepool.Event) {
+	s.reported(e)
 	if e.c.State == idepool.StateFailed || e.exit.stopping() {
 		return
 	}
@@ -278,6 +330,7 @@ func (s *state) beginStop(e *entry, reason string, evs *[]idepool.Event) (flush 
 // finish forgets a removed container, keeps it in the history and wakes
 // everything waiting on it.
 func (s *state) finish(e *entry, reason string, evs *[]idepool.Event) {
+	s.reported(e)
 	now := s.clock.Now()
 	s.removeWarm(e)
 	if e.c.Workspace != nil && s.byWorkspace[e.c.Workspace.Key()] == e.c.ID {
@@ -441,7 +494,7 @@ func (s *state) effectiveTarget(ps *profileState, now time.Time) TargetResult {
 func (s *state) assignment(req idepool.StartRequest, gen int64, claimedAt time.Time) idepool.Assignment {
 	a := idepool.Assignment{
 		Generation: gen, Epoch: idepool.EpochOf(claimedAt), Workspace: req.Workspace, UserID: req.UserID,
-		Credentials: req.Credentials, VNCPassword: req.VNCPassword,
+		Credentials: req.Credentials, VNCPassword: req.VNCPassword, IdleExempt: req.IdleExempt,
 	}
 	if a.Credentials.IsZero() {
 		a.Credentials = s.opts.DefaultCredentials

@@ -355,6 +355,7 @@ func (b *builder) buildPool(context.Context) (func(), error) {
 		CreateTimeout:      cfg.CreateTimeout,
 		NodeSilence:        nodeSilence(cfg.NodeSilence),
 		FlushTimeout:       cfg.FlushTimeout,
+		HoldLabelWrites:    cfg.FaultHoldLabelWrites,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)

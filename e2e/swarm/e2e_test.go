@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -144,27 +145,7 @@ func TestSwarmRestart(t *testing.T) {
 		t.Fatalf("%d services before the kill, want %d", len(before), poolSize+1)
 	}
 
-	// SIGKILL idepool's container; Swarm restarts the task.
-	cl, err := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).
-		Add("label", "com.docker.swarm.service.name="+s.idepoolSvc)})
-	if err != nil || len(cl.Items) != 1 {
-		t.Fatalf("idepool's container: %v, %d found", err, len(cl.Items))
-	}
-	killedID := cl.Items[0].ID
-	if _, err := s.docker.ContainerKill(context.Background(), killedID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	// Wait for the new task to answer (the old one is dead).
-	time.Sleep(time.Second)
-	s.waitHealthy(2 * time.Minute)
-	t.Logf("idepool answered again %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
-	if cl, err := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).
-		Add("label", "com.docker.swarm.service.name="+s.idepoolSvc)}); err != nil || len(cl.Items) != 1 {
-		t.Fatalf("idepool's containers after the kill: %v, %+v", err, cl.Items)
-	} else if cl.Items[0].ID == killedID {
-		t.Fatalf("the killed container %s still runs", killedID)
-	}
+	s.killIdepool()
 
 	got, err := s.api.Get(context.Background(), res.ID)
 	if err != nil {
@@ -212,5 +193,99 @@ func TestSwarmRestart(t *testing.T) {
 	again, err := s.api.Start(context.Background(), idepoolclient.StartRequest{Bucket: bucket, Prefix: "restart"})
 	if err != nil || !again.IsReused || again.ID != res.ID {
 		t.Errorf("start for the adopted workspace: %+v, %v; want it reused", again, err)
+	}
+}
+
+// killIdepool SIGKILLs idepool's container and waits until Swarm's new task
+// answers.
+func (s *stack) killIdepool() {
+	t := s.t
+	t.Helper()
+	cl, err := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).
+		Add("label", "com.docker.swarm.service.name="+s.idepoolSvc)})
+	if err != nil || len(cl.Items) != 1 {
+		t.Fatalf("idepool's container: %v, %d found", err, len(cl.Items))
+	}
+	killedID := cl.Items[0].ID
+	if _, err := s.docker.ContainerKill(context.Background(), killedID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	// Wait for the new task to answer (the old one is dead).
+	time.Sleep(time.Second)
+	s.waitHealthy(2 * time.Minute)
+	t.Logf("idepool answered again %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	if cl, err := s.docker.ContainerList(context.Background(), client.ContainerListOptions{Filters: make(client.Filters).
+		Add("label", "com.docker.swarm.service.name="+s.idepoolSvc)}); err != nil || len(cl.Items) != 1 {
+		t.Fatalf("idepool's containers after the kill: %v, %+v", err, cl.Items)
+	} else if cl.Items[0].ID == killedID {
+		t.Fatalf("the killed container %s still runs", killedID)
+	}
+}
+
+// claimLabel is the bucket a container's Swarm service labels claim ("" for
+// none).
+func (s *stack) claimLabel(id string) string {
+	s.t.Helper()
+	sv, err := s.docker.ServiceInspect(context.Background(), swarm.ServiceName(id), client.ServiceInspectOptions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ws, _ := idepool.WorkspaceFromLabels(sv.Service.Spec.Labels)
+	return ws.Bucket
+}
+
+// TestSwarmKilledBetweenClaimAndLabels: issue 18's crash window on a real
+// Swarm. A claim answers once its agent persisted it; the service labels
+// follow. With FAULT_HOLD_LABEL_WRITES they never do, and idepool is
+// SIGKILLed after the 201: Swarm's new task recovers a service labelled
+// unclaimed and adopts the claim from the agent's hello (a start for the
+// workspace gets the same container, no second one). The fault point still
+// holds in that run, so the labels still say nothing: the claim came from
+// the agent. Once the fault is removed (a service update, a graceful
+// restart), the next run adopts it again and writes the labels.
+func TestSwarmKilledBetweenClaimAndLabels(t *testing.T) {
+	s := newStack(t, stackOptions{poolTarget: 2, env: map[string]string{"FAULT_HOLD_LABEL_WRITES": "true"}})
+	s.waitPool(idepool.DefaultProfile, 2, 5*time.Minute)
+	ctx := context.Background()
+	res, err := s.api.Start(ctx, idepoolclient.StartRequest{Bucket: bucket, Prefix: "window", UserID: "u-window"})
+	if err != nil || !res.IsPreWarmed {
+		t.Fatalf("start: %+v %v", res, err)
+	}
+	if b := s.claimLabel(res.ID); b != "" {
+		t.Fatalf("the fault point did not hold the label write: labels claim %q", b)
+	}
+	s.killIdepool()
+	again, err := s.api.Start(ctx, idepoolclient.StartRequest{Bucket: bucket, Prefix: "window", UserID: "u-window"})
+	if err != nil || again.ID != res.ID || !again.IsReused {
+		t.Fatalf("start after the crash: %+v %v; want container %s reused", again, err, res.ID)
+	}
+	if b := s.claimLabel(res.ID); b != "" {
+		t.Fatalf("labels claim %q while the fault point holds: the adoption did not come from the agent", b)
+	}
+	all, err := s.api.ListAll(ctx, idepoolclient.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range all {
+		if c.ID != res.ID && c.Workspace != nil && c.Workspace.Key() == bucket+"/window/" && c.State.Live() {
+			t.Fatalf("a second container %s for the workspace", c.ID)
+		}
+	}
+	out, err := exec.Command("docker", "service", "update", "--detach=true", "--env-rm", "FAULT_HOLD_LABEL_WRITES", s.idepoolSvc).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker service update: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for s.claimLabel(res.ID) != bucket {
+		if time.Now().After(deadline) {
+			t.Fatal("the claim's labels were never written after the fault was removed")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	s.waitHealthy(2 * time.Minute)
+	got, err := s.api.Get(ctx, res.ID)
+	if err != nil || !got.State.Claimed() || got.UserID != "u-window" {
+		t.Fatalf("after the update: %+v %v", got, err)
 	}
 }
