@@ -37,6 +37,14 @@ type Capabilities struct {
 	// Salvage pushes a dead container's unsynced files before its
 	// removal; nil when the runtime cannot reach them.
 	Salvage SalvageFunc
+	// LocalLabels: SetLabels is a durable write on this machine (an
+	// append to a file), cheaper than a round trip to an agent, so a warm
+	// claim records itself in the labels before it answers and delivers
+	// the assignment after the burst. Without it (a Swarm service update,
+	// a Kubernetes patch: round trips through a replicated store) a claim
+	// answers on its agent's ack, the agent having persisted the claim,
+	// and the labels follow.
+	LocalLabels bool
 }
 
 // NodeResources is one node's capacity and what the tasks placed on it

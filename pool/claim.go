@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/idepool/idepool"
@@ -371,27 +372,33 @@ func (cl *claimer) finishWarm(ctx context.Context, req idepool.StartRequest, p i
 	return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, true
 }
 
-// completeWarm delivers a bound container's assignment and answers once
-// the agent acknowledged it. The agent persists the assignment before its
-// ack, so the ack makes the claim durable: the runtime's labels, the
-// second record (a Swarm service update of 50–100 ms), are written behind
-// the answer (labelWriter), and a crash before they are is repaired by
-// adopting the claim from the agent's hello (adoptFromAgent). An agent
-// that refuses or does not answer within AssignTimeout makes this start
-// fall back to another container (ok false; the container is failed and
-// never goes back to the pool).
+// completeWarm makes a bound container's claim durable, then answers.
+// Where the runtime's labels are a cheap local write (LocalLabels) that is
+// the record: written before the answer, while the assignment's delivery
+// waits behind the burst of claims (paced); a delivery that fails later
+// fails the container, which its user sees through wait=ready, GET and the
+// event stream. Elsewhere (a label write is a Swarm service update of
+// 50–100 ms) the agent is the record: it persists the assignment before it
+// acks, the answer waits for that ack, and the labels are written behind
+// it (labelWriter); a crash before they are is repaired by adopting the
+// claim from the agent's hello (adoptFromAgent). Either way an agent that
+// refuses in time makes this start fall back to another container (ok
+// false; the container is failed and never goes back to the pool).
 func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
-	id := e.c.ID // fixed for the entry's life
+	labels := claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt)
+	if cl.localLabels {
+		return cl.completeWarmLocal(ctx, e, a, labels)
+	}
 	// Not the request's context: a client that leaves mid-claim must not
 	// waste the container it was bound; its retry finds the claim.
 	actx, cancel := context.WithTimeout(cl.bgCtx, cl.opts.AssignTimeout)
-	err := cl.agents.Assign(actx, id, a)
+	err := cl.agents.Assign(actx, e.c.ID, a)
 	cancel()
 	var evs []idepool.Event
 	cl.mu.Lock()
 	e.assign.delivered(err == nil)
 	if err != nil {
-		cl.log.Warn("warm claim failed; stopping the container", "container", id, "step", "assign", "err", err)
+		cl.log.Warn("warm claim failed; stopping the container", "container", e.c.ID, "step", "assign", "err", err)
 		cl.fail(e, "assign: "+idepool.ErrorMessage(err), &evs)
 	}
 	c := copyContainer(e.c)
@@ -401,7 +408,55 @@ func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.Start
 		cl.kick()
 		return idepool.Container{}, false
 	}
-	cl.labels.queue(id, claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt))
+	cl.labels.queue(c.ID, labels)
+	return c, true
+}
+
+// completeWarmLocal records the claim in the local labels, answers, and
+// delivers the assignment after the burst.
+func (cl *claimer) completeWarmLocal(ctx context.Context, e *entry, a idepool.Assignment, labels map[string]string) (idepool.Container, bool) {
+	id := e.c.ID // fixed for the entry's life
+	var failOnce sync.Once
+	failed := false
+	undo := func(msg string, err error) {
+		failOnce.Do(func() {
+			cl.log.Warn("warm claim failed; stopping the container", "container", id, "step", msg, "err", err)
+			var evs []idepool.Event
+			cl.mu.Lock()
+			e.assign.delivered(false)
+			cl.fail(e, msg+": "+idepool.ErrorMessage(err), &evs)
+			failed = true
+			cl.mu.Unlock()
+			cl.publish(evs)
+			cl.kick()
+		})
+	}
+	cl.deliverPaced(func(bctx context.Context) {
+		actx, cancel := context.WithTimeout(bctx, cl.opts.AssignTimeout)
+		err := cl.agents.Assign(actx, id, a)
+		cancel()
+		if err != nil {
+			undo("assign", err)
+			return
+		}
+		cl.mu.Lock()
+		e.assign.delivered(true)
+		cl.mu.Unlock()
+	})
+	lctx, cancel := cl.rtCtx(ctx, cl.opts.RuntimeTimeout)
+	err := cl.rt.SetLabels(lctx, id, labels)
+	cancel()
+	if err != nil {
+		undo("record claim", err)
+		return idepool.Container{}, false
+	}
+	cl.mu.Lock()
+	gone := failed
+	c := copyContainer(e.c)
+	cl.mu.Unlock()
+	if gone {
+		return idepool.Container{}, false
+	}
 	return c, true
 }
 

@@ -92,9 +92,17 @@ type core struct {
 	claimed chan struct{} // a warm claim took one: refill soon (PaceQuiet)
 	// labels writes the runtime's labels behind the answers.
 	labels *labelWriter
-	bg     sync.WaitGroup
-	bgCtx  context.Context
-	cancel context.CancelFunc
+	// localLabels: the runtime's labels are a cheap local durable write
+	// (Capabilities.LocalLabels): claims record there before answering.
+	localLabels bool
+	// deliveries are warm claims' assignment deliveries waiting for the
+	// claims' pause (PaceQuiet) when claims do not wait for the ack; see
+	// paceDeliveries.
+	deliveries chan func(context.Context)
+	pacer      sync.WaitGroup // paceDeliveries
+	bg         sync.WaitGroup
+	bgCtx      context.Context
+	cancel     context.CancelFunc
 
 	// The parts the others call.
 	cl    *claimer
@@ -112,9 +120,11 @@ func New(o Options) (*Manager, error) {
 	c := &core{
 		rt: o.Runtime, agents: o.Agents, admitter: o.Admitter, events: o.Events,
 		log: o.Logger, opts: o,
-		wake:    make(chan struct{}, 1),
-		claimed: make(chan struct{}, 1),
-		labels:  newLabelWriter(o.Runtime, o.Logger, o.RuntimeTimeout, o.HoldLabelWrites),
+		wake:        make(chan struct{}, 1),
+		claimed:     make(chan struct{}, 1),
+		labels:      newLabelWriter(o.Runtime, o.Logger, o.RuntimeTimeout, o.HoldLabelWrites),
+		localLabels: o.Runtime.Capabilities().LocalLabels,
+		deliveries:  make(chan func(context.Context), 1024),
 	}
 	st, err := newState(o.Clock, &c.opts)
 	if err != nil {
@@ -126,6 +136,8 @@ func New(o Options) (*Manager, error) {
 		reconciler: &reconciler{core: c}, agentFeed: &agentFeed{c}}
 	m.bgCtx, m.cancel = context.WithCancel(context.Background())
 	m.labels.start(m.bgCtx)
+	m.pacer.Add(1)
+	go m.paceDeliveries()
 	return m, nil
 }
 
@@ -146,6 +158,7 @@ func (m *Manager) Close() error {
 		cancel()
 	}
 	m.cancel()
+	m.pacer.Wait()
 	m.labels.workers.Wait()
 	m.bg.Wait()
 	return nil

@@ -448,6 +448,71 @@ func testStartValidation(t *testing.T) {
 	}
 }
 
+// Where labels are a local write (LocalLabels, the process runtime) a claim
+// answers before the agent acks: an assignment that fails later fails the
+// container, and the workspace's next start gets another one.
+func TestLateAssignFailureFailsTheContainer(t *testing.T) {
+	synctest.Test(t, testLateAssignFailureFailsTheContainer)
+}
+
+func testLateAssignFailureFailsTheContainer(t *testing.T) {
+	h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 2)},
+		fake: fake.Config{Capabilities: &idepool.Capabilities{HostNetwork: true, LocalLabels: true}}})
+	h.reconcile()
+	h.agents.mu.Lock()
+	for _, id := range h.managerIDs() {
+		h.agents.failIDs[id] = true
+	}
+	h.agents.mu.Unlock()
+	c := h.start("late")
+	if c.Kind != idepool.ClaimWarm {
+		t.Fatalf("kind %s, want warm", c.Kind)
+	}
+	if got, _ := h.m.Get(context.Background(), c.Container.ID); got.State != idepool.StateFailed {
+		t.Fatalf("state %s, want failed", got.State)
+	}
+	h.agents.mu.Lock()
+	clear(h.agents.failIDs)
+	h.agents.mu.Unlock()
+	again := h.start("late")
+	if again.Container.ID == c.Container.ID {
+		t.Fatal("the failed container was handed out again")
+	}
+	h.reconcile()
+	if got, _ := h.m.Get(context.Background(), c.Container.ID); got.State != idepool.StateStopped {
+		t.Fatalf("state %s, want stopped", got.State)
+	}
+	h.checkNoLeak()
+}
+
+// With LocalLabels the claim is in the labels when it answers, before its
+// agent even has the assignment (delivered after the burst's pause).
+func TestLocalLabelsRecordBeforeTheAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, setup{profiles: []idepool.Profile{testProfile("default", 1)},
+			fake: fake.Config{Capabilities: &idepool.Capabilities{HostNetwork: true, LocalLabels: true}}})
+		h.reconcile()
+		c, err := h.m.Start(context.Background(), idepool.StartRequest{Workspace: ws("local-rec")})
+		if err != nil || c.Kind != idepool.ClaimWarm {
+			t.Fatalf("claim: %+v %v", c, err)
+		}
+		if n := len(h.agents.assignments(c.Container.ID)); n != 0 {
+			t.Fatalf("%d assignments delivered before the answer; want them paced after it", n)
+		}
+		inst, err := h.rt.Inspect(context.Background(), c.Container.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, ok := idepool.WorkspaceFromLabels(inst.Labels); !ok || w.Bucket != "local-rec" {
+			t.Fatalf("labels at the answer: %v", inst.Labels)
+		}
+		h.settle(c.Container.ID)
+		if n := len(h.agents.assignments(c.Container.ID)); n != 1 {
+			t.Fatalf("%d assignments after the pause, want 1", n)
+		}
+	})
+}
+
 // A claim answers on the agent's ack (its record of the claim), so an
 // agent that refuses makes the start fall back to another container, and
 // the refused ones never return to the pool.

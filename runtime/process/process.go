@@ -267,7 +267,9 @@ func (r *Runtime) Name() string { return "process" }
 // Capabilities: agents are processes on this machine's network; their
 // limits, where set, are caps, not reservations.
 func (r *Runtime) Capabilities() idepool.Capabilities {
-	return idepool.Capabilities{HostNetwork: true, Salvage: r.Salvage}
+	// LocalLabels: a label change is one append to the container's
+	// labels.log on this machine.
+	return idepool.Capabilities{HostNetwork: true, Salvage: r.Salvage, LocalLabels: true}
 }
 
 // Close stops the monitor and ends every event stream. The agents keep
