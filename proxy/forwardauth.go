@@ -69,7 +69,7 @@ func (rt *Router) ForwardAuth() http.Handler {
 			rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "no valid route cookie for container %s", t.container.ID))
 			return
 		}
-		rt.o.Backend.Touch(t.container.ID)
+		rt.touch(t.container.ID)
 		w.WriteHeader(http.StatusOK)
 	})
 }
