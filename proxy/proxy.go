@@ -185,9 +185,12 @@ func New(o Options) *Router {
 			// host than requests in flight, each burst closes the surplus
 			// and dials it again (dials, TIME_WAIT sockets, slower answers).
 			// Traefik keeps 200 per host.
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+			// The client's Accept-Encoding goes through as it came: a
+			// proxy must not ask for gzip on its own and then unpack it.
+			DisableCompression:    true,
 			ExpectContinueTimeout: time.Second,
 			ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		}

@@ -18,7 +18,8 @@
 //
 // ROUTERBENCH_DURATION (default 10s) is how long each target is measured
 // (the direct run; each proxy's two alternating runs take half of it each),
-// after a 2 s warm-up run per target. Missing wrk or Traefik skips the
+// after a 2 s warm-up run per target. ROUTERBENCH_PROFILE=<dir> writes CPU
+// and allocation profiles of the built-in router's measured runs there. Missing wrk or Traefik skips the
 // benchmark, or fails it with CI=true.
 package routerbench
 
@@ -34,6 +35,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -419,7 +421,9 @@ func BenchmarkRouterThroughput(b *testing.B) {
 			if t.name == "direct" {
 				run = d
 			}
+			stop := profile(b, t.name)
 			r := runWrk(b, t.url, run, header)
+			stop()
 			if r.non2xx > 0 || r.errs > 0 {
 				b.Fatalf("%s: %d non-2xx answers, %d socket errors\n%s", t.name, r.non2xx, r.errs, r.out)
 			}
@@ -441,6 +445,38 @@ func BenchmarkRouterThroughput(b *testing.B) {
 		b.ReportMetric(ms(res["traefik"].p50), "p50-ms-traefik")
 		b.ReportMetric(ms(res["builtin"].p99), "p99-ms-builtin")
 		b.ReportMetric(ms(res["traefik"].p99), "p99-ms-traefik")
+	}
+}
+
+// profile starts a CPU profile of a measured run of the built-in router
+// (which runs in this process) when ROUTERBENCH_PROFILE names a directory;
+// the returned func stops it and writes the allocations so far.
+func profile(b *testing.B, target string) func() {
+	b.Helper()
+	dir := os.Getenv("ROUTERBENCH_PROFILE")
+	if dir == "" || target != "builtin" {
+		return func() {}
+	}
+	stamp := time.Now().Format("150405.000")
+	cpu, err := os.Create(filepath.Join(dir, "builtin-cpu-"+stamp+".pprof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		cpu.Close()
+		f, err := os.Create(filepath.Join(dir, "builtin-allocs-"+stamp+".pprof"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("profiles in %s", dir)
 	}
 }
 
