@@ -12,7 +12,9 @@
 // Traefik costs a second HTTP round trip to idepool, so the comparison would
 // flatter the built-in router. The fair question is whether the built-in
 // router, doing its real per-request work (cookie verification, container
-// lookup, activity), keeps up with Traefik doing only the proxying.
+// lookup, activity), keeps up with Traefik doing only the proxying. For
+// context, the run ends with Traefik as deployed, ForwardAuth asking the
+// built-in router's server on every request (req/s-traefik-forwardauth).
 //
 //	go test -run '^$' -bench RouterThroughput -benchtime 1x ./e2e/routerbench/
 //
@@ -253,23 +255,29 @@ func traefikBinary(b *testing.B) string {
 
 // startTraefik runs Traefik with a file provider routing every claimed
 // container's routes to the upstream, shaped as traefik.Labels makes them
-// (rule, priority, strip-prefix), without ForwardAuth (see the package
-// comment). It returns Traefik's address once the route answers.
-func startTraefik(b *testing.B, bin, upstream string, ids []string, probe string) string {
+// (rule, priority, strip-prefix): on one entry point without ForwardAuth
+// (the comparison, see the package comment), on another with it, as
+// deployed, asking the built-in router's server at front (a figure for
+// context). It returns both addresses once the routes answer.
+func startTraefik(b *testing.B, bin, upstream, front string, ids []string, probe string, cookie *http.Cookie) (plain, withAuth string) {
 	b.Helper()
 	dir := b.TempDir()
-	port := freePort(b)
+	port, authPort := freePort(b), freePort(b)
 	var dyn strings.Builder
 	dyn.WriteString("http:\n  routers:\n")
 	for _, id := range ids {
 		for _, r := range idepool.DefaultRoutes() {
-			fmt.Fprintf(&dyn, "    idepool-%s-%s:\n      entryPoints: [web]\n      priority: 100\n"+
-				"      rule: \"(Path(`/%s/%s`) || PathPrefix(`/%s/%s/`))\"\n      middlewares: [idepool-%s-%s-strip]\n      service: idepool-%s-%s\n",
-				id, r.Name, r.Name, id, r.Name, id, id, r.Name, id, r.Name)
+			for _, ep := range []struct{ name, suffix, auth string }{{"web", "", ""}, {"webauth", "-fa", "idepool-" + id + "-auth, "}} {
+				fmt.Fprintf(&dyn, "    idepool-%s-%s%s:\n      entryPoints: [%s]\n      priority: 100\n"+
+					"      rule: \"(Path(`/%s/%s`) || PathPrefix(`/%s/%s/`))\"\n      middlewares: [%sidepool-%s-%s-strip]\n      service: idepool-%s-%s\n",
+					id, r.Name, ep.suffix, ep.name, r.Name, id, r.Name, id, ep.auth, id, r.Name, id, r.Name)
+			}
 		}
 	}
 	dyn.WriteString("  middlewares:\n")
 	for _, id := range ids {
+		fmt.Fprintf(&dyn, "    idepool-%s-auth:\n      forwardAuth:\n        address: \"http://%s/_auth/forward\"\n"+
+			"        trustForwardHeader: false\n        preserveLocationHeader: true\n", id, front)
 		for _, r := range idepool.DefaultRoutes() {
 			fmt.Fprintf(&dyn, "    idepool-%s-%s-strip:\n      stripPrefix:\n        prefixes: [\"/%s/%s\"]\n", id, r.Name, r.Name, id)
 		}
@@ -284,8 +292,9 @@ func startTraefik(b *testing.B, bin, upstream string, ids []string, probe string
 	if err := os.WriteFile(dynPath, []byte(dyn.String()), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	static := fmt.Sprintf("entryPoints:\n  web:\n    address: \"127.0.0.1:%d\"\nproviders:\n  file:\n    filename: %q\n    watch: false\n"+
-		"log:\n  level: ERROR\nglobal:\n  checkNewVersion: false\n  sendAnonymousUsage: false\n", port, dynPath)
+	static := fmt.Sprintf("entryPoints:\n  web:\n    address: \"127.0.0.1:%d\"\n  webauth:\n    address: \"127.0.0.1:%d\"\n"+
+		"providers:\n  file:\n    filename: %q\n    watch: false\n"+
+		"log:\n  level: ERROR\nglobal:\n  checkNewVersion: false\n  sendAnonymousUsage: false\n", port, authPort, dynPath)
 	staticPath := filepath.Join(dir, "traefik.yml")
 	if err := os.WriteFile(staticPath, []byte(static), 0o644); err != nil {
 		b.Fatal(err)
@@ -296,18 +305,29 @@ func startTraefik(b *testing.B, bin, upstream string, ids []string, probe string
 		b.Fatalf("traefik: %v", err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	plain, withAuth = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", authPort)
+	for _, addr := range []string{plain, withAuth} {
+		waitRouted(b, "http://"+addr+probe, cookie)
+	}
+	return plain, withAuth
+}
+
+// waitRouted waits until url answers 200 to a request with cookie.
+func waitRouted(b *testing.B, url string, cookie *http.Cookie) {
+	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + probe)
+		req, _ := http.NewRequest("GET", url, nil)
+		req.AddCookie(cookie)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return addr
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("traefik did not route %s within 30 s: %v %v", probe, err, resp)
+			b.Fatalf("traefik did not route %s within 30 s: %v %v", url, err, resp)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -398,7 +418,7 @@ func BenchmarkRouterThroughput(b *testing.B) {
 	}
 	upstream := startUpstream(b)
 	front, path, cookie, ids := builtin(b, upstream)
-	traefik := startTraefik(b, bin, upstream, ids, path)
+	traefik, traefikAuth := startTraefik(b, bin, upstream, front, ids, path, cookie)
 	// wrk sends the cookie to each target alike (upstream and Traefik
 	// ignore it); only the built-in router verifies it.
 	header := "Cookie: " + cookie.Name + "=" + cookie.Value
@@ -406,6 +426,7 @@ func BenchmarkRouterThroughput(b *testing.B) {
 		{"direct", "http://" + upstream + "/index.html"},
 		{"traefik", "http://" + traefik + path},
 		{"builtin", "http://" + front + path},
+		{"traefik+forwardauth", "http://" + traefikAuth + path},
 	}
 	for range b.N {
 		res := map[string]wrkResult{}
@@ -415,7 +436,9 @@ func BenchmarkRouterThroughput(b *testing.B) {
 		// The two proxies alternate, A B B A, half the time each run, so
 		// a drift of the machine's load (it is shared) favours neither.
 		// Each one's figures are the means of its two runs.
-		for _, i := range []int{0, 1, 2, 2, 1} {
+		// Last, for context: Traefik as deployed, asking idepool's
+		// ForwardAuth on every request.
+		for _, i := range []int{0, 1, 2, 2, 1, 3} {
 			t := targets[i]
 			run := d / 2
 			if t.name == "direct" {
@@ -427,7 +450,7 @@ func BenchmarkRouterThroughput(b *testing.B) {
 			if r.non2xx > 0 || r.errs > 0 {
 				b.Fatalf("%s: %d non-2xx answers, %d socket errors\n%s", t.name, r.non2xx, r.errs, r.out)
 			}
-			b.Logf("%-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests in %v)", t.name, r.rps,
+			b.Logf("%-19s %6.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests in %v)", t.name, r.rps,
 				ms(r.p50), ms(r.p99), r.requestsTotal, run)
 			if prev, ok := res[t.name]; ok {
 				r.rps, r.p50, r.p99 = (prev.rps+r.rps)/2, (prev.p50+r.p50)/2, (prev.p99+r.p99)/2
@@ -435,8 +458,11 @@ func BenchmarkRouterThroughput(b *testing.B) {
 			res[t.name] = r
 		}
 		ratio := res["builtin"].rps / res["traefik"].rps
-		b.Logf("built-in %.0f req/s, Traefik %.0f req/s: %.2f×; p99 %.2f ms vs %.2f ms; direct %.0f req/s",
-			res["builtin"].rps, res["traefik"].rps, ratio, ms(res["builtin"].p99), ms(res["traefik"].p99), res["direct"].rps)
+		fa := res["traefik+forwardauth"]
+		b.Logf("built-in %.0f req/s, Traefik %.0f req/s: %.2f×; p99 %.2f ms vs %.2f ms; direct %.0f req/s; "+
+			"Traefik with ForwardAuth %.0f req/s, p99 %.2f ms",
+			res["builtin"].rps, res["traefik"].rps, ratio, ms(res["builtin"].p99), ms(res["traefik"].p99), res["direct"].rps,
+			fa.rps, ms(fa.p99))
 		b.ReportMetric(res["builtin"].rps, "req/s-builtin")
 		b.ReportMetric(res["traefik"].rps, "req/s-traefik")
 		b.ReportMetric(res["direct"].rps, "req/s-direct")
@@ -445,6 +471,8 @@ func BenchmarkRouterThroughput(b *testing.B) {
 		b.ReportMetric(ms(res["traefik"].p50), "p50-ms-traefik")
 		b.ReportMetric(ms(res["builtin"].p99), "p99-ms-builtin")
 		b.ReportMetric(ms(res["traefik"].p99), "p99-ms-traefik")
+		b.ReportMetric(fa.rps, "req/s-traefik-forwardauth")
+		b.ReportMetric(ms(fa.p99), "p99-ms-traefik-forwardauth")
 	}
 }
 
