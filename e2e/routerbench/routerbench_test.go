@@ -18,10 +18,11 @@
 //
 //	go test -run '^$' -bench RouterThroughput -benchtime 1x ./e2e/routerbench/
 //
-// ROUTERBENCH_DURATION (default 10s) is how long each target is measured
-// (the direct run; each proxy's two alternating runs take half of it each),
-// after a 2 s warm-up run per target. ROUTERBENCH_PROFILE=<dir> writes CPU
-// and allocation profiles of the built-in router's measured runs there. Missing wrk or Traefik skips the
+// ROUTERBENCH_DURATION (default 12s) is how long each target is measured:
+// the direct run, and each proxy in alternating runs of one second, after
+// a 2 s warm-up run per target.
+// ROUTERBENCH_PROFILE=<dir> writes CPU and allocation profiles of the
+// built-in router's process over the measured runs there. Missing wrk or Traefik skips the
 // benchmark, or fails it with CI=true.
 package routerbench
 
@@ -38,6 +39,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -299,21 +301,29 @@ func startTraefik(b *testing.B, bin, upstream, front string, ids []string, probe
 	if err := os.WriteFile(staticPath, []byte(static), 0o644); err != nil {
 		b.Fatal(err)
 	}
+	// Its log goes to a file: wrk's end cancels requests in flight, which
+	// Traefik logs as errors of the ForwardAuth call.
+	logPath := filepath.Join(dir, "traefik.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logf.Close()
 	cmd := exec.Command(bin, "--configFile="+staticPath)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("traefik: %v", err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	plain, withAuth = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", authPort)
 	for _, addr := range []string{plain, withAuth} {
-		waitRouted(b, "http://"+addr+probe, cookie)
+		waitRouted(b, "http://"+addr+probe, cookie, logPath)
 	}
 	return plain, withAuth
 }
 
 // waitRouted waits until url answers 200 to a request with cookie.
-func waitRouted(b *testing.B, url string, cookie *http.Cookie) {
+func waitRouted(b *testing.B, url string, cookie *http.Cookie, logPath string) {
 	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -327,7 +337,8 @@ func waitRouted(b *testing.B, url string, cookie *http.Cookie) {
 			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("traefik did not route %s within 30 s: %v %v", url, err, resp)
+			log, _ := os.ReadFile(logPath)
+			b.Fatalf("traefik did not route %s within 30 s: %v %v; its log:\n%s", url, err, resp, log[max(0, len(log)-4000):])
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -341,6 +352,30 @@ func freePort(b *testing.B) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// combine sums a target's runs: the mean of their requests/s (the runs
+// are equally long), the median of their p50 and of their p99 (one run
+// caught by a spike of the machine's load does not make the figure).
+func combine(rs []wrkResult) wrkResult {
+	out := wrkResult{}
+	p50s, p99s := make([]time.Duration, 0, len(rs)), make([]time.Duration, 0, len(rs))
+	for _, r := range rs {
+		out.rps += r.rps / float64(len(rs))
+		out.requestsTotal += r.requestsTotal
+		p50s, p99s = append(p50s, r.p50), append(p99s, r.p99)
+	}
+	out.p50, out.p99 = median(p50s), median(p99s)
+	return out
+}
+
+func median(ds []time.Duration) time.Duration {
+	slices.Sort(ds)
+	n := len(ds)
+	if n%2 == 1 {
+		return ds[n/2]
+	}
+	return (ds[n/2-1] + ds[n/2]) / 2
 }
 
 // wrkResult is what one wrk run measured.
@@ -409,11 +444,11 @@ func BenchmarkRouterThroughput(b *testing.B) {
 		missing(b, "wrk missing (Debian package wrk; scripts/setup-deps.sh installs it): %v", err)
 	}
 	bin := traefikBinary(b)
-	d := 10 * time.Second
+	d := 12 * time.Second
 	if s := os.Getenv("ROUTERBENCH_DURATION"); s != "" {
 		var err error
-		if d, err = time.ParseDuration(s); err != nil || d < 2*time.Second {
-			b.Fatalf("ROUTERBENCH_DURATION=%q: want a duration of at least 2s", s)
+		if d, err = time.ParseDuration(s); err != nil || d < 4*time.Second {
+			b.Fatalf("ROUTERBENCH_DURATION=%q: want a duration of at least 4s (whole seconds)", s)
 		}
 	}
 	upstream := startUpstream(b)
@@ -429,37 +464,49 @@ func BenchmarkRouterThroughput(b *testing.B) {
 		{"traefik+forwardauth", "http://" + traefikAuth + path},
 	}
 	for range b.N {
-		res := map[string]wrkResult{}
 		for _, t := range targets {
 			runWrk(b, t.url, 2*time.Second, header) // warm-up: connections, caches
 		}
-		// The two proxies alternate, A B B A, half the time each run, so
-		// a drift of the machine's load (it is shared) favours neither.
-		// Each one's figures are the means of its two runs.
-		// Last, for context: Traefik as deployed, asking idepool's
-		// ForwardAuth on every request.
-		for _, i := range []int{0, 1, 2, 2, 1, 3} {
-			t := targets[i]
-			run := d / 2
-			if t.name == "direct" {
-				run = d
-			}
-			stop := profile(b, t.name)
-			r := runWrk(b, t.url, run, header)
-			stop()
+		// The two proxies take turns, A B B A over and over, one second
+		// a run: the shared machine's load changes within seconds, and
+		// short turns let both meet the same. Last, for context: Traefik
+		// as deployed, asking idepool's ForwardAuth on every request.
+		runs := map[string][]wrkResult{}
+		type turn struct {
+			target int
+			run    time.Duration
+		}
+		order := []turn{{0, d}}
+		for range d / (2 * time.Second) {
+			order = append(order, turn{1, time.Second}, turn{2, time.Second}, turn{2, time.Second}, turn{1, time.Second})
+		}
+		order = append(order, turn{3, (d / 4).Truncate(time.Second)})
+		// The built-in router runs in this process, idle but for its
+		// own turns: a profile of the whole alternation is its profile.
+		stop := profile(b)
+		for _, o := range order {
+			t := targets[o.target]
+			r := runWrk(b, t.url, o.run, header)
 			if r.non2xx > 0 || r.errs > 0 {
 				b.Fatalf("%s: %d non-2xx answers, %d socket errors\n%s", t.name, r.non2xx, r.errs, r.out)
 			}
-			b.Logf("%-19s %6.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests in %v)", t.name, r.rps,
-				ms(r.p50), ms(r.p99), r.requestsTotal, run)
-			if prev, ok := res[t.name]; ok {
-				r.rps, r.p50, r.p99 = (prev.rps+r.rps)/2, (prev.p50+r.p50)/2, (prev.p99+r.p99)/2
+			runs[t.name] = append(runs[t.name], r)
+		}
+		stop()
+		res := map[string]wrkResult{}
+		for _, t := range targets {
+			rs := runs[t.name]
+			res[t.name] = combine(rs)
+			var each []string
+			for _, r := range rs {
+				each = append(each, fmt.Sprintf("%.0f", r.rps))
 			}
-			res[t.name] = r
+			b.Logf("%-19s %6.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d runs, %d requests; req/s of each: %s)", t.name,
+				res[t.name].rps, ms(res[t.name].p50), ms(res[t.name].p99), len(rs), res[t.name].requestsTotal, strings.Join(each, " "))
 		}
 		ratio := res["builtin"].rps / res["traefik"].rps
 		fa := res["traefik+forwardauth"]
-		b.Logf("built-in %.0f req/s, Traefik %.0f req/s: %.2f×; p99 %.2f ms vs %.2f ms; direct %.0f req/s; "+
+		b.Logf("means of the runs (p50, p99: medians): built-in %.0f req/s, Traefik %.0f req/s: %.2f×; p99 %.2f ms vs %.2f ms; direct %.0f req/s; "+
 			"Traefik with ForwardAuth %.0f req/s, p99 %.2f ms",
 			res["builtin"].rps, res["traefik"].rps, ratio, ms(res["builtin"].p99), ms(res["traefik"].p99), res["direct"].rps,
 			fa.rps, ms(fa.p99))
@@ -476,17 +523,16 @@ func BenchmarkRouterThroughput(b *testing.B) {
 	}
 }
 
-// profile starts a CPU profile of a measured run of the built-in router
-// (which runs in this process) when ROUTERBENCH_PROFILE names a directory;
-// the returned func stops it and writes the allocations so far.
-func profile(b *testing.B, target string) func() {
+// profile starts a CPU profile of this process when ROUTERBENCH_PROFILE
+// names a directory; the returned func stops it and writes the
+// allocations so far beside it.
+func profile(b *testing.B) func() {
 	b.Helper()
 	dir := os.Getenv("ROUTERBENCH_PROFILE")
-	if dir == "" || target != "builtin" {
+	if dir == "" {
 		return func() {}
 	}
-	stamp := time.Now().Format("150405.000")
-	cpu, err := os.Create(filepath.Join(dir, "builtin-cpu-"+stamp+".pprof"))
+	cpu, err := os.Create(filepath.Join(dir, "builtin-cpu.pprof"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -496,7 +542,7 @@ func profile(b *testing.B, target string) func() {
 	return func() {
 		pprof.StopCPUProfile()
 		cpu.Close()
-		f, err := os.Create(filepath.Join(dir, "builtin-allocs-"+stamp+".pprof"))
+		f, err := os.Create(filepath.Join(dir, "builtin-allocs.pprof"))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -504,7 +550,7 @@ func profile(b *testing.B, target string) func() {
 		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 			b.Fatal(err)
 		}
-		b.Logf("profiles in %s", dir)
+		b.Logf("profiles: %s/builtin-cpu.pprof, builtin-allocs.pprof", dir)
 	}
 }
 
