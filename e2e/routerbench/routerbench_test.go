@@ -20,10 +20,10 @@
 //
 // ROUTERBENCH_DURATION (default 12s) is how long each target is measured:
 // the direct run, and each proxy in alternating runs of one second, after
-// a 2 s warm-up run per target.
-// ROUTERBENCH_PROFILE=<dir> writes CPU and allocation profiles of the
-// built-in router's process over the measured runs there. Missing wrk or Traefik skips the
-// benchmark, or fails it with CI=true.
+// a 2 s warm-up run per target. ROUTERBENCH_PROFILE=<dir> writes CPU and
+// allocation profiles of the built-in router's process over the measured
+// runs there. Missing wrk or Traefik skips the benchmark, or fails it with
+// CI=true.
 package routerbench
 
 import (
