@@ -215,6 +215,10 @@ type Server struct {
 	openAPI     []byte
 	openAPIErr  error
 	bodies      bodyCounter
+	// ownFirst are the first path segments of every pattern of the mux
+	// (API routes and Mounts); nil when a pattern matches any (see
+	// toFallback).
+	ownFirst map[string]bool
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -277,6 +281,7 @@ func New(o Options) *Server {
 	for pattern, h := range o.Mounts {
 		s.mux.Handle(pattern, h)
 	}
+	s.ownFirst = firstSegments(s.apiPatterns, o.Mounts)
 	inner := http.Handler(http.HandlerFunc(s.dispatch))
 	for i := len(o.Global) - 1; i >= 0; i-- {
 		inner = o.Global[i](inner)
@@ -296,6 +301,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // answers must stay embeddable by the configured parent origins).
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	if s.preflight(w, r) {
+		return
+	}
+	if s.toFallback(r.URL.Path) {
+		s.o.Fallback.ServeHTTP(w, r)
 		return
 	}
 	h, pattern := s.mux.Handler(r)
@@ -326,6 +335,49 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	}
 	s.apiHeaders(w, r)
 	s.writeError(w, r, idepool.Errorf(idepool.ERouteNotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// toFallback reports whether path can only be Fallback's: it is clean and
+// its first segment is no pattern's. Such requests (the router's: every
+// request of every IDE) skip the mux's lookup, the not-found probe and its
+// 405 method scan, which are the same for them every time.
+func (s *Server) toFallback(path string) bool {
+	if s.o.Fallback == nil || s.ownFirst == nil || strings.Contains(path, "//") || strings.Contains(path, "/.") {
+		return false // unclean paths get the mux's redirect
+	}
+	first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	return !s.ownFirst[first]
+}
+
+// firstSegments returns the first path segment of each pattern ("" for
+// "/{$}"), or nil when one matches any first segment ("/", "/{x}/...",
+// a host pattern).
+func firstSegments(api map[string]bool, mounts map[string]http.Handler) map[string]bool {
+	patterns := make([]string, 0, len(api)+len(mounts))
+	for p := range api {
+		patterns = append(patterns, p)
+	}
+	for p := range mounts {
+		patterns = append(patterns, p)
+	}
+	out := map[string]bool{}
+	for _, p := range patterns {
+		if _, rest, ok := strings.Cut(p, " "); ok {
+			p = strings.TrimSpace(rest) // "GET /x": the method
+		}
+		if !strings.HasPrefix(p, "/") {
+			return nil // a host, or something this does not know
+		}
+		first, _, _ := strings.Cut(p[1:], "/")
+		switch {
+		case first == "{$}":
+			first = ""
+		case first == "" || strings.Contains(first, "{"):
+			return nil
+		}
+		out[first] = true
+	}
+	return out
 }
 
 // probeWriter records what ServeMux's not-found/not-allowed handler would say.

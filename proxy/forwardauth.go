@@ -22,7 +22,8 @@ import (
 //   - an unknown or unclaimed container → 404, one a cold start is still
 //     creating → 503; anything else → 401.
 //
-// Traffic through Traefik is reported to Touch once per authorised request
+// Traffic through Traefik is reported to Touch by its authorised requests,
+// at most once per TouchEvery per container, as the router's own
 // (websocket frames there are invisible to idepool).
 // HeaderForwardAuth is set on every ForwardAuth answer (Traefik passes a
 // refusal's headers on to the client).
@@ -69,7 +70,7 @@ func (rt *Router) ForwardAuth() http.Handler {
 			rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "no valid route cookie for container %s", t.container.ID))
 			return
 		}
-		rt.o.Backend.Touch(t.container.ID)
+		rt.touch(t.container.ID)
 		w.WriteHeader(http.StatusOK)
 	})
 }

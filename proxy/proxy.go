@@ -35,9 +35,11 @@ import (
 type Backend interface {
 	// Lookup is cheap and in memory; it is called on every request.
 	Lookup(id string) (idepool.Container, bool)
-	// Touch reports user activity (requests, websocket traffic).
+	// Touch reports user activity (requests, websocket traffic), at most
+	// once per Options.TouchEvery per container or connection.
 	Touch(id string)
-	// Profiles gives the route table of each profile.
+	// Profiles gives the route table of each profile; the router reuses
+	// an answer for up to a second.
 	Profiles() []idepool.Profile
 }
 
@@ -83,8 +85,9 @@ type Options struct {
 	// headers (default 60 s; streams and websockets are not limited once
 	// their headers arrived).
 	ResponseHeaderTimeout time.Duration
-	// TouchEvery throttles Touch per websocket connection (default 1 s);
-	// negative reports every read and write.
+	// TouchEvery throttles Touch (default 1 s): per container for
+	// requests, per connection for websocket reads and writes; negative
+	// reports every request, read and write.
 	TouchEvery time.Duration
 	// Transport replaces the default upstream transport (tests).
 	Transport http.RoundTripper
@@ -105,6 +108,12 @@ type Router struct {
 	mu        sync.Mutex
 	tokens    map[string]tokenEntry
 	lastSweep time.Time
+
+	// The hot path's caches (hotpath.go).
+	profiles        atomic.Pointer[profileTable]
+	verifiedCookies cookieCache
+	touched         sync.Map // container id → *atomic.Int64, unix ns of the last Touch
+	touchSweep      atomic.Int64
 
 	stats struct {
 		requests, upgrades, wsReads, wsWrites, bytesIn, bytesOut atomic.Int64
@@ -169,25 +178,52 @@ func New(o Options) *Router {
 	tr := o.Transport
 	if tr == nil {
 		tr = &http.Transport{
-			Proxy:                 nil, // containers are never reached through an HTTP proxy
-			DialContext:           (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       90 * time.Second,
+			Proxy:       nil, // containers are never reached through an HTTP proxy
+			DialContext: (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			// Every route of a container is one host, and a busy IDE keeps
+			// many requests in flight: with fewer idle connections kept per
+			// host than requests in flight, each burst closes the surplus
+			// and dials it again (dials, TIME_WAIT sockets, slower answers).
+			// Traefik keeps 200 per host.
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+			// The client's Accept-Encoding goes through as it came: a
+			// proxy must not ask for gzip on its own and then unpack it.
+			DisableCompression:    true,
 			ExpectContinueTimeout: time.Second,
 			ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		}
 	}
 	rt.rp = &httputil.ReverseProxy{
-		Rewrite:        rt.rewrite,
-		Transport:      tr,
-		FlushInterval:  -1, // stream: event streams and long polls must not be buffered
+		Rewrite:   rt.rewrite,
+		Transport: tr,
+		// ReverseProxy flushes every write at once where it matters:
+		// event streams and answers of unknown length (streams, long
+		// polls, chunked). An answer of known length is flushed at least
+		// every 100 ms (as Traefik does): flushing each of its writes at
+		// once cost a goroutine and an extra write per request.
+		FlushInterval:  100 * time.Millisecond,
+		BufferPool:     &bufferPool{},
 		ErrorHandler:   rt.upstreamError,
 		ModifyResponse: rt.modifyResponse,
 		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 	}
 	return rt
 }
+
+// bufferPool lends ReverseProxy its copy buffers: without one it allocates
+// 32 KiB per request, most of the router's garbage.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // Stats are the router's counters since it started.
 type Stats struct {
@@ -255,13 +291,7 @@ func (rt *Router) resolve(escapedPath string) (target, error) {
 	if !ok || !c.State.Claimed() {
 		return target{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
 	}
-	var prof idepool.Profile
-	for _, p := range rt.o.Backend.Profiles() {
-		if p.Name == c.Profile {
-			prof = p
-			break
-		}
-	}
+	prof, _ := rt.profile(c.Profile)
 	r, ok := prof.Route(route)
 	if !ok {
 		return target{}, idepool.Errorf(idepool.ERouteNotFound, "container %s has no route %q", id, route)
@@ -301,9 +331,12 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, u.RequestURI(), http.StatusFound)
 		return
 	}
-	if q := r.URL.Query(); q.Has("token") {
-		rt.exchange(w, r, t.container, q.Get("token"), r.TLS != nil || rt.forwardedHTTPS(r), stripToken(r.URL))
-		return
+	// Parsing the query costs a map per request: only a query can hold a token.
+	if r.URL.RawQuery != "" {
+		if q := r.URL.Query(); q.Has("token") {
+			rt.exchange(w, r, t.container, q.Get("token"), r.TLS != nil || rt.forwardedHTTPS(r), stripToken(r.URL))
+			return
+		}
 	}
 	if !rt.cookieOK(r, t.container) {
 		rt.writeError(w, r, idepool.Errorf(idepool.EUnauthorized, "no valid route cookie for container %s: open the URL from the start response", id))
@@ -313,7 +346,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.writeError(w, r, idepool.Errorf(idepool.EUnavailable, "route %s of container %s has no endpoint yet", t.route.Name, id))
 		return
 	}
-	rt.o.Backend.Touch(id)
+	rt.touch(id)
 	if r.Header.Get("Upgrade") != "" {
 		rt.stats.upgrades.Add(1)
 		w = &hijackCounter{ResponseWriter: w, rt: rt, id: id}
@@ -367,7 +400,7 @@ func (rt *Router) rewrite(pr *httputil.ProxyRequest) {
 			out.URL.Path, out.URL.RawPath = rest, ""
 		}
 	}
-	if out.URL.Query().Has("token") {
+	if out.URL.RawQuery != "" && out.URL.Query().Has("token") {
 		q := out.URL.Query()
 		q.Del("token")
 		out.URL.RawQuery = q.Encode()

@@ -81,30 +81,45 @@ func (rt *Router) mac(payload string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// verifyCookie checks value's signature, container, generation and expiry.
-func (rt *Router) verifyCookie(value string, c idepool.Container) error {
+// verified returns what value's signature vouches for: from the cache, or
+// checked (HMAC, constant-time compare) and then cached.
+func (rt *Router) verified(value string) (verifiedCookie, error) {
+	if v, ok := rt.verifiedCookies.get(value); ok {
+		return v, nil
+	}
 	i := strings.LastIndexByte(value, '.')
 	if i < 0 {
-		return errors.New("malformed")
+		return verifiedCookie{}, errors.New("malformed")
 	}
 	payload, sig := value[:i], value[i+1:]
 	if subtle.ConstantTimeCompare([]byte(sig), []byte(rt.mac(payload))) != 1 {
-		return errors.New("bad signature")
+		return verifiedCookie{}, errors.New("bad signature")
 	}
 	parts := strings.Split(payload, ".")
 	if len(parts) != 3 {
-		return errors.New("malformed")
+		return verifiedCookie{}, errors.New("malformed")
 	}
 	gen, err1 := strconv.ParseInt(parts[1], 10, 64)
 	exp, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return verifiedCookie{}, errors.New("malformed")
+	}
+	v := verifiedCookie{id: parts[0], generation: gen, expires: time.Unix(exp, 0)}
+	rt.verifiedCookies.put(value, v)
+	return v, nil
+}
+
+// verifyCookie checks value's signature, container, generation and expiry.
+func (rt *Router) verifyCookie(value string, c idepool.Container) error {
+	v, err := rt.verified(value)
 	switch {
-	case err1 != nil || err2 != nil:
-		return errors.New("malformed")
-	case parts[0] != c.ID:
+	case err != nil:
+		return err
+	case v.id != c.ID:
 		return errors.New("another container's cookie")
-	case gen != c.Generation:
+	case v.generation != c.Generation:
 		return errors.New("generation mismatch")
-	case !rt.clock.Now().Before(time.Unix(exp, 0)):
+	case !rt.clock.Now().Before(v.expires):
 		return errors.New("expired")
 	}
 	return nil
@@ -112,9 +127,8 @@ func (rt *Router) verifyCookie(value string, c idepool.Container) error {
 
 // cookieOK reports whether r carries a valid route cookie for c.
 func (rt *Router) cookieOK(r *http.Request, c idepool.Container) bool {
-	name := CookieName(c.ID)
-	for _, ck := range r.Cookies() {
-		if ck.Name == name && rt.verifyCookie(ck.Value, c) == nil {
+	for _, ck := range r.CookiesNamed(CookieName(c.ID)) {
+		if rt.verifyCookie(ck.Value, c) == nil {
 			return true
 		}
 	}
@@ -167,25 +181,9 @@ func (rt *Router) base(route, id string) string {
 // router signed for container id, whatever its generation (the container
 // itself may be gone: see redirectReplaced).
 func (rt *Router) cookieSignedFor(r *http.Request, id string) bool {
-	name := CookieName(id)
-	for _, ck := range r.Cookies() {
-		if ck.Name != name {
-			continue
-		}
-		i := strings.LastIndexByte(ck.Value, '.')
-		if i < 0 {
-			continue
-		}
-		payload, sig := ck.Value[:i], ck.Value[i+1:]
-		if subtle.ConstantTimeCompare([]byte(sig), []byte(rt.mac(payload))) != 1 {
-			continue
-		}
-		parts := strings.Split(payload, ".")
-		if len(parts) != 3 || parts[0] != id {
-			continue
-		}
-		exp, err := strconv.ParseInt(parts[2], 10, 64)
-		if err == nil && rt.clock.Now().Before(time.Unix(exp, 0)) {
+	for _, ck := range r.CookiesNamed(CookieName(id)) {
+		v, err := rt.verified(ck.Value)
+		if err == nil && v.id == id && rt.clock.Now().Before(v.expires) {
 			return true
 		}
 	}

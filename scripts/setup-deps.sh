@@ -5,7 +5,7 @@ set -euo pipefail
 export PATH="$PATH:$(go env GOPATH)/bin"
 
 need_apt=()
-for pkg in chromium rclone debootstrap jupyter-notebook; do
+for pkg in chromium rclone debootstrap jupyter-notebook wrk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -164,6 +164,8 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   go test -run '^$' -bench . -benchtime 1x -timeout 10m ./wsync/
   go test -run '^$' -bench 'BenchmarkAssign' -benchtime 2000x ./control/ ./agent/
   go test -run '^$' -bench 'BenchmarkProxiedRequest' -benchtime 2000x ./proxy/
+  # The built-in router against Traefik, wrk side by side (issue 18): ~50 s.
+  CI=true go test -run '^$' -bench 'BenchmarkRouterThroughput' -benchtime 1x -timeout 5m ./e2e/routerbench/
   IDEPOOL_E2E=1 go test -run '^$' -bench . -benchtime 1x -timeout 20m ./e2e/swarm/
   # The cluster's figures (issue 17): -v, or Go cuts each benchmark's log.
   trap sweep_clusters EXIT
