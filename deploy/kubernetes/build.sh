@@ -8,6 +8,8 @@
 #                           kube-proxy, kubectl and etcd. ~6 min cold on 2 cores,
 #                           ~3 GB build cache, ~2.6 GB peak memory.
 #   pause-<version>         the pod sandbox's process (tools/kubernetes/pause)
+#   helm-<version>          Helm (tools/helm), for the chart's tests; ~1-2 min
+#                           after the above (they share the k8s.io packages)
 #   cni-<debian version>/   CNI plugins from Debian's containernetworking-plugins,
 #                           unpacked with apt-get download + dpkg-deb -x (not installed)
 #
@@ -22,6 +24,8 @@ version=v1.35.4 # k8s.io/kubernetes in tools/kubernetes/go.mod
 cache="${IDEPOOL_CACHE:-$HOME/.cache/idepool}"
 kube="$cache/kube-$version"
 pause="$cache/pause-$version"
+helm_version=v3.20.2 # helm.sh/helm/v3 in tools/helm/go.mod
+helm="$cache/helm-$helm_version"
 mkdir -p "$cache"
 
 if [ ! -x "$kube" ]; then
@@ -70,6 +74,16 @@ if [ -z "$cni_dir" ] || [ ! -x "$cni_dir/bridge" ]; then
   mv "$cni_dir.tmp" "$cni_dir"
   rm -rf "$work"
   trap - EXIT
+fi
+
+# Helm last: the cluster does not need it (cluster.sh asks with
+# K8S_BUILD_HELM=0), the chart's tests do.
+if [ "${K8S_BUILD_HELM:-1}" = 1 ] && [ ! -x "$helm" ]; then
+  echo "building helm $helm_version into $helm" >&2
+  (cd tools/helm && CGO_ENABLED=0 GOGC="${GOGC:-50}" go build -p "${GOMAXPROCS:-2}" -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+    -o "$helm.tmp.$$" helm.sh/helm/v3/cmd/helm)
+  mv "$helm.tmp.$$" "$helm"
 fi
 
 echo "$cache"

@@ -57,7 +57,7 @@ kubectl_() { "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" "$@"; }
 
 need_build() {
   local cache
-  cache=$("$repo/deploy/kubernetes/build.sh" | tail -n1)
+  cache=$(K8S_BUILD_HELM=0 "$repo/deploy/kubernetes/build.sh" | tail -n1)
   bin="$state/bin"
   mkdir -p "$bin"
   # Symlinks named as the components: the multi-call binary dispatches on
@@ -137,7 +137,7 @@ start() {
     return
   fi
   # setsid: a Ctrl-C of the caller's shell does not reach the cluster.
-  setsid "$@" >>"$state/log/$name.log" 2>&1 </dev/null &
+  setsid "$@" >>"$state/log/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$state/pid/$name"
 }
 

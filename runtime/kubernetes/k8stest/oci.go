@@ -115,4 +115,3 @@ func normalise(tag string) string {
 	}
 	return name
 }
-
