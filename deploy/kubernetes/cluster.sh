@@ -294,6 +294,21 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 EOF
 }
 
+# reject_unprogrammed: a service address kube-proxy has not programmed yet
+# would be routed out of the host (to whatever answers there; on some
+# networks a web server that says 404, and an HTTP client may keep that
+# connection): refuse it instead, as on a cluster whose service range is not
+# routable, so clients retry. Programmed addresses are translated to pod
+# addresses (nat PREROUTING and OUTPUT) before the filter table's FORWARD
+# and OUTPUT, so only the unprogrammed match: from pods and from the host.
+reject_unprogrammed() {
+  iptables -N IDEPOOL-K8S 2>/dev/null || true
+  iptables -C FORWARD -j IDEPOOL-K8S 2>/dev/null || iptables -I FORWARD -j IDEPOOL-K8S
+  iptables -C OUTPUT -j IDEPOOL-K8S 2>/dev/null || iptables -I OUTPUT -j IDEPOOL-K8S
+  iptables -F IDEPOOL-K8S
+  iptables -A IDEPOOL-K8S -d "$svc_cidr" -j REJECT --reject-with icmp-port-unreachable
+}
+
 # ---- up / down ----------------------------------------------------------------
 
 up() {
@@ -301,6 +316,7 @@ up() {
   need_build
   mkdir -p "$state/log" "$state/pid"
   if healthy; then
+    reject_unprogrammed
     log "cluster up (reused)"
     return
   fi
@@ -349,6 +365,7 @@ up() {
     --hostname-override "$node" --node-ip "$ip" --root-dir "$state/kubelet" \
     --cert-dir "$state/kubelet-pki"
   start kube-proxy "$bin/kube-proxy" --config "$state/kube-proxy.yaml"
+  reject_unprogrammed
   wait_for "node $node" 90 sh -c "[ \"\$('$bin/kubectl' --kubeconfig '$kc' get node $node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}')\" = True ]"
   # The default service account is made by the controller manager shortly
   # after the apiserver is up; pods are refused until it exists.
@@ -447,6 +464,10 @@ down() {
     umount -l "$m" 2>/dev/null || true
   done
   ip link del "$bridge" 2>/dev/null || true
+  iptables -D FORWARD -j IDEPOOL-K8S 2>/dev/null || true
+  iptables -D OUTPUT -j IDEPOOL-K8S 2>/dev/null || true
+  iptables -F IDEPOOL-K8S 2>/dev/null || true
+  iptables -X IDEPOOL-K8S 2>/dev/null || true
   rm -rf "$run" "$state/kubelet" "$state/containerd-state" "$state/cni/ipam" /var/lib/kubelet/device-plugins \
     /var/log/pods /var/log/containers /run/containerd/runc/k8s.io 2>/dev/null || true
   rmdir /var/lib/kubelet /run/containerd/runc /run/containerd 2>/dev/null || true
@@ -470,6 +491,7 @@ env)
   echo "K8S_NODE=$node"
   echo "K8S_POD_CIDR=$pod_cidr"
   echo "K8S_CONTAINERD=$run/containerd.sock"
+  echo "K8S_CACHE=${IDEPOOL_CACHE:-$HOME/.cache/idepool}"
   ;;
 import)
   shift

@@ -33,7 +33,7 @@ type Cluster struct {
 	Config *rest.Config
 	Client k8s.Interface
 	// Env is what `cluster.sh env` prints: KUBECONFIG, K8S_NODE_IP,
-	// K8S_NODE, K8S_POD_CIDR, K8S_CONTAINERD.
+	// K8S_NODE, K8S_POD_CIDR, K8S_CONTAINERD, K8S_CACHE (the built binaries).
 	Env  map[string]string
 	root string
 }
