@@ -111,6 +111,10 @@ type Runtime struct {
 	podsScope atomic.Pointer[string]
 	// labelLocks serialise SetLabels per container (striped by id).
 	labelLocks [32]sync.Mutex
+	// uids remembers the UID of each Pod of ours seen (id → types.UID), so
+	// that SetLabels (every claim writes labels) is one PATCH, not a GET
+	// and a PATCH: the UID in the patch makes it land on that Pod or fail.
+	uids sync.Map
 }
 
 var _ idepool.Runtime = (*Runtime)(nil)
@@ -249,6 +253,7 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		return idepool.Instance{}, kubeError(err, "create pod %s", pod.Name)
 	}
 	r.log.Debug("pod created", "container", spec.ID, "pod", got.Name, "image", spec.Profile.Image)
+	r.uids.Store(spec.ID, got.UID)
 	return r.instance(got), nil
 }
 
@@ -273,6 +278,7 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	case err != nil:
 		return err
 	}
+	r.uids.Delete(id)
 	if err := r.delete(ctx, pod, nil); err != nil {
 		return err
 	}
@@ -380,6 +386,7 @@ func (r *Runtime) pod(ctx context.Context, id string) (*corev1.Pod, error) {
 	if !r.ours(pod) || pod.Labels[idepool.LabelID] != id {
 		return nil, notFound
 	}
+	r.uids.Store(id, pod.UID)
 	return pod, nil
 }
 
@@ -399,7 +406,9 @@ func (r *Runtime) List(ctx context.Context) ([]idepool.Instance, error) {
 	out := make([]idepool.Instance, 0, len(pl.Items))
 	for i := range pl.Items {
 		if p := &pl.Items[i]; r.ours(p) {
-			out = append(out, r.instance(p))
+			in := r.instance(p)
+			r.uids.Store(in.ID, p.UID)
+			out = append(out, in)
 		}
 	}
 	return out, nil
@@ -433,6 +442,19 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 	mu := &r.labelLocks[stripe(id, len(r.labelLocks))]
 	mu.Lock()
 	defer mu.Unlock()
+	if uid, ok := r.uids.Load(id); ok && idepool.ValidID(id) {
+		if len(labels) == 0 {
+			// Nothing to write, but an unknown container is still an error.
+			_, err := r.pod(ctx, id)
+			return err
+		}
+		err := r.patchLabels(ctx, id, uid.(types.UID), labels)
+		if !errors.Is(err, errOtherPod) {
+			return err
+		}
+		// Another Pod of that name now: ask again whose it is.
+		r.uids.Delete(id)
+	}
 	pod, err := r.pod(ctx, id)
 	if err != nil {
 		return err
@@ -440,6 +462,21 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 	if len(labels) == 0 {
 		return nil
 	}
+	err = r.patchLabels(ctx, id, pod.UID, labels)
+	if errors.Is(err, errOtherPod) {
+		// Replaced by another Pod between the GET and the PATCH.
+		return idepool.Errorf(idepool.ENotFound, "container %s not found", id)
+	}
+	return err
+}
+
+// errOtherPod: the Pod of that name is not the one of the UID patched.
+var errOtherPod = errors.New("the pod of that name has another UID")
+
+// patchLabels merges labels into the annotations of the Pod of that UID
+// with one JSON merge patch; errOtherPod when the Pod of that name has
+// another UID (the API server refuses to change metadata.uid: Invalid).
+func (r *Runtime) patchLabels(ctx context.Context, id string, uid types.UID, labels map[string]string) error {
 	ann := map[string]any{}
 	for k, v := range labels {
 		if v == "" {
@@ -448,21 +485,38 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 			ann[AnnotationPrefix+k] = v
 		}
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": pod.UID, "annotations": ann}})
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid, "annotations": ann}})
 	if err != nil {
 		return idepool.WrapError(idepool.EInternal, err, "encode label patch of %s", id)
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	_, err = r.c.CoreV1().Pods(r.ns).Patch(cctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err = r.c.CoreV1().Pods(r.ns).Patch(cctx, PodName(id), types.MergePatchType, patch, metav1.PatchOptions{})
 	switch {
 	case err == nil:
 		return nil
-	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
-		// Conflict: the UID differs, the Pod was replaced by another.
+	case uidRefused(err):
+		return errOtherPod
+	case apierrors.IsNotFound(err):
+		r.uids.Delete(id)
 		return idepool.Errorf(idepool.ENotFound, "container %s not found", id)
 	}
-	return kubeError(err, "patch labels of pod %s", pod.Name)
+	return kubeError(err, "patch labels of pod %s", PodName(id))
+}
+
+// uidRefused reports whether the API server refused a patch for its
+// metadata.uid (which differs from the object's).
+func uidRefused(err error) bool {
+	var st apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &st) || st.Status().Details == nil {
+		return false
+	}
+	for _, c := range st.Status().Details.Causes {
+		if c.Field == "metadata.uid" {
+			return true
+		}
+	}
+	return false
 }
 
 func stripe(id string, n int) int {
