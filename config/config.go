@@ -74,7 +74,7 @@ type Config struct {
 	HealthCheckRetries  int           // HEALTH_CHECK_RETRIES
 
 	// Runtime and deployment.
-	Runtime      string // RUNTIME: RuntimeProcess, RuntimeSwarm, RuntimeFake
+	Runtime      string // RUNTIME: RuntimeProcess, RuntimeSwarm, RuntimeKubernetes, RuntimeFake
 	DataDir      string // DATA_DIR, absolute
 	ProcessNice  int    // PROCESS_NICE
 	ProcessUser  string // PROCESS_USER: "off" or uid[:gid]
@@ -83,6 +83,8 @@ type Config struct {
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik
 	TraefikURL   string // TRAEFIK_URL; "" = no routing check
 	SwarmNetwork string // SWARM_NETWORK
+	// KubernetesNamespace: KUBERNETES_NAMESPACE, "" = the pod's own.
+	KubernetesNamespace string
 	// StopGracePeriod: STOP_GRACE_PERIOD, the swarm runtime's time
 	// between SIGTERM and SIGKILL of a container's task.
 	StopGracePeriod time.Duration
@@ -230,7 +232,7 @@ func build(lookup func(string) string) (Config, []error) {
 		default:
 			c.AgentURL = c.PublicURL
 			if u, err := url.Parse(c.AgentURL); err == nil && isLoopback(u.Hostname()) {
-				c.Warnings = append(c.Warnings, "AGENT_URL is unset and PUBLIC_URL is a loopback address: agents in swarm containers cannot reach it; set AGENT_URL")
+				c.Warnings = append(c.Warnings, "AGENT_URL is unset and PUBLIC_URL is a loopback address: agents in "+c.Runtime+" containers cannot reach it; set AGENT_URL")
 			}
 		}
 	}

@@ -146,7 +146,7 @@ func TestKinds(t *testing.T) {
 		{map[string]string{"CREATE_TIMEOUT": "5m"}, func(c Config) any { return c.CreateTimeout }, 5 * time.Minute, ""},
 		{map[string]string{"FLUSH_TIMEOUT": "1e400"}, nil, nil, `FLUSH_TIMEOUT: "1e400"`},
 		{map[string]string{"RUNTIME": "SWARM"}, func(c Config) any { return c.Runtime }, "swarm", ""},
-		{map[string]string{"RUNTIME": "docker"}, nil, nil, `RUNTIME: "docker" is not an accepted value (want one of process, swarm, fake)`},
+		{map[string]string{"RUNTIME": "docker"}, nil, nil, `RUNTIME: "docker" is not an accepted value (want one of process, swarm, kubernetes, fake)`},
 		{map[string]string{"ROUTER": "traefik", "RUNTIME": "swarm"}, func(c Config) any { return c.Router }, "traefik", ""},
 		{map[string]string{"LOG_LEVEL": "DEBUG"}, func(c Config) any { return c.SlogLevel() }, slog.LevelDebug, ""},
 		{map[string]string{"LOG_LEVEL": "trace"}, nil, nil, `LOG_LEVEL: "trace" is not an accepted value (want one of debug, info, warn, error)`},

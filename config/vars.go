@@ -5,13 +5,14 @@ const MinAPIKeyLen = 16
 
 // Values of RUNTIME, ROUTER, LOG_FORMAT.
 const (
-	RuntimeProcess = "process"
-	RuntimeSwarm   = "swarm"
-	RuntimeFake    = "fake"
-	RouterBuiltin  = "builtin"
-	RouterTraefik  = "traefik"
-	LogText        = "text"
-	LogJSON        = "json"
+	RuntimeProcess    = "process"
+	RuntimeSwarm      = "swarm"
+	RuntimeKubernetes = "kubernetes"
+	RuntimeFake       = "fake"
+	RouterBuiltin     = "builtin"
+	RouterTraefik     = "traefik"
+	LogText           = "text"
+	LogJSON           = "json"
 )
 
 // vars is THE table. To add a setting: a field in Config and a row here
@@ -134,8 +135,8 @@ func vars() []VarSpec {
 			bind:        func(c *Config) any { return &c.HealthCheckRetries }},
 
 		// Runtime and deployment.
-		{Name: "RUNTIME", Default: RuntimeProcess, Kind: KindEnum, Values: []string{RuntimeProcess, RuntimeSwarm, RuntimeFake}, Topic: TopicRuntime,
-			Description: "Where containers run: local agent processes (no Docker needed), Docker Swarm services, or in memory (tests).",
+		{Name: "RUNTIME", Default: RuntimeProcess, Kind: KindEnum, Values: []string{RuntimeProcess, RuntimeSwarm, RuntimeKubernetes, RuntimeFake}, Topic: TopicRuntime,
+			Description: "Where containers run: local agent processes (no Docker needed), Docker Swarm services, Kubernetes pods, or in memory (tests).",
 			bind:        func(c *Config) any { return &c.Runtime }},
 		{Name: "DATA_DIR", Default: "./idepool-data", Kind: KindPath, Topic: TopicRuntime,
 			Description: "Directory of idepool's state: the generated API key, the process runtime's workspaces. Made absolute at start-up.",
@@ -164,8 +165,12 @@ func vars() []VarSpec {
 			Accepts: "a Docker network name", Topic: TopicRuntime,
 			Description: "Overlay network the swarm runtime attaches containers to.",
 			bind:        func(c *Config) any { return &c.SwarmNetwork }},
+		{Name: "KUBERNETES_NAMESPACE", Kind: KindString, Pattern: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`,
+			Accepts: "a namespace name", Topic: TopicRuntime,
+			Description: "With RUNTIME=kubernetes: the namespace of the IDE pods. Unset: the namespace idepool's own pod runs in (its service account's), else default. The cluster is reached with the pod's service account, else KUBECONFIG.",
+			bind:        func(c *Config) any { return &c.KubernetesNamespace }},
 		{Name: "STOP_GRACE_PERIOD", Default: "40s", Kind: KindDuration, NonZero: true, Topic: TopicRuntime,
-			Description: "With RUNTIME=swarm: how long Swarm waits between SIGTERM and SIGKILL when it stops a container's task itself (a drained node, a removal). On SIGTERM the agent stops the workloads (up to 5s) and pushes what is not yet in S3 (up to 30s), so keep it above 35s or a drain can lose the last edits.",
+			Description: "With RUNTIME=swarm or kubernetes: how long Swarm (or the kubelet) waits between SIGTERM and SIGKILL when it stops a container's task itself (a drained node, a removal). On SIGTERM the agent stops the workloads (up to 5s) and pushes what is not yet in S3 (up to 30s), so keep it above 35s or a drain can lose the last edits.",
 			bind:        func(c *Config) any { return &c.StopGracePeriod }},
 		{Name: "NODE_SILENCE", Default: "5s", Kind: KindDuration, Topic: TopicRuntime,
 			Description: "On a cluster: a node on which every agent has been disconnected this long, while agents on other nodes answer, is judged lost before the engine says so (Swarm needs ~3 missed dispatcher heartbeats: 11-13s by default), and its claimed containers are replaced elsewhere. A wrong judgement costs a replacement, not work: the old copy's later writes become conflict copies beside the replacement's. 0: wait for the engine.",

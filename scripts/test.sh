@@ -53,6 +53,17 @@ if [ -f deploy/ide/build-debian.sh ]; then
   debian_pid=$!
 fi
 
+# The Kubernetes test cluster's binaries (deploy/kubernetes/build.sh: one
+# multi-call Kubernetes from the module proxy, ~6+ min cold, cached by
+# version in ~/.cache/idepool) build beside the checks too, at a lower
+# priority.
+k8s_pid=""
+if [ -f deploy/kubernetes/build.sh ]; then
+  step "building the Kubernetes test cluster in the background (log: $logs/k8s.log)"
+  nice -n 10 bash deploy/kubernetes/build.sh >"$logs/k8s.log" 2>&1 &
+  k8s_pid=$!
+fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^tools/') 2>/dev/null || true)
 if [ -n "$unformatted" ]; then echo "gofmt needed on:"; echo "$unformatted"; exit 1; fi
@@ -95,6 +106,15 @@ if [ -n "$debian_pid" ]; then
     echo "Debian IDE image build failed:"; tail -40 "$logs/debian.log"; exit 1
   fi
   tail -3 "$logs/debian.log"
+fi
+
+# runtime/kubernetes's conformance test (in ./... below) needs the cluster.
+if [ -n "$k8s_pid" ]; then
+  step "waiting for the Kubernetes build; the test cluster up"
+  if ! wait "$k8s_pid"; then
+    echo "Kubernetes build failed:"; tail -40 "$logs/k8s.log"; exit 1
+  fi
+  bash deploy/kubernetes/cluster.sh up
 fi
 
 step "go test -race (unit, integration and end-to-end)"
@@ -154,6 +174,32 @@ if [ "$rc" -ne 0 ]; then
   echo "cluster tests failed (exit $rc):"
   grep -E -- '--- FAIL|^FAIL|panic:' "$logs/cluster.log" | head -50
   exit "$rc"
+fi
+
+# The Kubernetes end-to-end test (issue 19): idepool deployed into the test
+# cluster by deploy/kubernetes/manifests, and its figures. As root, CI=true.
+# The cluster is taken down afterwards, pass or fail.
+if [ -f deploy/kubernetes/cluster.sh ]; then
+  step "kubernetes tests (e2e/kubernetes: a real single-node cluster)"
+  k8s_start=$(date +%s)
+  trap 'bash deploy/kubernetes/cluster.sh down' EXIT
+  set +e
+  CI=true go test -tags kubernetes -count=1 -v -timeout 15m ./e2e/kubernetes/ 2>&1 | grep -v 'level=INFO msg=http' | tee "$logs/k8s-e2e.log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 0 ] && [ -z "${SKIP_BENCH:-}" ]; then
+    CI=true go test -tags kubernetes -run '^$' -bench . -benchtime 1x -v -timeout 15m ./e2e/kubernetes/ 2>&1 |
+      grep -v 'level=INFO msg=http' | tee -a "$logs/k8s-e2e.log"
+    rc=${PIPESTATUS[0]}
+  fi
+  set -e
+  trap - EXIT
+  bash deploy/kubernetes/cluster.sh down
+  step "kubernetes tests took $(( $(date +%s) - k8s_start ))s"
+  if [ "$rc" -ne 0 ]; then
+    echo "kubernetes tests failed (exit $rc):"
+    grep -E -- '--- FAIL|^FAIL|panic:' "$logs/k8s-e2e.log" | head -50
+    exit "$rc"
+  fi
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then

@@ -38,6 +38,7 @@ import (
 	"github.com/idepool/idepool/pool"
 	"github.com/idepool/idepool/proxy"
 	"github.com/idepool/idepool/runtime/fake"
+	"github.com/idepool/idepool/runtime/kubernetes"
 	"github.com/idepool/idepool/runtime/process"
 	"github.com/idepool/idepool/runtime/swarm"
 	"github.com/idepool/idepool/traefik"
@@ -361,6 +362,29 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			return nil, nil, fmt.Errorf("swarm runtime: %w", err)
 		}
 		return rt, func() { _ = rt.Close() }, nil
+	case config.RuntimeKubernetes:
+		o := kubernetes.Options{
+			Namespace:  cfg.KubernetesNamespace,
+			Deployment: cfg.Deployment,
+			// The kubelet's SIGTERM on a drain or eviction must leave the
+			// agent its flush, as on Swarm.
+			StopGracePeriod: cfg.StopGracePeriod,
+			Logger:          log.With("part", "runtime"),
+		}
+		if len(cfg.TrustedPeers) > 0 {
+			if u, err := url.Parse(cfg.AgentURL); err == nil && u.Hostname() != "" {
+				o.AllowedPeers = append(o.AllowedPeers, u.Hostname())
+			}
+			o.AllowedPeers = append(o.AllowedPeers, cfg.TrustedPeers...)
+		}
+		rt, err := kubernetes.New(o)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := rt.Ping(ctx); err != nil {
+			return nil, nil, fmt.Errorf("kubernetes runtime: %w", err)
+		}
+		return rt, nil, nil
 	case config.RuntimeFake:
 		return fake.New(fake.Config{Deployment: cfg.Deployment}), nil, nil
 	default:

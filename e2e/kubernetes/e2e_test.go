@@ -1,0 +1,236 @@
+//go:build kubernetes
+
+package kubernetes_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/coder/websocket"
+	"github.com/idepool/idepool"
+	idepoolclient "github.com/idepool/idepool/client"
+	rtk8s "github.com/idepool/idepool/runtime/kubernetes"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestKubernetesEndToEnd, on one deployment installed by the Helm chart
+// (deploy/kubernetes/chart; the benchmarks deploy the plain manifests), in
+// order:
+//
+//   - a warm pool of 3 fills; a start through the API claims a warm one;
+//   - its /code/<id>/ URL answers through the built-in router (token →
+//     cookie → first byte), a websocket echoes through it;
+//   - a file written into its workspace reaches the S3 server on the host;
+//   - idepool's pod is deleted: the Deployment starts a new one, which
+//     adopts every IDE pod (the claimed one stays claimed to its
+//     workspace, the warm ones warm; nothing new, nothing orphaned), and
+//     the route answers again with the same cookie;
+//   - a profile that fits no node is refused (or queued);
+//   - DELETE removes the claimed pod.
+func TestKubernetesEndToEnd(t *testing.T) {
+	s := newStack(t, stackOptions{poolTarget: poolSize, chart: true})
+	start := time.Now()
+	s.waitPool(idepool.DefaultProfile, poolSize, 5*time.Minute)
+	t.Logf("pool of %d filled in %v", poolSize, time.Since(start).Round(time.Millisecond))
+	ctx := context.Background()
+
+	res, err := s.api.Start(ctx, idepoolclient.StartRequest{Bucket: bucket, Prefix: "alice", UserID: "alice"})
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, s.logs())
+	}
+	if !res.IsPreWarmed || res.Claim != idepool.ClaimWarm {
+		t.Errorf("start: isPreWarmed %v, claim %q; want a warm claim", res.IsPreWarmed, res.Claim)
+	}
+	if _, ok := s.idePods()[rtk8s.PodName(res.ID)]; !ok {
+		t.Fatalf("no pod %s for the claimed container", rtk8s.PodName(res.ID))
+	}
+	code := res.URLs.CodeServer
+	if !strings.HasPrefix(code, s.apiURL+"/code/"+res.ID+"/") || !strings.Contains(code, "token=") {
+		t.Fatalf("codeServer URL %q: want %s/code/%s/?token=…", code, s.apiURL, res.ID)
+	}
+
+	// The built-in router: the token is swapped for a cookie, then the
+	// workload answers.
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	status, body, ttfb, retries, err := firstByte(hc, code, "")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("GET %s through the built-in router: %d %v\n%s", code, status, err, body)
+	}
+	t.Logf("first byte of /code/%s/ (token exchange included) in %v (%d answers 503 no endpoint yet before)", res.ID, ttfb.Round(time.Microsecond), retries)
+	u, _ := url.Parse(s.apiURL)
+	var cookie string
+	for _, c := range jar.Cookies(u) {
+		if c.Name == "idepool_"+res.ID {
+			cookie = c.String()
+		}
+	}
+	if cookie == "" {
+		t.Fatalf("no idepool_%s cookie after the token exchange", res.ID)
+	}
+	if st, _, _, _ := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
+		t.Errorf("built-in router without cookie: %d, want 401", st)
+	}
+	echo(t, strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
+
+	// A file in the workspace reaches S3 (the server on the host).
+	const content = "hello from a kubernetes pod\n"
+	s.writeWorkspace(t, res.ID, "hello.txt", content)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		obj, err := s.s3.Client().GetObject(gctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("alice/hello.txt")})
+		if err == nil {
+			b, _ := io.ReadAll(obj.Body)
+			obj.Body.Close()
+			cancel()
+			if string(b) != content {
+				t.Fatalf("alice/hello.txt in S3 = %q, want %q", b, content)
+			}
+			break
+		}
+		cancel()
+		if time.Now().After(deadline) {
+			t.Fatalf("the file written in the workspace is not in S3 after a minute: %v\n%s", err, s.logs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("workspace file synced to S3")
+
+	// idepool's pod deleted mid-session: a new one adopts everything.
+	s.waitPool(idepool.DefaultProfile, poolSize, 3*time.Minute)
+	before := s.idePods()
+	if len(before) != poolSize+1 {
+		t.Fatalf("%d IDE pods before idepool's deletion, want %d", len(before), poolSize+1)
+	}
+	old, err := s.cl.Client.CoreV1().Pods(s.ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=idepool"})
+	if err != nil || len(old.Items) != 1 {
+		t.Fatalf("idepool's pod: %v, %d found", err, len(old.Items))
+	}
+	oldPod := old.Items[0]
+	zero := int64(0)
+	if err := s.cl.Client.CoreV1().Pods(s.ns).Delete(ctx, oldPod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	for {
+		pl, err := s.cl.Client.CoreV1().Pods(s.ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=idepool"})
+		if err == nil && len(pl.Items) == 1 && pl.Items[0].UID != oldPod.UID && pl.Items[0].Status.PodIP != "" {
+			break
+		}
+		if time.Since(deleted) > 2*time.Minute {
+			t.Fatalf("no new idepool pod 2 minutes after the deletion: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.waitHealthy(2 * time.Minute)
+	t.Logf("a new idepool answered %v after its pod's deletion", time.Since(deleted).Round(time.Millisecond))
+
+	got, err := s.api.Get(ctx, res.ID)
+	if err != nil {
+		t.Fatalf("claimed container after the new pod: %v", err)
+	}
+	if !got.State.Claimed() || got.Workspace == nil || got.Workspace.Key() != bucket+"/alice/" {
+		t.Errorf("claimed container adopted as %s (workspace %+v), want claimed for %s/alice/", got.State, got.Workspace, bucket)
+	}
+	p := s.waitPool(idepool.DefaultProfile, poolSize, 2*time.Minute)
+	time.Sleep(3 * time.Second) // give a wrong refill the time to show up
+	after := s.idePods()
+	for name := range after {
+		if _, ok := before[name]; !ok {
+			t.Errorf("new IDE pod %s after the restart: warm containers were not adopted", name)
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			t.Errorf("IDE pod %s disappeared after the restart", name)
+		}
+	}
+	if p.Warm != poolSize {
+		t.Errorf("pool after the restart: %+v", p)
+	}
+	all, err := s.api.ListAll(ctx, idepoolclient.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, c := range all {
+		known[rtk8s.PodName(c.ID)] = true
+	}
+	for name := range after {
+		if !known[name] {
+			t.Errorf("IDE pod %s is not known to idepool after the restart (orphan)", name)
+		}
+	}
+	// The route answers again, with the cookie of before (the router's key
+	// is a Secret, not the pod's own).
+	deadline = time.Now().Add(time.Minute)
+	for {
+		st, b, _, err := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", cookie)
+		if err == nil && st == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("route after the restart: %d %v\n%s", st, err, b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	again, err := s.api.Start(ctx, idepoolclient.StartRequest{Bucket: bucket, Prefix: "alice", UserID: "alice"})
+	if err != nil || !again.IsReused || again.ID != res.ID {
+		t.Errorf("start for the adopted workspace: %+v, %v; want it reused", again, err)
+	}
+
+	// A profile no node can ever run: refused, or at most queued.
+	huge, err := s.api.Start(ctx, idepoolclient.StartRequest{Bucket: bucket, Prefix: "huge", Profile: "huge"})
+	switch {
+	case err != nil && idepoolclient.IsCode(err, idepool.ECapacity):
+		t.Logf("profile huge refused: %v", err)
+	case err == nil && huge.HTTPStatus == http.StatusAccepted && !huge.Ready:
+		t.Logf("profile huge queued: %s", jsonString(huge))
+	default:
+		t.Errorf("start of profile huge: %s, %v; want it refused with %s or queued", jsonString(huge), err, idepool.ECapacity)
+	}
+	for name, p := range s.idePods() {
+		if p.Annotations[rtk8s.AnnotationPrefix+idepool.LabelProfile] == "huge" {
+			t.Errorf("a pod %s of profile huge was made", name)
+		}
+	}
+
+	// DELETE removes the pod.
+	if _, err := s.api.Stop(ctx, res.ID); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if _, ok := s.idePods()[rtk8s.PodName(res.ID)]; ok {
+		t.Errorf("pod %s still exists after DELETE", rtk8s.PodName(res.ID))
+	}
+}
+
+// echo does a websocket round trip through the router.
+func echo(t *testing.T, wsURL, cookie string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {cookie}}})
+	if err != nil {
+		t.Fatalf("websocket dial %s: %v", wsURL, err)
+	}
+	defer c.CloseNow()
+	start := time.Now()
+	if err := c.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
+		t.Fatalf("websocket write: %v", err)
+	}
+	_, got, err := c.Read(ctx)
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("websocket echo %q, %v", got, err)
+	}
+	t.Logf("websocket round trip through the router in %v", time.Since(start).Round(time.Microsecond))
+	c.Close(websocket.StatusNormalClosure, "")
+}

@@ -1,0 +1,87 @@
+package kubernetes
+
+import (
+	"context"
+
+	"github.com/idepool/idepool"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Events streams hints about this deployment's containers until ctx ends.
+// Each call runs an informer of its own over the deployment's Pods (a list,
+// then a watch; client-go relists when the watch breaks, and resyncs every
+// ResyncInterval): an event is sent for a new Pod, for every change of a
+// Pod's status, and for a Pod that is gone.
+func (r *Runtime) Events(ctx context.Context) <-chan idepool.RuntimeEvent {
+	out := make(chan idepool.RuntimeEvent, 64)
+	// The informer's handlers never send on out (it is closed when ctx
+	// ends, and a handler could still be running then): they queue on evs,
+	// which is never closed, and one goroutine forwards.
+	evs := make(chan idepool.RuntimeEvent, 256)
+	factory := informers.NewSharedInformerFactoryWithOptions(r.c, r.o.ResyncInterval,
+		informers.WithNamespace(r.ns),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = r.selector() }))
+	inf := factory.Core().V1().Pods().Informer()
+	known := map[string]idepool.RuntimeStatus{} // only touched by the handlers, which run one at a time
+	queue := func(ev idepool.RuntimeEvent) {
+		select {
+		case evs <- ev:
+		case <-ctx.Done():
+		}
+	}
+	update := func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || !r.ours(p) {
+			return
+		}
+		in := r.instance(p)
+		if old, seen := known[in.ID]; seen && old == in.Status {
+			return
+		}
+		known[in.ID] = in.Status
+		queue(idepool.RuntimeEvent{ID: in.ID, Status: in.Status})
+	}
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { update(obj) },
+		UpdateFunc: func(_, obj any) { update(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			p, ok := obj.(*corev1.Pod)
+			if !ok || !r.ours(p) {
+				return
+			}
+			id := r.instance(p).ID
+			delete(known, id)
+			queue(idepool.RuntimeEvent{ID: id, Removed: true})
+		},
+	})
+	if err != nil {
+		r.log.Error("events: informer handler", "err", err)
+	}
+	factory.Start(ctx.Done())
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case ev := <-evs:
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					factory.Shutdown()
+					return
+				}
+			case <-ctx.Done():
+				// Shutdown waits for the informer's goroutines; they stop
+				// queueing once ctx is done.
+				factory.Shutdown()
+				return
+			}
+		}
+	}()
+	return out
+}
