@@ -132,7 +132,14 @@ func upBench(b *testing.B) error {
 	} else {
 		c.own = true
 		shared.c = c // TestMain removes even a half-made cluster
-		cl.up(o)
+		// The nodes and the Swarm first, then the stack's overlay network
+		// made here with room for the burst's 400 containers (see
+		// overlaySubnet), then the stack by the project's script.
+		cl.up(options{workers: true, images: benchImages})
+		if err := c.overlay(); err != nil {
+			return err
+		}
+		cl.run(10*time.Minute, "stack")
 	}
 	for i := 1; i <= benchNodes; i++ {
 		node := cl.Node(i)
@@ -263,6 +270,7 @@ type benchProfile struct {
 	CPUReservation    float64  `json:"cpuReservation"`
 	MemoryReservation int64    `json:"memoryReservation"`
 	Constraints       []string `json:"constraints,omitempty"`
+	MaxContainers     int      `json:"maxContainers,omitempty"`
 }
 
 // configure gives the stack's idepool the benchmarks' profiles (a Docker
@@ -272,10 +280,10 @@ type benchProfile struct {
 func (c *benchCluster) configure() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if ps, err := c.api.Profiles(ctx); err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == "small" }) {
+	if ps, err := c.api.Profiles(ctx); err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == waveProfile }) {
 		// A reused cluster: empty what an earlier run left.
 		for _, p := range ps {
-			if p.Name == "small" || strings.HasPrefix(p.Name, "on-") {
+			if p.Name == "small" || p.Name == waveProfile || strings.HasPrefix(p.Name, "on-") {
 				if err := c.emptyProfile(ctx, p.Name); err != nil {
 					return err
 				}
@@ -287,6 +295,9 @@ func (c *benchCluster) configure() error {
 	for _, w := range c.workers {
 		profiles = append(profiles, c.profile("on-"+w, w))
 	}
+	wave := c.profile(waveProfile, "")
+	wave.MaxContainers = waveSize
+	profiles = append(profiles, wave)
 	js, err := json.Marshal(map[string]any{"profiles": profiles})
 	if err != nil {
 		return err
@@ -307,7 +318,7 @@ func (c *benchCluster) configure() error {
 	}
 	for {
 		ps, err := c.api.Profiles(ctx)
-		if err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == "small" }) {
+		if err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == waveProfile }) {
 			return nil
 		}
 		select {
@@ -340,7 +351,9 @@ func (c *benchCluster) rawCreate(ctx context.Context, node string) (string, erro
 	spec := swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: "raw-" + idepool.NewID(), Labels: map[string]string{"idepool.bench": "raw"}},
 		TaskTemplate: swarm.TaskSpec{
-			ContainerSpec: &swarm.ContainerSpec{Image: benchIDEImage, Init: &init, Env: []string{
+			// The label on the container too (a service's labels are not its
+			// containers'): removeRaw waits for containers by it.
+			ContainerSpec: &swarm.ContainerSpec{Image: benchIDEImage, Init: &init, Labels: map[string]string{"idepool.bench": "raw"}, Env: []string{
 				"IDEPOOL_AGENT_URL=http://127.0.0.1:9", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=" + idepool.NewID(), "IDEPOOL_PORT_CODE=8080",
 				idepool.EnvOrphanTimeout + "=1h"}},
 			Networks: []swarm.NetworkAttachmentConfig{{Target: benchNetwork}},
