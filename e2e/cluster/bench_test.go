@@ -186,12 +186,26 @@ func nodeDocker(node string, conns int) (*client.Client, error) {
 	for range cap(d.ready) {
 		go d.refill()
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: cap(d.ready), IdleConnTimeout: time.Hour}}
+	hc := &http.Client{Transport: retryRead{&http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: cap(d.ready), IdleConnTimeout: time.Hour}}}
 	dc, err := client.New(client.WithHost("unix:///var/run/docker.sock"), client.WithHTTPClient(hc))
 	if err != nil {
 		return nil, fmt.Errorf("docker client of node %s: %w", node, err)
 	}
 	return dc, nil
+}
+
+// retryRead sends a GET again, once, on a new connection when the first
+// failed: a kept `docker exec … dial-stdio` connection can end under the
+// burst's load (seen: EOF, "server closed idle connection" from a node's
+// engine at a load average of 170), which says nothing about the engine.
+type retryRead struct{ rt http.RoundTripper }
+
+func (r retryRead) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := r.rt.RoundTrip(req)
+	if err != nil && req.Method == http.MethodGet && req.Body == nil && req.Context().Err() == nil {
+		return r.rt.RoundTrip(req)
+	}
+	return res, err
 }
 
 // stdioDialer hands out connections to a node's engine made ahead of use.
@@ -346,6 +360,11 @@ func (c *benchCluster) manager() *client.Client { return c.docker[c.nodes[0]] }
 // The agent in it has no orchestrator to dial and waits out its orphan
 // timeout, as a bare container would just run.
 func (c *benchCluster) rawCreate(ctx context.Context, node string) (string, error) {
+	return c.rawCreateWith(ctx, c.manager(), node)
+}
+
+// rawCreateWith is rawCreate through the manager's client dc.
+func (c *benchCluster) rawCreateWith(ctx context.Context, dc *client.Client, node string) (string, error) {
 	replicas := uint64(1)
 	init := true
 	spec := swarm.ServiceSpec{
@@ -369,7 +388,7 @@ func (c *benchCluster) rawCreate(ctx context.Context, node string) (string, erro
 	if node != "" {
 		spec.TaskTemplate.Placement = &swarm.Placement{Constraints: []string{"node.hostname==" + node}}
 	}
-	res, err := c.manager().ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
+	res, err := dc.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
 	if err != nil {
 		return "", fmt.Errorf("raw service create: %w", err)
 	}
