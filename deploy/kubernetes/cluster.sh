@@ -464,6 +464,23 @@ down() {
     umount -l "$m" 2>/dev/null || true
   done
   ip link del "$bridge" 2>/dev/null || true
+  # kube-proxy's rules (it leaves them when it stops), the kubelet's canary
+  # chains, and the firewall plugin's chains (no other CNI user here).
+  "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  local t
+  for t in filter nat mangle; do
+    iptables -t "$t" -F KUBE-KUBELET-CANARY 2>/dev/null && iptables -t "$t" -X KUBE-KUBELET-CANARY 2>/dev/null || true
+  done
+  iptables -D INPUT -j KUBE-FIREWALL 2>/dev/null || true
+  iptables -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
+  iptables -F KUBE-FIREWALL 2>/dev/null && iptables -X KUBE-FIREWALL 2>/dev/null || true
+  iptables -t mangle -X KUBE-IPTABLES-HINT 2>/dev/null || true
+  while iptables -D FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD 2>/dev/null; do :; done
+  for t in CNI-FORWARD CNI-ADMIN; do
+    iptables -F "$t" 2>/dev/null && iptables -X "$t" 2>/dev/null || true
+  done
+  rm -rf /var/lib/cni/results/idepool-k8s-* 2>/dev/null || true
+  rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   iptables -D FORWARD -j IDEPOOL-K8S 2>/dev/null || true
   iptables -D OUTPUT -j IDEPOOL-K8S 2>/dev/null || true
   iptables -F IDEPOOL-K8S 2>/dev/null || true

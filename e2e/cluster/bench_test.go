@@ -14,8 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,21 +67,19 @@ const (
 
 // benchCluster is the stack on a cluster, as the benchmarks reach it.
 type benchCluster struct {
-	name, subnet string
-	own          bool // made here: TestMain removes it
-	script       string
-	nodes        []string                  // node container names (= Swarm hostnames), node 1 first
-	workers      []string                  // the worker nodes' names
-	docker       map[string]*client.Client // each node's engine
-	api          *idepoolclient.Client
-	apiURL, key  string
+	cl          *cluster                  // the harness's: made by prepareCluster and up
+	own         bool                      // made here: TestMain removes it
+	nodes       []string                  // node container names (= Swarm hostnames), node 1 first
+	workers     []string                  // the worker nodes' names
+	docker      map[string]*client.Client // each node's engine
+	api         *idepoolclient.Client
+	apiURL, key string
 }
 
 var shared struct {
 	once sync.Once
 	c    *benchCluster
 	err  error
-	log  []string // what setting it up printed, for the first benchmark's log
 }
 
 // TestMain removes the benchmarks' shared cluster after every test and
@@ -91,7 +87,7 @@ var shared struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if c := shared.c; c != nil && c.own {
-		if out, err := c.script1(5*time.Minute, "down"); err != nil {
+		if out, err := c.cl.script1(5*time.Minute, "down"); err != nil {
 			fmt.Fprintf(os.Stderr, "cluster-local.sh down: %v\n%s", err, out)
 			code = 1
 		}
@@ -99,117 +95,84 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// sharedCluster returns the benchmarks' cluster, making it on first use.
+// sharedCluster returns the benchmarks' cluster, making it on first use
+// (the first benchmark's log holds what that printed).
 func sharedCluster(b *testing.B) *benchCluster {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		benchUnavailable(b, "the cluster benchmarks need root (debootstrap, chroot)")
-	}
-	for _, tool := range []string{"docker", "debootstrap", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			benchUnavailable(b, "the cluster benchmarks need %s: %v", tool, err)
-		}
-	}
-	for _, img := range benchImages {
-		if err := exec.Command("docker", "image", "inspect", img).Run(); err != nil {
-			benchUnavailable(b, "image %s is missing (deploy/build-images.sh, build-s3.sh, build-traefik.sh): %v", img, err)
-		}
-	}
-	first := false
+	requireCluster(b, benchImages)
 	shared.once.Do(func() {
-		first = true
+		// Until set-up ends: a set-up that fails ends the first benchmark
+		// (b.Fatal inside Do), and the later ones must not find a nil.
+		shared.err = errors.New("the benchmark cluster's set-up failed in an earlier benchmark")
 		start := time.Now()
-		shared.c, shared.err = upBench(&shared.log)
-		shared.log = append(shared.log, fmt.Sprintf("benchmark cluster ready in %v", time.Since(start).Round(time.Millisecond)))
-	})
-	if first {
-		for _, l := range shared.log {
-			b.Log(l)
+		if shared.err = upBench(b); shared.err == nil {
+			b.Logf("benchmark cluster ready in %v", time.Since(start).Round(time.Millisecond))
 		}
-	}
+	})
 	if shared.err != nil {
 		b.Fatalf("benchmark cluster: %v", shared.err)
 	}
+	shared.c.cl.t = b
 	return shared.c
-}
-
-func benchUnavailable(b *testing.B, format string, args ...any) {
-	b.Helper()
-	if os.Getenv("CI") == "true" {
-		b.Fatalf(format, args...)
-	}
-	b.Skipf(format, args...)
 }
 
 // upBench makes (or finds) the cluster with the stack, then gives idepool
 // the benchmarks' profiles.
-func upBench(logs *[]string) (*benchCluster, error) {
-	_, file, _, _ := runtime.Caller(0)
-	c := &benchCluster{
-		script: filepath.Join(filepath.Dir(file), "..", "..", "deploy", "cluster-local.sh"),
-		docker: map[string]*client.Client{},
-	}
+func upBench(b *testing.B) error {
+	o := options{workers: true, stack: true, images: benchImages, prefix: "ipcb-"}
+	cl := prepareCluster(b, benchNodes, o)
+	c := &benchCluster{cl: cl, docker: map[string]*client.Client{}}
 	if name := os.Getenv("IDEPOOL_BENCH_CLUSTER"); name != "" {
-		c.name, c.subnet = name, os.Getenv("CLUSTER_SUBNET")
-		if c.subnet == "" {
-			return nil, errors.New("IDEPOOL_BENCH_CLUSTER needs CLUSTER_SUBNET")
+		cl.name, cl.subnet = name, os.Getenv("CLUSTER_SUBNET")
+		if cl.subnet == "" {
+			return errors.New("IDEPOOL_BENCH_CLUSTER needs CLUSTER_SUBNET")
 		}
-		*logs = append(*logs, "using the cluster "+name+" as it is (IDEPOOL_BENCH_CLUSTER); it stays up")
+		shared.c = c
+		b.Log("using the cluster " + name + " as it is (IDEPOOL_BENCH_CLUSTER); it stays up")
 	} else {
-		var err error
-		if c.subnet, err = freeSubnet24(); err != nil {
-			return nil, err
-		}
-		c.name = "ipcb-" + idepool.NewID()[:6]
 		c.own = true
 		shared.c = c // TestMain removes even a half-made cluster
-		out, err := c.script1(10*time.Minute, "up", strconv.Itoa(benchNodes), "--workers", "--stack")
-		*logs = append(*logs, "cluster-local.sh up:\n"+string(secrets.ReplaceAll(out, []byte("$1<redacted>"))))
-		if err != nil {
-			return c, fmt.Errorf("cluster-local.sh up: %w", err)
+		// The nodes and the Swarm first, then the stack's overlay network
+		// made here with room for the burst's 400 containers (see
+		// overlaySubnet), then the stack by the project's script.
+		cl.up(options{workers: true, images: benchImages})
+		if err := c.overlay(); err != nil {
+			return err
 		}
+		cl.run(10*time.Minute, "stack")
 	}
 	for i := 1; i <= benchNodes; i++ {
-		node := fmt.Sprintf("%s-%d", c.name, i)
+		node := cl.Node(i)
 		c.nodes = append(c.nodes, node)
 		if i > 1 {
 			c.workers = append(c.workers, node)
 		}
-		// The manager takes the raw baseline's 30 creates at once.
+		// The manager takes the raw baselines' creates at once.
 		conns := 2
 		if i == 1 {
 			conns = 32
 		}
 		dc, err := nodeDocker(node, conns)
 		if err != nil {
-			return c, err
+			return err
 		}
 		c.docker[node] = dc
 	}
 	key, err := exec.Command("docker", "exec", c.nodes[0], "cat", "/root/.config/idepool/local/api-key").Output()
 	if err != nil {
-		return c, fmt.Errorf("the stack's API key on %s: %w", c.nodes[0], err)
+		return fmt.Errorf("the stack's API key on %s: %w", c.nodes[0], err)
 	}
 	c.key = strings.TrimSpace(string(key))
-	c.apiURL = "http://" + strings.TrimSuffix(c.subnet, ".0/24") + ".11"
+	c.apiURL = "http://" + cl.NodeIP(1)
 	if c.api, err = idepoolclient.New(c.apiURL, c.key, idepoolclient.Options{Timeout: 3 * time.Minute}); err != nil {
-		return c, fmt.Errorf("idepool client: %w", err)
+		return fmt.Errorf("idepool client: %w", err)
 	}
 	t := time.Now()
 	if err := c.configure(); err != nil {
-		return c, err
+		return err
 	}
-	*logs = append(*logs, fmt.Sprintf("idepool given the benchmarks' profiles in %v", time.Since(t).Round(time.Millisecond)))
-	return c, nil
-}
-
-// script1 runs cluster-local.sh with the cluster's environment.
-func (c *benchCluster) script1(timeout time.Duration, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.script, args...)
-	cmd.Env = append(os.Environ(), "CLUSTER_NAME="+c.name, "CLUSTER_SUBNET="+c.subnet, "CLUSTER_IMAGES="+strings.Join(benchImages, " "))
-	return cmd.CombinedOutput()
+	b.Logf("idepool given the benchmarks' profiles in %v", time.Since(t).Round(time.Millisecond))
+	return nil
 }
 
 // nodeDocker is a client of a node's engine. Its connections are `docker
@@ -223,12 +186,26 @@ func nodeDocker(node string, conns int) (*client.Client, error) {
 	for range cap(d.ready) {
 		go d.refill()
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: cap(d.ready), IdleConnTimeout: time.Hour}}
+	hc := &http.Client{Transport: retryRead{&http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: cap(d.ready), IdleConnTimeout: time.Hour}}}
 	dc, err := client.New(client.WithHost("unix:///var/run/docker.sock"), client.WithHTTPClient(hc))
 	if err != nil {
 		return nil, fmt.Errorf("docker client of node %s: %w", node, err)
 	}
 	return dc, nil
+}
+
+// retryRead sends a GET again, once, on a new connection when the first
+// failed: a kept `docker exec … dial-stdio` connection can end under the
+// burst's load (seen: EOF, "server closed idle connection" from a node's
+// engine at a load average of 170), which says nothing about the engine.
+type retryRead struct{ rt http.RoundTripper }
+
+func (r retryRead) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := r.rt.RoundTrip(req)
+	if err != nil && req.Method == http.MethodGet && req.Body == nil && req.Context().Err() == nil {
+		return r.rt.RoundTrip(req)
+	}
+	return res, err
 }
 
 // stdioDialer hands out connections to a node's engine made ahead of use.
@@ -298,47 +275,6 @@ type stdioAddr struct{}
 func (stdioAddr) Network() string { return "stdio" }
 func (stdioAddr) String() string  { return "dial-stdio" }
 
-// freeSubnet24 is freeSubnet of the harness for a benchmark (which has no
-// *testing.T): a /24 in 10.213.0.0/16 that overlaps no route and no Docker
-// network of the host.
-func freeSubnet24() (string, error) {
-	var used []*net.IPNet
-	routes, err := exec.Command("ip", "-4", "-o", "route", "show", "table", "all").Output()
-	if err != nil {
-		return "", fmt.Errorf("ip route: %w", err)
-	}
-	fields := strings.Fields(string(routes))
-	ids, err := exec.Command("docker", "network", "ls", "-q").Output()
-	if err != nil {
-		return "", fmt.Errorf("docker network ls: %w", err)
-	}
-	if f := strings.Fields(string(ids)); len(f) > 0 {
-		out, err := exec.Command("docker", append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, f...)...).Output()
-		if err != nil {
-			return "", fmt.Errorf("docker network inspect: %w", err)
-		}
-		fields = append(fields, strings.Fields(string(out))...)
-	}
-	for _, f := range fields {
-		if _, n, err := net.ParseCIDR(f); err == nil {
-			used = append(used, n)
-		}
-	}
-	// The id's random letters and digits pick the third octet.
-	for range 50 {
-		id := idepool.NewID()
-		octet := 0
-		for _, r := range id {
-			octet = (octet*31 + int(r)) % 256
-		}
-		_, cand, _ := net.ParseCIDR(fmt.Sprintf("10.213.%d.0/24", octet))
-		if !slices.ContainsFunc(used, func(u *net.IPNet) bool { return u.Contains(cand.IP) || cand.Contains(u.IP) }) {
-			return cand.String(), nil
-		}
-	}
-	return "", errors.New("no free /24 in 10.213.0.0/16")
-}
-
 // benchProfile is one entry of the benchmarks' PROFILES_FILE.
 type benchProfile struct {
 	Name              string   `json:"name"`
@@ -348,6 +284,7 @@ type benchProfile struct {
 	CPUReservation    float64  `json:"cpuReservation"`
 	MemoryReservation int64    `json:"memoryReservation"`
 	Constraints       []string `json:"constraints,omitempty"`
+	MaxContainers     int      `json:"maxContainers,omitempty"`
 }
 
 // configure gives the stack's idepool the benchmarks' profiles (a Docker
@@ -357,10 +294,10 @@ type benchProfile struct {
 func (c *benchCluster) configure() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if ps, err := c.api.Profiles(ctx); err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == "small" }) {
+	if ps, err := c.api.Profiles(ctx); err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == waveProfile }) {
 		// A reused cluster: empty what an earlier run left.
 		for _, p := range ps {
-			if p.Name == "small" || strings.HasPrefix(p.Name, "on-") {
+			if p.Name == "small" || p.Name == waveProfile || strings.HasPrefix(p.Name, "on-") {
 				if err := c.emptyProfile(ctx, p.Name); err != nil {
 					return err
 				}
@@ -372,6 +309,9 @@ func (c *benchCluster) configure() error {
 	for _, w := range c.workers {
 		profiles = append(profiles, c.profile("on-"+w, w))
 	}
+	wave := c.profile(waveProfile, "")
+	wave.MaxContainers = waveSize
+	profiles = append(profiles, wave)
 	js, err := json.Marshal(map[string]any{"profiles": profiles})
 	if err != nil {
 		return err
@@ -392,7 +332,7 @@ func (c *benchCluster) configure() error {
 	}
 	for {
 		ps, err := c.api.Profiles(ctx)
-		if err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == "small" }) {
+		if err == nil && slices.ContainsFunc(ps, func(p idepoolclient.ProfileInfo) bool { return p.Name == waveProfile }) {
 			return nil
 		}
 		select {
@@ -420,12 +360,19 @@ func (c *benchCluster) manager() *client.Client { return c.docker[c.nodes[0]] }
 // The agent in it has no orchestrator to dial and waits out its orphan
 // timeout, as a bare container would just run.
 func (c *benchCluster) rawCreate(ctx context.Context, node string) (string, error) {
+	return c.rawCreateWith(ctx, c.manager(), node)
+}
+
+// rawCreateWith is rawCreate through the manager's client dc.
+func (c *benchCluster) rawCreateWith(ctx context.Context, dc *client.Client, node string) (string, error) {
 	replicas := uint64(1)
 	init := true
 	spec := swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: "raw-" + idepool.NewID(), Labels: map[string]string{"idepool.bench": "raw"}},
 		TaskTemplate: swarm.TaskSpec{
-			ContainerSpec: &swarm.ContainerSpec{Image: benchIDEImage, Init: &init, Env: []string{
+			// The label on the container too (a service's labels are not its
+			// containers'): removeRaw waits for containers by it.
+			ContainerSpec: &swarm.ContainerSpec{Image: benchIDEImage, Init: &init, Labels: map[string]string{"idepool.bench": "raw"}, Env: []string{
 				"IDEPOOL_AGENT_URL=http://127.0.0.1:9", "IDEPOOL_AGENT_TOKEN=x", "IDEPOOL_CONTAINER_ID=" + idepool.NewID(), "IDEPOOL_PORT_CODE=8080",
 				idepool.EnvOrphanTimeout + "=1h"}},
 			Networks: []swarm.NetworkAttachmentConfig{{Target: benchNetwork}},
@@ -441,7 +388,7 @@ func (c *benchCluster) rawCreate(ctx context.Context, node string) (string, erro
 	if node != "" {
 		spec.TaskTemplate.Placement = &swarm.Placement{Constraints: []string{"node.hostname==" + node}}
 	}
-	res, err := c.manager().ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
+	res, err := dc.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
 	if err != nil {
 		return "", fmt.Errorf("raw service create: %w", err)
 	}
@@ -653,6 +600,19 @@ func (c *benchCluster) spreadString(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
+// alternate runs both sides of a comparison, ours first in even rounds i
+// and the baseline first in odd ones, so neither always meets the machine
+// the other left.
+func alternate(i int, ours, raw func()) {
+	if i%2 == 0 {
+		ours()
+		raw()
+	} else {
+		raw()
+		ours()
+	}
+}
+
 func pct(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -796,13 +756,7 @@ func BenchmarkClusterColdStart(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			if i%2 == 0 {
-				runOurs()
-				runRaw()
-			} else {
-				runRaw()
-				runOurs()
-			}
+			alternate(i, runOurs, runRaw)
 		}
 	}
 	p50, r50 := pct(ours, 0.5), pct(raw, 0.5)
@@ -976,13 +930,7 @@ func BenchmarkClusterRefill(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if i%2 == 0 {
-			runOurs()
-			runRaw()
-		} else {
-			runRaw()
-			runOurs()
-		}
+		alternate(i, runOurs, runRaw)
 		i++
 	}
 	o, r := pct(ours, 0.5), pct(raw, 0.5)

@@ -10,11 +10,15 @@
 //
 //	go test -tags cluster -race=false -run . -v -timeout 20m ./e2e/cluster/
 //
-// The harness (this file), for every test of the package:
+// The harness (this file), for every test and benchmark of the package
+// (it takes a testing.TB):
 //
 //   - newCluster(t, n, options{...}) makes a cluster of its own for one
 //     test (a unique name ipcl-t<hex> and a private subnet that collides
 //     with no network of the host) and removes all of it when the test ends;
+//     prepareCluster and up are its two halves, which the benchmarks' one
+//     shared cluster (bench_test.go, name ipcb-<hex>) uses, removed by
+//     TestMain with script1 after every benchmark ran;
 //   - sharedManagers(t) returns THE cluster of 3 managers with the stack
 //     deployed by the project's own scripts (cluster-local.sh up 3 --stack),
 //     shared by the tests listed in managersTests (in that order, never in
@@ -27,8 +31,9 @@
 //     routes), putWorkspaceFile and storeObject (a file into a container's
 //     workspace, an object out of the local S3 store).
 //
-// Every test cluster is labelled idepool.cluster=ipcl-t<hex>: scripts/test.sh
-// removes whatever a killed or timed-out run left by that label.
+// Every test cluster is labelled idepool.cluster=ipcl-t<hex> (a benchmark's
+// ipcb-<hex>): scripts/test.sh removes whatever a killed or timed-out run
+// left by that label.
 // With CI=true a missing prerequisite fails the test instead of skipping it.
 package cluster
 
@@ -53,9 +58,10 @@ import (
 )
 
 // cluster is one cluster made by deploy/cluster-local.sh. Its t is the
-// test using it now (a shared cluster passes from test to test).
+// test or benchmark using it now (a shared cluster passes from one to the
+// next).
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	subnet string
 	nodes  int
@@ -70,10 +76,11 @@ type options struct {
 	workers bool     // 1 manager and n-1 workers (else n managers)
 	stack   bool     // deploy/stack.yml inside, by setup-local.sh on node 1
 	images  []string // loaded into every node
+	prefix  string   // of the cluster's name: "ipcl-t" unless set
 }
 
-// unavailable skips the test, or fails it with CI=true.
-func unavailable(t *testing.T, format string, args ...any) {
+// unavailable skips the test or benchmark, or fails it with CI=true.
+func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf(format, args...)
@@ -83,9 +90,7 @@ func unavailable(t *testing.T, format string, args ...any) {
 
 // newCluster brings up a cluster of n nodes (all managers) with images
 // loaded; t.Cleanup removes it unless the test did already.
-//
-//lint:ignore U1000 the harness of the tests that need a cluster of their own (node loss, drain, placement)
-func newCluster(t *testing.T, n int, o options) *cluster {
+func newCluster(t testing.TB, n int, o options) *cluster {
 	t.Helper()
 	c := prepareCluster(t, n, o)
 	t.Cleanup(func() {
@@ -99,7 +104,27 @@ func newCluster(t *testing.T, n int, o options) *cluster {
 }
 
 // prepareCluster checks the prerequisites and names a cluster; up makes it.
-func prepareCluster(t *testing.T, n int, o options) *cluster {
+func prepareCluster(t testing.TB, n int, o options) *cluster {
+	t.Helper()
+	requireCluster(t, o.images)
+	if o.prefix == "" {
+		o.prefix = "ipcl-t"
+	}
+	_, file, _, _ := runtime.Caller(0)
+	c := &cluster{
+		t:      t,
+		name:   o.prefix + randomHex(t, 3),
+		subnet: freeSubnet(t),
+		nodes:  n,
+		images: o.images,
+		script: filepath.Join(filepath.Dir(file), "..", "..", "deploy", "cluster-local.sh"),
+	}
+	return c
+}
+
+// requireCluster skips (fails with CI=true) unless this machine can make a
+// cluster with images.
+func requireCluster(t testing.TB, images []string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		unavailable(t, "the cluster tests need root (debootstrap, chroot)")
@@ -109,21 +134,11 @@ func prepareCluster(t *testing.T, n int, o options) *cluster {
 			unavailable(t, "the cluster tests need %s: %v", tool, err)
 		}
 	}
-	for _, img := range o.images {
+	for _, img := range images {
 		if err := exec.Command("docker", "image", "inspect", img).Run(); err != nil {
-			unavailable(t, "image %s is missing (deploy/build-images.sh, deploy/build-s3.sh): %v", img, err)
+			unavailable(t, "image %s is missing (deploy/build-images.sh, deploy/build-s3.sh, deploy/build-traefik.sh): %v", img, err)
 		}
 	}
-	_, file, _, _ := runtime.Caller(0)
-	c := &cluster{
-		t:      t,
-		name:   "ipcl-t" + randomHex(t, 3),
-		subnet: freeSubnet(t),
-		nodes:  n,
-		images: o.images,
-		script: filepath.Join(filepath.Dir(file), "..", "..", "deploy", "cluster-local.sh"),
-	}
-	return c
 }
 
 // up runs cluster-local.sh up with o.
@@ -146,6 +161,17 @@ func (c *cluster) up(o options) {
 // the test log, a failure ends the test.
 func (c *cluster) run(timeout time.Duration, args ...string) {
 	c.t.Helper()
+	out, err := c.script1(timeout, args...)
+	c.t.Logf("cluster-local.sh %s:\n%s", strings.Join(args, " "), out)
+	if err != nil {
+		c.t.Fatalf("cluster-local.sh %s: %v", strings.Join(args, " "), err)
+	}
+}
+
+// script1 runs cluster-local.sh with the cluster's environment and returns
+// its output, secrets redacted; it needs no test (TestMain removes the
+// benchmarks' cluster with it after every benchmark ended).
+func (c *cluster) script1(timeout time.Duration, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.script, args...)
@@ -153,11 +179,7 @@ func (c *cluster) run(timeout time.Duration, args ...string) {
 	cmd.Env = append(cmd.Env, c.env...)
 	out, err := cmd.CombinedOutput()
 	// setup-local.sh prints the API key and a start URL's token once.
-	out = secrets.ReplaceAll(out, []byte("$1<redacted>"))
-	c.t.Logf("cluster-local.sh %s:\n%s", strings.Join(args, " "), out)
-	if err != nil {
-		c.t.Fatalf("cluster-local.sh %s: %v", strings.Join(args, " "), err)
-	}
+	return secrets.ReplaceAll(out, []byte("$1<redacted>")), err
 }
 
 var secrets = regexp.MustCompile(`(idp_|token=)[A-Za-z0-9_-]+`)
@@ -372,7 +394,7 @@ func (d *deployment) idepoolNode() int {
 // pollUntil calls cond every 200 ms until it holds (the engines in the
 // nodes and idepool send the host no event to wait on); it fails the test
 // after timeout with cond's last word. It returns how long it waited.
-func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
+func pollUntil(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -387,7 +409,7 @@ func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() (bo
 	}
 }
 
-func randomHex(t *testing.T, n int) string {
+func randomHex(t testing.TB, n int) string {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -399,7 +421,7 @@ func randomHex(t *testing.T, n int) string {
 // freeSubnet picks a /24 in 10.213.0.0/16 that overlaps no route of the host
 // and no Docker network on it (other tests make networks at the same time;
 // a clash then fails `docker network create`, which the test reports).
-func freeSubnet(t *testing.T) string {
+func freeSubnet(t testing.TB) string {
 	t.Helper()
 	var used []*net.IPNet
 	routes, err := exec.Command("ip", "-4", "-o", "route", "show", "table", "all").Output()

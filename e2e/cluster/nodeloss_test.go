@@ -166,7 +166,7 @@ func stackCluster(t *testing.T, pool int) (*cluster, *stackAPI) {
 		t.Fatalf("api key: %v", err)
 	}
 	a := &stackAPI{t: t, base: "http://" + c.NodeIP(1), key: strings.TrimSpace(string(key)), hc: &http.Client{Timeout: 90 * time.Second}}
-	waitFor(t, 3*time.Minute, "the pool full", func() (bool, string) {
+	pollUntil(t, 3*time.Minute, "the pool full", func() (bool, string) {
 		p, err := a.pool()
 		if err != nil {
 			return false, err.Error()
@@ -215,26 +215,7 @@ func (a *stackAPI) get(id string) (stackContainer, error) {
 	return c, err
 }
 
-// waitFor polls cond (the cluster's engines and idepool send no event to
-// the host) until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return time.Since(start)
-		}
-		last = state
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v; last: %s", what, timeout, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// nodeOf returns the index of the node named name.
+// nodeIndex returns the index of the node named name.
 func (c *cluster) nodeIndex(name string) int {
 	for i := 1; i <= c.nodes; i++ {
 		if c.Node(i) == name {
@@ -369,13 +350,13 @@ func TestClusterNodeLoss(t *testing.T) {
 		if err := c.writeFile(victim, cl.c.ID, "note.txt", cl.file); err != nil {
 			t.Fatal(err)
 		}
-		took := waitFor(t, time.Minute, "the edit in S3", func() (bool, string) {
+		took := pollUntil(t, time.Minute, "the edit in S3", func() (bool, string) {
 			got, err := c.s3File(cl.prefix + "/note.txt")
 			return got == cl.file, fmt.Sprintf("%q %v", got, err)
 		})
 		t.Logf("edit of %s on %s reached S3 in %v", cl.c.ID, c.Node(victim), took.Round(time.Millisecond))
 	}
-	waitFor(t, 2*time.Minute, "the pool refilled after the claims", func() (bool, string) {
+	pollUntil(t, 2*time.Minute, "the pool refilled after the claims", func() (bool, string) {
 		p, err := a.pool()
 		return err == nil && p.Warm >= pool, fmt.Sprintf("%+v %v", p, err)
 	})
@@ -424,7 +405,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	// Detection: idepool stops answering the dead container (its state
 	// leaves running, or it is replaced).
 	first := onVictim[0]
-	detect := waitFor(t, 2*time.Minute, "idepool notices the lost node", func() (bool, string) {
+	detect := pollUntil(t, 2*time.Minute, "idepool notices the lost node", func() (bool, string) {
 		got, err := a.get(first.c.ID)
 		if err != nil {
 			return false, err.Error()
@@ -439,19 +420,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	// Replacement: a start for each workspace answers a new container on
 	// another node, with the file as last synced.
 	for _, cl := range onVictim {
-		var nc stackContainer
-		took := waitFor(t, 3*time.Minute, "a replacement for "+cl.prefix, func() (bool, string) {
-			sc, err := a.start(cl.prefix)
-			if err != nil {
-				return false, err.Error()
-			}
-			got, err := a.get(sc.ID)
-			if err != nil {
-				return false, err.Error()
-			}
-			nc = got
-			return sc.ID != cl.c.ID && got.State == "running" && c.nodeIndex(got.Node) != victim, fmt.Sprintf("%+v", got)
-		})
+		nc, took := a.runningElsewhere(c, cl.prefix, victim, cl.c.ID, 3*time.Minute, "a replacement for "+cl.prefix)
 		t.Logf("REPLACEMENT: %s → %s on %s, running %v after the kill (%v after detection)", cl.c.ID, nc.ID, nc.Node,
 			time.Since(killed).Round(time.Millisecond), took.Round(time.Millisecond))
 		old, err := a.get(cl.c.ID)
@@ -472,7 +441,7 @@ func TestClusterNodeLoss(t *testing.T) {
 			t.Errorf("replacement %s: note.txt = %q (%v), want the last synced edit %q", nc.ID, got, err, cl.file)
 		}
 	}
-	refill := waitFor(t, 3*time.Minute, "the pool back at its target", func() (bool, string) {
+	refill := pollUntil(t, 3*time.Minute, "the pool back at its target", func() (bool, string) {
 		p, err := a.pool()
 		return err == nil && p.Warm >= pool && p.Starting == 0, fmt.Sprintf("%+v %v", p, err)
 	})
@@ -482,7 +451,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	if out, err := exec.Command("docker", "start", c.Node(victim)).CombinedOutput(); err != nil {
 		t.Fatalf("start %s: %v: %s", c.Node(victim), err, out)
 	}
-	stale := waitFor(t, 3*time.Minute, "the stale containers gone from the returned node", func() (bool, string) {
+	stale := pollUntil(t, 3*time.Minute, "the stale containers gone from the returned node", func() (bool, string) {
 		out, err := c.Docker(victim, "ps", "-q", "--filter", "label=idepool.managed")
 		if err != nil {
 			return false, err.Error()
@@ -558,7 +527,7 @@ func TestClusterDrain(t *testing.T) {
 	if out, err := c.Docker(1, "node", "update", "--availability", "drain", c.Node(victim)); err != nil {
 		t.Fatalf("drain: %v: %s", err, out)
 	}
-	took := waitFor(t, 2*time.Minute, "the node empty", func() (bool, string) {
+	took := pollUntil(t, 2*time.Minute, "the node empty", func() (bool, string) {
 		out, err := c.Docker(victim, "ps", "-q", "--filter", "label=idepool.managed")
 		return err == nil && strings.TrimSpace(out) == "", fmt.Sprintf("%q %v", out, err)
 	})
@@ -568,19 +537,8 @@ func TestClusterDrain(t *testing.T) {
 	if err != nil || got != edit {
 		t.Errorf("S3 after the drain: draft.txt = %q (%v), want the edit %q", got, err, edit)
 	}
-	var nc stackContainer
-	waitFor(t, 3*time.Minute, "the workspace running elsewhere", func() (bool, string) {
-		sc, err := a.start(prefix)
-		if err != nil {
-			return false, err.Error()
-		}
-		g, err := a.get(sc.ID)
-		if err != nil {
-			return false, err.Error()
-		}
-		nc = g
-		return g.State == "running" && g.Node != "" && c.nodeIndex(g.Node) != victim, fmt.Sprintf("%+v", g)
-	})
+	// A drain may move the same container (its service's task) elsewhere.
+	nc, _ := a.runningElsewhere(c, prefix, victim, "", 3*time.Minute, "the workspace running elsewhere")
 	t.Logf("REPLACEMENT: %s → %s on %s, running %v after the drain", cl.ID, nc.ID, nc.Node, time.Since(drained).Round(time.Millisecond))
 	if content, err := c.readFile(c.nodeIndex(nc.Node), nc.ID, "draft.txt"); err != nil || content != edit {
 		t.Errorf("replacement %s: draft.txt = %q (%v), want the edit %q", nc.ID, content, err, edit)
@@ -596,6 +554,29 @@ func TestClusterDrain(t *testing.T) {
 	if n := c.liveTasks(nc.ID); n != 1 {
 		t.Errorf("workspace %s: %d live task containers of %s, want 1", prefix, n, nc.ID)
 	}
+}
+
+// runningElsewhere asks a start for the workspace prefix until it answers
+// a container running on a node other than victim, and other than the
+// container old when old is set (a lost node's claimed container is
+// replaced; a drained one may move). It returns that container (as GET
+// shows it, with its node) and how long it took.
+func (a *stackAPI) runningElsewhere(c *cluster, prefix string, victim int, old string, timeout time.Duration, what string) (stackContainer, time.Duration) {
+	a.t.Helper()
+	var nc stackContainer
+	took := pollUntil(a.t, timeout, what, func() (bool, string) {
+		sc, err := a.start(prefix)
+		if err != nil {
+			return false, err.Error()
+		}
+		got, err := a.get(sc.ID)
+		if err != nil {
+			return false, err.Error()
+		}
+		nc = got
+		return (old == "" || sc.ID != old) && got.State == "running" && got.Node != "" && c.nodeIndex(got.Node) != victim, fmt.Sprintf("%+v", got)
+	})
+	return nc, took
 }
 
 // claimOn starts workspaces base-0, base-1, … until one's container runs

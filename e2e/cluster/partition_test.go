@@ -66,7 +66,7 @@ func TestClusterPartition(t *testing.T) {
 	if err := c.writeFile(victim, cl.ID, "shared.txt", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "shared.txt v1 in S3", func() (bool, string) {
+	pollUntil(t, time.Minute, "shared.txt v1 in S3", func() (bool, string) {
 		got, err := c.s3File(prefix + "/shared.txt")
 		return got == "v1", fmt.Sprintf("%q %v", got, err)
 	})
@@ -98,19 +98,7 @@ func TestClusterPartition(t *testing.T) {
 	}
 
 	// idepool replaces the claimed container elsewhere.
-	var nc stackContainer
-	took := waitFor(t, 2*time.Minute, "a replacement on another node", func() (bool, string) {
-		sc, err := a.start(prefix)
-		if err != nil {
-			return false, err.Error()
-		}
-		got, err := a.get(sc.ID)
-		if err != nil {
-			return false, err.Error()
-		}
-		nc = got
-		return sc.ID != cl.ID && got.State == "running" && c.nodeIndex(got.Node) != victim, fmt.Sprintf("%+v", got)
-	})
+	nc, took := a.runningElsewhere(c, prefix, victim, cl.ID, 2*time.Minute, "a replacement on another node")
 	t.Logf("PARTITION: %s replaced by %s on %s, running %v after the cut", cl.ID, nc.ID, nc.Node, took.Round(time.Millisecond))
 	ni := c.nodeIndex(nc.Node)
 	if got, err := c.readFile(ni, nc.ID, "shared.txt"); err != nil || got != "v1" {
@@ -123,7 +111,7 @@ func TestClusterPartition(t *testing.T) {
 	if err := c.writeFile(ni, nc.ID, "new.txt", "only in the replacement"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "the replacement's edits in S3", func() (bool, string) {
+	pollUntil(t, time.Minute, "the replacement's edits in S3", func() (bool, string) {
 		s, err1 := c.s3File(prefix + "/shared.txt")
 		n, err2 := c.s3File(prefix + "/new.txt")
 		return s == "v2 from the replacement" && n == "only in the replacement", fmt.Sprintf("%q %q %v %v", s, n, err1, err2)
@@ -138,7 +126,7 @@ func TestClusterPartition(t *testing.T) {
 	t.Logf("PARTITION: healed after %v", healAt.Sub(cut).Round(time.Millisecond))
 
 	// The stale copy is stopped.
-	stopped := waitFor(t, 3*time.Minute, "the stale copy stopped", func() (bool, string) {
+	stopped := pollUntil(t, 3*time.Minute, "the stale copy stopped", func() (bool, string) {
 		n := c.liveTasks(cl.ID)
 		return n == 0, fmt.Sprintf("%d live task containers of %s", n, cl.ID)
 	})
@@ -147,7 +135,7 @@ func TestClusterPartition(t *testing.T) {
 	// Every edit exists: the stale side's under its own name or as a
 	// conflict copy beside the replacement's newer version.
 	var keys []string
-	waitFor(t, 2*time.Minute, "the stale side's edits in the workspace", func() (bool, string) {
+	pollUntil(t, 2*time.Minute, "the stale side's edits in the workspace", func() (bool, string) {
 		var err error
 		keys, err = c.s3List(prefix)
 		if err != nil {
@@ -174,7 +162,7 @@ func TestClusterPartition(t *testing.T) {
 
 	// The replacement sees the stale side's file too, and is the one live
 	// container of the workspace.
-	waitFor(t, 2*time.Minute, "stale.txt in the replacement", func() (bool, string) {
+	pollUntil(t, 2*time.Minute, "stale.txt in the replacement", func() (bool, string) {
 		got, err := c.readFile(ni, nc.ID, "stale.txt")
 		return got == "only on the stale side", fmt.Sprintf("%q %v", got, err)
 	})

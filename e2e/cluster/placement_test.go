@@ -73,7 +73,7 @@ func TestClusterPlacement(t *testing.T) {
 	if _, err := a.do("PUT", "/api/pool/default", map[string]int{"target": pool + 6}, nil); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 3*time.Minute, "the pool full without node 3", func() (bool, string) {
+	took := pollUntil(t, 3*time.Minute, "the pool full without node 3", func() (bool, string) {
 		p, err := a.pool()
 		if err != nil {
 			return false, err.Error()
@@ -107,7 +107,7 @@ func TestClusterPlacement(t *testing.T) {
 		"--env-add", "PROFILES_FILE=/profiles.json", "idepool_idepool"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	waitFor(t, 3*time.Minute, "the labelled pool full", func() (bool, string) {
+	pollUntil(t, 3*time.Minute, "the labelled pool full", func() (bool, string) {
 		p, err := a.poolOf("labelled")
 		return err == nil && p.Warm >= 3, fmt.Sprintf("%+v %v", p, err)
 	})

@@ -4,6 +4,7 @@ package kubernetes_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -202,6 +203,31 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		if p.Annotations[rtk8s.AnnotationPrefix+idepool.LabelProfile] == "huge" {
 			t.Errorf("a pod %s of profile huge was made", name)
 		}
+	}
+
+	// Capacity on the node's requests: a profile that fits the node, but
+	// not twice (1.2 of its 2 CPUs), runs once; a second start waits in
+	// the queue and is served when the first stops.
+	first, err := s.api.Start(ctx, idepoolclient.StartRequest{Bucket: bucket, Prefix: "big-1", Profile: "big", Wait: true, WaitTimeout: 2 * time.Minute})
+	if err != nil || !first.Ready {
+		t.Fatalf("first start of profile big: %s, %v", jsonString(first), err)
+	}
+	st, queued, err := s.apiJSON(http.MethodPost, "/api/containers/start", map[string]any{"s3Bucket": bucket, "s3Prefix": "big-2", "profile": "big"})
+	if err != nil || st != http.StatusAccepted || queued["ticket"] == nil {
+		t.Fatalf("second start of profile big: %d %v, %v; want 202 with a ticket (queued)", st, queued, err)
+	}
+	t.Logf("second start of profile big queued: %v", queued["message"])
+	if _, err := s.api.Stop(ctx, first.ID); err != nil {
+		t.Fatalf("stop the first big: %v", err)
+	}
+	served := time.Now()
+	st, ticket, err := s.apiJSON(http.MethodGet, fmt.Sprintf("/api/queue/%v?wait=ready&timeout=90s", queued["ticket"]), nil)
+	if err != nil || ticket["status"] != "assigned" || ticket["containerId"] == nil {
+		t.Fatalf("queued start after the first stopped: %d %v, %v; want assigned\n%s", st, ticket, err, s.logs())
+	}
+	t.Logf("the queued start was served %v after the first big container stopped", time.Since(served).Round(time.Millisecond))
+	if _, err := s.api.Stop(ctx, fmt.Sprint(ticket["containerId"])); err != nil {
+		t.Errorf("stop the second big: %v", err)
 	}
 
 	// DELETE removes the pod.

@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -145,7 +146,8 @@ func newStack(t testing.TB, so stackOptions) *stack {
 
 	profiles := `{"profiles": [
 	  {"name": "default", "cpuReservation": 0.05},
-	  {"name": "huge", "image": "` + ideImage + `", "cpuLimit": 64, "memoryLimit": "1TiB", "poolTarget": 0}
+	  {"name": "huge", "image": "` + ideImage + `", "cpuLimit": 64, "memoryLimit": "1TiB", "poolTarget": 0},
+	  {"name": "big", "image": "` + ideImage + `", "cpuLimit": 1.2, "cpuReservation": 1.2, "memoryLimit": "96MiB", "poolTarget": 0}
 	]}`
 	config := map[string]string{
 		"DEPLOYMENT":             s.ns,
@@ -498,6 +500,28 @@ func firstByte(hc *http.Client, url, cookie string) (status int, body string, d 
 		retries++
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// apiJSON sends a JSON request to idepool's API and decodes the answer.
+func (s *stack) apiJSON(method, path string, body any) (int, map[string]any, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(jsonString(body))
+	}
+	req, err := http.NewRequest(method, s.apiURL+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]any{}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out, err
 }
 
 func jsonString(v any) string {

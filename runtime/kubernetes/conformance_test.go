@@ -78,7 +78,7 @@ func (e *env) runtime(t testing.TB, dep string) (*Runtime, *lossyTransport) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := New(Options{Client: c, Namespace: e.ns, Deployment: dep, StopGracePeriod: 2 * time.Second,
+	rt, err := New(Options{Client: c.CoreV1(), Namespace: e.ns, Deployment: dep, StopGracePeriod: 2 * time.Second,
 		ImagePullPolicy: corev1.PullNever, ResyncInterval: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

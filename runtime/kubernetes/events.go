@@ -6,7 +6,8 @@ import (
 	"github.com/idepool/idepool"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -21,10 +22,18 @@ func (r *Runtime) Events(ctx context.Context) <-chan idepool.RuntimeEvent {
 	// ends, and a handler could still be running then): they queue on evs,
 	// which is never closed, and one goroutine forwards.
 	evs := make(chan idepool.RuntimeEvent, 256)
-	factory := informers.NewSharedInformerFactoryWithOptions(r.c, r.o.ResyncInterval,
-		informers.WithNamespace(r.ns),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = r.selector() }))
-	inf := factory.Core().V1().Pods().Informer()
+	pods := r.c.Pods(r.ns)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = r.selector()
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = r.selector()
+			return pods.Watch(ctx, o)
+		},
+	}
+	inf := cache.NewSharedIndexInformerWithOptions(lw, &corev1.Pod{}, cache.SharedIndexInformerOptions{ResyncPeriod: r.o.ResyncInterval})
 	known := map[string]idepool.RuntimeStatus{} // only touched by the handlers, which run one at a time
 	queue := func(ev idepool.RuntimeEvent) {
 		select {
@@ -63,22 +72,25 @@ func (r *Runtime) Events(ctx context.Context) <-chan idepool.RuntimeEvent {
 	if err != nil {
 		r.log.Error("events: informer handler", "err", err)
 	}
-	factory.Start(ctx.Done())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		inf.RunWithContext(ctx)
+	}()
 	go func() {
 		defer close(out)
+		// The informer's goroutines have stopped (they stop queueing once
+		// ctx is done) before the channel closes.
+		defer func() { <-stopped }()
 		for {
 			select {
 			case ev := <-evs:
 				select {
 				case out <- ev:
 				case <-ctx.Done():
-					factory.Shutdown()
 					return
 				}
 			case <-ctx.Done():
-				// Shutdown waits for the informer's goroutines; they stop
-				// queueing once ctx is done.
-				factory.Shutdown()
 				return
 			}
 		}

@@ -34,7 +34,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
-	k8s "k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -66,8 +66,11 @@ func PodName(id string) string { return podPrefix + id }
 
 // Options configure a Runtime. Zero fields take the defaults listed.
 type Options struct {
-	// Client talks to the cluster; nil makes one from Config.
-	Client k8s.Interface
+	// Client talks to the cluster's core API (a clientset's CoreV1()); nil
+	// makes one from Config. Only the core group's client: the whole
+	// clientset would link every API group into idepool's binary (which is
+	// also the agent of every IDE image).
+	Client corev1client.CoreV1Interface
 	// Config is the API server's address and credentials when Client is
 	// nil; nil: in-cluster (the pod's service account), else KUBECONFIG
 	// or ~/.kube/config.
@@ -101,7 +104,7 @@ type Options struct {
 // Runtime is an idepool.Runtime on Kubernetes.
 type Runtime struct {
 	o   Options
-	c   k8s.Interface
+	c   corev1client.CoreV1Interface
 	ns  string
 	log *slog.Logger
 
@@ -152,7 +155,7 @@ func New(o Options) (*Runtime, error) {
 			}
 		}
 		var err error
-		if c, err = k8s.NewForConfig(cfg); err != nil {
+		if c, err = corev1client.NewForConfig(cfg); err != nil {
 			return nil, fmt.Errorf("kubernetes runtime: client: %w", err)
 		}
 	}
@@ -203,7 +206,7 @@ func (r *Runtime) Namespace() string { return r.ns }
 func (r *Runtime) Deployment() string { return r.o.Deployment }
 
 // Client returns the cluster client.
-func (r *Runtime) Client() k8s.Interface { return r.c }
+func (r *Runtime) Client() corev1client.CoreV1Interface { return r.c }
 
 // Capabilities: the scheduler holds the requests (reservations) across
 // nodes. Pods have a network of their own, but which addresses it has is
@@ -216,7 +219,7 @@ func (r *Runtime) Capabilities() idepool.Capabilities {
 func (r *Runtime) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	if _, err := r.c.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: r.selector()}); err != nil {
+	if _, err := r.c.Pods(r.ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: r.selector()}); err != nil {
 		return kubeError(err, "list pods in namespace %s", r.ns)
 	}
 	return nil
@@ -245,7 +248,7 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	got, err := r.c.CoreV1().Pods(r.ns).Create(cctx, pod, metav1.CreateOptions{})
+	got, err := r.c.Pods(r.ns).Create(cctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return idepool.Instance{}, idepool.WrapError(idepool.EExists, err, "container %s already exists", spec.ID)
@@ -296,7 +299,7 @@ func (r *Runtime) delete(ctx context.Context, pod *corev1.Pod, grace *int64) err
 	cctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
 	uid := pod.UID
-	err := r.c.CoreV1().Pods(r.ns).Delete(cctx, pod.Name, metav1.DeleteOptions{
+	err := r.c.Pods(r.ns).Delete(cctx, pod.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: grace,
 		Preconditions:      &metav1.Preconditions{UID: &uid},
 	})
@@ -315,7 +318,7 @@ func (r *Runtime) waitGone(ctx context.Context, pod *corev1.Pod) error {
 	start := time.Now()
 	for delay := 50 * time.Millisecond; ; delay = min(delay*2, 500*time.Millisecond) {
 		cctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
-		cur, err := r.c.CoreV1().Pods(r.ns).Get(cctx, pod.Name, metav1.GetOptions{})
+		cur, err := r.c.Pods(r.ns).Get(cctx, pod.Name, metav1.GetOptions{})
 		cancel()
 		switch {
 		case apierrors.IsNotFound(err):
@@ -348,7 +351,7 @@ func (r *Runtime) waitGone(ctx context.Context, pod *corev1.Pod) error {
 func (r *Runtime) nodeLost(ctx context.Context, name string) bool {
 	cctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	n, err := r.c.CoreV1().Nodes().Get(cctx, name, metav1.GetOptions{})
+	n, err := r.c.Nodes().Get(cctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return true
 	}
@@ -376,7 +379,7 @@ func (r *Runtime) pod(ctx context.Context, id string) (*corev1.Pod, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	pod, err := r.c.CoreV1().Pods(r.ns).Get(ctx, PodName(id), metav1.GetOptions{})
+	pod, err := r.c.Pods(r.ns).Get(ctx, PodName(id), metav1.GetOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, notFound
@@ -399,7 +402,7 @@ func (r *Runtime) ours(p *corev1.Pod) bool {
 func (r *Runtime) List(ctx context.Context) ([]idepool.Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	pl, err := r.c.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: r.selector()})
+	pl, err := r.c.Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: r.selector()})
 	if err != nil {
 		return nil, kubeError(err, "list pods")
 	}
@@ -491,7 +494,7 @@ func (r *Runtime) patchLabels(ctx context.Context, id string, uid types.UID, lab
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	_, err = r.c.CoreV1().Pods(r.ns).Patch(cctx, PodName(id), types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err = r.c.Pods(r.ns).Patch(cctx, PodName(id), types.MergePatchType, patch, metav1.PatchOptions{})
 	switch {
 	case err == nil:
 		return nil

@@ -20,7 +20,7 @@ import (
 func (r *Runtime) Nodes(ctx context.Context) ([]idepool.NodeResources, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	nl, err := r.c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	nl, err := r.c.Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, kubeError(err, "list nodes")
 	}
@@ -62,7 +62,7 @@ func (r *Runtime) placedPods(ctx context.Context) ([]corev1.Pod, error) {
 		fields.OneTermNotEqualSelector("status.phase", string(corev1.PodFailed)),
 	).String()}
 	if scope := r.podsScope.Load(); scope == nil {
-		pl, err := r.c.CoreV1().Pods(metav1.NamespaceAll).List(ctx, opts)
+		pl, err := r.c.Pods(metav1.NamespaceAll).List(ctx, opts)
 		if err == nil {
 			return pl.Items, nil
 		}
@@ -72,7 +72,7 @@ func (r *Runtime) placedPods(ctx context.Context) ([]corev1.Pod, error) {
 		r.log.Info("may not list pods outside the namespace: admission counts only this namespace's requests", "err", err)
 		r.podsScope.Store(&r.ns)
 	}
-	pl, err := r.c.CoreV1().Pods(r.ns).List(ctx, opts)
+	pl, err := r.c.Pods(r.ns).List(ctx, opts)
 	if err != nil {
 		return nil, kubeError(err, "list pods")
 	}
@@ -103,7 +103,7 @@ func podRequests(p *corev1.Pod) (nanoCPUs, memory int64) {
 func (r *Runtime) NodeStates(ctx context.Context) ([]idepool.NodeState, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
-	nl, err := r.c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	nl, err := r.c.Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, kubeError(err, "list nodes")
 	}
