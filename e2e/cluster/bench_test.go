@@ -561,6 +561,26 @@ func (c *benchCluster) pool(ctx context.Context, profile string) (idepool.PoolSt
 	return idepool.PoolStatus{}, fmt.Errorf("no pool %s in %+v", profile, ps)
 }
 
+// waitRefilled polls /api/pool every 100 ms until the profile has warm
+// warm and claimed claimed (a claimed one still syncing its workspace
+// counts as neither), and returns that status.
+func (c *benchCluster) waitRefilled(ctx context.Context, profile string, warm, claimed int) (idepool.PoolStatus, error) {
+	for {
+		p, err := c.pool(ctx, profile)
+		if err != nil {
+			return p, err
+		}
+		if p.Warm >= warm && p.Claimed >= claimed {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return p, fmt.Errorf("pool %s: %+v, want %d warm and %d claimed: %w", profile, p, warm, claimed, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // waitWarm polls /api/pool every 100 ms until the profile has n warm.
 func (c *benchCluster) waitWarm(ctx context.Context, profile string, n int) error {
 	for {
@@ -1073,20 +1093,9 @@ func BenchmarkClusterScale(b *testing.B) {
 		b.Logf("%d claims (10 at a time) in %.1f s: p50 %.0f ms, p99 %.0f ms", claimed, time.Since(t).Seconds(), ms(pct(claims, 0.5)), ms(pct(claims, 0.99)))
 		// Until the pool has refilled and every claim is recorded as such
 		// (a claimed one still syncing its workspace counts as neither).
-		var p idepool.PoolStatus
-		for {
-			var err error
-			if p, err = c.pool(ctx, "small"); err != nil {
-				b.Fatal(err)
-			}
-			if p.Warm >= warm && p.Claimed >= claimed {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				b.Fatalf("pool small: %+v, want %d warm and %d claimed", p, warm, claimed)
-			case <-time.After(100 * time.Millisecond):
-			}
+		p, err := c.waitRefilled(ctx, "small", warm, claimed)
+		if err != nil {
+			b.Fatal(err)
 		}
 		live := p.Warm + p.Claimed
 		svcs, err := c.services(ctx, "small")

@@ -527,20 +527,9 @@ func (c *benchCluster) burst(b *testing.B, starts, warm int, over time.Duration,
 func (c *benchCluster) burstRSS(ctx context.Context, b *testing.B, claimed, warm int) {
 	b.Helper()
 	t := time.Now()
-	var p idepool.PoolStatus
-	for {
-		var err error
-		if p, err = c.pool(ctx, "small"); err != nil {
-			b.Fatal(err)
-		}
-		if p.Warm >= warm && p.Claimed >= claimed {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			b.Fatalf("pool small after the burst: %+v, want %d warm and %d claimed", p, warm, claimed)
-		case <-time.After(200 * time.Millisecond):
-		}
+	p, err := c.waitRefilled(ctx, "small", warm, claimed)
+	if err != nil {
+		b.Fatal(err)
 	}
 	node, pid, err := c.idepoolProc(ctx)
 	if err != nil {
