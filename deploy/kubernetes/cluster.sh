@@ -295,15 +295,23 @@ EOF
 }
 
 # reject_unprogrammed: a service address kube-proxy has not programmed yet
-# would be routed out of the host (to whatever answers there; on some
-# networks a web server that says 404, and an HTTP client may keep that
-# connection): refuse it instead, as on a cluster whose service range is not
-# routable, so clients retry. Programmed addresses are translated to pod
-# addresses (nat PREROUTING and OUTPUT) before the filter table's FORWARD
-# and OUTPUT, so only the unprogrammed match: from pods and from the host.
+# (a new Service, or one whose pods are all being replaced) would be routed
+# out of the host to whatever answers there (on some networks a web server
+# that says 404, and an HTTP client keeps that connection and its 404s):
+# refuse it instead, as on a cluster whose service range is not routable,
+# so that clients retry. Programmed addresses are translated to pod
+# addresses before routing and the filter table, so only the unprogrammed
+# match. From pods: a policy route for packets that come in on the bridge
+# (the filter table's FORWARD would be too late: the CNI firewall plugin
+# puts its ACCEPT of pod traffic first), of type prohibit: its ICMP answer
+# fails a TCP connect at once (host unreachable would be retried for
+# minutes). From the host: filter OUTPUT.
+route_table=4719
 reject_unprogrammed() {
+  ip route replace prohibit "$svc_cidr" table "$route_table"
+  ip rule show | grep -q "lookup $route_table" ||
+    ip rule add iif "$bridge" to "$svc_cidr" lookup "$route_table" priority "$route_table"
   iptables -N IDEPOOL-K8S 2>/dev/null || true
-  iptables -C FORWARD -j IDEPOOL-K8S 2>/dev/null || iptables -I FORWARD -j IDEPOOL-K8S
   iptables -C OUTPUT -j IDEPOOL-K8S 2>/dev/null || iptables -I OUTPUT -j IDEPOOL-K8S
   iptables -F IDEPOOL-K8S
   iptables -A IDEPOOL-K8S -d "$svc_cidr" -j REJECT --reject-with icmp-port-unreachable
@@ -483,6 +491,8 @@ down() {
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   iptables -D FORWARD -j IDEPOOL-K8S 2>/dev/null || true
   iptables -D OUTPUT -j IDEPOOL-K8S 2>/dev/null || true
+  while ip rule del lookup "$route_table" 2>/dev/null; do :; done
+  ip route flush table "$route_table" 2>/dev/null || true
   iptables -F IDEPOOL-K8S 2>/dev/null || true
   iptables -X IDEPOOL-K8S 2>/dev/null || true
   rm -rf "$run" "$state/kubelet" "$state/containerd-state" "$state/cni/ipam" /var/lib/kubelet/device-plugins \
