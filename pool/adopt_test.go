@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/runtime/fake"
 )
 
 // helloFrom plays the hello of container id's agent after a restart: with
@@ -156,4 +157,37 @@ func testAdoptionWaitIsBounded(t *testing.T) {
 	if got, _ := h.m.Get(ctx, second.Container.ID); got.State != idepool.StateRunning {
 		t.Fatalf("newer claim: %+v", got)
 	}
+}
+
+// TestWarmOnlyOnceAddressed: a container whose agent says it is ready before
+// the runtime knows its address (a Kubernetes pod's IP arrives after Create)
+// does not join the pool until the runtime reports one: a claim never gets
+// a container the router cannot reach.
+func TestWarmOnlyOnceAddressed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 1)},
+			fake: fake.Config{Endpoints: func(idepool.ContainerSpec) map[string]string { return nil }}})
+		h.reconcile()
+		time.Sleep(2 * time.Second) // the resolver asks again and again
+		synctest.Wait()
+		if p := h.pool(idepool.DefaultProfile); p.Warm != 0 {
+			t.Fatalf("pool %+v: warm without an address", p)
+		}
+		ids := h.managerIDs()
+		if len(ids) != 1 {
+			t.Fatalf("containers %v", ids)
+		}
+		if err := h.rt.Backend().SetEndpoints(ids[0], map[string]string{"code": "10.0.0.9:8080"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if p := h.pool(idepool.DefaultProfile); p.Warm != 1 {
+			t.Fatalf("pool %+v: not warm once addressed", p)
+		}
+		c := h.start("addressed")
+		if c.Kind != idepool.ClaimWarm || c.Container.Endpoints["code"] != "10.0.0.9:8080" {
+			t.Fatalf("claim %+v", c)
+		}
+	})
 }

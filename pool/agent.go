@@ -80,7 +80,8 @@ func (af *agentFeed) alive(e *entry, r idepool.AgentReport, now time.Time, evs *
 		*evs = append(*evs, idepool.Event{Time: now, Type: idepool.EventAgent, ContainerID: e.c.ID,
 			Profile: e.c.Profile, State: e.c.State, Data: map[string]any{"connected": true}})
 	}
-	e.agent.up()
+	ready := r.Ready || r.Kind == idepool.AgentReady
+	e.agent.up(ready)
 	af.reported(e)
 	if r.LastActivity.After(e.c.LastActivity) {
 		e.c.LastActivity = r.LastActivity
@@ -91,7 +92,6 @@ func (af *agentFeed) alive(e *entry, r idepool.AgentReport, now time.Time, evs *
 	if r.Sync != nil && r.Sync.LastSync.After(e.lastSync) {
 		e.lastSync = r.Sync.LastSync
 	}
-	ready := r.Ready || r.Kind == idepool.AgentReady
 	return af.onAlive(e, r, ready, evs)
 }
 
@@ -175,11 +175,7 @@ func (af *agentFeed) onAlive(e *entry, r idepool.AgentReport, ready bool, evs *[
 			return nil
 		}
 		if ready {
-			if af.opts.RouteGate != nil && e.gate != gateRouted {
-				af.gateLocked(e)
-				return nil
-			}
-			af.becomeWarm(e, evs)
+			af.readyUnclaimedLocked(e, evs)
 		}
 		return nil
 	}
@@ -274,6 +270,74 @@ func (af *agentFeed) deliver(ctx context.Context, e *entry) {
 	} else {
 		af.log.Info("assignment delivered", "container", id, "generation", a.Generation)
 	}
+}
+
+// readyUnclaimedLocked moves a ready unclaimed container towards the pool:
+// once its address is known (a Kubernetes pod's IP comes after Create
+// returned: its agent can say hello before the pool has seen it) and the
+// external router routes it. A claim must never find a warm container the
+// router cannot reach yet. Caller holds mu.
+func (af *agentFeed) readyUnclaimedLocked(e *entry, evs *[]idepool.Event) {
+	if len(e.c.Endpoints) == 0 && len(af.profiles[e.c.Profile].p.Routes) > 0 {
+		if e.createDone { // else Create's answer brings them (reconciler.create)
+			af.resolveLocked(e)
+		}
+		return
+	}
+	if af.opts.RouteGate != nil && e.gate != gateRouted {
+		af.gateLocked(e)
+		return
+	}
+	af.becomeWarm(e, evs)
+}
+
+// resolveLocked asks the runtime, in the background, for the endpoints of
+// a ready container that has none yet, then lets it go on to the pool.
+// Caller holds mu.
+func (af *agentFeed) resolveLocked(e *entry) {
+	if e.resolving {
+		return
+	}
+	e.resolving = true
+	id := e.c.ID
+	af.goBGLocked(func(ctx context.Context) {
+		deadline := af.clock.Now().Add(af.opts.CreateTimeout)
+		delay := 50 * time.Millisecond
+		for {
+			ictx, cancel := af.rtCtx(ctx, af.opts.RuntimeTimeout)
+			inst, err := af.rt.Inspect(ictx, id)
+			cancel()
+			if err == nil && len(inst.Endpoints) > 0 {
+				var evs []idepool.Event
+				af.mu.Lock()
+				e.resolving = false
+				if len(e.c.Endpoints) == 0 {
+					e.c.Endpoints = inst.Endpoints
+				}
+				if e.c.Workspace == nil && e.agent.connected() && e.agent.ready {
+					af.readyUnclaimedLocked(e, &evs)
+				}
+				af.mu.Unlock()
+				af.publish(evs)
+				af.kick()
+				return
+			}
+			if ctx.Err() != nil || af.clock.Now().After(deadline) {
+				// The create timeout fails it (Judge) if it never gets one.
+				af.mu.Lock()
+				e.resolving = false
+				af.mu.Unlock()
+				return
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+			delay = min(delay*2, 500*time.Millisecond)
+		}
+	})
 }
 
 // gateLocked waits, in the background, for the external router to route a

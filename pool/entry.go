@@ -11,6 +11,8 @@ type entry struct {
 	c         idepool.Container
 	tokenHash string
 	gate      gatePhase // the external router's (RouteGate)
+	// resolving: a lookup of its endpoints runs (resolveLocked).
+	resolving bool
 	// changed is closed and replaced at every change WaitReady cares about.
 	changed chan struct{}
 	exit    exit // its way out
@@ -139,6 +141,8 @@ type agentLink struct {
 	phase    agentPhase
 	at       time.Time // when it went (agentGone, agentGoneEarly)
 	deadline time.Time // adoption deadline, until the first hello
+	// ready: its last report said every route's workload answers.
+	ready bool
 }
 
 // await starts the wait for a recovered container's agent.
@@ -147,7 +151,7 @@ func (l *agentLink) await(deadline time.Time) {
 }
 
 // up records a report from the agent: it is there.
-func (l *agentLink) up() { *l = agentLink{phase: agentUp} }
+func (l *agentLink) up(ready bool) { *l = agentLink{phase: agentUp, ready: ready} }
 
 // lost records its connection closing.
 func (l *agentLink) lost(now time.Time) {

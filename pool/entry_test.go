@@ -21,13 +21,13 @@ func TestAgentLink(t *testing.T) {
 	}{
 		{"new container: waiting, nothing set", func(l *agentLink) {}, want{}},
 		{"recovered: waiting until the deadline", func(l *agentLink) { l.await(deadline) }, want{deadline: deadline}},
-		{"hello clears the deadline", func(l *agentLink) { l.await(deadline); l.up() }, want{connected: true, hello: true}},
-		{"gone after a hello", func(l *agentLink) { l.up(); l.lost(t0) }, want{hello: true, goneAt: t0}},
-		{"gone twice: the last time counts", func(l *agentLink) { l.up(); l.lost(t0); l.lost(t0.Add(time.Second)) },
+		{"hello clears the deadline", func(l *agentLink) { l.await(deadline); l.up(true) }, want{connected: true, hello: true}},
+		{"gone after a hello", func(l *agentLink) { l.up(true); l.lost(t0) }, want{hello: true, goneAt: t0}},
+		{"gone twice: the last time counts", func(l *agentLink) { l.up(true); l.lost(t0); l.lost(t0.Add(time.Second)) },
 			want{hello: true, goneAt: t0.Add(time.Second)}},
 		{"gone before any hello keeps the deadline", func(l *agentLink) { l.await(deadline); l.lost(t0) },
 			want{goneAt: t0, deadline: deadline}},
-		{"back after going: connected, no goneAt", func(l *agentLink) { l.await(deadline); l.lost(t0); l.up() },
+		{"back after going: connected, no goneAt", func(l *agentLink) { l.await(deadline); l.lost(t0); l.up(true) },
 			want{connected: true, hello: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -414,6 +414,11 @@ func (rc *reconciler) createWarm(ctx context.Context, p idepool.Profile, kind id
 	var evs []idepool.Event
 	rc.mu.Lock()
 	ok := rc.created(e, inst, &evs)
+	if ok && e.c.Workspace == nil && e.agent.connected() && e.agent.ready {
+		// Its agent said it was ready before Create answered; what waited
+		// for the address goes on now.
+		(&agentFeed{rc.core}).readyUnclaimedLocked(e, &evs)
+	}
 	rc.mu.Unlock()
 	if !ok {
 		rc.cl.removeStale(ctx, id)

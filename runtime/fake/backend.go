@@ -32,6 +32,19 @@ func NewBackend() *Backend {
 // Kill makes a container of any deployment fail as if killed from outside.
 func (b *Backend) Kill(id string) error { return b.end("", id, idepool.StatusFailed, "killed") }
 
+// SetEndpoints gives a container its addresses after Create, as a runtime
+// that learns them later does (a Kubernetes pod's IP).
+func (b *Backend) SetEndpoints(id string, endpoints map[string]string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.containers[id]
+	if !ok {
+		return idepool.Errorf(idepool.ENotFound, "container %s not found", id)
+	}
+	c.endpoints = maps.Clone(endpoints)
+	return nil
+}
+
 // Len returns how many containers exist, of every deployment and status.
 func (b *Backend) Len() int {
 	b.mu.Lock()
