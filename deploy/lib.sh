@@ -45,9 +45,14 @@ ensure_network() {
     log "network $NETWORK exists"
     return
   fi
-  docker network create --driver overlay --attachable \
+  # Swarm's default pool gives a /24: about 250 addresses, fewer than a
+  # class of 300 claimed plus its warm pool. NETWORK_SUBNET (e.g.
+  # 10.250.0.0/20) makes it larger.
+  local subnet=()
+  if [ -n "${NETWORK_SUBNET:-}" ]; then subnet=(--subnet "$NETWORK_SUBNET"); fi
+  docker network create --driver overlay --attachable "${subnet[@]}" \
     --label "com.docker.stack.namespace=$STACK" --label "idepool.managed=$DEPLOYMENT" "$NETWORK" >/dev/null
-  log "created the attachable overlay network $NETWORK"
+  log "created the attachable overlay network $NETWORK${NETWORK_SUBNET:+ ($NETWORK_SUBNET)}"
 }
 
 # random_hex N prints N random bytes as hex.
