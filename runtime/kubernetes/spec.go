@@ -1,12 +1,10 @@
 package kubernetes
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -221,34 +219,9 @@ func toleration(s string) (corev1.Toleration, error) {
 // runtime owns (route ports, routes and workloads as JSON, directories),
 // which wins over both. The same as runtime/swarm's, as the agent expects.
 func containerEnv(spec idepool.ContainerSpec) ([]corev1.EnvVar, error) {
-	env := map[string]string{}
-	maps.Copy(env, spec.Profile.Env)
-	maps.Copy(env, spec.Env)
-	for _, r := range spec.Profile.Routes {
-		env[PortEnv(r.Name)] = strconv.Itoa(r.Port)
-	}
-	routes := spec.Profile.Routes
-	if routes == nil {
-		routes = []idepool.Route{}
-	}
-	rj, err := json.Marshal(routes)
+	env, err := idepool.ContainerEnv(spec, WorkspaceDir, StateDir)
 	if err != nil {
-		return nil, fmt.Errorf("encode routes: %w", err)
-	}
-	workloads := spec.Profile.Workloads
-	if workloads == nil {
-		workloads = []idepool.Workload{}
-	}
-	wj, err := json.Marshal(workloads)
-	if err != nil {
-		return nil, fmt.Errorf("encode workloads: %w", err)
-	}
-	env[idepool.EnvRoutes] = string(rj)
-	env[idepool.EnvWorkloads] = string(wj)
-	env[idepool.EnvWorkspaceDir] = WorkspaceDir
-	env[idepool.EnvStateDir] = StateDir
-	if _, ok := env[idepool.EnvAgentID]; !ok {
-		env[idepool.EnvAgentID] = spec.ID
+		return nil, err
 	}
 	out := make([]corev1.EnvVar, 0, len(env))
 	for _, k := range slices.Sorted(maps.Keys(env)) {
@@ -261,6 +234,4 @@ func containerEnv(spec idepool.ContainerSpec) ([]corev1.EnvVar, error) {
 
 // PortEnv returns the variable that tells a route's workload its port:
 // IDEPOOL_PORT_ plus the route name in upper case, '-' as '_'.
-func PortEnv(route string) string {
-	return idepool.EnvRoutePortPrefix + strings.ReplaceAll(strings.ToUpper(route), "-", "_")
-}
+func PortEnv(route string) string { return idepool.RoutePortEnv(route) }

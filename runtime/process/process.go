@@ -406,9 +406,7 @@ func (r *Runtime) agentEnv(spec idepool.ContainerSpec, dir string, ports map[str
 // RoutePortEnv is the variable that gives a route's port to the agent:
 // IDEPOOL_PORT_ + the route name in upper case with '-' as '_'
 // (IDEPOOL_PORT_CODE, IDEPOOL_PORT_MY_APP).
-func RoutePortEnv(route string) string {
-	return idepool.EnvRoutePortPrefix + strings.ReplaceAll(strings.ToUpper(route), "-", "_")
-}
+func RoutePortEnv(route string) string { return idepool.RoutePortEnv(route) }
 
 // reap waits for an agent this Runtime started and records how it ended.
 // It runs on after Close: someone has to collect the child.
