@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -100,32 +99,7 @@ func buildImages(t testing.TB, cl *k8stest.Cluster) {
 // it there (through their bridge's gateway), and so does the test.
 func startS3(t testing.TB, nodeIP string) *s3test.Server {
 	t.Helper()
-	bin := s3test.Binary()
-	if bin == "" {
-		k8stest.Missing(t, "versitygw not found; install: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0")
-	}
-	l, err := net.Listen("tcp", nodeIP+":0")
-	if err != nil {
-		t.Fatalf("listen on %s: %v", nodeIP, err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s := &s3test.Server{Endpoint: "http://" + addr, AccessKey: "e2eaccess", SecretKey: "e2esecret-0123456789", Region: "us-east-1", Dir: t.TempDir()}
-	cmd := exec.Command(bin, "-a", s.AccessKey, "-s", s.SecretKey, "-p", addr, "posix", s.Dir)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start versitygw: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			conn.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("versitygw did not listen on %s", addr)
-		}
-	}
+	s := s3test.StartOn(t, nodeIP)
 	s.CreateBucket(t, bucket)
 	return s
 }

@@ -60,8 +60,15 @@ func Binary() string {
 	return ""
 }
 
-// Start runs versitygw for the test and stops it on cleanup.
+// Start runs versitygw on loopback for the test and stops it on cleanup.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartOn(t, "127.0.0.1")
+}
+
+// StartOn is Start listening on host: an address of this machine that
+// containers reach (a Docker bridge's gateway, a Kubernetes node's IP).
+func StartOn(t testing.TB, host string) *Server {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
@@ -75,7 +82,7 @@ func Start(t testing.TB) *Server {
 	s := &Server{AccessKey: "testaccess", SecretKey: "testsecret-0123456789", Region: "us-east-1", Dir: dir}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		addr, err := freeAddr()
+		addr, err := freeAddr(host)
 		if err != nil {
 			t.Fatalf("find a free port: %v", err)
 		}
@@ -126,8 +133,8 @@ func (s *Server) CreateBucket(t testing.TB, name string) {
 	}
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freeAddr(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", err
 	}
