@@ -190,7 +190,7 @@ fi
 log "deploying the stack $STACK for https://$DOMAIN"
 deploy_flags=(--with-registry-auth --resolve-image "$resolve")
 # Do not wait for convergence here (unbounded); the health wait below is.
-if docker stack deploy --help 2>/dev/null | grep -q -- '--detach'; then deploy_flags+=(--detach=true); fi
+if docker stack deploy --help 2>/dev/null | grep -- '--detach' >/dev/null; then deploy_flags+=(--detach=true); fi
 DOMAIN="$DOMAIN" PUBLIC_URL="${PUBLIC_URL:-}" ACME_EMAIL="$ACME_EMAIL" \
   API_KEY_SECRET="$key_secret" ROUTER_SECRET_SECRET="$router" \
   docker stack deploy "${deploy_flags[@]}" -c deploy/stack.yml -c "$work/production.yml" "$STACK"

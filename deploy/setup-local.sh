@@ -206,12 +206,12 @@ secrets:
 volumes:
   s3-data:
 YAML
-if ! docker stack ls --format '{{.Name}}' | grep -qx "$STACK" && (: <>/dev/tcp/127.0.0.1/80) 2>/dev/null; then
+if ! docker stack ls --format '{{.Name}}' | grep -x "$STACK" >/dev/null && (: <>/dev/tcp/127.0.0.1/80) 2>/dev/null; then
   die "port 80 is already in use on this machine; Traefik publishes the stack there (stop what listens on it)"
 fi
 log "deploying the stack $STACK (deploy/stack.yml, DOMAIN=localhost, plain HTTP)"
 deploy_flags=(--resolve-image never)
-if docker stack deploy --help 2>/dev/null | grep -q -- '--detach'; then deploy_flags+=(--detach=true); fi
+if docker stack deploy --help 2>/dev/null | grep -- '--detach' >/dev/null; then deploy_flags+=(--detach=true); fi
 DOMAIN=localhost ACME_EMAIL="" API_KEY_SECRET="$key_secret" ROUTER_SECRET_SECRET="$router" \
   docker stack deploy "${deploy_flags[@]}" -c deploy/stack.yml -c "$work/local.yml" "$STACK" >/dev/null
 prune_env_secrets "$secret"

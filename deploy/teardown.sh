@@ -91,7 +91,7 @@ if [ "$(swarm_state)" != active ]; then
   log "Swarm mode is not active: no stack or services to remove"
 else
   # 1. The stack first, so idepool stops refilling its pool.
-  if docker stack ls --format '{{.Name}}' | grep -qx "$STACK"; then
+  if docker stack ls --format '{{.Name}}' | grep -x "$STACK" >/dev/null; then
     # It cannot remove the network while IDE containers use it (they are
     # not part of the stack): that error is expected, step 3 retries.
     docker stack rm "$STACK" >/dev/null 2>&1 || true

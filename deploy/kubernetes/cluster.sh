@@ -309,7 +309,7 @@ EOF
 route_table=4719
 reject_unprogrammed() {
   ip route replace prohibit "$svc_cidr" table "$route_table"
-  ip rule show | grep -q "lookup $route_table" ||
+  ip rule show | grep "lookup $route_table" >/dev/null ||
     ip rule add iif "$bridge" to "$svc_cidr" lookup "$route_table" priority "$route_table"
   iptables -N IDEPOOL-K8S 2>/dev/null || true
   iptables -C OUTPUT -j IDEPOOL-K8S 2>/dev/null || iptables -I OUTPUT -j IDEPOOL-K8S
@@ -383,7 +383,7 @@ up() {
 
 import_pause() {
   local ref="idepool.local/pause:$kube_version"
-  if ctr --address "$run/containerd.sock" -n k8s.io images ls -q | grep -qx "$ref"; then
+  if ctr --address "$run/containerd.sock" -n k8s.io images ls -q | grep -x "$ref" >/dev/null; then
     return
   fi
   # An OCI archive made by hand: one layer holding /pause. No Docker needed.
@@ -421,7 +421,7 @@ import_images() {
   for img in "$@"; do
     id=$(docker image inspect --format '{{.Id}}' "$img") || die "no docker image $img"
     have=$(cat "$state/images/$(echo "$img" | tr '/:' '__')" 2>/dev/null || true)
-    if [ "$have" = "$id" ] && ctr --address "$run/containerd.sock" -n k8s.io images ls -q | grep -q "$img\$"; then
+    if [ "$have" = "$id" ] && ctr --address "$run/containerd.sock" -n k8s.io images ls -q | grep "$img\$" >/dev/null; then
       continue
     fi
     log "importing $img"
