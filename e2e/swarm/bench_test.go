@@ -254,11 +254,13 @@ func BenchmarkRefill20(b *testing.B) {
 // one at a time in waves of warmWave: the profile's maxContainers is the
 // pool's size, so no refill runs beside a measured claim; between waves
 // (untimed) the claimed containers are stopped and the pool refills.
-// IDEPOOL_BENCH_CLAIMS claims per router (default 200). The metrics' names
-// are those of e2e/cluster's BenchmarkClusterClaimFirstByte.
+// IDEPOOL_BENCH_CLAIMS claims per router (default 100: issue 18 asks
+// for 200 on the cluster, where BenchmarkClusterClaimFirstByte takes
+// them; here the same goal is checked at half the CI time). The metrics'
+// names are those of e2e/cluster's BenchmarkClusterClaimFirstByte.
 func BenchmarkWarmClaim(b *testing.B) {
 	const warmWave = 20
-	claims := 200
+	claims := 100
 	if v, err := strconv.Atoi(os.Getenv("IDEPOOL_BENCH_CLAIMS")); err == nil && v > 0 {
 		claims = v
 	}
