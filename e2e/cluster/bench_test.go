@@ -311,6 +311,7 @@ func (c *benchCluster) configure() error {
 	}
 	wave := c.profile(waveProfile, "")
 	wave.MaxContainers = waveSize
+	wave.CPULimit = waveCPULimit
 	profiles = append(profiles, wave)
 	js, err := json.Marshal(map[string]any{"profiles": profiles})
 	if err != nil {

@@ -46,6 +46,15 @@ const (
 	// refill's load is the burst's subject, not these).
 	waveProfile = "wave"
 	waveSize    = 100
+	// waveCPULimit caps a wave container at one CPU, what a student's IDE
+	// gets on a real platform (code-server asks for at least one core),
+	// where "small"'s 0.25 is there to pack a class of 400 onto these 2
+	// cores. BenchmarkClusterUsable times the agent's initial pull, which
+	// is CPU-bound: about 150 ms of CPU for 200 files / 10 MiB
+	// (wsync's BenchmarkInitialPullVsRclone prints idepool-cpu-ms), so at
+	// 0.25 CPU it cannot take less than ~600 ms whatever idepool does.
+	// The reservation stays "small"'s: nothing is set aside while idle.
+	waveCPULimit = 1.0
 	// overlaySubnet is the stack's overlay network on the benchmarks'
 	// cluster. setup-local.sh's (docker network create without --subnet)
 	// gets Swarm's default /24: 256 addresses for every IDE container,
