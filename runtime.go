@@ -158,4 +158,11 @@ const (
 	// EnvSyncMaxDeletePercent: the share of a workspace's files one sync
 	// pass may delete before the deletions wait for a confirmation.
 	EnvSyncMaxDeletePercent = "IDEPOOL_SYNC_MAX_DELETE_PERCENT"
+	// EnvStartGate is the number of an inherited file descriptor (a pipe)
+	// that the agent reads to its end before it starts anything. A runtime
+	// that places the agent in its limits only after starting it (the
+	// process runtime on cgroup v1, where a child cannot be cloned into a
+	// group) closes the pipe once it has: a workload started earlier would
+	// stay outside the limits. Unset: no gate.
+	EnvStartGate = "IDEPOOL_START_GATE"
 )

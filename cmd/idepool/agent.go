@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 
 	"github.com/idepool/idepool"
@@ -15,6 +16,9 @@ import (
 func runAgent(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	if len(args) > 0 {
 		return usageError("agent takes no arguments; it is configured by the IDEPOOL_* environment its runtime sets")
+	}
+	if err := awaitStartGate(getenv); err != nil {
+		return fmt.Errorf("agent start gate: %w", err)
 	}
 	cfg, err := agent.ConfigFromEnv(getenv)
 	if err != nil {
@@ -34,4 +38,24 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, st
 		return wsync.NewAgentSyncer(workspaceDir, stateDir, logger, opts)
 	}
 	return agent.Run(ctx, cfg)
+}
+
+// awaitStartGate waits until the runtime closes the start gate
+// (idepool.EnvStartGate), i.e. until it has put this process in its
+// limits, so that no workload starts outside them.
+func awaitStartGate(getenv func(string) string) error {
+	v := getenv(idepool.EnvStartGate)
+	if v == "" {
+		return nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return fmt.Errorf("%s=%q: want an inherited file descriptor (3 or more)", idepool.EnvStartGate, v)
+	}
+	f := os.NewFile(uintptr(fd), "start-gate")
+	defer f.Close()
+	if _, err := io.Copy(io.Discard, f); err != nil {
+		return fmt.Errorf("read fd %d: %w", fd, err)
+	}
+	return nil
 }

@@ -169,10 +169,23 @@ func (cr *creation) startAgent(m *meta) error {
 		logf.Close()
 		return fmt.Errorf("lock %s of %s: %w", agentLockFile, spec.ID, err)
 	}
-	cmd.ExtraFiles = []*os.File{lockf} // fd 3: see agentLockFile
+	// The start gate (idepool.EnvStartGate): the agent waits for the end
+	// of this pipe, which comes once it is in its cgroups and at its
+	// priority, so that nothing it starts escapes them. On every return
+	// (or our own death) the write end closes and the agent goes on.
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		lockf.Close()
+		return fmt.Errorf("start gate of %s: %w", spec.ID, err)
+	}
+	defer gateW.Close()
+	cmd.ExtraFiles = []*os.File{lockf, gateR} // fd 3: see agentLockFile; fd 4: the gate
+	cmd.Env = append(cmd.Env, idepool.EnvStartGate+"=4")
 	err = cmd.Start()
 	logf.Close()
 	lockf.Close()
+	gateR.Close()
 	if err != nil {
 		close(c.exited)
 		return fmt.Errorf("start agent of %s: %w", spec.ID, err)
@@ -199,6 +212,7 @@ func (cr *creation) startAgent(m *meta) error {
 	if err := joinGroups(m.Cgroups, cmd.Process.Pid); err != nil {
 		return fmt.Errorf("limit the agent of %s: %w", spec.ID, err)
 	}
+	_ = gateW.Close() // open the gate (a pipe's close cannot fail here)
 	return nil
 }
 

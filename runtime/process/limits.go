@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	idepool "github.com/idepool/idepool"
 )
@@ -144,10 +146,19 @@ func joinGroups(dirs []string, pid int) error {
 }
 
 // removeGroups deletes a container's groups once nothing runs in them.
+// A group whose last task was just killed can stay busy for a moment
+// after the task is gone from /proc (the kernel releases it
+// asynchronously): EBUSY is retried for up to about a second, as runc
+// does, instead of leaving the group behind.
 func removeGroups(dirs []string) error {
 	var errs []error
 	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err := os.Remove(d)
+		for wait := 5 * time.Millisecond; errors.Is(err, syscall.EBUSY) && wait <= 320*time.Millisecond; wait *= 2 {
+			time.Sleep(wait)
+			err = os.Remove(d)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

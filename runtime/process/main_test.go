@@ -5,6 +5,7 @@ package process
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -67,6 +68,19 @@ func childMain() {
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, "test child:", err)
 		os.Exit(2)
+	}
+	// As `idepool agent` does: nothing starts before the runtime has put
+	// this process in its limits (idepool.EnvStartGate).
+	if v := os.Getenv(idepool.EnvStartGate); v != "" {
+		fd, err := strconv.Atoi(v)
+		if err != nil {
+			fail(err)
+		}
+		gate := os.NewFile(uintptr(fd), "start-gate")
+		if _, err := io.Copy(io.Discard, gate); err != nil {
+			fail(err)
+		}
+		gate.Close()
 	}
 	if c := os.Getenv(envExitCode); c != "" {
 		n, _ := strconv.Atoi(c)
