@@ -82,6 +82,12 @@ type Config struct {
 	Deployment   string // DEPLOYMENT: value of idepool.LabelManaged
 	Router       string // ROUTER: RouterBuiltin, RouterTraefik
 	TraefikURL   string // TRAEFIK_URL; "" = no routing check
+	// TraefikIngressClass, TraefikAuthMiddleware, TraefikStripMiddleware:
+	// TRAEFIK_INGRESS_CLASS, TRAEFIK_AUTH_MIDDLEWARE and
+	// TRAEFIK_STRIP_MIDDLEWARE, the Kubernetes runtime's Ingresses.
+	TraefikIngressClass    string
+	TraefikAuthMiddleware  string
+	TraefikStripMiddleware string
 	SwarmNetwork string // SWARM_NETWORK
 	// KubernetesNamespace: KUBERNETES_NAMESPACE, "" = the pod's own.
 	KubernetesNamespace string
@@ -246,8 +252,8 @@ func build(lookup func(string) string) (Config, []error) {
 		}
 		c.DataDir = abs
 	}
-	if c.Router == RouterTraefik && c.Runtime != RuntimeSwarm {
-		c.Warnings = append(c.Warnings, "ROUTER=traefik has an effect only with RUNTIME=swarm")
+	if c.Router == RouterTraefik && c.Runtime != RuntimeSwarm && c.Runtime != RuntimeKubernetes {
+		c.Warnings = append(c.Warnings, "ROUTER=traefik has an effect only with RUNTIME=swarm or kubernetes")
 	}
 	if c.HealthCheckTimeout > c.HealthCheckInterval {
 		c.Warnings = append(c.Warnings, "HEALTH_CHECK_TIMEOUT is longer than HEALTH_CHECK_INTERVAL")
