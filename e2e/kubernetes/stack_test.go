@@ -48,6 +48,8 @@ const (
 	ideImage     = "idepool-ide:test"
 	poolSize     = 3
 	helmVersion  = "v3.20.2" // deploy/kubernetes/build.sh
+	// traefikImage is deploy/build-traefik.sh's (FROM scratch, the binary).
+	traefikImage = "idepool-traefik:v3.6.12"
 )
 
 // stack is idepool deployed in a namespace of its own.
@@ -57,8 +59,11 @@ type stack struct {
 	ns     string
 	apiKey string
 	apiURL string // http://<the Service's cluster IP>:3001
-	api    *idepoolclient.Client
-	s3     *s3test.Server
+	// traefikURL is the chart's Traefik (http://<its cluster IP>:80), ""
+	// without.
+	traefikURL string
+	api        *idepoolclient.Client
+	s3         *s3test.Server
 }
 
 type stackOptions struct {
@@ -66,6 +71,11 @@ type stackOptions struct {
 	// chart deploys with Helm (deploy/kubernetes/chart); otherwise the
 	// plain manifests through kubectl kustomize.
 	chart bool
+	// traefik (with chart): the chart's Traefik routes the IDE pods too
+	// (ROUTER=traefik), beside idepool's built-in router.
+	traefik bool
+	// profiles are more profiles' JSON objects, comma-separated.
+	profiles string
 }
 
 func repoRoot(t testing.TB) string {
@@ -111,17 +121,22 @@ func newStack(t testing.TB, so stackOptions) *stack {
 	t.Helper()
 	cl := k8stest.Require(t)
 	buildImages(t, cl)
+	if so.traefik {
+		cl.Import(t, traefikImage)
+	}
 	s := &stack{t: t, cl: cl, ns: cl.Namespace(t, "e2e"), apiKey: randomHex(24)}
 	s.s3 = startS3(t, cl.Env["K8S_NODE_IP"])
 	// A fixed cluster IP: the agents dial it (there is no cluster DNS in
 	// the test cluster; a real one would use idepool.<ns>.svc).
-	clusterIP := fmt.Sprintf("100.64.%d.%d", 10+mrand.IntN(240), 10+mrand.IntN(240))
+	third := 10 + mrand.IntN(240)
+	clusterIP := fmt.Sprintf("100.64.%d.%d", third, 10+mrand.IntN(240))
 	s.apiURL = "http://" + clusterIP + ":3001"
+	traefikIP := fmt.Sprintf("100.64.%d.%d", third+1, 10+mrand.IntN(240))
 
 	profiles := `{"profiles": [
 	  {"name": "default", "cpuReservation": 0.05},
 	  {"name": "huge", "image": "` + ideImage + `", "cpuLimit": 64, "memoryLimit": "1TiB", "poolTarget": 0},
-	  {"name": "big", "image": "` + ideImage + `", "cpuLimit": 1.2, "cpuReservation": 1.2, "memoryLimit": "96MiB", "poolTarget": 0}
+	  {"name": "big", "image": "` + ideImage + `", "cpuLimit": 1.2, "cpuReservation": 1.2, "memoryLimit": "96MiB", "poolTarget": 0}` + so.profiles + `
 	]}`
 	config := map[string]string{
 		"DEPLOYMENT":             s.ns,
@@ -142,8 +157,13 @@ func newStack(t testing.TB, so stackOptions) *stack {
 		"AWS_ACCESS_KEY_ID":     s.s3.AccessKey,
 		"AWS_SECRET_ACCESS_KEY": s.s3.SecretKey,
 	}
+	if so.traefik {
+		// Traefik's Service by address: the test cluster has no DNS.
+		s.traefikURL = "http://" + traefikIP + ":80"
+		config["TRAEFIK_URL"] = s.traefikURL
+	}
 	if so.chart {
-		s.helmInstall(t, clusterIP, config, secret, profiles)
+		s.helmInstall(t, clusterIP, traefikIP, so.traefik, config, secret, profiles)
 	} else {
 		s.createConfig(t, config, secret, profiles)
 		s.apply(t, clusterIP)
@@ -186,7 +206,7 @@ func (s *stack) createConfig(t testing.TB, config, secret map[string]string, pro
 
 // helmInstall renders the chart (helm template, a check of its own) and
 // installs it as release idepool with these values, as an operator would.
-func (s *stack) helmInstall(t testing.TB, clusterIP string, config, secret map[string]string, profiles string) {
+func (s *stack) helmInstall(t testing.TB, clusterIP, traefikIP string, traefik bool, config, secret map[string]string, profiles string) {
 	t.Helper()
 	helm := filepath.Join(s.cl.Env["K8S_CACHE"], "helm-"+helmVersion)
 	if _, err := os.Stat(helm); err != nil {
@@ -199,6 +219,9 @@ func (s *stack) helmInstall(t testing.TB, clusterIP string, config, secret map[s
 		"secrets":  secret,
 		"profiles": profiles,
 		"service":  map[string]any{"clusterIP": clusterIP},
+	}
+	if traefik {
+		values["traefik"] = map[string]any{"enabled": true, "service": map[string]any{"clusterIP": traefikIP}}
 	}
 	vf := filepath.Join(dir, "values.json") // JSON is YAML
 	if err := os.WriteFile(vf, []byte(jsonString(values)), 0o600); err != nil {
@@ -221,6 +244,13 @@ func (s *stack) helmInstall(t testing.TB, clusterIP string, config, secret map[s
 	for _, kind := range []string{"kind: Deployment", "kind: Service", "kind: Role", "kind: ClusterRole", "kind: NetworkPolicy"} {
 		if !strings.Contains(rendered, kind) {
 			t.Errorf("helm template renders no %s", kind)
+		}
+	}
+	if traefik {
+		for _, want := range []string{"name: idepool-traefik", "ROUTER: traefik", "idepool-auth:", `resources: ["ingresses"]`} {
+			if !strings.Contains(rendered, want) {
+				t.Errorf("helm template with traefik.enabled renders no %q", want)
+			}
 		}
 	}
 	start := time.Now()
