@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	rtk8s "github.com/idepool/idepool/runtime/kubernetes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -82,7 +83,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if cookie == "" {
 		t.Fatalf("no idepool_%s cookie after the token exchange", res.ID)
 	}
-	if st, _, _, _ := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
+	if st, _, _, _ := e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
 		t.Errorf("built-in router without cookie: %d, want 401", st)
 	}
 	echo(t, strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
@@ -185,7 +186,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	// is a Secret, not the pod's own).
 	deadline = time.Now().Add(time.Minute)
 	for {
-		st, b, _, err := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", cookie)
+		st, b, _, err := e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", cookie)
 		if err == nil && st == http.StatusOK {
 			break
 		}

@@ -18,8 +18,6 @@ package kubernetes_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,13 +26,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/idepool/idepool/internal/s3test"
 	rtk8s "github.com/idepool/idepool/runtime/kubernetes"
 	"github.com/idepool/idepool/runtime/kubernetes/k8stest"
@@ -78,25 +76,11 @@ type stackOptions struct {
 	profiles string
 }
 
-func repoRoot(t testing.TB) string {
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		t.Fatal("repo root: no caller information")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // buildImages builds idepool:dev and idepool-ide:test (deploy/build-images.sh,
 // idempotent) and imports them into the cluster's containerd.
 func buildImages(t testing.TB, cl *k8stest.Cluster) {
 	t.Helper()
-	root := repoRoot(t)
+	root := e2etest.RepoRoot(t)
 	cmd := exec.Command("bash", filepath.Join(root, "deploy", "build-images.sh"))
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -124,7 +108,7 @@ func newStack(t testing.TB, so stackOptions) *stack {
 	if so.traefik {
 		cl.Import(t, traefikImage)
 	}
-	s := &stack{t: t, cl: cl, ns: cl.Namespace(t, "e2e"), apiKey: randomHex(24)}
+	s := &stack{t: t, cl: cl, ns: cl.Namespace(t, "e2e"), apiKey: e2etest.RandomHex(24)}
 	s.s3 = startS3(t, cl.Env["K8S_NODE_IP"])
 	// A fixed cluster IP: the agents dial it (there is no cluster DNS in
 	// the test cluster; a real one would use idepool.<ns>.svc).
@@ -196,7 +180,7 @@ func (s *stack) createConfig(t testing.TB, config, secret map[string]string, pro
 	}
 	for _, sec := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Name: "idepool"}, StringData: secret},
-		{ObjectMeta: metav1.ObjectMeta{Name: "idepool-router"}, StringData: map[string]string{"router-secret": randomHex(32)}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "idepool-router"}, StringData: map[string]string{"router-secret": e2etest.RandomHex(32)}},
 	} {
 		if _, err := core.Secrets(s.ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create secret %s: %v", sec.Name, err)
@@ -227,7 +211,7 @@ func (s *stack) helmInstall(t testing.TB, clusterIP, traefikIP string, traefik b
 	if err := os.WriteFile(vf, []byte(jsonString(values)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	chart := filepath.Join(repoRoot(t), "deploy", "kubernetes", "chart")
+	chart := filepath.Join(e2etest.RepoRoot(t), "deploy", "kubernetes", "chart")
 	run := func(args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -292,7 +276,7 @@ func (s *stack) stopIdepool() {
 func (s *stack) apply(t testing.TB, clusterIP string) {
 	t.Helper()
 	dir := t.TempDir()
-	base, err := filepath.Rel(dir, filepath.Join(repoRoot(t), "deploy", "kubernetes", "manifests"))
+	base, err := filepath.Rel(dir, filepath.Join(e2etest.RepoRoot(t), "deploy", "kubernetes", "manifests"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,42 +366,13 @@ func (s *stack) logs() string {
 // waitHealthy waits until idepool's API answers.
 func (s *stack) waitHealthy(d time.Duration) {
 	s.t.Helper()
-	deadline := time.Now().Add(d)
-	var last error
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.api.Pools(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		last = err
-		time.Sleep(200 * time.Millisecond)
-	}
-	s.t.Fatalf("idepool did not answer within %v: %v\n%s", d, last, s.logs())
+	e2etest.WaitHealthy(s.t, s.api, d, 200*time.Millisecond, s.logs)
 }
 
 // waitPool waits until profile's pool has want warm containers.
 func (s *stack) waitPool(profile string, want int, d time.Duration) idepool.PoolStatus {
 	s.t.Helper()
-	deadline := time.Now().Add(d)
-	var last idepool.PoolStatus
-	for time.Now().Before(deadline) {
-		ps, err := s.api.Pools(context.Background())
-		if err == nil {
-			for _, p := range ps {
-				if p.Profile == profile {
-					last = p
-					if p.Warm >= want {
-						return p
-					}
-				}
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	s.t.Fatalf("pool %s did not reach %d warm within %v: %+v\n%s", profile, want, d, last, s.logs())
-	return last
+	return e2etest.WaitPool(s.t, s.api, profile, want, d, s.logs)
 }
 
 // idePods returns the deployment's IDE pods by name.
@@ -467,28 +422,6 @@ func (s *stack) writeWorkspace(t testing.TB, id, name, content string) {
 	}
 }
 
-// httpGet fetches url with a cookie header; status, body, time to the
-// answer's first byte.
-func httpGet(hc *http.Client, url, cookie string) (int, string, time.Duration, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", 0, err
-	}
-	if cookie != "" {
-		req.Header.Set("Cookie", cookie)
-	}
-	start := time.Now()
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, "", 0, err
-	}
-	ttfb := time.Since(start)
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String(), ttfb, nil
-}
-
 // firstByte GETs url until it is not 503 "no endpoint yet" (the pool calls
 // a container warm when its agent says hello, which on Kubernetes can come
 // before the kubelet has reported the pod's address: see the report of
@@ -497,7 +430,7 @@ func httpGet(hc *http.Client, url, cookie string) (int, string, time.Duration, e
 func firstByte(hc *http.Client, url, cookie string) (status int, body string, d time.Duration, retries int, err error) {
 	start := time.Now()
 	for {
-		status, body, _, err = httpGet(hc, url, cookie)
+		status, body, _, err = e2etest.HTTPGet(hc, url, cookie)
 		if err != nil || status != http.StatusServiceUnavailable || !strings.Contains(body, "no endpoint yet") || time.Since(start) > 15*time.Second {
 			return status, body, time.Since(start), retries, err
 		}
