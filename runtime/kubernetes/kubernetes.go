@@ -169,6 +169,11 @@ func New(o Options) (*Runtime, error) {
 				return nil, fmt.Errorf("kubernetes runtime: %w", err)
 			}
 		}
+		// The API server's warnings (e.g. that kubernetes.io/ingress.class
+		// is deprecated, which Traefik still reads) go to our log, not to
+		// klog on stderr once per object.
+		cfg = rest.CopyConfig(cfg)
+		cfg.WarningHandlerWithContext = warningLogger{o.Logger}
 		var err error
 		if c, err = corev1client.NewForConfig(cfg); err != nil {
 			return nil, fmt.Errorf("kubernetes runtime: client: %w", err)
@@ -209,6 +214,15 @@ func LoadConfig() (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil
+}
+
+// warningLogger logs the API server's warnings at debug level.
+type warningLogger struct{ log *slog.Logger }
+
+func (w warningLogger) HandleWarningHeaderWithContext(ctx context.Context, code int, agent, text string) {
+	if w.log != nil {
+		w.log.DebugContext(ctx, "kubernetes api warning", "code", code, "text", text)
+	}
 }
 
 // inClusterNamespace is the namespace of the pod this process runs in.
