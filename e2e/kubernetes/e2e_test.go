@@ -86,7 +86,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if st, _, _, _ := e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
 		t.Errorf("built-in router without cookie: %d, want 401", st)
 	}
-	echo(t, strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
+	echo(t, "the built-in router", strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
 
 	// Traefik's Kubernetes Ingress provider: another warm claim, through
 	// the chart's Traefik (ForwardAuth to idepool), then stopped.
@@ -305,7 +305,7 @@ func (s *stack) throughTraefik(t *testing.T, otherCookie string) {
 		t.Errorf("websocket through Traefik without a cookie was let through")
 	}
 	cancel()
-	echo(t, wsURL, cookie)
+	echo(t, "Traefik", wsURL, cookie)
 
 	if _, err := s.api.Stop(ctx, res.ID); err != nil {
 		t.Fatalf("stop bob: %v", err)
@@ -363,8 +363,8 @@ func (s *stack) checkRoutes(t *testing.T, d time.Duration) {
 	}
 }
 
-// echo does a websocket round trip through the router.
-func echo(t *testing.T, wsURL, cookie string) {
+// echo does a websocket round trip through a router.
+func echo(t *testing.T, router, wsURL, cookie string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -381,6 +381,6 @@ func echo(t *testing.T, wsURL, cookie string) {
 	if err != nil || string(got) != "ping" {
 		t.Fatalf("websocket echo %q, %v", got, err)
 	}
-	t.Logf("websocket round trip through the router in %v", time.Since(start).Round(time.Microsecond))
+	t.Logf("websocket round trip through %s in %v", router, time.Since(start).Round(time.Microsecond))
 	c.Close(websocket.StatusNormalClosure, "")
 }
