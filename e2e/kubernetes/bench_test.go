@@ -288,11 +288,12 @@ type claimTiming struct {
 	total, post, exchange, ide, steady time.Duration
 }
 
-// stopAll stops containers, 16 at a time.
+// stopAll stops containers, a wave at a time (a stop waits for the
+// kubelet to end the pod: seconds, mostly waiting).
 func (s *stack) stopAll(ids []string) {
 	s.t.Helper()
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, waveSize)
 	errs := make([]error, len(ids))
 	for i, id := range ids {
 		wg.Go(func() {
