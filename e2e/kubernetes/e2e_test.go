@@ -24,17 +24,24 @@ import (
 )
 
 // TestKubernetesEndToEnd, on one deployment installed by the Helm chart
-// (deploy/kubernetes/chart; the benchmarks deploy the plain manifests), in
-// order:
+// (deploy/kubernetes/chart) with its Traefik (traefik.enabled: ROUTER=traefik,
+// beside the built-in router; the cold-claim benchmark deploys the plain
+// manifests), in order:
 //
 //   - a warm pool of 3 fills; a start through the API claims a warm one;
 //   - its /code/<id>/ URL answers through the built-in router (token →
 //     cookie → first byte), a websocket echoes through it;
+//   - another warm claim through Traefik (its Kubernetes Ingress provider,
+//     ForwardAuth to idepool): refused without a cookie or with the first
+//     one's, then token → cookie → first byte and a websocket echo; it is
+//     stopped;
 //   - a file written into its workspace reaches the S3 server on the host;
 //   - idepool's pod is deleted: the Deployment starts a new one, which
 //     adopts every IDE pod (the claimed one stays claimed to its
 //     workspace, the warm ones warm; nothing new, nothing orphaned), and
 //     the route answers again with the same cookie;
+//   - every IDE pod has its Service and Ingress, and nothing else has
+//     (after the restart, and after DELETE: gone with their pods);
 //   - a profile that fits no node is refused (or queued);
 //   - DELETE removes the claimed pod.
 func TestKubernetesEndToEnd(t *testing.T) {

@@ -2,8 +2,9 @@
 
 // Package kubernetes_test is idepool's end-to-end test on a real Kubernetes:
 // the single-node cluster of deploy/kubernetes/cluster.sh (built here from
-// the Go module proxy), idepool deployed into it by the project's own
-// manifests (deploy/kubernetes/manifests, through kubectl kustomize), the
+// the Go module proxy), idepool deployed into it by the project's own Helm
+// chart (with its Traefik) or manifests (deploy/kubernetes/manifests,
+// through kubectl kustomize), the
 // S3 server (versitygw) on the host, reached from the pods by the node's
 // address. The test talks to idepool through its Service, as a user in the
 // cluster would.
