@@ -2,12 +2,17 @@ package kubernetes
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/idepool/idepool"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8s "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // TestTraefikRoutes, on the real cluster: with Traefik routing, Create
@@ -71,6 +76,52 @@ func TestTraefikRoutes(t *testing.T) {
 		}
 		if time.Since(start) > time.Minute {
 			t.Fatalf("a minute after the pod's removal: service %v, ingress %v (want both not found)", err1, err2)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// failIngresses refuses every Ingress creation before it is sent.
+type failIngresses struct{ next http.RoundTripper }
+
+func (f failIngresses) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/ingresses") {
+		return nil, errors.New("connection refused (injected)")
+	}
+	return f.next.RoundTrip(req)
+}
+
+// TestTraefikRoutesCreateFails: when a pod's Ingress cannot be made, Create
+// fails and leaves nothing: the pod is deleted, and its Service with it.
+func TestTraefikRoutesCreateFails(t *testing.T) {
+	e := newEnv(t)
+	cfg := rest.CopyConfig(e.cl.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return failIngresses{rt} })
+	c, err := k8s.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep := newDeployment()
+	rt, err := New(Options{Client: c.CoreV1(), Networking: c.NetworkingV1(), Namespace: e.ns, Deployment: dep,
+		StopGracePeriod: 2 * time.Second, Traefik: &TraefikOptions{AuthMiddleware: "a@file", StripMiddleware: "s@file"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	id := idepool.NewID()
+	if _, err := rt.Create(ctx, idepool.ContainerSpec{ID: id, Profile: testProfile()}); err == nil {
+		t.Fatal("Create succeeded although its ingress could not be made")
+	}
+	start := time.Now()
+	for {
+		_, err1 := e.cl.Client.CoreV1().Pods(e.ns).Get(ctx, PodName(id), metav1.GetOptions{})
+		_, err2 := e.cl.Client.CoreV1().Services(e.ns).Get(ctx, PodName(id), metav1.GetOptions{})
+		if apierrors.IsNotFound(err1) && apierrors.IsNotFound(err2) {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatalf("a minute after the failed Create: pod %v, service %v (want both not found)", err1, err2)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
