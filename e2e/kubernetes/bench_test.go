@@ -108,8 +108,10 @@ func (s *stack) rawPod(ctx context.Context, name string) (time.Duration, error) 
 			Containers: []corev1.Container{{
 				Name: "ide", Image: ideImage, ImagePullPolicy: corev1.PullIfNotPresent,
 				// The agent with no orchestrator to reach: it runs (and
-				// retries) until deleted.
-				Env: []corev1.EnvVar{{Name: "IDEPOOL_AGENT_URL", Value: "http://127.0.0.1:9"}, {Name: "IDEPOOL_AGENT_TOKEN", Value: "x"}, {Name: "IDEPOOL_CONTAINER_ID", Value: name}},
+				// retries) until deleted. Its id must be a container id
+				// (not the pod's name), or it exits at once and the pod
+				// can go straight to Failed, never seen Running.
+				Env: []corev1.EnvVar{{Name: "IDEPOOL_AGENT_URL", Value: "http://127.0.0.1:9"}, {Name: "IDEPOOL_AGENT_TOKEN", Value: "x"}, {Name: "IDEPOOL_CONTAINER_ID", Value: idepool.NewID()}},
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("96Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("96Mi")},
