@@ -74,15 +74,21 @@ type Config struct {
 	HealthCheckRetries  int           // HEALTH_CHECK_RETRIES
 
 	// Runtime and deployment.
-	Runtime      string // RUNTIME: RuntimeProcess, RuntimeSwarm, RuntimeKubernetes, RuntimeFake
-	DataDir      string // DATA_DIR, absolute
-	ProcessNice  int    // PROCESS_NICE
-	ProcessUser  string // PROCESS_USER: "off" or uid[:gid]
-	GCPercent    int    // GC_PERCENT; 0 = the Go runtime's own
-	Deployment   string // DEPLOYMENT: value of idepool.LabelManaged
-	Router       string // ROUTER: RouterBuiltin, RouterTraefik
-	TraefikURL   string // TRAEFIK_URL; "" = no routing check
-	SwarmNetwork string // SWARM_NETWORK
+	Runtime     string // RUNTIME: RuntimeProcess, RuntimeSwarm, RuntimeKubernetes, RuntimeFake
+	DataDir     string // DATA_DIR, absolute
+	ProcessNice int    // PROCESS_NICE
+	ProcessUser string // PROCESS_USER: "off" or uid[:gid]
+	GCPercent   int    // GC_PERCENT; 0 = the Go runtime's own
+	Deployment  string // DEPLOYMENT: value of idepool.LabelManaged
+	Router      string // ROUTER: RouterBuiltin, RouterTraefik
+	TraefikURL  string // TRAEFIK_URL; "" = no routing check
+	// TraefikIngressClass, TraefikAuthMiddleware, TraefikStripMiddleware:
+	// TRAEFIK_INGRESS_CLASS, TRAEFIK_AUTH_MIDDLEWARE and
+	// TRAEFIK_STRIP_MIDDLEWARE, the Kubernetes runtime's Ingresses.
+	TraefikIngressClass    string
+	TraefikAuthMiddleware  string
+	TraefikStripMiddleware string
+	SwarmNetwork           string // SWARM_NETWORK
 	// KubernetesNamespace: KUBERNETES_NAMESPACE, "" = the pod's own.
 	KubernetesNamespace string
 	// StopGracePeriod: STOP_GRACE_PERIOD, the swarm runtime's time
@@ -246,8 +252,8 @@ func build(lookup func(string) string) (Config, []error) {
 		}
 		c.DataDir = abs
 	}
-	if c.Router == RouterTraefik && c.Runtime != RuntimeSwarm {
-		c.Warnings = append(c.Warnings, "ROUTER=traefik has an effect only with RUNTIME=swarm")
+	if c.Router == RouterTraefik && c.Runtime != RuntimeSwarm && c.Runtime != RuntimeKubernetes {
+		c.Warnings = append(c.Warnings, "ROUTER=traefik has an effect only with RUNTIME=swarm or kubernetes")
 	}
 	if c.HealthCheckTimeout > c.HealthCheckInterval {
 		c.Warnings = append(c.Warnings, "HEALTH_CHECK_TIMEOUT is longer than HEALTH_CHECK_INTERVAL")

@@ -76,6 +76,7 @@ func TestDefaults(t *testing.T) {
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",
 		DataDir: filepath.Join(wd, "idepool-data"), ProcessNice: 10, ProcessUser: "65534", Deployment: "idepool", Router: "builtin",
+		TraefikAuthMiddleware: "idepool-auth@file", TraefikStripMiddleware: "idepool-strip@file",
 		SwarmNetwork: "idepool", StopGracePeriod: 40 * time.Second, NodeSilence: 5 * time.Second, AWSRegion: "us-east-1", LogLevel: "info", LogFormat: "text",
 		EmbeddedIDE: "auto",
 	}

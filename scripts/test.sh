@@ -177,7 +177,9 @@ if [ "$rc" -ne 0 ]; then
 fi
 
 # The Kubernetes end-to-end test (issue 19): idepool deployed into the test
-# cluster by deploy/kubernetes/manifests, and its figures. As root, CI=true.
+# cluster by deploy/kubernetes/chart (with its Traefik: the image
+# idepool-traefik from the build above) and manifests, and its figures. As
+# root, CI=true.
 # The cluster is taken down afterwards, pass or fail.
 if [ -f deploy/kubernetes/cluster.sh ]; then
   step "kubernetes tests (e2e/kubernetes: a real single-node cluster)"

@@ -377,6 +377,14 @@ func newRuntime(ctx context.Context, cfg config.Config, opts Options, log *slog.
 			}
 			o.AllowedPeers = append(o.AllowedPeers, cfg.TrustedPeers...)
 		}
+		if cfg.Router == config.RouterTraefik {
+			o.Traefik = &kubernetes.TraefikOptions{
+				Routing:         traefik.Options{Domain: cfg.Domain},
+				IngressClass:    cfg.TraefikIngressClass,
+				AuthMiddleware:  cfg.TraefikAuthMiddleware,
+				StripMiddleware: cfg.TraefikStripMiddleware,
+			}
+		}
 		rt, err := kubernetes.New(o)
 		if err != nil {
 			return nil, nil, err

@@ -1,7 +1,8 @@
-// Package traefik computes the Traefik v3 labels that route a container's
-// routes through Traefik's Swarm provider. It is a pure function of the
-// container id, its profile and the deployment's routing options, so it is
-// tested with golden files and never talks to Traefik.
+// Package traefik computes how Traefik v3 routes a container's routes:
+// Routers, which the Kubernetes runtime turns into Ingresses, and Labels,
+// the same routers as labels for Traefik's Swarm provider. Both are pure
+// functions of the container id, its profile and the deployment's routing
+// options, so they are tested with golden files and never talk to Traefik.
 //
 // For each route r of container id it makes one router, one service and a
 // strip-prefix middleware (unless the route keeps its prefix):
@@ -18,6 +19,7 @@ package traefik
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -69,18 +71,39 @@ func IsName(domain string) bool {
 	return net.ParseIP(host) == nil
 }
 
-// Labels returns the Traefik labels for container id of profile p. The keys
-// all start with "traefik."; they go on the container's Swarm service next
-// to idepool's own labels.
-func Labels(id string, p idepool.Profile, o Options) map[string]string {
-	l := map[string]string{"traefik.enable": "true"}
-	if o.Network != "" {
-		l["traefik.swarm.network"] = o.Network
-	}
+// Router is one route of a container as Traefik routes it: what both of
+// idepool's Traefik providers (Swarm labels here, Kubernetes Ingresses in
+// runtime/kubernetes) write in their own words.
+type Router struct {
+	// Name is the router's (and its service's) name, idepool-<id>-<route>.
+	Name  string
+	Route idepool.Route
+	// Prefix is /<route>/<id>; the rule matches it and what is below it.
+	Prefix string
+	// Host is the Host rule's host ("" for none: Domain is not a name).
+	Host string
+	// Rule is the router's rule in Traefik's v3 syntax.
+	Rule        string
+	EntryPoints []string
+	Priority    int
+	// TLS with CertResolver when Domain is a name.
+	TLS          bool
+	CertResolver string
+	// Strip: the prefix is stripped before the container sees the request
+	// (the route does not keep it).
+	Strip bool
+}
+
+// Routers returns the routers of container id of profile p, in the
+// profile's route order.
+func Routers(id string, p idepool.Profile, o Options) []Router {
 	name := IsName(o.Domain)
 	host := o.Domain
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
+	}
+	if !name {
+		host = ""
 	}
 	entry := o.EntryPoints
 	if len(entry) == 0 {
@@ -92,6 +115,44 @@ func Labels(id string, p idepool.Profile, o Options) map[string]string {
 	prio := o.Priority
 	if prio == 0 {
 		prio = DefaultPriority
+	}
+	resolver := ""
+	if name {
+		resolver = o.CertResolver
+		if resolver == "" {
+			resolver = DefaultCertResolver
+		}
+	}
+	out := make([]Router, 0, len(p.Routes))
+	for _, r := range p.Routes {
+		prefix := "/" + r.Name + "/" + id
+		rule := fmt.Sprintf("(Path(`%s`) || PathPrefix(`%s/`))", prefix, prefix)
+		if name {
+			rule = fmt.Sprintf("Host(`%s`) && %s", host, rule)
+		}
+		out = append(out, Router{
+			Name:         "idepool-" + id + "-" + r.Name,
+			Route:        r,
+			Prefix:       prefix,
+			Host:         host,
+			Rule:         rule,
+			EntryPoints:  slices.Clone(entry),
+			Priority:     prio,
+			TLS:          name,
+			CertResolver: resolver,
+			Strip:        !r.KeepPrefix,
+		})
+	}
+	return out
+}
+
+// Labels returns the Traefik labels for container id of profile p. The keys
+// all start with "traefik."; they go on the container's Swarm service next
+// to idepool's own labels.
+func Labels(id string, p idepool.Profile, o Options) map[string]string {
+	l := map[string]string{"traefik.enable": "true"}
+	if o.Network != "" {
+		l["traefik.swarm.network"] = o.Network
 	}
 	auth := ""
 	if o.ForwardAuthURL != "" {
@@ -107,40 +168,30 @@ func Labels(id string, p idepool.Profile, o Options) map[string]string {
 		// (http://idepool:3001/...) unless told to keep it as is.
 		l[m+"preserveLocationHeader"] = "true"
 	}
-	for _, r := range p.Routes {
-		rn := "idepool-" + id + "-" + r.Name
-		prefix := "/" + r.Name + "/" + id
-		rule := fmt.Sprintf("(Path(`%s`) || PathPrefix(`%s/`))", prefix, prefix)
-		if name {
-			rule = fmt.Sprintf("Host(`%s`) && %s", host, rule)
-		}
-		rk := "traefik.http.routers." + rn + "."
-		l[rk+"rule"] = rule
-		l[rk+"entrypoints"] = strings.Join(entry, ",")
-		l[rk+"priority"] = strconv.Itoa(prio)
-		l[rk+"service"] = rn
-		if name {
-			resolver := o.CertResolver
-			if resolver == "" {
-				resolver = DefaultCertResolver
-			}
+	for _, r := range Routers(id, p, o) {
+		rk := "traefik.http.routers." + r.Name + "."
+		l[rk+"rule"] = r.Rule
+		l[rk+"entrypoints"] = strings.Join(r.EntryPoints, ",")
+		l[rk+"priority"] = strconv.Itoa(r.Priority)
+		l[rk+"service"] = r.Name
+		if r.TLS {
 			l[rk+"tls"] = "true"
-			l[rk+"tls.certresolver"] = resolver
+			l[rk+"tls.certresolver"] = r.CertResolver
 		}
 		var mws []string
 		if auth != "" {
 			mws = append(mws, auth)
 		}
-		if !r.KeepPrefix {
-			strip := rn + "-strip"
-			l["traefik.http.middlewares."+strip+".stripprefix.prefixes"] = prefix
+		if r.Strip {
+			strip := r.Name + "-strip"
+			l["traefik.http.middlewares."+strip+".stripprefix.prefixes"] = r.Prefix
 			mws = append(mws, strip)
 		}
 		mws = append(mws, o.Middlewares...)
 		if len(mws) > 0 {
 			l[rk+"middlewares"] = strings.Join(mws, ",")
 		}
-		l["traefik.http.services."+rn+".loadbalancer.server.port"] = strconv.Itoa(r.Port)
+		l["traefik.http.services."+r.Name+".loadbalancer.server.port"] = strconv.Itoa(r.Route.Port)
 	}
 	return l
 }

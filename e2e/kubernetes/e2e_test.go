@@ -18,26 +18,34 @@ import (
 	"github.com/coder/websocket"
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	rtk8s "github.com/idepool/idepool/runtime/kubernetes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestKubernetesEndToEnd, on one deployment installed by the Helm chart
-// (deploy/kubernetes/chart; the benchmarks deploy the plain manifests), in
-// order:
+// (deploy/kubernetes/chart) with its Traefik (traefik.enabled: ROUTER=traefik,
+// beside the built-in router; the cold-claim benchmark deploys the plain
+// manifests), in order:
 //
 //   - a warm pool of 3 fills; a start through the API claims a warm one;
 //   - its /code/<id>/ URL answers through the built-in router (token →
 //     cookie → first byte), a websocket echoes through it;
+//   - another warm claim through Traefik (its Kubernetes Ingress provider,
+//     ForwardAuth to idepool): refused without a cookie or with the first
+//     one's, then token → cookie → first byte and a websocket echo; it is
+//     stopped;
 //   - a file written into its workspace reaches the S3 server on the host;
 //   - idepool's pod is deleted: the Deployment starts a new one, which
 //     adopts every IDE pod (the claimed one stays claimed to its
 //     workspace, the warm ones warm; nothing new, nothing orphaned), and
 //     the route answers again with the same cookie;
+//   - every IDE pod has its Service and Ingress, and nothing else has
+//     (after the restart, and after DELETE: gone with their pods);
 //   - a profile that fits no node is refused (or queued);
 //   - DELETE removes the claimed pod.
 func TestKubernetesEndToEnd(t *testing.T) {
-	s := newStack(t, stackOptions{poolTarget: poolSize, chart: true})
+	s := newStack(t, stackOptions{poolTarget: poolSize, chart: true, traefik: true})
 	start := time.Now()
 	s.waitPool(idepool.DefaultProfile, poolSize, 5*time.Minute)
 	t.Logf("pool of %d filled in %v", poolSize, time.Since(start).Round(time.Millisecond))
@@ -82,10 +90,14 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if cookie == "" {
 		t.Fatalf("no idepool_%s cookie after the token exchange", res.ID)
 	}
-	if st, _, _, _ := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
+	if st, _, _, _ := e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
 		t.Errorf("built-in router without cookie: %d, want 401", st)
 	}
-	echo(t, strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
+	echo(t, "the built-in router", strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
+
+	// Traefik's Kubernetes Ingress provider: another warm claim, through
+	// the chart's Traefik (ForwardAuth to idepool), then stopped.
+	s.throughTraefik(t, cookie)
 
 	// A file in the workspace reaches S3 (the server on the host).
 	const content = "hello from a kubernetes pod\n"
@@ -176,11 +188,12 @@ func TestKubernetesEndToEnd(t *testing.T) {
 			t.Errorf("IDE pod %s is not known to idepool after the restart (orphan)", name)
 		}
 	}
+	s.checkRoutes(t, time.Minute)
 	// The route answers again, with the cookie of before (the router's key
 	// is a Secret, not the pod's own).
 	deadline = time.Now().Add(time.Minute)
 	for {
-		st, b, _, err := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", cookie)
+		st, b, _, err := e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", cookie)
 		if err == nil && st == http.StatusOK {
 			break
 		}
@@ -242,10 +255,123 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if _, ok := s.idePods()[rtk8s.PodName(res.ID)]; ok {
 		t.Errorf("pod %s still exists after DELETE", rtk8s.PodName(res.ID))
 	}
+	s.checkRoutes(t, time.Minute)
 }
 
-// echo does a websocket round trip through the router.
-func echo(t *testing.T, wsURL, cookie string) {
+// throughTraefik claims a warm container and opens it through the chart's
+// Traefik: refused without a cookie (and with another container's), the
+// token swapped for a cookie by ForwardAuth, the first byte, a websocket
+// round trip; then it stops it.
+func (s *stack) throughTraefik(t *testing.T, otherCookie string) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := s.api.Start(ctx, idepoolclient.StartRequest{Bucket: bucket, Prefix: "bob", UserID: "bob"})
+	if err != nil || !res.IsPreWarmed {
+		t.Fatalf("start for bob: %+v, %v", res, err)
+	}
+	path := "/code/" + res.ID + "/"
+	plain := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// The pool called it warm once Traefik routed it (TRAEFIK_URL): a
+	// refusal now is ForwardAuth's, not Traefik's 404.
+	for _, c := range []struct{ what, cookie string }{{"no cookie", ""}, {"another container's cookie", otherCookie}} {
+		req, _ := http.NewRequest(http.MethodGet, s.traefikURL+path, nil)
+		if c.cookie != "" {
+			req.Header.Set("Cookie", c.cookie)
+		}
+		resp, err := plain.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s through Traefik with %s: %v", path, c.what, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Idepool-Forward-Auth") == "" {
+			t.Errorf("GET %s through Traefik with %s: %d (forward-auth header %q), want idepool's 401", path, c.what, resp.StatusCode, resp.Header.Get("X-Idepool-Forward-Auth"))
+		}
+	}
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	u := s.traefikURL + strings.TrimPrefix(res.URLs.CodeServer, s.apiURL)
+	status, body, d, retries, err := firstByte(hc, u, "")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("GET %s through Traefik: %d %v\n%s\n%s", u, status, err, body, s.logs())
+	}
+	t.Logf("first byte of %s through Traefik (token exchange by ForwardAuth included) in %v (%d retries)", path, d.Round(time.Microsecond), retries)
+	tu, _ := url.Parse(s.traefikURL)
+	var cookie string
+	for _, c := range jar.Cookies(tu) {
+		if c.Name == "idepool_"+res.ID {
+			cookie = c.String()
+		}
+	}
+	if cookie == "" {
+		t.Fatalf("no idepool_%s cookie after the token exchange through Traefik", res.ID)
+	}
+	wsURL := strings.Replace(s.traefikURL, "http", "ws", 1) + path + "ws"
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if c, _, err := websocket.Dial(dctx, wsURL, nil); err == nil {
+		c.CloseNow()
+		t.Errorf("websocket through Traefik without a cookie was let through")
+	}
+	cancel()
+	echo(t, "Traefik", wsURL, cookie)
+
+	if _, err := s.api.Stop(ctx, res.ID); err != nil {
+		t.Fatalf("stop bob: %v", err)
+	}
+}
+
+// checkRoutes waits up to d until the Services and Ingresses of the
+// deployment are exactly those of its IDE pods (one Service and one
+// Ingress each: made with the pod, gone with it), and fails if not.
+func (s *stack) checkRoutes(t *testing.T, d time.Duration) {
+	t.Helper()
+	if s.traefikURL == "" {
+		return
+	}
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sel := metav1.ListOptions{LabelSelector: idepool.LabelManaged + "=" + s.ns}
+		sl, err1 := s.cl.Client.CoreV1().Services(s.ns).List(ctx, sel)
+		il, err2 := s.cl.Client.NetworkingV1().Ingresses(s.ns).List(ctx, sel)
+		cancel()
+		if err1 != nil || err2 != nil {
+			t.Fatalf("list routes: %v %v", err1, err2)
+		}
+		pods := s.idePods()
+		var problems []string
+		svcs, ings := map[string]bool{}, map[string]bool{}
+		for _, x := range sl.Items {
+			svcs[x.Name] = true
+			if _, ok := pods[x.Name]; !ok {
+				problems = append(problems, "service "+x.Name+" without its pod")
+			}
+		}
+		for _, x := range il.Items {
+			ings[x.Name] = true
+			if _, ok := pods[x.Name]; !ok {
+				problems = append(problems, "ingress "+x.Name+" without its pod")
+			}
+		}
+		for name := range pods {
+			if !svcs[name] || !ings[name] {
+				problems = append(problems, "pod "+name+" without its service or ingress")
+			}
+		}
+		if len(problems) == 0 {
+			t.Logf("routes: a service and an ingress for each of the %d IDE pods, nothing else (%v)", len(pods), time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("routes after %v: %s", d, strings.Join(problems, "; "))
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// echo does a websocket round trip through a router.
+func echo(t *testing.T, router, wsURL, cookie string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -262,6 +388,6 @@ func echo(t *testing.T, wsURL, cookie string) {
 	if err != nil || string(got) != "ping" {
 		t.Fatalf("websocket echo %q, %v", got, err)
 	}
-	t.Logf("websocket round trip through the router in %v", time.Since(start).Round(time.Microsecond))
+	t.Logf("websocket round trip through %s in %v", router, time.Since(start).Round(time.Microsecond))
 	c.Close(websocket.StatusNormalClosure, "")
 }

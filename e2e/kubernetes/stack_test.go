@@ -2,8 +2,9 @@
 
 // Package kubernetes_test is idepool's end-to-end test on a real Kubernetes:
 // the single-node cluster of deploy/kubernetes/cluster.sh (built here from
-// the Go module proxy), idepool deployed into it by the project's own
-// manifests (deploy/kubernetes/manifests, through kubectl kustomize), the
+// the Go module proxy), idepool deployed into it by the project's own Helm
+// chart (with its Traefik) or manifests (deploy/kubernetes/manifests,
+// through kubectl kustomize), the
 // S3 server (versitygw) on the host, reached from the pods by the node's
 // address. The test talks to idepool through its Service, as a user in the
 // cluster would.
@@ -18,8 +19,6 @@ package kubernetes_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,13 +27,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/idepool/idepool/internal/s3test"
 	rtk8s "github.com/idepool/idepool/runtime/kubernetes"
 	"github.com/idepool/idepool/runtime/kubernetes/k8stest"
@@ -48,6 +47,8 @@ const (
 	ideImage     = "idepool-ide:test"
 	poolSize     = 3
 	helmVersion  = "v3.20.2" // deploy/kubernetes/build.sh
+	// traefikImage is deploy/build-traefik.sh's (FROM scratch, the binary).
+	traefikImage = "idepool-traefik:v3.6.12"
 )
 
 // stack is idepool deployed in a namespace of its own.
@@ -57,8 +58,11 @@ type stack struct {
 	ns     string
 	apiKey string
 	apiURL string // http://<the Service's cluster IP>:3001
-	api    *idepoolclient.Client
-	s3     *s3test.Server
+	// traefikURL is the chart's Traefik (http://<its cluster IP>:80), ""
+	// without.
+	traefikURL string
+	api        *idepoolclient.Client
+	s3         *s3test.Server
 }
 
 type stackOptions struct {
@@ -66,27 +70,18 @@ type stackOptions struct {
 	// chart deploys with Helm (deploy/kubernetes/chart); otherwise the
 	// plain manifests through kubectl kustomize.
 	chart bool
-}
-
-func repoRoot(t testing.TB) string {
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		t.Fatal("repo root: no caller information")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	// traefik (with chart): the chart's Traefik routes the IDE pods too
+	// (ROUTER=traefik), beside idepool's built-in router.
+	traefik bool
+	// profiles are more profiles' JSON objects, comma-separated.
+	profiles string
 }
 
 // buildImages builds idepool:dev and idepool-ide:test (deploy/build-images.sh,
 // idempotent) and imports them into the cluster's containerd.
 func buildImages(t testing.TB, cl *k8stest.Cluster) {
 	t.Helper()
-	root := repoRoot(t)
+	root := e2etest.RepoRoot(t)
 	cmd := exec.Command("bash", filepath.Join(root, "deploy", "build-images.sh"))
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -111,17 +106,22 @@ func newStack(t testing.TB, so stackOptions) *stack {
 	t.Helper()
 	cl := k8stest.Require(t)
 	buildImages(t, cl)
-	s := &stack{t: t, cl: cl, ns: cl.Namespace(t, "e2e"), apiKey: randomHex(24)}
+	if so.traefik {
+		cl.Import(t, traefikImage)
+	}
+	s := &stack{t: t, cl: cl, ns: cl.Namespace(t, "e2e"), apiKey: e2etest.RandomHex(24)}
 	s.s3 = startS3(t, cl.Env["K8S_NODE_IP"])
 	// A fixed cluster IP: the agents dial it (there is no cluster DNS in
 	// the test cluster; a real one would use idepool.<ns>.svc).
-	clusterIP := fmt.Sprintf("100.64.%d.%d", 10+mrand.IntN(240), 10+mrand.IntN(240))
+	third := 10 + mrand.IntN(240)
+	clusterIP := fmt.Sprintf("100.64.%d.%d", third, 10+mrand.IntN(240))
 	s.apiURL = "http://" + clusterIP + ":3001"
+	traefikIP := fmt.Sprintf("100.64.%d.%d", third+1, 10+mrand.IntN(240))
 
 	profiles := `{"profiles": [
 	  {"name": "default", "cpuReservation": 0.05},
 	  {"name": "huge", "image": "` + ideImage + `", "cpuLimit": 64, "memoryLimit": "1TiB", "poolTarget": 0},
-	  {"name": "big", "image": "` + ideImage + `", "cpuLimit": 1.2, "cpuReservation": 1.2, "memoryLimit": "96MiB", "poolTarget": 0}
+	  {"name": "big", "image": "` + ideImage + `", "cpuLimit": 1.2, "cpuReservation": 1.2, "memoryLimit": "96MiB", "poolTarget": 0}` + so.profiles + `
 	]}`
 	config := map[string]string{
 		"DEPLOYMENT":             s.ns,
@@ -142,8 +142,13 @@ func newStack(t testing.TB, so stackOptions) *stack {
 		"AWS_ACCESS_KEY_ID":     s.s3.AccessKey,
 		"AWS_SECRET_ACCESS_KEY": s.s3.SecretKey,
 	}
+	if so.traefik {
+		// Traefik's Service by address: the test cluster has no DNS.
+		s.traefikURL = "http://" + traefikIP + ":80"
+		config["TRAEFIK_URL"] = s.traefikURL
+	}
 	if so.chart {
-		s.helmInstall(t, clusterIP, config, secret, profiles)
+		s.helmInstall(t, clusterIP, traefikIP, so.traefik, config, secret, profiles)
 	} else {
 		s.createConfig(t, config, secret, profiles)
 		s.apply(t, clusterIP)
@@ -176,7 +181,7 @@ func (s *stack) createConfig(t testing.TB, config, secret map[string]string, pro
 	}
 	for _, sec := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Name: "idepool"}, StringData: secret},
-		{ObjectMeta: metav1.ObjectMeta{Name: "idepool-router"}, StringData: map[string]string{"router-secret": randomHex(32)}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "idepool-router"}, StringData: map[string]string{"router-secret": e2etest.RandomHex(32)}},
 	} {
 		if _, err := core.Secrets(s.ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create secret %s: %v", sec.Name, err)
@@ -186,7 +191,7 @@ func (s *stack) createConfig(t testing.TB, config, secret map[string]string, pro
 
 // helmInstall renders the chart (helm template, a check of its own) and
 // installs it as release idepool with these values, as an operator would.
-func (s *stack) helmInstall(t testing.TB, clusterIP string, config, secret map[string]string, profiles string) {
+func (s *stack) helmInstall(t testing.TB, clusterIP, traefikIP string, traefik bool, config, secret map[string]string, profiles string) {
 	t.Helper()
 	helm := filepath.Join(s.cl.Env["K8S_CACHE"], "helm-"+helmVersion)
 	if _, err := os.Stat(helm); err != nil {
@@ -200,11 +205,14 @@ func (s *stack) helmInstall(t testing.TB, clusterIP string, config, secret map[s
 		"profiles": profiles,
 		"service":  map[string]any{"clusterIP": clusterIP},
 	}
+	if traefik {
+		values["traefik"] = map[string]any{"enabled": true, "service": map[string]any{"clusterIP": traefikIP}}
+	}
 	vf := filepath.Join(dir, "values.json") // JSON is YAML
 	if err := os.WriteFile(vf, []byte(jsonString(values)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	chart := filepath.Join(repoRoot(t), "deploy", "kubernetes", "chart")
+	chart := filepath.Join(e2etest.RepoRoot(t), "deploy", "kubernetes", "chart")
 	run := func(args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -221,6 +229,13 @@ func (s *stack) helmInstall(t testing.TB, clusterIP string, config, secret map[s
 	for _, kind := range []string{"kind: Deployment", "kind: Service", "kind: Role", "kind: ClusterRole", "kind: NetworkPolicy"} {
 		if !strings.Contains(rendered, kind) {
 			t.Errorf("helm template renders no %s", kind)
+		}
+	}
+	if traefik {
+		for _, want := range []string{"name: idepool-traefik", "ROUTER: traefik", "idepool-auth:", `resources: ["ingresses"]`} {
+			if !strings.Contains(rendered, want) {
+				t.Errorf("helm template with traefik.enabled renders no %q", want)
+			}
 		}
 	}
 	start := time.Now()
@@ -262,7 +277,7 @@ func (s *stack) stopIdepool() {
 func (s *stack) apply(t testing.TB, clusterIP string) {
 	t.Helper()
 	dir := t.TempDir()
-	base, err := filepath.Rel(dir, filepath.Join(repoRoot(t), "deploy", "kubernetes", "manifests"))
+	base, err := filepath.Rel(dir, filepath.Join(e2etest.RepoRoot(t), "deploy", "kubernetes", "manifests"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,42 +367,13 @@ func (s *stack) logs() string {
 // waitHealthy waits until idepool's API answers.
 func (s *stack) waitHealthy(d time.Duration) {
 	s.t.Helper()
-	deadline := time.Now().Add(d)
-	var last error
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.api.Pools(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		last = err
-		time.Sleep(200 * time.Millisecond)
-	}
-	s.t.Fatalf("idepool did not answer within %v: %v\n%s", d, last, s.logs())
+	e2etest.WaitHealthy(s.t, s.api, d, 200*time.Millisecond, s.logs)
 }
 
 // waitPool waits until profile's pool has want warm containers.
 func (s *stack) waitPool(profile string, want int, d time.Duration) idepool.PoolStatus {
 	s.t.Helper()
-	deadline := time.Now().Add(d)
-	var last idepool.PoolStatus
-	for time.Now().Before(deadline) {
-		ps, err := s.api.Pools(context.Background())
-		if err == nil {
-			for _, p := range ps {
-				if p.Profile == profile {
-					last = p
-					if p.Warm >= want {
-						return p
-					}
-				}
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	s.t.Fatalf("pool %s did not reach %d warm within %v: %+v\n%s", profile, want, d, last, s.logs())
-	return last
+	return e2etest.WaitPool(s.t, s.api, profile, want, d, s.logs)
 }
 
 // idePods returns the deployment's IDE pods by name.
@@ -437,28 +423,6 @@ func (s *stack) writeWorkspace(t testing.TB, id, name, content string) {
 	}
 }
 
-// httpGet fetches url with a cookie header; status, body, time to the
-// answer's first byte.
-func httpGet(hc *http.Client, url, cookie string) (int, string, time.Duration, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", 0, err
-	}
-	if cookie != "" {
-		req.Header.Set("Cookie", cookie)
-	}
-	start := time.Now()
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, "", 0, err
-	}
-	ttfb := time.Since(start)
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String(), ttfb, nil
-}
-
 // firstByte GETs url until it is not 503 "no endpoint yet" (the pool calls
 // a container warm when its agent says hello, which on Kubernetes can come
 // before the kubelet has reported the pod's address: see the report of
@@ -467,7 +431,7 @@ func httpGet(hc *http.Client, url, cookie string) (int, string, time.Duration, e
 func firstByte(hc *http.Client, url, cookie string) (status int, body string, d time.Duration, retries int, err error) {
 	start := time.Now()
 	for {
-		status, body, _, err = httpGet(hc, url, cookie)
+		status, body, _, err = e2etest.HTTPGet(hc, url, cookie)
 		if err != nil || status != http.StatusServiceUnavailable || !strings.Contains(body, "no endpoint yet") || time.Since(start) > 15*time.Second {
 			return status, body, time.Since(start), retries, err
 		}

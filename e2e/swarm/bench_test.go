@@ -15,6 +15,7 @@ import (
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 )
@@ -290,7 +291,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 				u := r.base + strings.TrimPrefix(res.URLs.CodeServer, s.apiURL)
 				jar, _ := cookiejar.New(nil)
 				sent := time.Now()
-				status, body, ttfb, err := httpGet(&http.Client{Jar: jar, Timeout: 30 * time.Second}, u, "")
+				status, body, ttfb, err := e2etest.HTTPGet(&http.Client{Jar: jar, Timeout: 30 * time.Second}, u, "")
 				// A route not there yet (404: Traefik's refresh has not seen
 				// the container) is asked again: that wait counts, and is
 				// counted.
@@ -300,7 +301,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 					}
 					time.Sleep(20 * time.Millisecond)
 					sent = time.Now()
-					status, body, ttfb, err = httpGet(&http.Client{Jar: jar, Timeout: 30 * time.Second}, u, "")
+					status, body, ttfb, err = e2etest.HTTPGet(&http.Client{Jar: jar, Timeout: 30 * time.Second}, u, "")
 				}
 				if err != nil || status != http.StatusOK {
 					b.Fatalf("claim %d through %s: GET %s: %d %v\n%s", done, r.name, u, status, err, body)

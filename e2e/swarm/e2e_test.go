@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/idepool/idepool/runtime/swarm"
 	"github.com/moby/moby/client"
 )
@@ -48,7 +49,7 @@ func TestSwarmEndToEnd(t *testing.T) {
 	// the placeholder workload answers.
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	status, body, _, err := httpGet(hc, code, "")
+	status, body, _, err := e2etest.HTTPGet(hc, code, "")
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("GET %s through the built-in proxy: %d %v\n%s", code, status, err, body)
 	}
@@ -63,7 +64,7 @@ func TestSwarmEndToEnd(t *testing.T) {
 		t.Fatalf("no idepool_%s cookie after the token exchange", res.ID)
 	}
 	// Without the cookie: refused.
-	if st, _, _, _ := httpGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
+	if st, _, _, _ := e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, s.apiURL+"/code/"+res.ID+"/", ""); st != http.StatusUnauthorized {
 		t.Errorf("built-in proxy without cookie: %d, want 401", st)
 	}
 	echo(t, "built-in", strings.Replace(s.apiURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)
@@ -73,7 +74,7 @@ func TestSwarmEndToEnd(t *testing.T) {
 	var tStatus int
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		tStatus, body, _, err = httpGet(&http.Client{Timeout: 10 * time.Second}, tURL, cookie)
+		tStatus, body, _, err = e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, tURL, cookie)
 		if err == nil && tStatus == http.StatusOK {
 			break
 		}
@@ -82,7 +83,7 @@ func TestSwarmEndToEnd(t *testing.T) {
 	if tStatus != http.StatusOK {
 		t.Fatalf("GET %s through Traefik: %d %v\n%s\n%s", tURL, tStatus, err, body, s.logs(s.traefikSvc))
 	}
-	if st, _, _, _ := httpGet(&http.Client{Timeout: 10 * time.Second}, tURL, ""); st != http.StatusUnauthorized {
+	if st, _, _, _ := e2etest.HTTPGet(&http.Client{Timeout: 10 * time.Second}, tURL, ""); st != http.StatusUnauthorized {
 		t.Errorf("Traefik without cookie: %d, want 401", st)
 	}
 	echo(t, "traefik", strings.Replace(s.traefikURL, "http", "ws", 1)+"/code/"+res.ID+"/ws", cookie)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/idepool/idepool/runtime/swarm"
 	"github.com/idepool/idepool/runtime/swarm/swarmtest"
 	swarmtypes "github.com/moby/moby/api/types/swarm"
@@ -134,7 +135,7 @@ func TestSwarmIsolation(t *testing.T) {
 	// proxy (token → cookie → placeholder).
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Timeout: 30 * time.Second, Jar: jar}
-	if st, body, _, err := httpGet(hc, b.URLs.CodeServer, ""); err != nil || st != 200 {
+	if st, body, _, err := e2etest.HTTPGet(hc, b.URLs.CodeServer, ""); err != nil || st != 200 {
 		t.Errorf("B's code route through the built-in proxy: %d %v\n%s", st, err, body)
 	}
 }

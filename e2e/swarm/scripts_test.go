@@ -15,6 +15,7 @@ import (
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/idepool/idepool/runtime/swarm/swarmtest"
 	"github.com/moby/moby/client"
 )
@@ -23,7 +24,7 @@ import (
 // `bash -n`, and with shellcheck (errors only) when it is installed. It
 // needs no Docker.
 func TestScriptsSyntax(t *testing.T) {
-	root := repoRoot(t)
+	root := e2etest.RepoRoot(t)
 	var scripts []string
 	for _, dir := range []string{"deploy", "deploy/cluster", "deploy/ide", "scripts"} {
 		m, err := filepath.Glob(filepath.Join(root, dir, "*.sh"))
@@ -58,7 +59,7 @@ func TestScriptsSyntax(t *testing.T) {
 // returning its combined output and error.
 func runScript(t *testing.T, timeout time.Duration, env []string, name string, args ...string) (string, error) {
 	t.Helper()
-	root := repoRoot(t)
+	root := e2etest.RepoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "deploy", name)}, args...)...)
@@ -81,7 +82,7 @@ func runScript(t *testing.T, timeout time.Duration, env []string, name string, a
 func TestDeployRefuses(t *testing.T) {
 	good := map[string]string{
 		"DOMAIN":     "ide.example.com",
-		"API_KEY":    "k-" + randomHex(20),
+		"API_KEY":    "k-" + e2etest.RandomHex(20),
 		"ACME_EMAIL": "ops@example.com",
 	}
 	with := func(overrides ...string) []string {
@@ -203,7 +204,7 @@ func TestSetupLocal(t *testing.T) {
 	// the API lists the container as running.
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	if status, body, _, err := httpGet(hc, m[0], ""); err != nil || status != http.StatusOK {
+	if status, body, _, err := e2etest.HTTPGet(hc, m[0], ""); err != nil || status != http.StatusOK {
 		t.Errorf("GET %s: %d %v\n%s", m[0], status, err, body)
 	}
 	api, err := idepoolclient.New("http://localhost", key, idepoolclient.Options{Timeout: time.Minute})

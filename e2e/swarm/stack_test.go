@@ -11,17 +11,12 @@
 package swarm_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -29,6 +24,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/idepool/idepool/internal/s3test"
 	"github.com/idepool/idepool/runtime/swarm/swarmtest"
 	"github.com/moby/moby/api/types/mount"
@@ -87,22 +83,11 @@ type stackOptions struct {
 	env map[string]string
 }
 
-// repoRoot is the module root (deploy/ scripts live there).
-func repoRoot(t testing.TB) string {
-	// From this file's path, not the working directory (an embedded S3
-	// store in the test process changes that).
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		t.Fatal("repo root: no caller information")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
 // buildImages runs deploy/build-images.sh (idempotent) and, when Traefik is
 // wanted, deploy/build-traefik.sh (a cached binary; a first build takes
 // minutes, which CI does before the tests).
 func buildImages(t testing.TB, withTraefik bool) {
-	root := repoRoot(t)
+	root := e2etest.RepoRoot(t)
 	run := func(script string) {
 		cmd := exec.Command("bash", filepath.Join(root, "deploy", script))
 		cmd.Dir = root
@@ -125,12 +110,6 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // newStack starts idepool (and Traefik) and waits until idepool answers.
 // Its cleanup removes idepool, Traefik and every service of the deployment,
 // and checks that nothing of it is left.
@@ -144,7 +123,7 @@ func newStack(t testing.TB, so stackOptions) *stack {
 		t:          t,
 		docker:     c,
 		deployment: "e2e-" + suffix,
-		apiKey:     randomHex(24),
+		apiKey:     e2etest.RandomHex(24),
 		idepoolSvc: "e2e-idepool-" + suffix,
 		traefikSvc: "e2e-traefik-" + suffix,
 		dataDir:    t.TempDir(),
@@ -260,19 +239,7 @@ func (s *stack) createService(name, image string, args []string, env map[string]
 // waitHealthy waits until idepool's API answers.
 func (s *stack) waitHealthy(d time.Duration) {
 	s.t.Helper()
-	deadline := time.Now().Add(d)
-	var last error
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.api.Pools(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		last = err
-		time.Sleep(300 * time.Millisecond)
-	}
-	s.t.Fatalf("idepool did not answer within %v: %v\n%s", d, last, s.logs(s.idepoolSvc))
+	e2etest.WaitHealthy(s.t, s.api, d, 300*time.Millisecond, func() string { return s.logs(s.idepoolSvc) })
 }
 
 // logs returns the tail of a service's logs (for failure messages).
@@ -284,24 +251,7 @@ func (s *stack) logs(service string) string {
 // waitPool waits until profile's pool has want warm containers.
 func (s *stack) waitPool(profile string, want int, d time.Duration) idepool.PoolStatus {
 	s.t.Helper()
-	deadline := time.Now().Add(d)
-	var last idepool.PoolStatus
-	for time.Now().Before(deadline) {
-		ps, err := s.api.Pools(context.Background())
-		if err == nil {
-			for _, p := range ps {
-				if p.Profile == profile {
-					last = p
-					if p.Warm >= want {
-						return p
-					}
-				}
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	s.t.Fatalf("pool %s did not reach %d warm within %v: %+v\n%s", profile, want, d, last, s.logs(s.idepoolSvc))
-	return last
+	return e2etest.WaitPool(s.t, s.api, profile, want, d, func() string { return s.logs(s.idepoolSvc) })
 }
 
 // services returns the deployment's container services by name.
@@ -356,26 +306,4 @@ func (s *stack) teardown() {
 	if svcs, ctrs, err := swarmtest.Leftovers(ctx, s.docker, s.deployment); err != nil || svcs+ctrs > 0 {
 		s.t.Errorf("left after teardown: %d services, %d containers (%v)", svcs, ctrs, err)
 	}
-}
-
-// httpGet fetches url with the given cookie header and returns status,
-// body and the time to the first byte of the answer.
-func httpGet(hc *http.Client, url, cookie string) (int, string, time.Duration, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", 0, err
-	}
-	if cookie != "" {
-		req.Header.Set("Cookie", cookie)
-	}
-	start := time.Now()
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, "", 0, err
-	}
-	ttfb := time.Since(start)
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String(), ttfb, nil
 }

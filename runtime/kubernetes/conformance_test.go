@@ -38,6 +38,8 @@ func testProfile() idepool.Profile {
 type env struct {
 	cl *k8stest.Cluster
 	ns string
+	// traefik, when set, is given to every runtime opened.
+	traefik *TraefikOptions
 }
 
 func newEnv(t *testing.T) *env {
@@ -78,8 +80,8 @@ func (e *env) runtime(t testing.TB, dep string) (*Runtime, *lossyTransport) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := New(Options{Client: c.CoreV1(), Namespace: e.ns, Deployment: dep, StopGracePeriod: 2 * time.Second,
-		ImagePullPolicy: corev1.PullNever, ResyncInterval: 5 * time.Second})
+	rt, err := New(Options{Client: c.CoreV1(), Networking: c.NetworkingV1(), Namespace: e.ns, Deployment: dep, StopGracePeriod: 2 * time.Second,
+		ImagePullPolicy: corev1.PullNever, ResyncInterval: 5 * time.Second, Traefik: e.traefik})
 	if err != nil {
 		t.Fatal(err)
 	}

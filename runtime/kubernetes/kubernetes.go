@@ -35,6 +35,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	networkingv1client "k8s.io/client-go/kubernetes/typed/networking/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -71,6 +72,9 @@ type Options struct {
 	// clientset would link every API group into idepool's binary (which is
 	// also the agent of every IDE image).
 	Client corev1client.CoreV1Interface
+	// Networking talks to the networking.k8s.io group (Ingresses), needed
+	// with Traefik; nil makes one from Config (an error with Client set).
+	Networking networkingv1client.NetworkingV1Interface
 	// Config is the API server's address and credentials when Client is
 	// nil; nil: in-cluster (the pod's service account), else KUBECONFIG
 	// or ~/.kube/config.
@@ -90,6 +94,10 @@ type Options struct {
 	// AllowedPeers are the DNS names of the only peers the agent lets reach
 	// the route ports (IDEPOOL_ALLOWED_PEERS); none: no relay.
 	AllowedPeers []string
+	// Traefik, when set, routes the Pods through Traefik's Kubernetes
+	// Ingress provider (ingress.go); nil: only idepool's built-in router
+	// reaches them, at their addresses.
+	Traefik *TraefikOptions
 	// StopGracePeriod between SIGTERM and SIGKILL (the Pod's
 	// terminationGracePeriodSeconds; 10s).
 	StopGracePeriod time.Duration
@@ -105,6 +113,7 @@ type Options struct {
 type Runtime struct {
 	o   Options
 	c   corev1client.CoreV1Interface
+	net networkingv1client.NetworkingV1Interface // nil without Traefik
 	ns  string
 	log *slog.Logger
 
@@ -145,8 +154,14 @@ func New(o Options) (*Runtime, error) {
 	if o.Clock == nil {
 		o.Clock = idepool.SystemClock{}
 	}
-	c := o.Client
-	if c == nil {
+	if t := o.Traefik; t != nil && (t.AuthMiddleware == "" || t.StripMiddleware == "") {
+		return nil, errors.New("kubernetes runtime: traefik routing needs the ForwardAuth and strip-prefix middlewares' names")
+	}
+	c, nc := o.Client, o.Networking
+	if c == nil || (nc == nil && o.Traefik != nil) {
+		if o.Client != nil {
+			return nil, errors.New("kubernetes runtime: traefik routing with a given Client needs a Networking client too")
+		}
 		cfg := o.Config
 		if cfg == nil {
 			var err error
@@ -154,9 +169,19 @@ func New(o Options) (*Runtime, error) {
 				return nil, fmt.Errorf("kubernetes runtime: %w", err)
 			}
 		}
+		// The API server's warnings (e.g. that kubernetes.io/ingress.class
+		// is deprecated, which Traefik still reads) go to our log, not to
+		// klog on stderr once per object.
+		cfg = rest.CopyConfig(cfg)
+		cfg.WarningHandlerWithContext = warningLogger{o.Logger}
 		var err error
 		if c, err = corev1client.NewForConfig(cfg); err != nil {
 			return nil, fmt.Errorf("kubernetes runtime: client: %w", err)
+		}
+		if o.Traefik != nil {
+			if nc, err = networkingv1client.NewForConfig(cfg); err != nil {
+				return nil, fmt.Errorf("kubernetes runtime: networking client: %w", err)
+			}
 		}
 	}
 	ns := o.Namespace
@@ -167,7 +192,11 @@ func New(o Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Runtime{o: o, c: c, ns: ns, log: log.With("runtime", "kubernetes", "namespace", ns)}, nil
+	r := &Runtime{o: o, c: c, ns: ns, log: log.With("runtime", "kubernetes", "namespace", ns)}
+	if o.Traefik != nil {
+		r.net = nc
+	}
+	return r, nil
 }
 
 // LoadConfig returns the in-cluster configuration when running in a pod,
@@ -185,6 +214,15 @@ func LoadConfig() (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil
+}
+
+// warningLogger logs the API server's warnings at debug level.
+type warningLogger struct{ log *slog.Logger }
+
+func (w warningLogger) HandleWarningHeaderWithContext(ctx context.Context, code int, agent, text string) {
+	if w.log != nil {
+		w.log.DebugContext(ctx, "kubernetes api warning", "code", code, "text", text)
+	}
 }
 
 // inClusterNamespace is the namespace of the pod this process runs in.
@@ -256,6 +294,17 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 		return idepool.Instance{}, kubeError(err, "create pod %s", pod.Name)
 	}
 	r.log.Debug("pod created", "container", spec.ID, "pod", got.Name, "image", spec.Profile.Image)
+	if r.o.Traefik != nil {
+		if err := r.ensureRoutes(ctx, got, nil); err != nil {
+			// A Pod Traefik cannot route would be warm and useless: it
+			// goes (with whatever of its routes was made, their owner).
+			zero := int64(0)
+			if derr := r.delete(context.WithoutCancel(ctx), got, &zero); derr != nil {
+				r.log.Warn("remove pod without routes", "container", spec.ID, "err", derr)
+			}
+			return idepool.Instance{}, err
+		}
+	}
 	r.uids.Store(spec.ID, got.UID)
 	return r.instance(got), nil
 }
@@ -400,29 +449,47 @@ func (r *Runtime) ours(p *corev1.Pod) bool {
 
 // List returns every Pod of this deployment with its status.
 func (r *Runtime) List(ctx context.Context) ([]idepool.Instance, error) {
+	insts, _, err := r.list(ctx)
+	return insts, err
+}
+
+// list returns every Pod of this deployment, as instances and as Pods.
+func (r *Runtime) list(ctx context.Context) ([]idepool.Instance, []*corev1.Pod, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.CallTimeout)
 	defer cancel()
 	pl, err := r.c.Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: r.selector()})
 	if err != nil {
-		return nil, kubeError(err, "list pods")
+		return nil, nil, kubeError(err, "list pods")
 	}
 	out := make([]idepool.Instance, 0, len(pl.Items))
+	pods := make([]*corev1.Pod, 0, len(pl.Items))
 	for i := range pl.Items {
 		if p := &pl.Items[i]; r.ours(p) {
 			in := r.instance(p)
 			r.uids.Store(in.ID, p.UID)
 			out = append(out, in)
+			pods = append(pods, p)
 		}
 	}
-	return out, nil
+	return out, pods, nil
 }
 
 // Recover lists the deployment's Pods: the cluster keeps them running while
-// idepool is away, so there is nothing to re-attach.
+// idepool is away, so there is nothing to re-attach. With Traefik, the
+// routes of a Pod made just before idepool stopped are completed (a route
+// without its Pod cannot be: the garbage collector removes it).
 func (r *Runtime) Recover(ctx context.Context) ([]idepool.Instance, error) {
-	insts, err := r.List(ctx)
+	insts, pods, err := r.list(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("recover: %w", err)
+	}
+	if r.o.Traefik != nil {
+		if err := r.recoverRoutes(ctx, pods); err != nil {
+			// The Pods are there; the route gate (TRAEFIK_URL) keeps an
+			// unroutable warm one out of the pool, and a claimed one
+			// answers through idepool's own router meanwhile.
+			r.log.Warn("recover traefik routes", "err", err)
+		}
 	}
 	r.log.Info("recovered pods", "count", len(insts), "deployment", r.o.Deployment)
 	return insts, nil
