@@ -382,7 +382,12 @@ func (s *Server) answerStart(w http.ResponseWriter, r *http.Request, sc *startCa
 	default:
 		resp.Message = "Container is starting"
 	}
-	s.writeJSON(w, status, resp)
+	b, err := appendStartResponse(make([]byte, 0, 1024), &resp)
+	if err != nil {
+		s.writeJSON(w, status, resp) // encoding/json reports what it cannot encode
+		return nil
+	}
+	writeJSONBody(w, status, b)
 	return nil
 }
 
