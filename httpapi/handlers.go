@@ -309,9 +309,16 @@ func (s *Server) parseStart(w http.ResponseWriter, r *http.Request) (*startCall,
 	if sc.wait, sc.timeout, err = s.waitOptions(r); err != nil {
 		return nil, err
 	}
-	var b startBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
+	data, err := s.readJSONBody(w, r)
+	if err != nil {
 		return nil, err
+	}
+	var b startBody
+	if !decodeStartFast(data, &b) {
+		b = startBody{}
+		if err := decodeBytes(data, &b); err != nil {
+			return nil, err
+		}
 	}
 	if sc.req, err = s.startRequest(b); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -146,4 +147,126 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// decodeStartFast decodes the usual start body, one flat object of the
+// start's own fields with plain string values (no escapes, valid UTF-8)
+// and a true or false idleExempt, without reflection. ok is false for
+// anything else (other keys, which encoding/json matches case-insensitively
+// or ignores; escapes; null; numbers; trailing data; an empty body), which
+// decodeBytes then decodes with encoding/json: what this accepts, it decodes
+// exactly as encoding/json does (FuzzStartDecodeFast checks).
+func decodeStartFast(data []byte, b *startBody) bool {
+	i := skipSpace(data, 0)
+	if i == len(data) || data[i] != '{' {
+		return false
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return skipSpace(data, i+1) == len(data)
+	}
+	for {
+		key, j, ok := plainString(data, i)
+		if !ok {
+			return false
+		}
+		i = skipSpace(data, j)
+		if i == len(data) || data[i] != ':' {
+			return false
+		}
+		i = skipSpace(data, i+1)
+		if key == "idleExempt" {
+			switch {
+			case bytes.HasPrefix(data[i:], []byte("true")):
+				b.IdleExempt, i = true, i+4
+			case bytes.HasPrefix(data[i:], []byte("false")):
+				b.IdleExempt, i = false, i+5
+			default:
+				return false
+			}
+		} else {
+			f := b.field(key)
+			if f == nil {
+				return false
+			}
+			v, j, ok := plainString(data, i)
+			if !ok {
+				return false
+			}
+			*f, i = v, j
+		}
+		i = skipSpace(data, i)
+		if i == len(data) {
+			return false
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case '}':
+			return skipSpace(data, i+1) == len(data)
+		default:
+			return false
+		}
+	}
+}
+
+// field returns the string field named exactly key, or nil.
+func (b *startBody) field(key string) *string {
+	switch key {
+	case "s3Bucket":
+		return &b.S3Bucket
+	case "s3Region":
+		return &b.S3Region
+	case "s3BucketId":
+		return &b.S3BucketID
+	case "s3Prefix":
+		return &b.S3Prefix
+	case "userId":
+		return &b.UserID
+	case "awsAccessKeyId":
+		return &b.AWSAccessKeyID
+	case "awsSecretAccessKey":
+		return &b.AWSSecretAccessKey
+	case "awsSessionToken":
+		return &b.AWSSessionToken
+	case "vncPassword":
+		return &b.VNCPassword
+	case "profile":
+		return &b.Profile
+	}
+	return nil
+}
+
+// plainString reads the JSON string at data[i] if it has no escape and no
+// control character and is valid UTF-8; it returns the string and the
+// index after its closing quote.
+func plainString(data []byte, i int) (string, int, bool) {
+	if i >= len(data) || data[i] != '"' {
+		return "", 0, false
+	}
+	end := bytes.IndexByte(data[i+1:], '"')
+	if end < 0 {
+		return "", 0, false
+	}
+	v := data[i+1 : i+1+end]
+	ascii := true
+	for _, c := range v {
+		if c < 0x20 || c == '\\' {
+			return "", 0, false
+		}
+		if c >= utf8.RuneSelf {
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.Valid(v) {
+		return "", 0, false
+	}
+	return string(v), i + 2 + end, true
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
 }

@@ -115,3 +115,41 @@ func BenchmarkStartResponseJSON(b *testing.B) {
 		}
 	})
 }
+
+// What the start body's fast decoder accepts, it decodes exactly as
+// encoding/json (decodeBytes) does.
+func FuzzStartDecodeFast(f *testing.F) {
+	for _, s := range []string{
+		`{"s3Bucket":"bench-class","s3Prefix":"student-001/","userId":"student-1"}`, `{}`, ` { } `, ``, `null`,
+		`{"s3Bucket":"a","idleExempt":true,"profile":"big"}`, `{"idleExempt":false}`, `{"idleExempt":null}`,
+		`{"s3Bucket":"a","s3Bucket":"b"}`, `{"S3Bucket":"a"}`, `{"s3Bucket":"a\"b"}`, `{"s3Bucket":"ü日本"}`,
+		`{"s3Bucket":"bad` + "\xff" + `"}`, `{"s3Bucket":"a"}x`, `{"s3Bucket":"a",}`, `{"s3Bucket":1}`,
+		"{\n\t\"userId\" : \"u\" ,\r\n \"vncPassword\":\"p\"}\n", `{"other":"x","s3Bucket":"a"}`,
+		`{"awsAccessKeyId":"A","awsSecretAccessKey":"S","awsSessionToken":"T","s3Region":"r","s3BucketId":"id"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast startBody
+		if !decodeStartFast(data, &fast) {
+			return
+		}
+		var std startBody
+		if err := decodeBytes(data, &std); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", data, err)
+		}
+		if fast != std {
+			t.Fatalf("%q: fast %+v, encoding/json %+v", data, fast, std)
+		}
+	})
+}
+
+func TestStartDecodeFastAcceptsTheUsualBody(t *testing.T) {
+	var b startBody
+	if !decodeStartFast([]byte(`{"s3Bucket":"bench-class","s3Prefix":"student-001/","userId":"student-1","idleExempt":true}`), &b) {
+		t.Fatal("the usual body took the slow path")
+	}
+	if b != (startBody{S3Bucket: "bench-class", S3Prefix: "student-001/", UserID: "student-1", IdleExempt: true}) {
+		t.Fatalf("decoded %+v", b)
+	}
+}
