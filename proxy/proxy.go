@@ -79,7 +79,8 @@ type Options struct {
 	// the cookies' Secure flag; nil: loopback addresses only.
 	TrustedProxies []netip.Prefix
 	// DialTimeout bounds connecting to a container (default 5 s), so an
-	// unreachable upstream answers 502 instead of hanging.
+	// unreachable upstream answers 502 instead of hanging. A refused or
+	// unreachable dial is tried again for up to 3 s (retryDial).
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a container's response
 	// headers (default 60 s; streams and websockets are not limited once
@@ -178,8 +179,11 @@ func New(o Options) *Router {
 	tr := o.Transport
 	if tr == nil {
 		tr = &http.Transport{
-			Proxy:       nil, // containers are never reached through an HTTP proxy
-			DialContext: (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy: nil, // containers are never reached through an HTTP proxy
+			DialContext: retryDial{
+				dial:   (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+				budget: 3 * time.Second,
+			}.DialContext,
 			// Every route of a container is one host, and a busy IDE keeps
 			// many requests in flight: with fewer idle connections kept per
 			// host than requests in flight, each burst closes the surplus
