@@ -94,53 +94,35 @@ func (s *Server) classroom() (Classroom, error) {
 	return nil, idepool.Errorf(idepool.EUnavailable, "the admission queue, schedules and pre-assignment are not available here")
 }
 
-// startOrQueue serves a start (sc.req), filling sc.claim: with a Classroom
-// a start that has to wait is queued (sc.queued); with sc.wait it first
-// waits up to sc.timeout to be served.
-func (s *Server) startOrQueue(r *http.Request, sc *startCall) error {
+// startOrQueue serves a start: with a Classroom a start that has to wait is
+// queued (its ticket returned); with wait it first waits up to timeout to
+// be served.
+func (s *Server) startOrQueue(r *http.Request, req idepool.StartRequest, wait bool, timeout time.Duration) (idepool.Claim, *QueueTicket, error) {
 	cl, err := s.classroom()
 	if err != nil {
-		return s.startOnly(r, sc)
+		c, err := s.o.Orchestrator.Start(r.Context(), req)
+		return c, nil, err
 	}
-	sc.claim, sc.queued, err = cl.StartOrQueue(r.Context(), sc.req)
-	if err != nil || sc.queued == nil || !sc.wait {
-		return err
+	claim, t, err := cl.StartOrQueue(r.Context(), req)
+	if err != nil || t == nil || !wait {
+		return claim, t, err
 	}
-	return s.waitQueued(r, cl, sc)
-}
-
-// startOnly serves a start without a Classroom (no queue).
-//
-//go:noinline
-func (s *Server) startOnly(r *http.Request, sc *startCall) error {
-	var err error
-	sc.claim, err = s.o.Orchestrator.Start(r.Context(), sc.req)
-	return err
-}
-
-// waitQueued waits for a queued start (sc.queued) to be served: sc.claim,
-// or still queued at the timeout (sc.queued, its state then).
-//
-//go:noinline
-func (s *Server) waitQueued(r *http.Request, cl Classroom, sc *startCall) error {
-	ctx, cancel := context.WithTimeout(r.Context(), sc.timeout)
-	claim, err := cl.WaitTicket(ctx, sc.queued.ID)
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	claim, err = cl.WaitTicket(ctx, t.ID)
 	cancel()
 	switch {
 	case err == nil:
-		sc.claim, sc.queued = claim, nil
-		return nil
+		return claim, nil, nil
 	case r.Context().Err() != nil:
-		return r.Context().Err()
+		return idepool.Claim{}, nil, r.Context().Err()
 	case errors.Is(err, context.DeadlineExceeded) || idepool.ErrorCode(err) == idepool.ETimeout:
-		now, terr := cl.Ticket(sc.queued.ID)
+		now, terr := cl.Ticket(t.ID)
 		if terr != nil {
-			return terr
+			return idepool.Claim{}, nil, terr
 		}
-		sc.claim, sc.queued = idepool.Claim{}, &now
-		return nil
+		return idepool.Claim{}, &now, nil
 	default:
-		return err
+		return idepool.Claim{}, nil, err
 	}
 }
 

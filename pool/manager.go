@@ -248,8 +248,7 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // copyContainer returns a deep copy safe to hand out.
-func copyContainer(src *idepool.Container) idepool.Container {
-	c := *src // by pointer: a Container is 328 bytes, twice in the frame of every caller by value
+func copyContainer(c idepool.Container) idepool.Container {
 	if c.Workspace != nil {
 		w := *c.Workspace
 		c.Workspace = &w
