@@ -267,18 +267,8 @@ func (r *Runtime) selector() string { return idepool.LabelManaged + "=" + r.o.De
 
 // Create makes the Pod idepool-<id> and returns at once (pending).
 func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepool.Instance, error) {
-	if !idepool.ValidID(spec.ID) {
-		return idepool.Instance{}, idepool.Errorf(idepool.EInvalid, "container id %q is not valid", spec.ID)
-	}
-	if spec.Profile.Image == "" {
-		return idepool.Instance{}, idepool.Errorf(idepool.EInvalid, "profile %s has no image", spec.Profile.Name)
-	}
-	for _, env := range []map[string]string{spec.Profile.Env, spec.Env} {
-		for k := range env {
-			if secretEnv[strings.ToUpper(k)] {
-				return idepool.Instance{}, idepool.Errorf(idepool.EInvalid, "environment variable %s must not be given to a container: S3 credentials travel only in the assignment", k)
-			}
-		}
+	if err := idepool.CheckImageSpec(spec); err != nil {
+		return idepool.Instance{}, err
 	}
 	pod, err := r.o.podSpec(r.ns, spec, r.o.Clock.Now())
 	if err != nil {
@@ -307,13 +297,6 @@ func (r *Runtime) Create(ctx context.Context, spec idepool.ContainerSpec) (idepo
 	}
 	r.uids.Store(spec.ID, got.UID)
 	return r.instance(got), nil
-}
-
-// secretEnv are variables that would give a container S3 credentials.
-var secretEnv = map[string]bool{
-	"AWS_ACCESS_KEY_ID":     true,
-	"AWS_SECRET_ACCESS_KEY": true,
-	"AWS_SESSION_TOKEN":     true,
 }
 
 // Remove deletes the Pod (its grace period is StopGracePeriod) and waits
