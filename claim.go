@@ -14,6 +14,11 @@ type StartRequest struct {
 	VNCPassword string
 	// IdleExempt asks that the container never be idle-stopped.
 	IdleExempt bool
+	// WaitsReady: the caller waits until the container is ready (the
+	// API's ?wait=ready), so the pool may give it a container it is
+	// already creating rather than create one for it. A caller that does
+	// not wait is answered with its own container at once.
+	WaitsReady bool
 }
 
 // ClaimKind says how a start was served.

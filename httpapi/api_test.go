@@ -271,12 +271,19 @@ func TestStart(t *testing.T) {
 				t.Errorf("body %v", m)
 			}
 		}}},
-		{"unknown fields ignored", call{body: `{"s3Bucket":"my-bucket","futureField":{"x":[1,2]}}`}, nil, want{201, "", nil}},
+		{"unknown fields ignored", call{body: `{"s3Bucket":"my-bucket","futureField":{"x":[1,2]}}`}, nil, want{201, "", func(t *testing.T, m map[string]any, o *fakeOrch) {
+			if o.lastStart.WaitsReady {
+				t.Errorf("a start without ?wait=ready was said to wait")
+			}
+		}}},
 		{"no content type is accepted", call{body: `{"s3Bucket":"my-bucket"}`, header: map[string]string{"Content-Type": ""}}, nil, want{201, "", nil}},
 		{"json with charset", call{body: `{"s3Bucket":"my-bucket"}`, header: map[string]string{"Content-Type": "application/json; charset=utf-8"}}, nil, want{201, "", nil}},
 		{"wait ready", call{path: "?wait=ready&timeout=5s", body: `{"s3Bucket":"cold-bucket","profile":"big"}`}, nil, want{201, "", func(t *testing.T, m map[string]any, o *fakeOrch) {
 			if m["state"] != "running" || m["status"] != "starting" && m["status"] != "running" || m["ready"] != true {
 				t.Errorf("body %v", m)
+			}
+			if !o.lastStart.WaitsReady {
+				t.Errorf("the pool was not told the start waits for ready")
 			}
 		}}},
 		{"wait timeout gives 202 with URLs", call{path: "?wait=ready&timeout=0.01", body: `{"s3Bucket":"cold-bucket","profile":"big"}`}, func(o *fakeOrch) { o.neverReady = true }, want{202, "", func(t *testing.T, m map[string]any, o *fakeOrch) {

@@ -288,6 +288,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	req.WaitsReady = wait
 	claim, queued, err := s.startOrQueue(r, req, wait, timeout)
 	if err != nil {
 		return err

@@ -106,7 +106,8 @@ func runBurst(tb testing.TB, cfg burstConfig) burstResult {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			t0 := time.Now()
-			req := idepool.StartRequest{Workspace: idepool.Workspace{Bucket: fmt.Sprintf("student-%03d", i)}, UserID: fmt.Sprintf("u%d", i)}
+			req := idepool.StartRequest{Workspace: idepool.Workspace{Bucket: fmt.Sprintf("student-%03d", i)}, UserID: fmt.Sprintf("u%d", i),
+				WaitsReady: true} // as a class's client does (?wait=ready): it waits below
 			c, tk, err := h.m.StartOrQueue(ctx, req)
 			if err == nil && tk != nil {
 				h.m.mu.Lock()

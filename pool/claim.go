@@ -21,7 +21,9 @@ const maxWarmTries = 3
 // Start serves a start request exactly once: the workspace's live container
 // if it has one (Kind reused, or prepared when Prepare bound it), else a
 // warm container of the profile (Kind warm), else a cold create if capacity
-// admits it (Kind cold). With the admission queue on, a start that would be
+// admits it (Kind cold). With the admission queue on, a start that waits
+// for ready (WaitsReady) and finds a refill in flight that nobody waits
+// for waits for it instead (spareInFlight), and a start that would be
 // refused for capacity (or the profile's maximum) waits in the profile's
 // FIFO queue until a container is free for it (Kind queued), ctx ends
 // (its ticket is cancelled) or the queue's timeout passes. Concurrent
@@ -264,9 +266,11 @@ func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepoo
 	cl.mu.Lock()
 	ps := cl.profiles[p.Name]
 	err := cl.userLimit(ps, req.UserID)
-	// Fair: while others wait, a newcomer never takes a container before
-	// them.
-	queueFirst := cl.opts.Queue.Enabled && len(ps.queue) > 0
+	// Fair: while others wait for a container that is not yet being made
+	// for them, a newcomer never takes one before them. Starts that only
+	// wait for the pool's creates in flight (spareInFlight) hold nothing
+	// back: a newcomer may still create its own.
+	queueFirst := cl.opts.Queue.Enabled && len(ps.queue) > 0 && len(ps.queue) > cl.inFlightLocked(p.Name)
 	cl.mu.Unlock()
 	if err != nil {
 		cl.refused(p.Name, "limit", err)
@@ -288,6 +292,9 @@ func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepoo
 			return c, nil
 		}
 	}
+	if allowQueue && req.WaitsReady && cl.spareInFlight(p.Name) {
+		return idepool.Claim{}, errQueue
+	}
 	if err := cl.admitCold(ctx, p); err != nil {
 		if cl.opts.Queue.Enabled && allowQueue && !idepool.NeverFits(err) {
 			return idepool.Claim{}, errQueue
@@ -300,6 +307,23 @@ func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepoo
 		return idepool.Claim{}, err
 	}
 	return cl.claimCold(ctx, req, p, key)
+}
+
+// spareInFlight says whether, with the queue on, the pool is creating a
+// container of the profile that no waiting start is promised. A start
+// that finds no warm container and waits for ready anyway then waits in
+// the queue for it rather than create one beside it: the one in flight began earlier, so it is warm
+// sooner, and the runtime gets one create fewer. Without this a class's
+// burst left the pool's refills idle while its starts waited for their own
+// cold creates, every create slowed by the others (issue 18).
+func (cl *claimer) spareInFlight(profile string) bool {
+	if !cl.opts.Queue.Enabled {
+		return false
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	ps := cl.profiles[profile]
+	return ps != nil && cl.inFlightLocked(profile) > len(ps.queue)
 }
 
 // refused logs and publishes a refused start.

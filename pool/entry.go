@@ -175,6 +175,13 @@ func (l agentLink) goneAt() time.Time {
 	return time.Time{}
 }
 
+// inFlight: an unclaimed container being created or started, neither
+// failed nor leaving; it will be warm soon. Caller holds state.mu.
+func (e *entry) inFlight() bool {
+	return e.c.Workspace == nil && !e.exit.leaving() &&
+		(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting)
+}
+
 // view is e as Judge sees it. Caller holds state.mu.
 func (e *entry) view() ContainerView {
 	return ContainerView{ID: e.c.ID, Profile: e.c.Profile, State: e.c.State, Claimed: e.c.Workspace != nil,

@@ -122,14 +122,7 @@ func (qu *queue) ticketInfoLocked(t *ticket) Ticket {
 		ps := qu.profiles[t.profile]
 		if i := slices.Index(ps.queue, t); i >= 0 {
 			out.Position = i + 1
-			inFlight := 0
-			for _, e := range qu.containers {
-				if e.c.Profile == t.profile && e.c.Workspace == nil && !e.exit.stopping() &&
-					(e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting) {
-					inFlight++
-				}
-			}
-			out.Estimate = QueueEstimate(out.Position, inFlight, qu.opts.CreateConcurrency, qu.createDuration(ps))
+			out.Estimate = QueueEstimate(out.Position, qu.inFlightLocked(t.profile), qu.opts.CreateConcurrency, qu.createDuration(ps))
 		}
 	case TicketAssigned:
 		out.ContainerID = t.claim.Container.ID

@@ -3,11 +3,13 @@ package pool
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/runtime/fake"
 )
 
 func ws(b string) idepool.Workspace { return idepool.Workspace{Bucket: b} }
@@ -278,4 +280,95 @@ func testNeverFitsIsRefusedNotQueued(t *testing.T) {
 	if tk != nil || c.Container.ID != "" || !idepool.NeverFits(err) {
 		t.Fatalf("StartOrQueue = %+v, ticket %+v, err %v; want a never-fits refusal", c, tk, err)
 	}
+}
+
+// TestStartWaitsForARefillInFlight: with the queue on, a start that waits
+// for ready and finds no warm container while the pool creates one that
+// no waiting start is promised waits in the queue for that one rather than
+// create its own beside it; the next start, with the refill promised,
+// creates cold. A start that does not wait, or with the queue off, is
+// answered with its own container at once.
+func TestStartWaitsForARefillInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		queue, waits bool
+	}{{true, true}, {true, false}, {false, true}} {
+		t.Run(fmt.Sprintf("queue=%v,waits=%v", tc.queue, tc.waits), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { testStartWaitsForARefillInFlight(t, tc.queue, tc.waits) })
+		})
+	}
+}
+
+func testStartWaitsForARefillInFlight(t *testing.T, queue, waits bool) {
+	var hold atomic.Bool
+	release := make(chan struct{})
+	s := setup{profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 1)},
+		fake: fake.Config{BeforeCreate: func(ctx context.Context, spec idepool.ContainerSpec) error {
+			if hold.Load() && spec.Labels[idepool.LabelBucket] == "" { // a refill, not a cold claim
+				<-release
+			}
+			return nil
+		}},
+		opts: func(o *Options) { o.Queue = QueueOptions{Enabled: queue} }}
+	h := newHarness(t, s)
+	h.reconcile()
+	if c := h.start("first"); c.Kind != idepool.ClaimWarm {
+		t.Fatalf("first start: %s, want warm", c.Kind)
+	}
+	// The refill's create is held in flight.
+	hold.Store(true)
+	refilled := make(chan struct{})
+	go func() { h.reconcile(); close(refilled) }()
+	synctest.Wait()
+	creates := h.rt.Creates()
+	if creates != 2 {
+		t.Fatalf("%d creates, want the first container and its refill", creates)
+	}
+	start := func(bucket string) (idepool.Claim, *Ticket) {
+		t.Helper()
+		c, tk, err := h.m.StartOrQueue(context.Background(), idepool.StartRequest{Workspace: ws(bucket), WaitsReady: waits})
+		if err != nil {
+			t.Fatalf("StartOrQueue(%s): %v", bucket, err)
+		}
+		return c, tk
+	}
+
+	second, tk := start("second")
+	waited := queue && waits
+	if waited {
+		if tk == nil || second.Container.ID != "" {
+			t.Fatalf("second start did not wait for the refill: %+v", second)
+		}
+		if h.rt.Creates() != creates {
+			t.Fatalf("second start created a container beside the refill in flight")
+		}
+	} else {
+		if tk != nil || second.Kind != idepool.ClaimCold {
+			t.Fatalf("second start %+v %+v, want cold", second.Kind, tk)
+		}
+		h.settle(second.Container.ID)
+	}
+	// With the refill promised to the second start (or nobody waiting for
+	// it), the third start creates its own.
+	third, tk3 := start("third")
+	if tk3 != nil || third.Kind != idepool.ClaimCold {
+		t.Fatalf("third start: %+v %+v, want cold", third.Kind, tk3)
+	}
+	h.settle(third.Container.ID)
+
+	close(release)
+	<-refilled
+	if waited {
+		got := h.waitTicket(tk.ID)
+		if got.Kind != ClaimQueued || got.Container.Workspace.Bucket != "second" {
+			t.Fatalf("second start served %+v", got)
+		}
+		if got, err := h.m.WaitReady(context.Background(), got.Container.ID); err != nil || got.State != idepool.StateRunning {
+			t.Fatalf("second start's container: %s %v", got.State, err)
+		}
+	} else if p := h.pool(idepool.DefaultProfile); p.Warm != 1 {
+		t.Fatalf("the refill nobody waited for: %+v, want it warm", p)
+	}
+	h.reconcile() // the pool refills behind the claims
+	h.m.bg.Wait()
+	h.checkNoLeak()
 }

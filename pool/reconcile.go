@@ -362,7 +362,7 @@ func (rc *reconciler) snapshot(now time.Time, headroom map[string]int, evs *[]id
 			p.Claimed++
 		case e.c.State == idepool.StateWarm:
 			p.Warm = append(p.Warm, WarmInfo{ID: e.c.ID, CreatedAt: e.c.CreatedAt})
-		case e.c.State == idepool.StateCreating || e.c.State == idepool.StateStarting:
+		case e.inFlight():
 			p.InFlight++
 		}
 	}

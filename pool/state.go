@@ -426,6 +426,18 @@ func (s *state) live(profile string) int {
 	return n
 }
 
+// inFlightLocked counts the profile's containers in flight (entry.inFlight).
+// Caller holds mu.
+func (s *state) inFlightLocked(profile string) int {
+	n := 0
+	for _, e := range s.containers {
+		if e.c.Profile == profile && e.inFlight() {
+			n++
+		}
+	}
+	return n
+}
+
 // userLimit refuses a start when its user holds the profile's
 // maximum.
 func (s *state) userLimit(ps *profileState, user string) error {
