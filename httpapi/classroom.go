@@ -94,35 +94,53 @@ func (s *Server) classroom() (Classroom, error) {
 	return nil, idepool.Errorf(idepool.EUnavailable, "the admission queue, schedules and pre-assignment are not available here")
 }
 
-// startOrQueue serves a start: with a Classroom a start that has to wait is
-// queued (its ticket returned); with wait it first waits up to timeout to
-// be served.
-func (s *Server) startOrQueue(r *http.Request, req idepool.StartRequest, wait bool, timeout time.Duration) (idepool.Claim, *QueueTicket, error) {
+// startOrQueue serves a start (sc.req), filling sc.claim: with a Classroom
+// a start that has to wait is queued (sc.queued); with sc.wait it first
+// waits up to sc.timeout to be served.
+func (s *Server) startOrQueue(r *http.Request, sc *startCall) error {
 	cl, err := s.classroom()
 	if err != nil {
-		c, err := s.o.Orchestrator.Start(r.Context(), req)
-		return c, nil, err
+		return s.startOnly(r, sc)
 	}
-	claim, t, err := cl.StartOrQueue(r.Context(), req)
-	if err != nil || t == nil || !wait {
-		return claim, t, err
+	sc.claim, sc.queued, err = cl.StartOrQueue(r.Context(), sc.req)
+	if err != nil || sc.queued == nil || !sc.wait {
+		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	claim, err = cl.WaitTicket(ctx, t.ID)
+	return s.waitQueued(r, cl, sc)
+}
+
+// startOnly serves a start without a Classroom (no queue).
+//
+//go:noinline
+func (s *Server) startOnly(r *http.Request, sc *startCall) error {
+	var err error
+	sc.claim, err = s.o.Orchestrator.Start(r.Context(), sc.req)
+	return err
+}
+
+// waitQueued waits for a queued start (sc.queued) to be served: sc.claim,
+// or still queued at the timeout (sc.queued, its state then).
+//
+//go:noinline
+func (s *Server) waitQueued(r *http.Request, cl Classroom, sc *startCall) error {
+	ctx, cancel := context.WithTimeout(r.Context(), sc.timeout)
+	claim, err := cl.WaitTicket(ctx, sc.queued.ID)
 	cancel()
 	switch {
 	case err == nil:
-		return claim, nil, nil
+		sc.claim, sc.queued = claim, nil
+		return nil
 	case r.Context().Err() != nil:
-		return idepool.Claim{}, nil, r.Context().Err()
+		return r.Context().Err()
 	case errors.Is(err, context.DeadlineExceeded) || idepool.ErrorCode(err) == idepool.ETimeout:
-		now, terr := cl.Ticket(t.ID)
+		now, terr := cl.Ticket(sc.queued.ID)
 		if terr != nil {
-			return idepool.Claim{}, nil, terr
+			return terr
 		}
-		return idepool.Claim{}, &now, nil
+		sc.claim, sc.queued = idepool.Claim{}, &now
+		return nil
 	default:
-		return idepool.Claim{}, nil, err
+		return err
 	}
 }
 

@@ -17,10 +17,20 @@ import (
 // (the original's clients may send more than we read); known fields are
 // type-checked and the error names the field. An empty body decodes as {}.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	data, err := s.readJSONBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeBytes(data, v)
+}
+
+// readJSONBody is decodeJSON's reading half: the Content-Type check and the
+// body, bounded.
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !(mt == "application/json" || strings.HasSuffix(mt, "+json")) {
-			return &idepool.Error{Code: idepool.EUnsupportedMedia, Message: "Content-Type must be application/json",
+			return nil, &idepool.Error{Code: idepool.EUnsupportedMedia, Message: "Content-Type must be application/json",
 				Details: map[string]any{"contentType": truncate(ct, 100)}}
 		}
 	}
@@ -29,19 +39,19 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return &idepool.Error{Code: idepool.ETooLarge, Message: fmt.Sprintf("request body over %d bytes", s.o.MaxBodyBytes),
+			return nil, &idepool.Error{Code: idepool.ETooLarge, Message: fmt.Sprintf("request body over %d bytes", s.o.MaxBodyBytes),
 				Details: map[string]any{"limit": s.o.MaxBodyBytes}}
 		}
 		var ie *idepool.Error
 		if errors.As(err, &ie) {
-			return ie // the body guard's refusal
+			return nil, ie // the body guard's refusal
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return idepool.Errorf(idepool.EInvalid, "request body stalled: no data for %s", s.o.BodyTimeout)
+			return nil, idepool.Errorf(idepool.EInvalid, "request body stalled: no data for %s", s.o.BodyTimeout)
 		}
-		return idepool.WrapError(idepool.EInvalid, err, "could not read request body")
+		return nil, idepool.WrapError(idepool.EInvalid, err, "could not read request body")
 	}
-	return decodeBytes(data, v)
+	return data, nil
 }
 
 // decodeBytes is the pure half of decodeJSON (fuzzed).

@@ -76,6 +76,11 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		b = []byte(`{"error":{"code":"INTERNAL_ERROR","message":"internal error"}}`)
 	}
+	writeJSONBody(w, status, b)
+}
+
+// writeJSONBody answers b, a JSON document, with its line end.
+func writeJSONBody(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("Cache-Control", "no-store")

@@ -275,30 +275,70 @@ func toLegacyURLs(routes map[string]string) apiwire.URLs {
 	return u
 }
 
+// startCall is one start on its way through handleStart. It lives on the
+// heap and the steps below take it by pointer so that the frames on the
+// stack while the claim runs stay small: a new connection's goroutine
+// starts with a small stack, and every growth copies it (with values of
+// Container, Claim and the answer in each frame, a claim used to double it
+// twice).
+type startCall struct {
+	wait    bool
+	timeout time.Duration
+	req     idepool.StartRequest
+	claim   idepool.Claim
+	queued  *QueueTicket
+}
+
 func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
-	wait, timeout, err := s.waitOptions(r)
+	sc, err := s.parseStart(w, r)
 	if err != nil {
 		return err
+	}
+	if err := s.startOrQueue(r, sc); err != nil {
+		return err
+	}
+	return s.answerStart(w, r, sc)
+}
+
+// parseStart reads and validates a start's query and body.
+//
+//go:noinline
+func (s *Server) parseStart(w http.ResponseWriter, r *http.Request) (*startCall, error) {
+	sc := &startCall{}
+	var err error
+	if sc.wait, sc.timeout, err = s.waitOptions(r); err != nil {
+		return nil, err
+	}
+	data, err := s.readJSONBody(w, r)
+	if err != nil {
+		return nil, err
 	}
 	var b startBody
-	if err := s.decodeJSON(w, r, &b); err != nil {
-		return err
+	if !decodeStartFast(data, &b) {
+		b = startBody{}
+		if err := decodeBytes(data, &b); err != nil {
+			return nil, err
+		}
 	}
-	req, err := s.startRequest(b)
-	if err != nil {
-		return err
+	if sc.req, err = s.startRequest(b); err != nil {
+		return nil, err
 	}
-	req.WaitsReady = wait
-	claim, queued, err := s.startOrQueue(r, req, wait, timeout)
-	if err != nil {
-		return err
+	sc.req.WaitsReady = sc.wait
+	return sc, nil
+}
+
+// answerStart answers a queued start, or waits for readiness when asked,
+// then answers the claim.
+//
+//go:noinline
+func (s *Server) answerStart(w http.ResponseWriter, r *http.Request, sc *startCall) error {
+	if sc.queued != nil {
+		return s.writeQueued(w, *sc.queued)
 	}
-	if queued != nil {
-		return s.writeQueued(w, *queued)
-	}
+	claim, timeout := sc.claim, sc.timeout
 	c := claim.Container
 	timedOut := false
-	if wait && c.State != idepool.StateRunning {
+	if sc.wait && c.State != idepool.StateRunning {
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		ready, err := s.o.Orchestrator.WaitReady(ctx, c.ID)
 		cancel()
@@ -321,6 +361,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	p, _ := s.profile(c.Profile)
 	routes := map[string]string{}
 	if s.o.URLs != nil {
+		var err error
 		if routes, err = s.o.URLs.RouteURLs(c, p); err != nil {
 			return idepool.WrapError(idepool.EInternal, err, "could not make route URLs")
 		}
@@ -349,7 +390,12 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	default:
 		resp.Message = "Container is starting"
 	}
-	s.writeJSON(w, status, resp)
+	b, err := appendStartResponse(make([]byte, 0, 1024), &resp)
+	if err != nil {
+		s.writeJSON(w, status, resp) // encoding/json reports what it cannot encode
+		return nil
+	}
+	writeJSONBody(w, status, b)
 	return nil
 }
 

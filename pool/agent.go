@@ -347,7 +347,7 @@ func (af *agentFeed) gateLocked(e *entry) {
 		return
 	}
 	e.gate = gateProbing
-	c := copyContainer(e.c)
+	c := copyContainer(&e.c)
 	af.goBGLocked(func(ctx context.Context) {
 		deadline := af.clock.Now().Add(af.opts.CreateTimeout)
 		delay := 100 * time.Millisecond

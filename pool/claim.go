@@ -71,12 +71,11 @@ func (cl *claimer) startOrQueue(ctx context.Context, req idepool.StartRequest, p
 	case err != nil:
 		return idepool.Claim{}, nil, err
 	case f.kind == foundTicket:
-		t := f.ticket // not &f.ticket: f would escape on every start
-		return idepool.Claim{}, &t, nil
+		return idepool.Claim{}, f.ticket, nil
 	case f.kind == foundLive:
-		return f.claim, nil, nil
+		return *f.claim, nil, nil
 	}
-	claim, err := cl.claim(ctx, req, p, !prep, f.taken, f.evs)
+	claim, err := cl.claim(ctx, &req, &p, !prep, f.taken, f.evs)
 	if errors.Is(err, errQueue) {
 		t, qerr := cl.qu.enqueue(f.call, req, key)
 		if qerr == nil {
@@ -105,13 +104,16 @@ const (
 	foundStopping          // its container is being stopped (stopping): wait
 )
 
+// found's ticket and claim are pointers, set only in their (rare) cases:
+// as values they made every start's frames 0.5 KB larger (see startCall in
+// httpapi).
 type found struct {
 	kind     int
 	call     *startCall
 	taken    *warmTaken
 	evs      []idepool.Event // taken's events
-	ticket   Ticket
-	claim    idepool.Claim
+	ticket   *Ticket
+	claim    *idepool.Claim
 	other    *startCall
 	stopping <-chan struct{}
 }
@@ -168,7 +170,8 @@ func (cl *claimer) register(ctx context.Context, req idepool.StartRequest, p ide
 func (cl *claimer) findLocked(req idepool.StartRequest, p idepool.Profile, key string, prep bool) found {
 	if c := cl.pending[key]; c != nil {
 		if c.ticket != nil {
-			return found{kind: foundTicket, ticket: cl.qu.ticketInfoLocked(c.ticket)}
+			t := cl.qu.ticketInfoLocked(c.ticket)
+			return found{kind: foundTicket, ticket: &t}
 		}
 		return found{kind: foundOther, other: c}
 	}
@@ -179,7 +182,7 @@ func (cl *claimer) findLocked(req idepool.StartRequest, p idepool.Profile, key s
 			if !e.preparedUntil.IsZero() && !prep {
 				kind = cl.prep.takePreparedLocked(e, req)
 			}
-			return found{kind: foundLive, claim: idepool.Claim{Container: copyContainer(e.c), Kind: kind}}
+			return found{kind: foundLive, claim: &idepool.Claim{Container: copyContainer(&e.c), Kind: kind}}
 		}
 		if e != nil && e.exit.stopping() {
 			return found{kind: foundStopping, stopping: e.exit.done}
@@ -255,7 +258,13 @@ func (cl *claimer) takeForStartLocked(p idepool.Profile, req idepool.StartReques
 // returns errQueue when the start should wait in the queue. taken, if not
 // nil, is a warm container startOrQueue already bound to this start
 // (takenEvs its events).
-func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepool.Profile, allowQueue bool, taken *warmTaken, takenEvs []idepool.Event) (idepool.Claim, error) {
+//
+// The warm path (claim, finishWarm, completeWarm, completeWarmLocal, down
+// to the runtime's label write) takes the request, profile and assignment
+// by pointer and leaves its logging to helpers: its frames are on the
+// stack of every claim, on a connection's goroutine whose stack starts
+// small, and each growth of it copies the whole stack.
+func (cl *claimer) claim(ctx context.Context, req *idepool.StartRequest, p *idepool.Profile, allowQueue bool, taken *warmTaken, takenEvs []idepool.Event) (idepool.Claim, error) {
 	tries := maxWarmTries
 	if taken != nil {
 		if c, ok := cl.finishWarm(ctx, req, p, taken, takenEvs); ok {
@@ -263,6 +272,14 @@ func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepoo
 		}
 		tries--
 	}
+	return cl.claimUntaken(ctx, req, p, allowQueue, tries)
+}
+
+// claimUntaken is claim without a container bound yet: limits, the queue,
+// up to tries warm containers, else a cold create.
+//
+//go:noinline
+func (cl *claimer) claimUntaken(ctx context.Context, req *idepool.StartRequest, p *idepool.Profile, allowQueue bool, tries int) (idepool.Claim, error) {
 	cl.mu.Lock()
 	ps := cl.profiles[p.Name]
 	err := cl.userLimit(ps, req.UserID)
@@ -295,7 +312,7 @@ func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepoo
 	if allowQueue && req.WaitsReady && cl.spareInFlight(p.Name) {
 		return idepool.Claim{}, errQueue
 	}
-	if err := cl.admitCold(ctx, p); err != nil {
+	if err := cl.admitCold(ctx, *p); err != nil {
 		if cl.opts.Queue.Enabled && allowQueue && !idepool.NeverFits(err) {
 			return idepool.Claim{}, errQueue
 		}
@@ -306,14 +323,15 @@ func (cl *claimer) claim(ctx context.Context, req idepool.StartRequest, p idepoo
 		cl.refused(p.Name, reason, err)
 		return idepool.Claim{}, err
 	}
-	return cl.claimCold(ctx, req, p, key)
+	return cl.claimCold(ctx, *req, *p, key)
 }
 
 // spareInFlight says whether, with the queue on, the pool is creating a
 // container of the profile that no waiting start is promised. A start
 // that finds no warm container and waits for ready anyway then waits in
-// the queue for it rather than create one beside it: the one in flight began earlier, so it is warm
-// sooner, and the runtime gets one create fewer. Without this a class's
+// the queue for it rather than create one beside it: the one in flight
+// began earlier, so it is warm sooner, and the runtime gets one create
+// fewer. Without this a class's
 // burst left the pool's refills idle while its starts waited for their own
 // cold creates, every create slowed by the others (issue 18).
 func (cl *claimer) spareInFlight(profile string) bool {
@@ -363,7 +381,7 @@ func (cl *claimer) admitCold(ctx context.Context, p idepool.Profile) error {
 
 // claimWarm takes one warm container. ok false: none left. A zero Claim
 // with ok true: the one taken failed (it is stopped); try again.
-func (cl *claimer) claimWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, key string) (idepool.Claim, bool) {
+func (cl *claimer) claimWarm(ctx context.Context, req *idepool.StartRequest, p *idepool.Profile, key string) (idepool.Claim, bool) {
 	var evs []idepool.Event
 	now := cl.clock.Now()
 	cl.mu.Lock()
@@ -372,7 +390,7 @@ func (cl *claimer) claimWarm(ctx context.Context, req idepool.StartRequest, p id
 		cl.mu.Unlock()
 		return idepool.Claim{}, false
 	}
-	a := cl.bind(e, req, now, &evs)
+	a := cl.bind(e, *req, now, &evs)
 	cl.mu.Unlock()
 	c, ok := cl.finishWarm(ctx, req, p, &warmTaken{e: e, a: a, now: now}, evs)
 	if !ok {
@@ -383,17 +401,24 @@ func (cl *claimer) claimWarm(ctx context.Context, req idepool.StartRequest, p id
 
 // finishWarm completes a warm claim bound under mu (evs are the binding's
 // events). ok false: the container failed and was stopped.
-func (cl *claimer) finishWarm(ctx context.Context, req idepool.StartRequest, p idepool.Profile, t *warmTaken, evs []idepool.Event) (idepool.Claim, bool) {
+func (cl *claimer) finishWarm(ctx context.Context, req *idepool.StartRequest, p *idepool.Profile, t *warmTaken, evs []idepool.Event) (idepool.Claim, bool) {
 	cl.publish(evs)
 	cl.claimedOne() // the pool lost one
-	c, ok := cl.completeWarm(ctx, t.e, req, t.a, t.now)
+	c, ok := cl.completeWarm(ctx, t.e, req, &t.a, t.now)
 	if !ok {
 		return idepool.Claim{}, false
 	}
-	cl.log.Info("claimed warm", "container", c.ID, "profile", p.Name, "generation", c.Generation)
-	cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: p.Name,
-		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimWarm)}})
+	cl.claimedWarm(&c, p.Name)
 	return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, true
+}
+
+// claimedWarm logs and publishes a warm claim.
+//
+//go:noinline
+func (cl *claimer) claimedWarm(c *idepool.Container, profile string) {
+	cl.log.Info("claimed warm", "container", c.ID, "profile", profile, "generation", c.Generation)
+	cl.events.Publish(idepool.Event{Time: cl.clock.Now(), Type: idepool.EventClaim, ContainerID: c.ID, Profile: profile,
+		State: c.State, Data: map[string]any{"kind": string(idepool.ClaimWarm)}})
 }
 
 // completeWarm makes a bound container's claim durable, then answers.
@@ -408,11 +433,19 @@ func (cl *claimer) finishWarm(ctx context.Context, req idepool.StartRequest, p i
 // claim from the agent's hello (adoptFromAgent). Either way an agent that
 // refuses in time makes this start fall back to another container (ok
 // false; the container is failed and never goes back to the pool).
-func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.StartRequest, a idepool.Assignment, now time.Time) (idepool.Container, bool) {
+func (cl *claimer) completeWarm(ctx context.Context, e *entry, req *idepool.StartRequest, a *idepool.Assignment, now time.Time) (idepool.Container, bool) {
 	labels := claimLabels(req.Workspace, req.UserID, a.Generation, true, now, req.IdleExempt)
 	if cl.localLabels {
 		return cl.completeWarmLocal(ctx, e, a, labels)
 	}
+	return cl.completeWarmAgent(e, a, labels)
+}
+
+// completeWarmAgent is completeWarm where the agent is the record.
+//
+//go:noinline
+func (cl *claimer) completeWarmAgent(e *entry, ap *idepool.Assignment, labels map[string]string) (idepool.Container, bool) {
+	a := *ap
 	// Not the request's context: a client that leaves mid-claim must not
 	// waste the container it was bound; its retry finds the claim.
 	actx, cancel := context.WithTimeout(cl.bgCtx, cl.opts.AssignTimeout)
@@ -425,7 +458,7 @@ func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.Start
 		cl.log.Warn("warm claim failed; stopping the container", "container", e.c.ID, "step", "assign", "err", err)
 		cl.fail(e, "assign: "+idepool.ErrorMessage(err), &evs)
 	}
-	c := copyContainer(e.c)
+	c := copyContainer(&e.c)
 	cl.mu.Unlock()
 	if err != nil {
 		cl.publish(evs)
@@ -438,8 +471,9 @@ func (cl *claimer) completeWarm(ctx context.Context, e *entry, req idepool.Start
 
 // completeWarmLocal records the claim in the local labels, answers, and
 // delivers the assignment after the burst.
-func (cl *claimer) completeWarmLocal(ctx context.Context, e *entry, a idepool.Assignment, labels map[string]string) (idepool.Container, bool) {
+func (cl *claimer) completeWarmLocal(ctx context.Context, e *entry, ap *idepool.Assignment, labels map[string]string) (idepool.Container, bool) {
 	id := e.c.ID // fixed for the entry's life
+	a := *ap     // the delivery below runs later: its own copy
 	var failOnce sync.Once
 	failed := false
 	undo := func(msg string, err error) {
@@ -476,7 +510,7 @@ func (cl *claimer) completeWarmLocal(ctx context.Context, e *entry, a idepool.As
 	}
 	cl.mu.Lock()
 	gone := failed
-	c := copyContainer(e.c)
+	c := copyContainer(&e.c)
 	cl.mu.Unlock()
 	if gone {
 		return idepool.Container{}, false
@@ -524,7 +558,7 @@ func (cl *claimer) claimCold(ctx context.Context, req idepool.StartRequest, p id
 		cl.removeStale(ctx, id)
 		return idepool.Claim{}, idepool.Errorf(idepool.EStartFailed, "container %s was stopped while being created", id)
 	}
-	c := copyContainer(e.c)
+	c := copyContainer(&e.c)
 	cl.mu.Unlock()
 	cl.publish(evs)
 	cl.log.Info("claimed cold", "container", id, "profile", p.Name)
@@ -583,11 +617,11 @@ func (cl *claimer) WaitReady(ctx context.Context, id string) (idepool.Container,
 			c, ok := cl.history[id]
 			cl.mu.Unlock()
 			if ok {
-				return copyContainer(c), idepool.Errorf(idepool.EStartFailed, "container %s stopped (%s)", id, c.StopReason)
+				return copyContainer(&c), idepool.Errorf(idepool.EStartFailed, "container %s stopped (%s)", id, c.StopReason)
 			}
 			return idepool.Container{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
 		}
-		c := copyContainer(e.c)
+		c := copyContainer(&e.c)
 		ch := e.changed
 		cl.mu.Unlock()
 		switch c.State {

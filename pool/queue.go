@@ -204,7 +204,7 @@ func (qu *queue) bindTicketLocked(t *ticket, e *entry, evs *[]idepool.Event) {
 			"waitedSeconds": now.Sub(t.enqueued).Seconds()}})
 	qu.kick()
 	qu.goBGLocked(func(ctx context.Context) {
-		c, ok := qu.cl.completeWarm(ctx, e, req, a, now)
+		c, ok := qu.cl.completeWarm(ctx, e, &req, &a, now)
 		var evs []idepool.Event
 		qu.mu.Lock()
 		t.binding = false
@@ -325,7 +325,7 @@ func (qu *queue) WaitTicket(ctx context.Context, id string) (idepool.Claim, erro
 	qu.mu.Lock()
 	defer qu.mu.Unlock()
 	c := t.claim
-	c.Container = copyContainer(c.Container)
+	c.Container = copyContainer(&c.Container)
 	return c, t.err
 }
 

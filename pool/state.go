@@ -354,7 +354,7 @@ func (s *state) remember(c idepool.Container) {
 	if _, ok := s.history[c.ID]; !ok {
 		s.historyIDs = append(s.historyIDs, c.ID)
 	}
-	s.history[c.ID] = copyContainer(c)
+	s.history[c.ID] = copyContainer(&c)
 	for len(s.historyIDs) > s.opts.History {
 		delete(s.history, s.historyIDs[0])
 		s.historyIDs = s.historyIDs[1:]
@@ -522,10 +522,10 @@ func (s *state) Get(ctx context.Context, id string) (idepool.Container, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.containers[id]; e != nil {
-		return copyContainer(e.c), nil
+		return copyContainer(&e.c), nil
 	}
 	if c, ok := s.history[id]; ok {
-		return copyContainer(c), nil
+		return copyContainer(&c), nil
 	}
 	return idepool.Container{}, idepool.Errorf(idepool.ENotFound, "container %s not found", id)
 }
@@ -538,7 +538,7 @@ func (s *state) Lookup(id string) (idepool.Container, bool) {
 	if e == nil {
 		return idepool.Container{}, false
 	}
-	return copyContainer(e.c), true
+	return copyContainer(&e.c), true
 }
 
 // Touch records user activity seen outside the agent (router traffic).
@@ -573,13 +573,13 @@ func (s *state) List(ctx context.Context, f idepool.ContainerFilter) ([]idepool.
 	s.mu.Lock()
 	for _, e := range s.containers {
 		if want(e.c.State) && (f.Profile == "" || f.Profile == e.c.Profile) {
-			out = append(out, copyContainer(e.c))
+			out = append(out, copyContainer(&e.c))
 		}
 	}
 	if want(idepool.StateStopped) {
 		for _, c := range s.history {
 			if f.Profile == "" || f.Profile == c.Profile {
-				out = append(out, copyContainer(c))
+				out = append(out, copyContainer(&c))
 			}
 		}
 	}

@@ -37,7 +37,7 @@ func (sp *stopper) Stop(ctx context.Context, id, reason string) (idepool.Contain
 			_, live := sp.containers[id]
 			sp.mu.Unlock()
 			if gone && !live {
-				return copyContainer(c), nil
+				return copyContainer(&c), nil
 			}
 			continue // that stop failed; try ours
 		}
@@ -80,7 +80,7 @@ func (sp *stopper) runStop(ctx context.Context, e *entry, reason string, flush b
 		e.exit.done = nil
 		e.c.StopReason = ""
 		sp.fail(e, "remove failed: "+idepool.ErrorMessage(err), &evs)
-		c := copyContainer(e.c)
+		c := copyContainer(&e.c)
 		sp.mu.Unlock()
 		close(done)
 		sp.publish(evs)
@@ -89,7 +89,7 @@ func (sp *stopper) runStop(ctx context.Context, e *entry, reason string, flush b
 		return c, idepool.WrapError(idepool.EStopFailed, err, "could not remove container %s", id)
 	}
 	sp.finish(e, reason, &evs)
-	c := copyContainer(e.c)
+	c := copyContainer(&e.c)
 	sp.mu.Unlock()
 	close(done)
 	sp.publish(evs)

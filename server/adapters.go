@@ -111,11 +111,11 @@ func (b *bucketEnsurer) ensure(ctx context.Context, ws idepool.Workspace) error 
 	return nil
 }
 
-func (t timedOrchestrator) prepareBucket(ctx context.Context, req idepool.StartRequest) error {
+func (t *timedOrchestrator) prepareBucket(ctx context.Context, req idepool.StartRequest) error {
 	return t.buckets.ensure(ctx, req.Workspace)
 }
 
-func (t timedOrchestrator) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
+func (t *timedOrchestrator) Start(ctx context.Context, req idepool.StartRequest) (idepool.Claim, error) {
 	t0 := time.Now()
 	if err := t.prepareBucket(ctx, req); err != nil {
 		return idepool.Claim{}, err

@@ -14,11 +14,11 @@ import (
 // schedules, pre-assignment, replacements): httpapi finds httpapi.Classroom
 // on its Orchestrator. pool's types mirror httpapi's field for field, so
 // each converts with a plain conversion.
-var _ httpapi.Classroom = timedOrchestrator{}
+var _ httpapi.Classroom = (*timedOrchestrator)(nil)
 
 // StartOrQueue is Start that answers a ticket instead of waiting in the
 // admission queue (the HTTP answer is then 202).
-func (t timedOrchestrator) StartOrQueue(ctx context.Context, req idepool.StartRequest) (idepool.Claim, *httpapi.QueueTicket, error) {
+func (t *timedOrchestrator) StartOrQueue(ctx context.Context, req idepool.StartRequest) (idepool.Claim, *httpapi.QueueTicket, error) {
 	t0 := time.Now()
 	if err := t.prepareBucket(ctx, req); err != nil {
 		return idepool.Claim{}, nil, err
@@ -33,16 +33,24 @@ func (t timedOrchestrator) StartOrQueue(ctx context.Context, req idepool.StartRe
 	if tk == nil {
 		return c, nil, err
 	}
-	q := httpapi.QueueTicket(*tk)
-	return c, &q, err
+	return c, queueTicket(tk), err
 }
 
-func (t timedOrchestrator) Ticket(id string) (httpapi.QueueTicket, error) {
+// queueTicket converts pool's ticket; out of StartOrQueue, whose frame is
+// on the stack of every claim, so that the frame stays small.
+//
+//go:noinline
+func queueTicket(tk *pool.Ticket) *httpapi.QueueTicket {
+	q := httpapi.QueueTicket(*tk)
+	return &q
+}
+
+func (t *timedOrchestrator) Ticket(id string) (httpapi.QueueTicket, error) {
 	tk, err := t.Manager.Ticket(id)
 	return httpapi.QueueTicket(tk), err
 }
 
-func (t timedOrchestrator) Schedules(profile string) ([]httpapi.ScheduleWindow, error) {
+func (t *timedOrchestrator) Schedules(profile string) ([]httpapi.ScheduleWindow, error) {
 	p, err := t.Manager.Policy(profile)
 	out := make([]httpapi.ScheduleWindow, 0, len(p.Schedules))
 	for _, w := range p.Schedules {
@@ -51,7 +59,7 @@ func (t timedOrchestrator) Schedules(profile string) ([]httpapi.ScheduleWindow, 
 	return out, err
 }
 
-func (t timedOrchestrator) SetSchedules(ctx context.Context, profile string, ws []httpapi.ScheduleWindow) error {
+func (t *timedOrchestrator) SetSchedules(ctx context.Context, profile string, ws []httpapi.ScheduleWindow) error {
 	in := make([]pool.Window, 0, len(ws))
 	for _, w := range ws {
 		in = append(in, pool.Window(w))
@@ -59,7 +67,7 @@ func (t timedOrchestrator) SetSchedules(ctx context.Context, profile string, ws 
 	return t.Manager.SetSchedules(ctx, profile, in)
 }
 
-func (t timedOrchestrator) Prepare(ctx context.Context, r httpapi.PrepareRequest) ([]httpapi.PrepareResult, error) {
+func (t *timedOrchestrator) Prepare(ctx context.Context, r httpapi.PrepareRequest) ([]httpapi.PrepareResult, error) {
 	for _, ws := range r.Workspaces {
 		if err := t.buckets.ensure(ctx, ws); err != nil {
 			return nil, err

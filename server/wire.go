@@ -439,7 +439,7 @@ func (b *builder) buildHTTP(ctx context.Context) (func(), error) {
 	s.api = httpapi.New(httpapi.Options{
 		AgentNetworks: nets,
 		TrustedPeer:   trusted,
-		Orchestrator:  timedOrchestrator{mgr, s.metrics, b.buckets},
+		Orchestrator:  &timedOrchestrator{mgr, s.metrics, b.buckets},
 		Sync:          syncControl{mgr, s.hub},
 		Health:        healthReporter{s},
 		Events:        s.bus.Handler(events.HandlerOptions{Error: s.apiError}),
