@@ -291,7 +291,21 @@ func TestStart(t *testing.T) {
 				t.Errorf("body %v", m)
 			}
 		}}},
-		{"wait failure", call{path: "?wait=ready", body: `{"s3Bucket":"fails-to-start","profile":"big"}`}, nil, want{500, idepool.EStartFailed, nil}},
+		{"wait failure", call{path: "?wait=ready", body: `{"s3Bucket":"fails-to-start","profile":"big"}`}, nil, want{500, idepool.EStartFailed, func(t *testing.T, m map[string]any, o *fakeOrch) {
+			if o.starts != startAttempts {
+				t.Errorf("%d starts, want %d (a container that fails before ready gets one more)", o.starts, startAttempts)
+			}
+		}}},
+		{"wait: a container that fails before ready gets one more", call{path: "?wait=ready", body: `{"s3Bucket":"fails-once","profile":"big"}`}, nil, want{201, "", func(t *testing.T, m map[string]any, o *fakeOrch) {
+			if o.starts != 2 || m["ready"] != true || m["generation"] != 2.0 {
+				t.Errorf("%d starts, body %v", o.starts, m)
+			}
+		}}},
+		{"no wait: a start is answered once", call{body: `{"s3Bucket":"fails-once","profile":"big"}`}, nil, want{201, "", func(t *testing.T, m map[string]any, o *fakeOrch) {
+			if o.starts != 1 || m["ready"] != false {
+				t.Errorf("%d starts, body %v", o.starts, m)
+			}
+		}}},
 		{"bad wait", call{path: "?wait=soon", body: `{"s3Bucket":"my-bucket"}`}, nil, want{400, idepool.EInvalid, nil}},
 		{"bad timeout", call{path: "?wait=ready&timeout=banana", body: `{"s3Bucket":"my-bucket"}`}, nil, want{400, idepool.EInvalid, nil}},
 		{"negative timeout", call{path: "?wait=ready&timeout=-1", body: `{"s3Bucket":"my-bucket"}`}, nil, want{400, idepool.EInvalid, nil}},

@@ -22,6 +22,8 @@ type fakeOrch struct {
 	// neverReady makes WaitReady block until its context ends.
 	neverReady bool
 	lastStart  idepool.StartRequest
+	starts     int  // Start calls
+	failedOnce bool // a fails-once container failed
 	// endpoint is where every route of a claimed container answers.
 	endpoint   string
 	touches    int
@@ -48,6 +50,7 @@ func (f *fakeOrch) Start(ctx context.Context, req idepool.StartRequest) (idepool
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastStart = req
+	f.starts++
 	if req.Workspace.Bucket == "panic-bucket" {
 		panic("boom: secret internals")
 	}
@@ -73,7 +76,11 @@ func (f *fakeOrch) Start(ctx context.Context, req idepool.StartRequest) (idepool
 		return idepool.Claim{Container: c, Kind: idepool.ClaimWarm}, nil
 	}
 	id := idepool.NewID()
-	c := idepool.Container{ID: id, Profile: req.Profile, State: idepool.StateCreating, Workspace: &w, UserID: req.UserID, Generation: 1, CreatedAt: f.now, Endpoints: f.endpoints()}
+	gen := int64(1)
+	if f.failedOnce && w.Bucket == "fails-once" {
+		gen = 2 // the second container of the workspace (fails-once fails generation 1)
+	}
+	c := idepool.Container{ID: id, Profile: req.Profile, State: idepool.StateCreating, Workspace: &w, UserID: req.UserID, Generation: gen, CreatedAt: f.now, Endpoints: f.endpoints()}
 	f.containers[id] = c
 	return idepool.Claim{Container: c, Kind: idepool.ClaimCold}, nil
 }
@@ -132,7 +139,14 @@ func (f *fakeOrch) WaitReady(ctx context.Context, id string) (idepool.Container,
 	if !ok {
 		return c, idepool.Errorf(idepool.ENotFound, "gone")
 	}
-	if c.Workspace != nil && c.Workspace.Bucket == "fails-to-start" {
+	// fails-to-start: every container of the workspace fails before it is
+	// ready; fails-once: its first one does.
+	if b := c.Workspace; b != nil && (b.Bucket == "fails-to-start" || b.Bucket == "fails-once" && c.Generation == 1) {
+		c.State = idepool.StateFailed
+		f.containers[id] = c
+		if b.Bucket == "fails-once" {
+			f.failedOnce = true
+		}
 		return c, idepool.Errorf(idepool.EStartFailed, "container failed to start")
 	}
 	c.State, c.ReadyAt = idepool.StateRunning, f.now

@@ -287,6 +287,23 @@ type startCall struct {
 	req     idepool.StartRequest
 	claim   idepool.Claim
 	queued  *QueueTicket
+	// timedOut: waited for ready until the timeout; the claim's container
+	// is as it was then.
+	timedOut bool
+}
+
+// startAttempts is how many containers a start that waits for ready may
+// be given: one whose container fails before it was ever ready (its
+// create refused, its task rejected, its agent never up) gets one more.
+// Nothing of the user's ran in it (the answer, with the routes' tokens,
+// was not given yet), so a new one is safe; a second failure is the
+// answer.
+const startAttempts = 2
+
+// stoppedOnPurpose: a container being stopped or stopped (DELETE, an idle
+// stop) rather than failed; a start that waited for it is not tried again.
+func stoppedOnPurpose(st idepool.State) bool {
+	return st == idepool.StateStopping || st == idepool.StateStopped
 }
 
 func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
@@ -294,8 +311,24 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.startOrQueue(r, sc); err != nil {
-		return err
+	deadline := time.Now().Add(sc.timeout)
+	for attempt := 1; ; attempt++ {
+		err := s.startOrQueue(r, sc)
+		if err == nil && sc.queued == nil {
+			err = s.awaitReady(r, sc)
+		}
+		if err == nil {
+			break
+		}
+		left := time.Until(deadline)
+		if !sc.wait || attempt >= startAttempts || idepool.ErrorCode(err) != idepool.EStartFailed ||
+			sc.claim.Kind == idepool.ClaimReused || stoppedOnPurpose(sc.claim.Container.State) ||
+			r.Context().Err() != nil || left <= 0 {
+			return err
+		}
+		s.log.Warn("start: the new container failed before it was ready; trying another",
+			"container", sc.claim.Container.ID, "attempt", attempt, "err", idepool.ErrorMessage(err))
+		sc.timeout, sc.claim, sc.queued = left, idepool.Claim{}, nil
 	}
 	return s.answerStart(w, r, sc)
 }
@@ -327,37 +360,50 @@ func (s *Server) parseStart(w http.ResponseWriter, r *http.Request) (*startCall,
 	return sc, nil
 }
 
-// answerStart answers a queued start, or waits for readiness when asked,
-// then answers the claim.
+// awaitReady waits, when the start asked (?wait=ready), until its claim's
+// container is ready (sc.claim.Container, then running) or the timeout
+// passes (sc.timedOut).
+//
+//go:noinline
+func (s *Server) awaitReady(r *http.Request, sc *startCall) error {
+	c := &sc.claim.Container
+	if !sc.wait || c.State == idepool.StateRunning {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), sc.timeout)
+	ready, err := s.o.Orchestrator.WaitReady(ctx, c.ID)
+	cancel()
+	switch {
+	case err == nil:
+		*c = ready
+		return nil
+	case r.Context().Err() != nil:
+		return r.Context().Err()
+	case errors.Is(err, context.DeadlineExceeded) || idepool.ErrorCode(err) == idepool.ETimeout:
+		// Started but not ready in time: answer 202 with the URLs (their
+		// tokens are only handed out here) so the client can poll.
+		sc.timedOut = true
+		if now, err := s.o.Orchestrator.Get(r.Context(), c.ID); err == nil {
+			*c = now
+		}
+		return nil
+	default:
+		if ready.ID != "" {
+			*c = ready // as it ended (failed, or stopped meanwhile)
+		}
+		return err
+	}
+}
+
+// answerStart answers a queued start or the claim.
 //
 //go:noinline
 func (s *Server) answerStart(w http.ResponseWriter, r *http.Request, sc *startCall) error {
 	if sc.queued != nil {
 		return s.writeQueued(w, *sc.queued)
 	}
-	claim, timeout := sc.claim, sc.timeout
+	claim, timeout, timedOut := sc.claim, sc.timeout, sc.timedOut
 	c := claim.Container
-	timedOut := false
-	if sc.wait && c.State != idepool.StateRunning {
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
-		ready, err := s.o.Orchestrator.WaitReady(ctx, c.ID)
-		cancel()
-		switch {
-		case err == nil:
-			c = ready
-		case r.Context().Err() != nil:
-			return r.Context().Err()
-		case errors.Is(err, context.DeadlineExceeded) || idepool.ErrorCode(err) == idepool.ETimeout:
-			// Started but not ready in time: answer 202 with the URLs (their
-			// tokens are only handed out here) so the client can poll.
-			timedOut = true
-			if now, err := s.o.Orchestrator.Get(r.Context(), c.ID); err == nil {
-				c = now
-			}
-		default:
-			return err
-		}
-	}
 	p, _ := s.profile(c.Profile)
 	routes := map[string]string{}
 	if s.o.URLs != nil {
