@@ -85,6 +85,31 @@ if [ -f deploy/build-images.sh ]; then
   bash deploy/build-images.sh
 fi
 
+# go test -race runs in three parts so that the slow builds above stay off
+# the critical path on a new machine: first every package that needs none
+# of them (while Traefik and Kubernetes still compile), then the ones that
+# need Traefik or the Debian IDE image, and runtime/kubernetes (the real
+# test cluster) last, after the Swarm cluster's tests. With warm caches the
+# builds are done at once and only the order changes.
+needs_builds='/(runtime/swarm|e2e/swarm|e2e/ide|e2e/routerbench)$'
+needs_k8s='/runtime/kubernetes$'
+gotest() {
+  local name=$1
+  shift
+  set +e
+  CI="${CI:-}" IDEPOOL_E2E=1 go test -race -timeout 25m -count=1 "$@" 2>&1 | tee "$logs/test-$name.log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    echo "go test ($name) failed (exit $rc):"
+    grep -E -- '--- FAIL|^FAIL|panic:' "$logs/test-$name.log" | head -50
+    exit "$rc"
+  fi
+}
+
+step "go test -race: the packages that need none of the builds (unit, integration, end-to-end)"
+gotest first $(go list ./... | grep -Ev "$needs_builds|$needs_k8s")
+
 if [ -n "$traefik_pid" ]; then
   step "waiting for Traefik"
   if ! wait "$traefik_pid"; then
@@ -108,25 +133,8 @@ if [ -n "$debian_pid" ]; then
   tail -3 "$logs/debian.log"
 fi
 
-# runtime/kubernetes's conformance test (in ./... below) needs the cluster.
-if [ -n "$k8s_pid" ]; then
-  step "waiting for the Kubernetes build; the test cluster up"
-  if ! wait "$k8s_pid"; then
-    echo "Kubernetes build failed:"; tail -40 "$logs/k8s.log"; exit 1
-  fi
-  bash deploy/kubernetes/cluster.sh up
-fi
-
-step "go test -race (unit, integration and end-to-end)"
-set +e
-CI="${CI:-}" IDEPOOL_E2E=1 go test -race -timeout 25m -count=1 ./... 2>&1 | tee "$logs/test.log"
-rc=${PIPESTATUS[0]}
-set -e
-if [ "$rc" -ne 0 ]; then
-  echo "go test failed (exit $rc):"
-  grep -E -- '--- FAIL|^FAIL|panic:' "$logs/test.log" | head -50
-  exit "$rc"
-fi
+step "go test -race: the packages that need Traefik or the Debian IDE image"
+gotest builds $(go list ./... | grep -E "$needs_builds")
 
 # The cluster tests: a real Swarm of 3 Docker-in-Docker nodes on this machine
 # (deploy/cluster-local.sh), deployed with the project's own scripts. As
@@ -182,9 +190,18 @@ fi
 # root, CI=true.
 # The cluster is taken down afterwards, pass or fail.
 if [ -f deploy/kubernetes/cluster.sh ]; then
-  step "kubernetes tests (e2e/kubernetes: a real single-node cluster)"
+  if [ -n "$k8s_pid" ]; then
+    step "waiting for the Kubernetes build"
+    if ! wait "$k8s_pid"; then
+      echo "Kubernetes build failed:"; tail -40 "$logs/k8s.log"; exit 1
+    fi
+  fi
   k8s_start=$(date +%s)
+  step "the Kubernetes test cluster up; go test -race ./runtime/kubernetes/ (the conformance suite on it)"
   trap 'bash deploy/kubernetes/cluster.sh down' EXIT
+  bash deploy/kubernetes/cluster.sh up
+  gotest kubernetes $(go list ./... | grep -E "$needs_k8s")
+  step "kubernetes tests (e2e/kubernetes: a real single-node cluster)"
   set +e
   CI=true go test -tags kubernetes -count=1 -v -timeout 15m ./e2e/kubernetes/ 2>&1 | grep -v 'level=INFO msg=http' | tee "$logs/k8s-e2e.log"
   rc=${PIPESTATUS[0]}
