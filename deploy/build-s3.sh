@@ -10,6 +10,9 @@
 # backend a bucket is a directory, and an empty named volume mounted on /data
 # is filled from the image on first use, so the bucket "workspaces" exists
 # without an S3 client.
+#
+#   deploy/build-s3.sh                  # binary + image idepool-s3:local
+#   S3_NO_IMAGE=1 deploy/build-s3.sh    # the binary only (prints its path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +34,11 @@ if [ ! -x "$bin" ]; then
   mv "$gobin/versitygw" "$bin"
   rm -rf "$gobin"
   trap - EXIT
+fi
+
+if [ -n "${S3_NO_IMAGE:-}" ]; then
+  echo "$bin"
+  exit 0
 fi
 
 sum=$(sha256sum "$bin" | cut -c1-16)

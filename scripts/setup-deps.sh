@@ -15,7 +15,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-command -v versitygw >/dev/null || go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+# versitygw, the tests' S3 server: the same static build (cached in
+# ~/.cache/idepool) the local S3 image gets, so a new machine compiles it
+# once, not twice.
+if ! command -v versitygw >/dev/null; then
+  bin=$(S3_NO_IMAGE=1 bash "$(dirname "$0")/../deploy/build-s3.sh" | tail -1)
+  mkdir -p "$(go env GOPATH)/bin"
+  install -m 0755 "$bin" "$(go env GOPATH)/bin/versitygw"
+fi
 
 # Every local container's agent watches its workspace with inotify: the
 # default of 128 instances per user is too few for a host running a pool of
