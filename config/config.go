@@ -124,6 +124,7 @@ type Config struct {
 	// SyncMaxDeletePercent: SYNC_MAX_DELETE_PERCENT, passed to every agent.
 	SyncMaxDeletePercent int
 	S3EmbeddedAddr       string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
+	DebugAddr            string // DEBUG_ADDR; "" = no profiling listener
 
 	// Logging.
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error
@@ -240,6 +241,11 @@ func build(lookup func(string) string) (Config, []error) {
 			if u, err := url.Parse(c.AgentURL); err == nil && isLoopback(u.Hostname()) {
 				c.Warnings = append(c.Warnings, "AGENT_URL is unset and PUBLIC_URL is a loopback address: agents in "+c.Runtime+" containers cannot reach it; set AGENT_URL")
 			}
+		}
+	}
+	if c.DebugAddr != "" {
+		if host, _, err := net.SplitHostPort(c.DebugAddr); err != nil || !isLoopback(host) {
+			errs = append(errs, fmt.Errorf("DEBUG_ADDR: %q is not a loopback address such as 127.0.0.1:6060 (the profiles are not behind the API key)", c.DebugAddr))
 		}
 	}
 	if (c.AWSAccessKeyID == "") != (c.AWSSecretAccessKey == "") {

@@ -164,6 +164,8 @@ type Server struct {
 	dash     *dashboard.Dashboard
 	handler  http.Handler
 	listener net.Listener
+	// debug answers runtime profiles on DEBUG_ADDR; nil when unset.
+	debug *debugServer
 	// heartbeats is the agents' heartbeats, fed by the hub, read by the
 	// health monitor.
 	heartbeats *health.HeartbeatTracker
@@ -243,6 +245,15 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Addr is where the server listens.
 func (s *Server) Addr() string { return s.listener.Addr().String() }
 
+// DebugAddr is where runtime profiles are answered (DEBUG_ADDR); "" when
+// they are not.
+func (s *Server) DebugAddr() string {
+	if s.debug == nil {
+		return ""
+	}
+	return s.debug.Addr()
+}
+
 // Pool is the server's pool manager (tests).
 func (s *Server) Pool() *pool.Manager { return s.pool }
 
@@ -276,6 +287,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer wg.Done(); s.admitter.Run(ctx, s.pool) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
+	if s.debug != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.debug.serve() }()
+	}
 	s.logStartup(ctx)
 	if s.opts.Ready != nil {
 		s.opts.Ready(s)
@@ -291,6 +306,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer scancel()
 	s.bus.Close() // ends open event streams, or Shutdown would wait for them
 	_ = srv.Shutdown(shut)
+	if s.debug != nil {
+		s.debug.shutdown(shut)
+	}
 	_ = s.hub.Close(shut)
 	wg.Wait()
 	_ = s.pool.Close() // before counting: no create is in flight

@@ -3,12 +3,16 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -59,6 +63,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 			}
 		}},
 		{"store address in use", "embedded S3 store", func(t *testing.T, s setup) { occupy(t, s.cfg.S3EmbeddedAddr) }},
+		{"debug address in use", "DEBUG_ADDR", func(t *testing.T, s setup) { occupy(t, s.cfg.DebugAddr) }},
 		{"port in use", "listen on", func(t *testing.T, s setup) {
 			s.opts.Listener.Close()
 			s.opts.Listener = nil
@@ -78,6 +83,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 			dataDir := t.TempDir()
 			port := freePort(t)
 			cfg := testConfig(t, dataDir, port, 1)
+			cfg.DebugAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			if err := os.MkdirAll(dataDir, 0o700); err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +113,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 			// the stop only after its sleep of up to 10 s; it holds no
 			// socket (the addresses are listened on again below).
 			goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"))
-			for _, addr := range []string{cfg.Addr(), cfg.S3EmbeddedAddr} {
+			for _, addr := range []string{cfg.Addr(), cfg.S3EmbeddedAddr, cfg.DebugAddr} {
 				if strings.Contains(c.name, "in use") {
 					continue // the test holds one of them
 				}
@@ -155,4 +161,43 @@ func agentProcesses(t *testing.T, dataDir string) []string {
 		}
 	}
 	return out
+}
+
+// TestDebugProfiles: with DEBUG_ADDR, serve answers Go's runtime profiles
+// there (not on the API's port), and the listener goes with serve.
+func TestDebugProfiles(t *testing.T) {
+	dataDir := t.TempDir()
+	cleanupContainers(t, dataDir)
+	cfg := testConfig(t, dataDir, freePort(t), 0)
+	cfg.DebugAddr = "127.0.0.1:0"
+	in := start(t, cfg)
+	addr := in.srv.DebugAddr()
+	if addr == "" || addr == cfg.DebugAddr {
+		t.Fatalf("DebugAddr() = %q", addr)
+	}
+	get := func(base, path string) (int, string) {
+		t.Helper()
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s%s: %v", base, path, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := get("http://"+addr, "/debug/pprof/heap?debug=1"); code != 200 || !strings.Contains(body, "heap profile") {
+		t.Fatalf("heap profile: %d %.200s", code, body)
+	}
+	if code, body := get("http://"+addr, "/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Fatalf("goroutine profile: %d %.200s", code, body)
+	}
+	// Not on the API's port.
+	if code, _ := get(in.base, "/debug/pprof/heap?debug=1"); code == 200 {
+		t.Fatalf("the API's port answers profiles")
+	}
+	in.stop(t)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s still answers after serve stopped", addr)
+	}
 }

@@ -246,6 +246,20 @@ func (b *builder) listen(context.Context) (func(), error) {
 		release = func() { ln.Close() }
 	}
 	s.listener = ln
+	debug, err := listenDebug(cfg.DebugAddr, s.log)
+	if err != nil {
+		return release, err
+	}
+	if debug != nil {
+		s.debug = debug
+		apiRelease := release
+		release = func() {
+			debug.ln.Close()
+			if apiRelease != nil {
+				apiRelease()
+			}
+		}
+	}
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		_ = b.lock.SetPort(a.Port) // only a name for whoever is refused
 	}
