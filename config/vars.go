@@ -73,7 +73,7 @@ func vars() []VarSpec {
 			Description: "Testing only, never in production: a fault point that queues claims' runtime labels but never writes them, as if serve crashed right after answering (a claim answers once its agent has persisted it; the labels follow). The crash tests kill serve in that window and check that the next run adopts every claim from its agent's record.",
 			bind:        func(c *Config) any { return &c.FaultHoldLabelWrites }},
 		{Name: "QUEUE_ENABLED", Default: "true", Kind: KindBool, Topic: TopicPool,
-			Description: "When no warm container is free and capacity refuses a cold create, a start waits in a fair FIFO queue per profile (202 with its position and a status URL) instead of failing; false answers 503 at once.",
+			Description: "When no warm container is free and capacity refuses a cold create, a start waits in a fair FIFO queue per profile (202 with its position and a status URL) instead of failing; false answers 503 at once. A start with ?wait=ready that finds no warm container also waits there for a container the pool is already creating and no other start is promised, rather than create its own beside it.",
 			bind:        func(c *Config) any { return &c.QueueEnabled }},
 		{Name: "QUEUE_LIMIT", Default: "1000", Kind: KindInt, Topic: TopicPool,
 			Description: "Most starts waiting in one profile's queue; more get 503 QUEUE_FULL.",
