@@ -10,11 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:$(go env GOPATH)/bin"
-# One build configuration for everything but -race (which needs cgo): the
-# images' (static, -trimpath), which Traefik's and Kubernetes' builds use
-# too, so a new machine compiles each package they share once, not once
-# per configuration (issue 19).
-export CGO_ENABLED=0 GOFLAGS=-trimpath
 start=$(date +%s)
 step() { echo "==> [$(( $(date +%s) - start ))s] $*"; }
 logs=$(mktemp -d)
@@ -102,7 +97,7 @@ gotest() {
   local name=$1
   shift
   set +e
-  CGO_ENABLED=1 CI="${CI:-}" IDEPOOL_E2E=1 go test -race -timeout 25m -count=1 "$@" 2>&1 | tee "$logs/test-$name.log"
+  CI="${CI:-}" IDEPOOL_E2E=1 go test -race -timeout 25m -count=1 "$@" 2>&1 | tee "$logs/test-$name.log"
   local rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -ne 0 ]; then
