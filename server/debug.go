@@ -20,8 +20,18 @@ type debugServer struct {
 	srv *http.Server
 }
 
-// listenDebug opens DEBUG_ADDR; nil when it is unset.
-func listenDebug(addr string, log *slog.Logger) (*debugServer, error) {
+// listenDebug is the stage that opens DEBUG_ADDR, when it is set.
+func (b *builder) listenDebug(context.Context) (func(), error) {
+	d, err := newDebugServer(b.s.cfg.DebugAddr, b.s.log)
+	if d == nil || err != nil {
+		return nil, err
+	}
+	b.s.debug = d
+	return func() { d.ln.Close() }, nil
+}
+
+// newDebugServer listens on addr; nil when addr is "".
+func newDebugServer(addr string, log *slog.Logger) (*debugServer, error) {
 	if addr == "" {
 		return nil, nil
 	}

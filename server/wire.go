@@ -60,6 +60,7 @@ func (b *builder) stages() []stage {
 		{"runtime", b.startRuntime},      // the runtime and what it can do
 		{"store", b.startStore},          // the embedded S3 store, when no S3 is configured
 		{"listener", b.listen},           // the HTTP listener and the URLs that follow from it
+		{"debug", b.listenDebug},         // DEBUG_ADDR's profiles listener, when set
 		{"hub", b.buildHub},              // the agents' hub and the event bus
 		{"pool", b.buildPool},            // admission, metrics, the pool
 		{"http", b.buildHTTP},            // the monitors, the router, the dashboard and the API
@@ -246,20 +247,6 @@ func (b *builder) listen(context.Context) (func(), error) {
 		release = func() { ln.Close() }
 	}
 	s.listener = ln
-	debug, err := listenDebug(cfg.DebugAddr, s.log)
-	if err != nil {
-		return release, err
-	}
-	if debug != nil {
-		s.debug = debug
-		apiRelease := release
-		release = func() {
-			debug.ln.Close()
-			if apiRelease != nil {
-				apiRelease()
-			}
-		}
-	}
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		_ = b.lock.SetPort(a.Port) // only a name for whoever is refused
 	}

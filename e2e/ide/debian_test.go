@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +35,7 @@ import (
 	"github.com/idepool/idepool/config"
 	"github.com/idepool/idepool/control"
 	"github.com/idepool/idepool/e2e/ide/idecheck"
+	"github.com/idepool/idepool/internal/e2etest"
 )
 
 const profileName = "debian-ide"
@@ -48,17 +48,6 @@ func missing(t testing.TB, format string, args ...any) {
 		t.Fatal(msg + " (CI=true: required)")
 	}
 	t.Skip(msg)
-}
-
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	// From this file's path, not the working directory (an embedded S3
-	// store in the test process changes that).
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		t.Fatal("repo root: no caller information")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // docker runs the docker CLI and returns its trimmed stdout.
@@ -301,7 +290,7 @@ func runIDE(t testing.TB, p idepool.Profile, netName, agentURL string, s *standI
 }
 
 func TestDebianImage(t *testing.T) {
-	root := repoRoot(t)
+	root := e2etest.RepoRoot(t)
 	p := loadProfile(t, root)
 	ensureImage(t, root, p.Image)
 

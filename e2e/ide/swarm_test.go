@@ -24,6 +24,7 @@ import (
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
 	"github.com/idepool/idepool/e2e/ide/idecheck"
+	"github.com/idepool/idepool/internal/e2etest"
 	"github.com/idepool/idepool/internal/s3test"
 	"github.com/idepool/idepool/runtime/swarm/swarmtest"
 )
@@ -54,7 +55,7 @@ func TestDebianIDEOnSwarm(t *testing.T) {
 	if err != nil {
 		missing(t, "%v", err)
 	}
-	root := repoRoot(t)
+	root := e2etest.RepoRoot(t)
 	p := loadProfile(t, root)
 	ensureImage(t, root, p.Image)
 	st := newIDEStack(t, root)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -80,13 +79,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		t.Fatalf("GET %s through the built-in router: %d %v\n%s", code, status, err, body)
 	}
 	t.Logf("first byte of /code/%s/ (token exchange included) in %v (%d answers 503 no endpoint yet before)", res.ID, ttfb.Round(time.Microsecond), retries)
-	u, _ := url.Parse(s.apiURL)
-	var cookie string
-	for _, c := range jar.Cookies(u) {
-		if c.Name == "idepool_"+res.ID {
-			cookie = c.String()
-		}
-	}
+	cookie := e2etest.RouteCookie(jar, s.apiURL, res.ID)
 	if cookie == "" {
 		t.Fatalf("no idepool_%s cookie after the token exchange", res.ID)
 	}
@@ -295,13 +288,7 @@ func (s *stack) throughTraefik(t *testing.T, otherCookie string) {
 		t.Fatalf("GET %s through Traefik: %d %v\n%s\n%s", u, status, err, body, s.logs())
 	}
 	t.Logf("first byte of %s through Traefik (token exchange by ForwardAuth included) in %v (%d retries)", path, d.Round(time.Microsecond), retries)
-	tu, _ := url.Parse(s.traefikURL)
-	var cookie string
-	for _, c := range jar.Cookies(tu) {
-		if c.Name == "idepool_"+res.ID {
-			cookie = c.String()
-		}
-	}
+	cookie := e2etest.RouteCookie(jar, s.traefikURL, res.ID)
 	if cookie == "" {
 		t.Fatalf("no idepool_%s cookie after the token exchange through Traefik", res.ID)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/cookiejar"
-	"net/url"
 	"os/exec"
 	"strings"
 	"testing"
@@ -53,13 +52,7 @@ func TestSwarmEndToEnd(t *testing.T) {
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("GET %s through the built-in proxy: %d %v\n%s", code, status, err, body)
 	}
-	u, _ := url.Parse(s.apiURL)
-	var cookie string
-	for _, c := range jar.Cookies(u) {
-		if c.Name == "idepool_"+res.ID {
-			cookie = c.String()
-		}
-	}
+	cookie := e2etest.RouteCookie(jar, s.apiURL, res.ID)
 	if cookie == "" {
 		t.Fatalf("no idepool_%s cookie after the token exchange", res.ID)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	goruntime "runtime"
 	"testing"
@@ -28,6 +29,21 @@ func RepoRoot(t testing.TB) string {
 		t.Fatal("repo root: no caller information")
 	}
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// RouteCookie is the route cookie of container id that jar holds for
+// base (after a token exchange), as a Cookie header value; "" if none.
+func RouteCookie(jar http.CookieJar, base, id string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return ""
+	}
+	for _, c := range jar.Cookies(u) {
+		if c.Name == "idepool_"+id {
+			return c.String()
+		}
+	}
+	return ""
 }
 
 // RandomHex returns n random bytes in hex.
