@@ -64,6 +64,14 @@ if [ -f deploy/kubernetes/build.sh ]; then
   k8s_pid=$!
 fi
 
+# One build configuration for everything built without -race (go vet,
+# staticcheck, the images, the idepool binary the tests build for their
+# agents, the cluster tests and the benchmarks): static and -trimpath, as
+# the images must be, so that a new machine compiles the dependencies once
+# for all of them (three configurations cost it minutes). go test -race
+# needs cgo: gotest sets its own.
+export CGO_ENABLED=0 GOFLAGS=-trimpath
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^tools/') 2>/dev/null || true)
 if [ -n "$unformatted" ]; then echo "gofmt needed on:"; echo "$unformatted"; exit 1; fi
@@ -97,7 +105,7 @@ gotest() {
   local name=$1
   shift
   set +e
-  CI="${CI:-}" IDEPOOL_E2E=1 go test -race -timeout 25m -count=1 "$@" 2>&1 | tee "$logs/test-$name.log"
+  CGO_ENABLED=1 GOFLAGS= CI="${CI:-}" IDEPOOL_E2E=1 go test -race -timeout 25m -count=1 "$@" 2>&1 | tee "$logs/test-$name.log"
   local rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -ne 0 ]; then

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/modroot"
 	"github.com/moby/moby/client"
 )
 
@@ -279,10 +279,13 @@ const (
 // inside the store's container (see its doc).
 func (c *benchCluster) seedWorkspaces(ctx context.Context, b *testing.B, prefix string, n int) {
 	b.Helper()
-	_, file, _, _ := runtime.Caller(0)
+	root, err := modroot.Dir()
+	if err != nil {
+		b.Fatal(err)
+	}
 	bin := filepath.Join(b.TempDir(), "s3seed")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./testdata/s3seed")
-	build.Dir = filepath.Dir(file)
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./e2e/cluster/testdata/s3seed")
+	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("go build testdata/s3seed: %v\n%s", err, out)

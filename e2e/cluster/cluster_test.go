@@ -49,12 +49,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/modroot"
 )
 
 // cluster is one cluster made by deploy/cluster-local.sh. Its t is the
@@ -110,14 +110,17 @@ func prepareCluster(t testing.TB, n int, o options) *cluster {
 	if o.prefix == "" {
 		o.prefix = "ipcl-t"
 	}
-	_, file, _, _ := runtime.Caller(0)
+	root, err := modroot.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := &cluster{
 		t:      t,
 		name:   o.prefix + randomHex(t, 3),
 		subnet: freeSubnet(t),
 		nodes:  n,
 		images: o.images,
-		script: filepath.Join(filepath.Dir(file), "..", "..", "deploy", "cluster-local.sh"),
+		script: filepath.Join(root, "deploy", "cluster-local.sh"),
 	}
 	return c
 }

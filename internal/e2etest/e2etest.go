@@ -10,25 +10,22 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/url"
-	"path/filepath"
-	goruntime "runtime"
 	"testing"
 	"time"
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/modroot"
 )
 
-// RepoRoot is the module root (deploy/ scripts live there), from this
-// file's path, not the working directory (an embedded S3 store in the test
-// process changes that).
+// RepoRoot is the module root (deploy/ scripts live there); see modroot.
 func RepoRoot(t testing.TB) string {
 	t.Helper()
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		t.Fatal("repo root: no caller information")
+	root, err := modroot.Dir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	return root
 }
 
 // RouteCookie is the route cookie of container id that jar holds for

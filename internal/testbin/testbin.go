@@ -8,9 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
+
+	"github.com/idepool/idepool/internal/modroot"
 )
 
 // Builder builds ./cmd/idepool once; the zero value is ready to use.
@@ -24,7 +25,7 @@ type Builder struct {
 // dozens of agents must stay light). dir receives the binary.
 func (b *Builder) Path(dir string) (string, error) {
 	b.once.Do(func() {
-		root, err := moduleRoot()
+		root, err := modroot.Dir()
 		if err != nil {
 			b.err = err
 			return
@@ -32,7 +33,9 @@ func (b *Builder) Path(dir string) (string, error) {
 		out := filepath.Join(dir, "idepool")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/idepool")
+		// Static and -trimpath: the images' build configuration
+		// (deploy/build-images.sh), so the two share Go's build cache.
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/idepool")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {
@@ -42,23 +45,4 @@ func (b *Builder) Path(dir string) (string, error) {
 		b.path = out
 	})
 	return b.path, b.err
-}
-
-// moduleRoot finds the directory holding go.mod, from this source file.
-func moduleRoot() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("testbin: cannot locate source")
-	}
-	dir := filepath.Dir(file)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("testbin: go.mod not found above %s", file)
-		}
-		dir = parent
-	}
 }

@@ -13,13 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/modroot"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,7 +55,7 @@ func Require(t testing.TB) *Cluster {
 	if os.Geteuid() != 0 {
 		Missing(t, "the test cluster runs as root (kubelet, containerd)")
 	}
-	root, err := moduleRoot()
+	root, err := modroot.Dir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,17 +222,4 @@ func ContainerID(p *corev1.Pod, container string) string {
 		}
 	}
 	return ""
-}
-
-// moduleRoot is found from this file's own path, not the working directory.
-func moduleRoot() (string, error) {
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("module root: no caller information")
-	}
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return "", fmt.Errorf("module root: %w", err)
-	}
-	return root, nil
 }

@@ -14,13 +14,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/modroot"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 )
@@ -95,7 +95,7 @@ func Network(t testing.TB, c *client.Client, prefix string) string {
 // the binary. The image is rebuilt only when the binary changed.
 func GoImage(t testing.TB, tag, pkg string, args ...string) {
 	t.Helper()
-	root, err := moduleRoot()
+	root, err := modroot.Dir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,21 +142,6 @@ func fileSum(path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
-}
-
-// moduleRoot is found from this file's own path, not the working
-// directory: an embedded S3 store (versitygw's posix backend) started in the
-// same test process changes the process's working directory to its own.
-func moduleRoot() (string, error) {
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("module root: no caller information")
-	}
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return "", fmt.Errorf("module root: %w", err)
-	}
-	return root, nil
 }
 
 // RemoveDeployment removes every service labelled idepool.managed=dep and
