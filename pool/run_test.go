@@ -46,13 +46,7 @@ func TestCreatesFlowPastASlowOne(t *testing.T) {
 				o.ReconcileInterval = time.Hour // only wake-ups
 			},
 		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- h.m.Run(ctx) }()
-		defer func() {
-			cancel()
-			<-done
-		}()
+		defer h.runLoop()()
 		time.Sleep(time.Second)
 		synctest.Wait()
 		if p := h.pool(idepool.DefaultProfile); p.Warm != 1 || p.Starting != 1 {
@@ -87,13 +81,7 @@ func TestRunReactsToClaimsEventsAndBackoff(t *testing.T) {
 			fake:     fake.Config{CreateLatency: 200 * time.Millisecond, StartLatency: time.Second},
 			opts:     func(o *Options) { o.ReconcileInterval = time.Hour }, // only wake-ups
 		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- h.m.Run(ctx) }()
-		defer func() {
-			cancel()
-			<-done
-		}()
+		defer h.runLoop()()
 		time.Sleep(time.Second) // the creates' latency, in fake time
 		synctest.Wait()
 		if p := h.pool(idepool.DefaultProfile); p.Warm != 4 {
@@ -227,5 +215,16 @@ func testConcurrentStartsForOneWorkspaceShareOneCreate(t *testing.T) {
 	}
 	if kinds[idepool.ClaimCold] != 1 || kinds[idepool.ClaimReused] != n-1 || h.rt.Creates() != 1 {
 		t.Fatalf("kinds %v, creates %d", kinds, h.rt.Creates())
+	}
+}
+
+// runLoop runs the Manager's loop until the returned stop is called.
+func (h *harness) runLoop() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.m.Run(ctx) }()
+	return func() {
+		cancel()
+		<-done
 	}
 }
