@@ -45,10 +45,6 @@ type Capabilities struct {
 	// answers on its agent's ack, the agent having persisted the claim,
 	// and the labels follow.
 	LocalLabels bool
-	// CreateConcurrency is how many creates the runtime takes at once
-	// well (0: the pool's default): a cluster's API takes many in
-	// parallel, each a round trip through its replicated store.
-	CreateConcurrency int
 }
 
 // NodeResources is one node's capacity and what the tasks placed on it

@@ -60,7 +60,7 @@ type Config struct {
 	InactivityTimeout time.Duration // INACTIVITY_TIMEOUT_SECONDS; 0 = never
 	ProfilesFile      string        // PROFILES_FILE
 	CreateTimeout     time.Duration // CREATE_TIMEOUT
-	CreateConcurrency int           // CREATE_CONCURRENCY; 0 = the runtime's
+	CreateConcurrency int           // CREATE_CONCURRENCY
 	FlushTimeout      time.Duration // FLUSH_TIMEOUT
 	// AgentOrphanTimeout: AGENT_ORPHAN_TIMEOUT, passed to every agent.
 	AgentOrphanTimeout time.Duration

@@ -71,7 +71,7 @@ func TestDefaults(t *testing.T) {
 		MaxBodyBytes: 1 << 20, CookieSameSite: "auto", GCPercent: 400, RateLimitRequests: 1200, QueueEnabled: true, QueueLimit: 1000, QueueTimeout: 10 * time.Minute, RateLimitWindow: 60 * time.Second,
 		BodyTimeout: 30 * time.Second, BodiesPerClient: 128,
 		Image: "idepool-ide:latest", PoolTarget: 10, CPULimit: 2, MemoryLimit: 4 << 30,
-		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, FlushTimeout: 30 * time.Second,
+		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, CreateConcurrency: 8, FlushTimeout: 30 * time.Second,
 		AgentOrphanTimeout: 15 * time.Minute, SyncMaxDeletePercent: 50,
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",

@@ -354,7 +354,7 @@ func (b *builder) buildPool(context.Context) (func(), error) {
 		S3Endpoint:         b.s3Endpoint,
 		Logger:             log.With("part", "pool"),
 		CreateTimeout:      cfg.CreateTimeout,
-		CreateConcurrency:  createConcurrency(cfg.CreateConcurrency, b.caps),
+		CreateConcurrency:  cfg.CreateConcurrency,
 		NodeSilence:        nodeSilence(cfg.NodeSilence),
 		FlushTimeout:       cfg.FlushTimeout,
 		HoldLabelWrites:    cfg.FaultHoldLabelWrites,
@@ -480,13 +480,4 @@ func nodeSilence(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
-}
-
-// createConcurrency is CREATE_CONCURRENCY, else what the runtime takes
-// well (0: the pool's default).
-func createConcurrency(configured int, caps idepool.Capabilities) int {
-	if configured > 0 {
-		return configured
-	}
-	return caps.CreateConcurrency
 }

@@ -250,7 +250,7 @@ func (r *Runtime) Client() corev1client.CoreV1Interface { return r.c }
 // nodes. Pods have a network of their own, but which addresses it has is
 // the CNI's business (node podCIDRs are optional): AGENT_NETWORKS says it.
 func (r *Runtime) Capabilities() idepool.Capabilities {
-	return idepool.Capabilities{Reservations: true, Nodes: r.Nodes, NodeStates: r.NodeStates, CreateConcurrency: 32}
+	return idepool.Capabilities{Reservations: true, Nodes: r.Nodes, NodeStates: r.NodeStates}
 }
 
 // Ping checks that the API server answers and that the namespace exists.

@@ -41,11 +41,6 @@ const (
 	RouterTraefik = "traefik"
 )
 
-// clusterCreateConcurrency: the manager's API takes a burst's service
-// creates in parallel (each a Raft write); as many in flight as the raw
-// baseline of the cluster benchmarks keeps.
-const clusterCreateConcurrency = 32
-
 // EndpointMode says what host Instance.Endpoints name.
 type EndpointMode string
 
@@ -208,8 +203,7 @@ func (r *Runtime) Name() string { return "swarm" }
 // Capabilities: the Swarm scheduler holds reservations across nodes;
 // containers live on their own overlay network.
 func (r *Runtime) Capabilities() idepool.Capabilities {
-	c := idepool.Capabilities{Reservations: true, Nodes: r.Nodes, NodeStates: r.NodeStates, PeerNames: r.PeerNames, Salvage: r.Salvage,
-		CreateConcurrency: clusterCreateConcurrency}
+	c := idepool.Capabilities{Reservations: true, Nodes: r.Nodes, NodeStates: r.NodeStates, PeerNames: r.PeerNames, Salvage: r.Salvage}
 	if r.o.Network != "" {
 		c.NetworkSubnets = r.NetworkSubnets
 	}
