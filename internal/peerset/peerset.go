@@ -6,6 +6,7 @@ package peerset
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -50,8 +51,9 @@ type Set struct {
 
 	mu       sync.Mutex // held during a resolution: concurrent misses share it
 	addrs    map[netip.Addr]bool
-	resolved time.Time // of the last successful resolution
-	tried    time.Time // of the last attempt
+	byName   map[string][]netip.Addr // each name's last answer
+	resolved time.Time               // of the last successful resolution
+	tried    time.Time               // of the last attempt
 }
 
 // New returns a Set; nothing is resolved until the first check.
@@ -74,7 +76,7 @@ func New(o Options) *Set {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Set{o: o, addrs: map[netip.Addr]bool{}}
+	return &Set{o: o, addrs: map[netip.Addr]bool{}, byName: map[string][]netip.Addr{}}
 }
 
 // Allowed reports whether ip may connect.
@@ -123,23 +125,36 @@ func (p *Set) resolve(ctx context.Context, now time.Time) {
 			p.o.Names = names
 		}
 	}
-	next := map[netip.Addr]bool{}
+	byName := make(map[string][]netip.Addr, len(p.o.Names))
 	failed := 0
 	for _, n := range p.o.Names {
 		as, err := p.o.Resolver.LookupNetIP(ctx, "ip", n)
-		if err != nil {
-			failed++
+		var dnsErr *net.DNSError
+		switch {
+		case err == nil:
+			byName[n] = as
+		case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+			failed++ // the peer is gone: its addresses go
 			p.o.Logger.Debug("allowed peer did not resolve", "name", n, "err", err)
-			continue
-		}
-		for _, a := range as {
-			next[a.Unmap()] = true
+		default:
+			// A lookup that timed out (the cluster's DNS under load) says
+			// nothing of the peer: keep its last addresses, or every
+			// request it forwards would be refused until the next one.
+			failed++
+			byName[n] = p.byName[n]
+			p.o.Logger.Debug("allowed peer not resolved now; keeping its addresses", "name", n, "err", err)
 		}
 	}
 	if failed == len(p.o.Names) && len(p.o.Names) > 0 {
 		// DNS itself is down (or every peer is): keep what we knew.
 		return
 	}
-	p.addrs = next
+	next := map[netip.Addr]bool{}
+	for _, as := range byName {
+		for _, a := range as {
+			next[a.Unmap()] = true
+		}
+	}
+	p.addrs, p.byName = next, byName
 	p.resolved = now
 }

@@ -126,3 +126,51 @@ func TestSet(t *testing.T) {
 		t.Errorf("Addrs() = %v, want %v", got, want)
 	}
 }
+
+// One name's lookup timing out (the cluster's DNS under load) keeps that
+// peer's addresses; a name that no longer exists drops its own.
+func TestSetKeepsAPeerWhoseLookupFailed(t *testing.T) {
+	ctx := context.Background()
+	res := &timeoutResolver{fakeResolver: fakeResolver{table: map[string][]string{
+		"tasks.idepool": {"10.0.1.2"},
+		"tasks.traefik": {"10.0.1.3"},
+		"tasks.gone":    {"10.0.1.5"},
+	}}, timeouts: map[string]bool{}}
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	p := New(Options{Names: []string{"tasks.idepool", "tasks.traefik", "tasks.gone"}, Resolver: res,
+		MaxAge: 10 * time.Second, MissInterval: time.Second, Now: clk.now})
+	if !p.Allowed(ctx, netip.MustParseAddr("10.0.1.3")) || !p.Allowed(ctx, netip.MustParseAddr("10.0.1.5")) {
+		t.Fatal("peers refused at the first resolution")
+	}
+	res.mu.Lock()
+	res.timeouts["tasks.traefik"] = true
+	res.mu.Unlock()
+	res.set("tasks.gone")
+	res.set("tasks.idepool", "10.0.1.20")
+	clk.advance(11 * time.Second)
+	if !p.Allowed(ctx, netip.MustParseAddr("10.0.1.3")) {
+		t.Error("the router is refused because its name's lookup timed out once")
+	}
+	if !p.Allowed(ctx, netip.MustParseAddr("10.0.1.20")) {
+		t.Error("a peer that resolved is refused")
+	}
+	if p.Allowed(ctx, netip.MustParseAddr("10.0.1.5")) {
+		t.Error("the address of a peer whose name no longer exists is still allowed")
+	}
+}
+
+// timeoutResolver times out on the names in timeouts.
+type timeoutResolver struct {
+	fakeResolver
+	timeouts map[string]bool
+}
+
+func (r *timeoutResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	r.mu.Lock()
+	to := r.timeouts[host]
+	r.mu.Unlock()
+	if to {
+		return nil, &net.DNSError{Err: "i/o timeout", Name: host, IsTimeout: true}
+	}
+	return r.fakeResolver.LookupNetIP(ctx, network, host)
+}
