@@ -112,7 +112,7 @@ func vars() []VarSpec {
 			Description: "A container not ready this long after its creation is failed and removed.",
 			bind:        func(c *Config) any { return &c.CreateTimeout }},
 		{Name: "CREATE_CONCURRENCY", Default: "8", Kind: KindInt, NonZero: true, Max: 1000, Topic: TopicPool,
-			Description: "Most container creates in flight at once (refills and waiting starts), across the pool's reconciles; each create starts as soon as one ends. One Docker engine starting many containers at once starts each later: 30 starts against 5 warm on one node were ready p99 4.5 s with 8 and 20.6 s with 32. On a cluster, about 8 per node.",
+			Description: "Most container creates (refills and waiting starts) and removals one reconcile of the pool runs at once. One Docker engine starting many containers at once starts each later: 30 starts against 5 warm on one node were ready p99 4.5 s with 8 and 20.6 s with 32. On a cluster, about 8 per node.",
 			bind:        func(c *Config) any { return &c.CreateConcurrency }},
 		{Name: "FLUSH_TIMEOUT", Default: "30s", Kind: KindDuration, NonZero: true, Topic: TopicPool,
 			Description: "How long a stop waits for the agent's final push of the workspace before removing the container.",

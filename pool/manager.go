@@ -90,9 +90,6 @@ type core struct {
 
 	wake    chan struct{}
 	claimed chan struct{} // a warm claim took one: refill soon (PaceQuiet)
-	// createSlots holds one token per create in flight (CreateConcurrency
-	// at most), across reconciles.
-	createSlots chan struct{}
 	// labels writes the runtime's labels behind the answers.
 	labels *labelWriter
 	// localLabels: the runtime's labels are a cheap local durable write
@@ -125,7 +122,6 @@ func New(o Options) (*Manager, error) {
 		log: o.Logger, opts: o,
 		wake:        make(chan struct{}, 1),
 		claimed:     make(chan struct{}, 1),
-		createSlots: make(chan struct{}, o.CreateConcurrency),
 		labels:      newLabelWriter(o.Runtime, o.Logger, o.RuntimeTimeout, o.HoldLabelWrites),
 		localLabels: o.Runtime.Capabilities().LocalLabels,
 		deliveries:  make(chan func(context.Context), 1024),
@@ -173,11 +169,11 @@ const labelDrainTimeout = 10 * time.Second
 
 // goBG runs f in the background, tracked by Close; after Close it does
 // nothing.
-func (c *core) goBG(f func(ctx context.Context)) (started bool) {
+func (c *core) goBG(f func(ctx context.Context)) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return false
+		return
 	}
 	c.bg.Add(1)
 	c.mu.Unlock()
@@ -185,7 +181,6 @@ func (c *core) goBG(f func(ctx context.Context)) (started bool) {
 		defer c.bg.Done()
 		f(c.bgCtx)
 	}()
-	return true
 }
 
 // goBGLocked is goBG for a caller that holds mu.

@@ -82,8 +82,8 @@ type Options struct {
 	// ImageRetry: a node that lacked a profile's image is avoided this long
 	// (default 5 min); then it is tried again (the image may be loaded).
 	ImageRetry time.Duration
-	// CreateConcurrency bounds the creates in flight, across reconciles,
-	// and the parallel removes of one reconcile (default 8).
+	// CreateConcurrency bounds parallel creates and removes of one
+	// reconcile (default 8).
 	CreateConcurrency int
 	// History is how many stopped containers Get still answers for
 	// (default 1000).

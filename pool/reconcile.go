@@ -19,12 +19,10 @@ type reconciler struct {
 
 // ReconcileOnce observes the runtime, plans, and executes the plan: it reaps
 // dead containers, times out creates, removes orphans, failed, excess and
-// expired ones, and creates what the pools lack, in parallel; it returns
-// when the creates it began are done. Safe to call concurrently with
-// everything else; calls are serialised.
+// expired ones, and creates what the pools lack, in parallel. Safe to call
+// concurrently with everything else; calls are serialised.
 func (rc *reconciler) ReconcileOnce(ctx context.Context) error {
-	_, creates, err := rc.reconcile(ctx)
-	creates.Wait()
+	_, err := rc.reconcile(ctx)
 	return err
 }
 
@@ -45,10 +43,8 @@ type work struct {
 
 // reconcile observes the runtime, judges each container and plans the
 // pools (under the lock, in memory), then acts outside the lock. It
-// returns when the plan wants to run again, and the creates it began
-// (still running: the next reconcile need not wait for their slowest).
-func (rc *reconciler) reconcile(ctx context.Context) (time.Time, *sync.WaitGroup, error) {
-	creates := new(sync.WaitGroup)
+// returns when the plan wants to run again.
+func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 	// Without the runtime's record every claimed container would look like
 	// an orphan: recover first, whatever the caller forgot.
 	rc.mu.Lock()
@@ -56,7 +52,7 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, *sync.WaitGroup
 	rc.mu.Unlock()
 	if !recovered {
 		if err := rc.Recover(ctx); err != nil {
-			return time.Time{}, creates, err
+			return time.Time{}, err
 		}
 	}
 	rc.recMu.Lock()
@@ -65,11 +61,11 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, *sync.WaitGroup
 	headroom := rc.headroom()
 	insts, listSeq, err := rc.observe(ctx)
 	if err != nil {
-		return time.Time{}, creates, err
+		return time.Time{}, err
 	}
 	w := rc.decide(insts, rc.observeNodes(ctx), listSeq, headroom)
-	rc.act(ctx, w, creates)
-	return w.acts.WakeAt, creates, nil
+	rc.act(ctx, w)
+	return w.acts.WakeAt, nil
 }
 
 // headroom asks the admitter, if it can tell, how many more containers of
@@ -216,11 +212,9 @@ func (rc *reconciler) beginRemoves(removes []RemoveAction, evs *[]idepool.Event)
 	return stops
 }
 
-// act removes orphans and runs the stops, in parallel (CreateConcurrency
-// at a time), and waits for them; it begins the plan's creates and
-// returns once each is registered (an entry in the state: the next plan
-// counts it), while their runtime calls go on (counted in creates).
-func (rc *reconciler) act(ctx context.Context, w work, creates *sync.WaitGroup) {
+// act removes orphans, runs the stops and makes the plan's creates, in
+// parallel (CreateConcurrency at a time), and waits for all of them.
+func (rc *reconciler) act(ctx context.Context, w work) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, rc.opts.CreateConcurrency)
 	for _, id := range w.orphans {
@@ -246,50 +240,45 @@ func (rc *reconciler) act(ctx context.Context, w work, creates *sync.WaitGroup) 
 		rc.goBG(func(ctx context.Context) { rc.replaceStopped(ctx, r) })
 	}
 	for _, c := range w.acts.Creates {
-		rc.creates(ctx, c, creates)
+		rc.creates(ctx, c, sem, &wg)
 	}
 	wg.Wait()
 }
 
-// creates begins c's creates, each once a create slot is free (at most
-// CreateConcurrency in flight, across reconciles: a burst's creates flow
-// instead of going in rounds that wait for their slowest); the first
-// refusal (capacity or the profile's maximum) ends them for the profile.
-func (rc *reconciler) creates(ctx context.Context, c CreateAction, creates *sync.WaitGroup) {
+// creates starts c's creates, as sem allows; the first refusal (capacity
+// or the profile's maximum) ends the round for the profile.
+func (rc *reconciler) creates(ctx context.Context, c CreateAction, sem chan struct{}, wg *sync.WaitGroup) {
 	p := rc.profiles[c.Profile].p
+	refused := make(chan struct{})
+	var once sync.Once
 	for i := range c.N {
 		select {
+		case <-refused:
+			return
 		case <-ctx.Done():
 			return
-		case rc.createSlots <- struct{}{}:
+		case sem <- struct{}{}:
 		}
 		kind := idepool.ClaimWarm
 		if i < c.ForQueue {
 			kind = idepool.ClaimCold // serves a waiting start
 		}
-		e, spec, err := rc.beginCreate(ctx, p, kind)
-		if errors.Is(err, errRefused) && kind == idepool.ClaimCold && rc.qu.evictOther(ctx, p.Name) {
-			e, spec, err = rc.beginCreate(ctx, p, kind)
-		}
-		if kind == idepool.ClaimCold {
-			rc.mu.Lock()
-			rc.pressure = errors.Is(err, errRefused)
-			rc.mu.Unlock()
-		}
-		if err != nil {
-			<-rc.createSlots
-			return // refused or limited
-		}
-		creates.Add(1)
-		started := rc.goBG(func(bctx context.Context) {
-			defer func() { <-rc.createSlots; creates.Done() }()
-			rc.create(bctx, e, spec)
-		})
-		if !started { // closed: the entry stays creating; nothing runs any more
-			<-rc.createSlots
-			creates.Done()
-			return
-		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := rc.createWarm(ctx, p, kind)
+			if errors.Is(err, errRefused) && kind == idepool.ClaimCold && rc.qu.evictOther(ctx, p.Name) {
+				err = rc.createWarm(ctx, p, kind)
+			}
+			if kind == idepool.ClaimCold {
+				rc.mu.Lock()
+				rc.pressure = errors.Is(err, errRefused)
+				rc.mu.Unlock()
+			}
+			if errors.Is(err, errRefused) || errors.Is(err, errLimited) {
+				once.Do(func() { close(refused) })
+			}
+		}()
 	}
 }
 
@@ -389,22 +378,21 @@ var errRefused error = refusedError{}
 // errLimited: the profile is at its own maximum (no pressure on others).
 var errLimited = errors.New("profile at its maximum")
 
-// beginCreate admits one container for a pool and registers its entry
-// (creating); kind is ClaimCold when it is for a waiting start (admission
-// treats it as a cold start). create makes it.
-func (rc *reconciler) beginCreate(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) (*entry, idepool.ContainerSpec, error) {
+// createWarm creates one container for a pool; kind is ClaimCold when it
+// is for a waiting start (admission treats it as a cold start).
+func (rc *reconciler) createWarm(ctx context.Context, p idepool.Profile, kind idepool.ClaimKind) error {
 	rc.mu.Lock()
 	lerr := rc.profileLimit(rc.profiles[p.Name])
 	rc.mu.Unlock()
 	if lerr != nil {
-		return nil, idepool.ContainerSpec{}, errLimited
+		return errLimited
 	}
 	if rc.admitter != nil {
 		if err := rc.admitter.Admit(ctx, p, kind); err != nil {
 			rc.mu.Lock()
 			rc.profiles[p.Name].lastErr = "refill refused: " + idepool.ErrorMessage(err)
 			rc.mu.Unlock()
-			return nil, idepool.ContainerSpec{}, errRefused
+			return errRefused
 		}
 	}
 	now := rc.clock.Now()
@@ -416,18 +404,12 @@ func (rc *reconciler) beginCreate(ctx context.Context, p idepool.Profile, kind i
 	rc.containers[id] = e
 	rc.mu.Unlock()
 	rc.events.Publish(idepool.Event{Time: now, Type: idepool.EventState, ContainerID: id, Profile: p.Name, State: idepool.StateCreating})
-	return e, spec, nil
-}
-
-// create asks the runtime for the container beginCreate registered.
-func (rc *reconciler) create(ctx context.Context, e *entry, spec idepool.ContainerSpec) {
-	id := e.c.ID
 	cctx, cancel := rc.rtCtx(ctx, rc.opts.RuntimeTimeout)
 	inst, err := rc.rt.Create(cctx, spec)
 	cancel()
 	if err != nil {
 		rc.cl.createFailed(ctx, e, err)
-		return
+		return err
 	}
 	var evs []idepool.Event
 	rc.mu.Lock()
@@ -440,9 +422,10 @@ func (rc *reconciler) create(ctx context.Context, e *entry, spec idepool.Contain
 	rc.mu.Unlock()
 	if !ok {
 		rc.cl.removeStale(ctx, id)
-		return
+		return nil
 	}
 	rc.publish(evs)
+	return nil
 }
 
 // removeOrphan removes a managed container nobody knows (left by a crash
@@ -491,7 +474,7 @@ func (rc *reconciler) Run(ctx context.Context) error {
 		if reconcile {
 			quiet.Stop()
 			refillBy = nil
-			wakeAt, _, err := rc.reconcile(ctx)
+			wakeAt, err := rc.reconcile(ctx)
 			if err != nil && ctx.Err() == nil {
 				rc.log.Warn("reconcile", "err", err)
 			}

@@ -13,67 +13,6 @@ import (
 
 // TestRunReactsToClaimsEventsAndBackoff runs the real loop in a synctest
 // bubble: time is fake, so the ticker, latencies and backoff are exact.
-// TestCreatesFlowPastASlowOne: creates are bounded by CreateConcurrency in
-// flight across reconciles, not done in rounds that wait for their
-// slowest: while one create hangs, what a later reconcile decides (here a
-// higher target; in a class's burst, the starts that arrive meanwhile) is
-// created at once.
-func TestCreatesFlowPastASlowOne(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		release := make(chan struct{})
-		var mu sync.Mutex
-		first := ""
-		h := newHarness(t, setup{
-			profiles: []idepool.Profile{testProfile(idepool.DefaultProfile, 2)},
-			fake: fake.Config{CreateLatency: 100 * time.Millisecond, BeforeCreate: func(ctx context.Context, spec idepool.ContainerSpec) error {
-				mu.Lock()
-				hang := first == ""
-				if hang {
-					first = spec.ID
-				}
-				mu.Unlock()
-				if hang {
-					select {
-					case <-release:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}
-				return nil
-			}},
-			opts: func(o *Options) {
-				o.CreateConcurrency = 4
-				o.ReconcileInterval = time.Hour // only wake-ups
-			},
-		})
-		defer h.runLoop()()
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if p := h.pool(idepool.DefaultProfile); p.Warm != 1 || p.Starting != 1 {
-			t.Fatalf("with one create hanging: %+v (want 1 warm, 1 starting)", p)
-		}
-		if err := h.m.SetTarget(context.Background(), idepool.DefaultProfile, 4); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
-		synctest.Wait()
-		// Had the first reconcile waited for its slowest create, nothing
-		// of the new target would exist yet.
-		if p := h.pool(idepool.DefaultProfile); p.Warm != 3 || p.Starting != 1 {
-			t.Fatalf("the target raised while a create hangs: %+v (want 3 warm, 1 starting)", p)
-		}
-		if n := h.rt.Creates(); n != 4 {
-			t.Fatalf("%d creates, want 4 (none beyond the target while one hangs)", n)
-		}
-		close(release)
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if p := h.pool(idepool.DefaultProfile); p.Warm != 4 || p.Starting != 0 {
-			t.Fatalf("after the slow create ended: %+v", p)
-		}
-	})
-}
-
 func TestRunReactsToClaimsEventsAndBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, setup{
@@ -81,7 +20,13 @@ func TestRunReactsToClaimsEventsAndBackoff(t *testing.T) {
 			fake:     fake.Config{CreateLatency: 200 * time.Millisecond, StartLatency: time.Second},
 			opts:     func(o *Options) { o.ReconcileInterval = time.Hour }, // only wake-ups
 		})
-		defer h.runLoop()()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- h.m.Run(ctx) }()
+		defer func() {
+			cancel()
+			<-done
+		}()
 		time.Sleep(time.Second) // the creates' latency, in fake time
 		synctest.Wait()
 		if p := h.pool(idepool.DefaultProfile); p.Warm != 4 {
@@ -215,16 +160,5 @@ func testConcurrentStartsForOneWorkspaceShareOneCreate(t *testing.T) {
 	}
 	if kinds[idepool.ClaimCold] != 1 || kinds[idepool.ClaimReused] != n-1 || h.rt.Creates() != 1 {
 		t.Fatalf("kinds %v, creates %d", kinds, h.rt.Creates())
-	}
-}
-
-// runLoop runs the Manager's loop until the returned stop is called.
-func (h *harness) runLoop() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- h.m.Run(ctx) }()
-	return func() {
-		cancel()
-		<-done
 	}
 }
