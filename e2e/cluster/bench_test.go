@@ -77,9 +77,10 @@ type benchCluster struct {
 }
 
 var shared struct {
-	once sync.Once
-	c    *benchCluster
-	err  error
+	once      sync.Once
+	diagnosed sync.Once
+	c         *benchCluster
+	err       error
 }
 
 // TestMain removes the benchmarks' shared cluster after every test and
@@ -113,7 +114,42 @@ func sharedCluster(b *testing.B) *benchCluster {
 		b.Fatalf("benchmark cluster: %v", shared.err)
 	}
 	shared.c.cl.t = b
+	b.Cleanup(func() {
+		if b.Failed() {
+			shared.diagnosed.Do(func() { shared.c.diagnose(b) })
+		}
+	})
 	return shared.c
+}
+
+// diagnose logs what a failed benchmark left to find out why: each node
+// container's state and engine's last lines (dockerd is the node's pid 1:
+// a node that stopped says how), the stack's tasks, and the host's kernel
+// messages (the OOM killer, a process limit). Once per run: the benchmarks
+// after a broken cluster fail the same way.
+func (c *benchCluster) diagnose(b *testing.B) {
+	sh := func(timeout time.Duration, name string, args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("%s(%v)", out, err)
+		}
+		return string(out)
+	}
+	for _, n := range c.nodes {
+		b.Logf("diagnosis: node %s: %s", n, sh(10*time.Second, "docker", "inspect", "-f",
+			"{{.State.Status}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}} started={{.State.StartedAt}} finished={{.State.FinishedAt}} error={{.State.Error}}", n))
+		b.Logf("diagnosis: node %s: engine's last lines:\n%s", n, sh(10*time.Second, "docker", "logs", "--tail", "40", n))
+		b.Logf("diagnosis: node %s: processes %s", n, sh(10*time.Second, "docker", "exec", n, "sh", "-c", "ls -d /proc/[0-9]*/task/* | wc -l; cat /proc/loadavg"))
+	}
+	b.Logf("diagnosis: the stack's tasks:\n%s", sh(30*time.Second, "docker", "exec", c.nodes[0], "docker", "service", "ps", "--no-trunc",
+		"--format", "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}", "idepool_idepool", "idepool_traefik"))
+	for _, svc := range []string{"idepool_idepool", "idepool_traefik"} {
+		b.Logf("diagnosis: %s's last lines:\n%s", svc, sh(30*time.Second, "docker", "exec", c.nodes[0], "docker", "service", "logs", "--tail", "30", "--timestamps", svc))
+	}
+	b.Logf("diagnosis: host threads %s", sh(10*time.Second, "sh", "-c", "ls -d /proc/[0-9]*/task/* | wc -l; cat /proc/sys/kernel/pid_max /proc/loadavg; free -m"))
+	b.Logf("diagnosis: host kernel's last lines:\n%s", sh(10*time.Second, "sh", "-c", "dmesg | tail -n 30"))
 }
 
 // upBench makes (or finds) the cluster with the stack, then gives idepool
