@@ -8,10 +8,16 @@ need_apt=()
 for pkg in chromium rclone debootstrap jupyter-notebook wrk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# apt waits on the network and the disk, the Go builds below on the CPU: on
+# a new machine they run side by side.
+apt_pid=""
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "apt-get install ${need_apt[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  (
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  ) &
+  apt_pid=$!
 fi
 
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -22,6 +28,11 @@ if ! command -v versitygw >/dev/null; then
   bin=$(S3_NO_IMAGE=1 bash "$(dirname "$0")/../deploy/build-s3.sh" | tail -1)
   mkdir -p "$(go env GOPATH)/bin"
   install -m 0755 "$bin" "$(go env GOPATH)/bin/versitygw"
+fi
+
+if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
+  echo "apt-get install ${need_apt[*]} failed" >&2
+  exit 1
 fi
 
 # Every local container's agent watches its workspace with inotify: the

@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -218,7 +219,7 @@ func upBench(b *testing.B) error {
 // `docker exec`: with keep-alive, each connection serves many calls.
 // conns is how many are kept ready: as many as calls run at once on it.
 func nodeDocker(node string, conns int) (*client.Client, error) {
-	d := &stdioDialer{node: node, ready: make(chan net.Conn, conns)}
+	d := &stdioDialer{node: node, ready: make(chan *cmdConn, conns)}
 	for range cap(d.ready) {
 		go d.refill()
 	}
@@ -230,16 +231,23 @@ func nodeDocker(node string, conns int) (*client.Client, error) {
 	return dc, nil
 }
 
-// retryRead sends a GET again, once, on a new connection when the first
-// failed: a kept `docker exec … dial-stdio` connection can end under the
+// retryRead sends a GET again, up to three more times with a growing pause,
+// when it failed: a `docker exec … dial-stdio` connection can end under the
 // burst's load (seen: EOF, "server closed idle connection" from a node's
 // engine at a load average of 170), which says nothing about the engine.
+// Each retry has a connection of its own: a failed GET makes the transport
+// drop the one it used.
 type retryRead struct{ rt http.RoundTripper }
 
 func (r retryRead) RoundTrip(req *http.Request) (*http.Response, error) {
 	res, err := r.rt.RoundTrip(req)
-	if err != nil && req.Method == http.MethodGet && req.Body == nil && req.Context().Err() == nil {
-		return r.rt.RoundTrip(req)
+	for try, pause := 1, 250*time.Millisecond; err != nil && try < 4 && req.Method == http.MethodGet && req.Body == nil; try, pause = try+1, pause*2 {
+		select {
+		case <-req.Context().Done():
+			return nil, err
+		case <-time.After(pause):
+		}
+		res, err = r.rt.RoundTrip(req)
 	}
 	return res, err
 }
@@ -247,7 +255,7 @@ func (r retryRead) RoundTrip(req *http.Request) (*http.Response, error) {
 // stdioDialer hands out connections to a node's engine made ahead of use.
 type stdioDialer struct {
 	node  string
-	ready chan net.Conn
+	ready chan *cmdConn
 }
 
 func (d *stdioDialer) refill() {
@@ -256,47 +264,79 @@ func (d *stdioDialer) refill() {
 	}
 }
 
+// DialContext hands out a connection made ahead if one is still alive (its
+// `docker exec` may have ended while it waited), else makes one.
 func (d *stdioDialer) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
-	select {
-	case conn := <-d.ready:
-		go d.refill()
-		return conn, nil
-	default:
-		return d.spawn()
+	for {
+		select {
+		case conn := <-d.ready:
+			go d.refill()
+			select {
+			case <-conn.done:
+				conn.Close()
+				continue
+			default:
+				return conn, nil
+			}
+		default:
+			return d.spawn()
+		}
 	}
 }
 
-func (d *stdioDialer) spawn() (net.Conn, error) {
-	cmd := exec.Command("docker", "exec", "-i", d.node, "docker", "system", "dial-stdio")
-	in, err := cmd.StdinPipe()
-	if err != nil {
+func (d *stdioDialer) spawn() (*cmdConn, error) {
+	c := &cmdConn{node: d.node, done: make(chan struct{})}
+	c.cmd = exec.Command("docker", "exec", "-i", d.node, "docker", "system", "dial-stdio")
+	c.cmd.Stderr = &c.stderr
+	var err error
+	if c.in, err = c.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
+	if c.out, err = c.cmd.StdoutPipe(); err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := c.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("docker exec %s docker system dial-stdio: %w", d.node, err)
 	}
-	return &cmdConn{cmd: cmd, in: in, out: out}, nil
+	go func() {
+		c.waitErr = c.cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
 }
 
-// cmdConn is a net.Conn over a command's stdin and stdout.
+// cmdConn is a net.Conn over a command's stdin and stdout. A read that
+// fails once the command ended says why it ended (its exit and stderr):
+// an EOF alone tells nothing.
 type cmdConn struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	out  io.ReadCloser
-	once sync.Once
+	node    string
+	cmd     *exec.Cmd
+	in      io.WriteCloser
+	out     io.ReadCloser
+	stderr  lockedBuffer
+	done    chan struct{} // closed when the command ended; then waitErr is set
+	waitErr error
+	once    sync.Once
 }
 
-func (c *cmdConn) Read(p []byte) (int, error)  { return c.out.Read(p) }
+func (c *cmdConn) Read(p []byte) (int, error) {
+	n, err := c.out.Read(p)
+	if err != nil {
+		select {
+		case <-c.done:
+			err = fmt.Errorf("docker exec %s docker system dial-stdio ended (%v; stderr %q): %w", c.node, c.waitErr, c.stderr.String(), err)
+		case <-time.After(time.Second):
+		}
+	}
+	return n, err
+}
+
 func (c *cmdConn) Write(p []byte) (int, error) { return c.in.Write(p) }
 func (c *cmdConn) Close() error {
 	c.once.Do(func() {
 		c.in.Close()
 		c.cmd.Process.Kill()
-		c.cmd.Wait()
+		<-c.done
 	})
 	return nil
 }
@@ -305,6 +345,27 @@ func (c *cmdConn) RemoteAddr() net.Addr             { return stdioAddr{} }
 func (c *cmdConn) SetDeadline(time.Time) error      { return nil }
 func (c *cmdConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *cmdConn) SetWriteDeadline(time.Time) error { return nil }
+
+// lockedBuffer is a bytes.Buffer written by exec's copier and read here.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() > 4096 {
+		return len(p), nil
+	}
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 type stdioAddr struct{}
 

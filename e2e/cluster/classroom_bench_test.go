@@ -292,15 +292,20 @@ func (c *benchCluster) seedWorkspaces(ctx context.Context, b *testing.B, prefix 
 	}
 	// The store is pinned to the node labelled idepool.s3-store (node 1).
 	var node, ctr string
+	var errs []error
 	for _, nd := range c.nodes {
 		cl, err := c.docker[nd].ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("label", "com.docker.swarm.service.name=idepool_s3")})
-		if err == nil && len(cl.Items) == 1 {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", nd, err))
+			continue
+		}
+		if len(cl.Items) == 1 {
 			node, ctr = nd, cl.Items[0].ID
 			break
 		}
 	}
 	if ctr == "" {
-		b.Fatal("the S3 store's container runs on no node")
+		b.Fatalf("the S3 store's container runs on no node that answered: %v", errors.Join(errs...))
 	}
 	for _, args := range [][]string{
 		{"cp", bin, node + ":/tmp/s3seed"},
