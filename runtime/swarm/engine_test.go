@@ -3,6 +3,7 @@ package swarm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -449,5 +450,54 @@ func TestNodes(t *testing.T) {
 	// Other tests on this engine may come and go: only a lower bound holds.
 	if a < testProfile().MemoryLimit {
 		t.Errorf("reserved memory %d after creating a container reserving %d (before: %d)", a, testProfile().MemoryLimit, b)
+	}
+}
+
+// removingDocker is the real engine that, once armed, removes a service
+// right after a ServiceList answered: the window in which a list's task
+// query names a service that no longer exists.
+type removingDocker struct {
+	Docker
+	remove atomic.Pointer[string] // the service to remove after the next ServiceList
+}
+
+func (d *removingDocker) ServiceList(ctx context.Context, o client.ServiceListOptions) (client.ServiceListResult, error) {
+	res, err := d.Docker.ServiceList(ctx, o)
+	if id := d.remove.Swap(nil); err == nil && id != nil {
+		if _, rerr := d.Docker.ServiceRemove(ctx, *id, client.ServiceRemoveOptions{}); rerr != nil {
+			return res, fmt.Errorf("injected remove of %s: %w", *id, rerr)
+		}
+	}
+	return res, err
+}
+
+// A service removed between List's service list and its task query is
+// left out of the list; the others are listed as before (the engine
+// refuses a task query that names a removed service: before, List failed,
+// and with it every reconcile while a class's containers were stopped).
+func TestListWhileServiceRemoved(t *testing.T) {
+	e := newEngine(t)
+	d := &removingDocker{Docker: e.c}
+	rt := e.runtime(t, newDeployment(), func(o *Options) { o.Docker = d })
+	keep := create(t, rt, testProfile(), nil)
+	lost, err := rt.Create(t.Context(), idepool.ContainerSpec{ID: idepool.NewID(), Profile: testProfile()})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	svc := ServiceName(lost.ID)
+	d.remove.Store(&svc)
+	l, err := rt.List(t.Context())
+	if err != nil {
+		t.Fatalf("List with %s removed during it: %v", svc, err)
+	}
+	if d.remove.Load() != nil {
+		t.Fatal("the service was not removed during List: the test tested nothing")
+	}
+	var ids []string
+	for _, in := range l {
+		ids = append(ids, in.ID)
+	}
+	if !slices.Equal(ids, []string{keep.ID}) {
+		t.Errorf("List = %v, want only %s (%s was removed during the list)", ids, keep.ID, lost.ID)
 	}
 }

@@ -448,13 +448,26 @@ func (r *Runtime) List(ctx context.Context) ([]idepool.Instance, error) {
 		}
 	}
 	tasks := map[string][]swarm.Task{}
+	gone := map[string]bool{}
 	const chunk = 50 // ids per task query, to keep URLs short
 	for i := 0; i < len(svcs); i += chunk {
+		part := svcs[i:min(i+chunk, len(svcs))]
 		f := make(client.Filters)
-		for _, s := range svcs[i:min(i+chunk, len(svcs))] {
+		for _, s := range part {
 			f.Add("service", s.ID)
 		}
 		tl, err := r.o.Docker.TaskList(ctx, client.TaskListOptions{Filters: f})
+		if cerrdefs.IsNotFound(err) {
+			// A service of this part was removed after the service list
+			// (the engine refuses the whole query for it): ask for each
+			// service's tasks, and leave out the ones that are gone, as a
+			// list a moment later would. Without this, every list during a
+			// class's mass stop failed, and the pool refilled nothing.
+			if err := r.tasksEach(ctx, part, tasks, gone); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, dockerError(err, "list tasks")
 		}
@@ -464,9 +477,28 @@ func (r *Runtime) List(ctx context.Context) ([]idepool.Instance, error) {
 	}
 	out := make([]idepool.Instance, 0, len(svcs))
 	for _, s := range svcs {
-		out = append(out, r.instance(ctx, s, tasks[s.ID]))
+		if !gone[s.ID] {
+			out = append(out, r.instance(ctx, s, tasks[s.ID]))
+		}
 	}
 	return out, nil
+}
+
+// tasksEach lists each service's tasks into tasks, one query each, and
+// marks in gone the services that no longer exist.
+func (r *Runtime) tasksEach(ctx context.Context, svcs []swarm.Service, tasks map[string][]swarm.Task, gone map[string]bool) error {
+	for _, s := range svcs {
+		tl, err := r.o.Docker.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("service", s.ID)})
+		switch {
+		case cerrdefs.IsNotFound(err):
+			gone[s.ID] = true
+		case err != nil:
+			return dockerError(err, "list tasks of %s", s.Spec.Name)
+		default:
+			tasks[s.ID] = append(tasks[s.ID], tl.Items...)
+		}
+	}
+	return nil
 }
 
 // Recover lists the deployment's services: Swarm keeps them running while
