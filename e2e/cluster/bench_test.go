@@ -679,6 +679,33 @@ func (c *benchCluster) waitRefilled(ctx context.Context, profile string, warm, c
 	}
 }
 
+// waitSettled is waitRefilled that also ends when the pool has settled
+// short of the claimed count: warm reached, nothing starting and the
+// claimed count unchanged for a minute (claimed containers the pool
+// stopped as failed are not coming back).
+func (c *benchCluster) waitSettled(ctx context.Context, profile string, warm, claimed int) (idepool.PoolStatus, error) {
+	last, since := -1, time.Now()
+	for {
+		p, err := c.pool(ctx, profile)
+		if err != nil {
+			return p, err
+		}
+		if p.Warm >= warm && p.Claimed >= claimed {
+			return p, nil
+		}
+		if p.Claimed != last || p.Starting > 0 || p.Warm < warm {
+			last, since = p.Claimed, time.Now()
+		} else if time.Since(since) > time.Minute {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return p, fmt.Errorf("pool %s: %+v, want %d warm and %d claimed: %w", profile, p, warm, claimed, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // waitWarm polls /api/pool every 100 ms until the profile has n warm.
 func (c *benchCluster) waitWarm(ctx context.Context, profile string, n int) error {
 	for {
@@ -1191,9 +1218,17 @@ func BenchmarkClusterScale(b *testing.B) {
 		b.Logf("%d claims (10 at a time) in %.1f s: p50 %.0f ms, p99 %.0f ms", claimed, time.Since(t).Seconds(), ms(pct(claims, 0.5)), ms(pct(claims, 0.99)))
 		// Until the pool has refilled and every claim is recorded as such
 		// (a claimed one still syncing its workspace counts as neither).
-		p, err := c.waitRefilled(ctx, "small", warm, claimed)
+		p, err := c.waitSettled(ctx, "small", warm, claimed)
 		if err != nil {
 			b.Fatal(err)
+		}
+		// Seen in CI at a load average near 100: the pool stopped a few
+		// claimed containers whose agents were not ready again within its
+		// create timeout. They are counted and printed, not waited for.
+		lost := max(0, claimed-p.Claimed)
+		b.ReportMetric(float64(lost), "claims-lost")
+		if lost > 0 {
+			b.Logf("%d of %d claimed containers were stopped by the pool (not ready within its timeout under this load); going on with %d claimed", lost, claimed, p.Claimed)
 		}
 		live := p.Warm + p.Claimed
 		svcs, err := c.services(ctx, "small")
