@@ -663,27 +663,14 @@ func (c *benchCluster) pool(ctx context.Context, profile string) (idepool.PoolSt
 // warm and claimed claimed (a claimed one still syncing its workspace
 // counts as neither), and returns that status.
 func (c *benchCluster) waitRefilled(ctx context.Context, profile string, warm, claimed int) (idepool.PoolStatus, error) {
-	for {
-		p, err := c.pool(ctx, profile)
-		if err != nil {
-			return p, err
-		}
-		if p.Warm >= warm && p.Claimed >= claimed {
-			return p, nil
-		}
-		select {
-		case <-ctx.Done():
-			return p, fmt.Errorf("pool %s: %+v, want %d warm and %d claimed: %w", profile, p, warm, claimed, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return c.waitSettled(ctx, profile, warm, claimed, 0)
 }
 
-// waitSettled is waitRefilled that also ends when the pool has settled
-// short of the claimed count: warm reached, nothing starting and the
-// claimed count unchanged for a minute (claimed containers the pool
-// stopped as failed are not coming back).
-func (c *benchCluster) waitSettled(ctx context.Context, profile string, warm, claimed int) (idepool.PoolStatus, error) {
+// waitSettled is waitRefilled that, with settle > 0, also ends when the
+// pool has settled short of the claimed count: warm reached, nothing
+// starting and the claimed count unchanged for settle (claimed containers
+// the pool stopped as failed are not coming back).
+func (c *benchCluster) waitSettled(ctx context.Context, profile string, warm, claimed int, settle time.Duration) (idepool.PoolStatus, error) {
 	last, since := -1, time.Now()
 	for {
 		p, err := c.pool(ctx, profile)
@@ -695,7 +682,7 @@ func (c *benchCluster) waitSettled(ctx context.Context, profile string, warm, cl
 		}
 		if p.Claimed != last || p.Starting > 0 || p.Warm < warm {
 			last, since = p.Claimed, time.Now()
-		} else if time.Since(since) > time.Minute {
+		} else if settle > 0 && time.Since(since) > settle {
 			return p, nil
 		}
 		select {
@@ -1218,7 +1205,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		b.Logf("%d claims (10 at a time) in %.1f s: p50 %.0f ms, p99 %.0f ms", claimed, time.Since(t).Seconds(), ms(pct(claims, 0.5)), ms(pct(claims, 0.99)))
 		// Until the pool has refilled and every claim is recorded as such
 		// (a claimed one still syncing its workspace counts as neither).
-		p, err := c.waitSettled(ctx, "small", warm, claimed)
+		p, err := c.waitSettled(ctx, "small", warm, claimed, time.Minute)
 		if err != nil {
 			b.Fatal(err)
 		}
