@@ -186,6 +186,7 @@ func (e *entry) inFlight() bool {
 func (e *entry) view() ContainerView {
 	return ContainerView{ID: e.c.ID, Profile: e.c.Profile, State: e.c.State, Claimed: e.c.Workspace != nil,
 		Stopping: e.exit.stopping(), Recovered: e.recovered, Created: e.createDone, StartedAt: e.startedAt,
-		AgentConnected: e.agent.connected(), HelloSeen: e.agent.helloSeen(), GoneAt: e.agent.goneAt(), AdoptDeadline: e.agent.deadline,
+		AgentConnected: e.agent.connected(), AgentReady: e.agent.connected() && e.agent.ready,
+		AssignPending: e.assign.pending(), HelloSeen: e.agent.helloSeen(), GoneAt: e.agent.goneAt(), AdoptDeadline: e.agent.deadline,
 		Doomed: e.exit.doomed, PreparedUntil: e.preparedUntil, NoFlush: e.noFlush, Node: e.c.Node}
 }

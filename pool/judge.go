@@ -31,6 +31,11 @@ type ContainerView struct {
 	StartedAt time.Time
 
 	AgentConnected bool
+	// AgentReady: the agent's last report said its workloads answer.
+	AgentReady bool
+	// AssignPending: claimed, and the agent has not acknowledged the
+	// assignment yet.
+	AssignPending bool
 	// HelloSeen: the agent said hello at least once since this run began.
 	HelloSeen bool
 	// GoneAt is when the agent's connection closed (zero while connected
@@ -156,11 +161,29 @@ func judgeOne(v *ContainerView, now time.Time, o JudgeOptions) (Verdict, bool) {
 		return Verdict{ID: v.ID, Kind: VerdictFail,
 			Message: fmt.Sprintf("agent did not say hello within %s of a restart", o.AdoptGrace)}, true
 	case v.Created && starting && now.Sub(v.StartedAt) >= o.CreateTimeout:
-		out := Verdict{ID: v.ID, Kind: VerdictFail, Message: fmt.Sprintf("not ready within %s", o.CreateTimeout)}
+		out := Verdict{ID: v.ID, Kind: VerdictFail, Message: fmt.Sprintf("not ready within %s: %s", o.CreateTimeout, v.waitingFor(now))}
 		if !v.Claimed {
 			out.Backoff = "not ready in time"
 		}
 		return out, true
 	}
 	return Verdict{}, false
+}
+
+// waitingFor says what a create that timed out was still waiting for: an
+// operator reading "not ready within" must know whether the task never ran,
+// the IDE never answered or the agent never took its assignment.
+func (v *ContainerView) waitingFor(now time.Time) string {
+	switch {
+	case !v.AgentConnected && v.GoneAt.IsZero():
+		return "its agent never connected"
+	case !v.AgentConnected:
+		return fmt.Sprintf("its agent's connection closed %s ago", now.Sub(v.GoneAt).Round(time.Second))
+	case !v.AgentReady:
+		return "its agent is connected, its workloads do not answer yet"
+	case v.AssignPending:
+		return "its agent has not acknowledged the assignment"
+	default:
+		return "its agent is ready, the pool has not seen it ready"
+	}
 }
