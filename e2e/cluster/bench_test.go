@@ -153,6 +153,20 @@ func (c *benchCluster) diagnose(b *testing.B) {
 	b.Logf("diagnosis: host kernel's last lines:\n%s", sh(10*time.Second, "sh", "-c", "dmesg | tail -n 30"))
 }
 
+// logFailures logs idepool's lines about containers it failed (what each
+// was waiting for), from the stack's service log.
+func (c *benchCluster) logFailures(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "exec", c.nodes[0], "sh", "-c",
+		"docker service logs --raw idepool_idepool 2>&1 | grep -E 'not ready within|warm claim failed|assignment not delivered' | tail -n 20").CombinedOutput()
+	if err != nil {
+		b.Logf("idepool's failures: %s(%v)", out, err)
+		return
+	}
+	b.Logf("idepool's failures:\n%s", out)
+}
+
 // upBench makes (or finds) the cluster with the stack, then gives idepool
 // the benchmarks' profiles.
 func upBench(b *testing.B) error {
@@ -1216,6 +1230,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		b.ReportMetric(float64(lost), "claims-lost")
 		if lost > 0 {
 			b.Logf("%d of %d claimed containers were stopped by the pool (not ready within its timeout under this load); going on with %d claimed", lost, claimed, p.Claimed)
+			c.logFailures(b)
 		}
 		live := p.Warm + p.Claimed
 		svcs, err := c.services(ctx, "small")
