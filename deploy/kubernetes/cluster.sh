@@ -224,8 +224,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "$state/cni/net.d"
     max_conf_num = 1
 EOF
-  # One bridge, host-local addresses. firewall: Docker's FORWARD policy is
-  # DROP, and the plugin admits the pods' traffic in a chain of its own.
+  # One bridge, host-local addresses, and nothing else: the pods' iptables
+  # rules (admitted past Docker's FORWARD policy of DROP, masqueraded out)
+  # are static ones for the whole pod range (pod_rules). The bridge's ipMasq
+  # and the firewall and portmap plugins would each run iptables for every
+  # pod's start and stop, under one lock: a class's pods started and
+  # stopped one after the other.
   cat >"$state/cni/net.d/10-idepool-k8s.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -235,7 +239,7 @@ EOF
       "type": "bridge",
       "bridge": "$bridge",
       "isGateway": true,
-      "ipMasq": true,
+      "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
@@ -243,9 +247,7 @@ EOF
         "routes": [{"dst": "0.0.0.0/0"}],
         "dataDir": "$state/cni/ipam"
       }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}},
-    {"type": "firewall"}
+    }
   ]
 }
 EOF
@@ -302,7 +304,7 @@ EOF
 # so that clients retry. Programmed addresses are translated to pod
 # addresses before routing and the filter table, so only the unprogrammed
 # match. From pods: a policy route for packets that come in on the bridge
-# (the filter table's FORWARD would be too late: the CNI firewall plugin
+# (the filter table's FORWARD would be too late: pod_rules
 # puts its ACCEPT of pod traffic first), of type prohibit: its ICMP answer
 # fails a TCP connect at once (host unreachable would be retried for
 # minutes). From the host: filter OUTPUT.
@@ -317,6 +319,42 @@ reject_unprogrammed() {
   iptables -A IDEPOOL-K8S -d "$svc_cidr" -j REJECT --reject-with icmp-port-unreachable
 }
 
+# pod_rules: what the bridge's ipMasq and the CNI firewall plugin did per
+# pod, once for the pod range: its traffic out is admitted past Docker's
+# FORWARD policy (DROP) and masqueraded; traffic to it only when it belongs
+# to a connection a pod or the host opened (as the firewall plugin's).
+pod_rules() {
+  iptables -N IDEPOOL-K8S-FWD 2>/dev/null || true
+  iptables -F IDEPOOL-K8S-FWD
+  iptables -A IDEPOOL-K8S-FWD -s "$pod_cidr" -j ACCEPT
+  iptables -A IDEPOOL-K8S-FWD -d "$pod_cidr" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+  iptables -C FORWARD -j IDEPOOL-K8S-FWD 2>/dev/null || iptables -I FORWARD -j IDEPOOL-K8S-FWD
+  iptables -t nat -N IDEPOOL-K8S-NAT 2>/dev/null || true
+  iptables -t nat -F IDEPOOL-K8S-NAT
+  iptables -t nat -A IDEPOOL-K8S-NAT -s "$pod_cidr" -d "$pod_cidr" -j RETURN
+  iptables -t nat -A IDEPOOL-K8S-NAT -s "$pod_cidr" -d 224.0.0.0/4 -j RETURN
+  iptables -t nat -A IDEPOOL-K8S-NAT -s "$pod_cidr" -j MASQUERADE
+  iptables -t nat -C POSTROUTING -j IDEPOOL-K8S-NAT 2>/dev/null || iptables -t nat -I POSTROUTING -j IDEPOOL-K8S-NAT
+}
+
+# sweep_pod_nat removes the per-pod masquerade rules and chains an older
+# configuration's bridge plugin (ipMasq) made: a pod whose CNI DEL never ran
+# (force-deleted as its kubelet stopped) left them behind. Each by its own
+# spec, not its line number: Docker edits POSTROUTING meanwhile.
+sweep_pod_nat() {
+  local line chain
+  iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"idepool-k8s\"' | while IFS= read -r line; do
+    chain=${line##* -j }
+    eval "iptables -t nat ${line/#-A /-D }" 2>/dev/null || true
+    case "$chain" in CNI-*) iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true ;; esac
+  done || true # grep finds nothing: the usual case
+  # Chains whose jump was already gone.
+  iptables -t nat -S 2>/dev/null | grep -F 'name: \"idepool-k8s\"' | awk '$1 == "-A" && $2 ~ /^CNI-/ {print $2}' | sort -u |
+    while IFS= read -r chain; do
+      iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
+    done || true
+}
+
 # ---- up / down ----------------------------------------------------------------
 
 up() {
@@ -324,6 +362,7 @@ up() {
   need_build
   mkdir -p "$state/log" "$state/pid"
   if healthy; then
+    pod_rules
     reject_unprogrammed
     log "cluster up (reused)"
     return
@@ -373,6 +412,7 @@ up() {
     --hostname-override "$node" --node-ip "$ip" --root-dir "$state/kubelet" \
     --cert-dir "$state/kubelet-pki"
   start kube-proxy "$bin/kube-proxy" --config "$state/kube-proxy.yaml"
+  pod_rules
   reject_unprogrammed
   wait_for "node $node" 90 sh -c "[ \"\$('$bin/kubectl' --kubeconfig '$kc' get node $node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}')\" = True ]"
   # The default service account is made by the controller manager shortly
@@ -490,6 +530,11 @@ down() {
   rm -rf /var/lib/cni/results/idepool-k8s-* 2>/dev/null || true
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   iptables -D FORWARD -j IDEPOOL-K8S 2>/dev/null || true
+  sweep_pod_nat
+  while iptables -D FORWARD -j IDEPOOL-K8S-FWD 2>/dev/null; do :; done
+  iptables -F IDEPOOL-K8S-FWD 2>/dev/null && iptables -X IDEPOOL-K8S-FWD 2>/dev/null || true
+  while iptables -t nat -D POSTROUTING -j IDEPOOL-K8S-NAT 2>/dev/null; do :; done
+  iptables -t nat -F IDEPOOL-K8S-NAT 2>/dev/null && iptables -t nat -X IDEPOOL-K8S-NAT 2>/dev/null || true
   iptables -D OUTPUT -j IDEPOOL-K8S 2>/dev/null || true
   while ip rule del lookup "$route_table" 2>/dev/null; do :; done
   ip route flush table "$route_table" 2>/dev/null || true
