@@ -343,12 +343,11 @@ pod_rules() {
 # spec, not its line number: Docker edits POSTROUTING meanwhile.
 sweep_pod_nat() {
   local line chain
+  # The jumps to the per-pod chains, then the chains (every rule in them
+  # carries the same comment).
   iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"idepool-k8s\"' | while IFS= read -r line; do
-    chain=${line##* -j }
     eval "iptables -t nat ${line/#-A /-D }" 2>/dev/null || true
-    case "$chain" in CNI-*) iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true ;; esac
   done || true # grep finds nothing: the usual case
-  # Chains whose jump was already gone.
   iptables -t nat -S 2>/dev/null | grep -F 'name: \"idepool-k8s\"' | awk '$1 == "-A" && $2 ~ /^CNI-/ {print $2}' | sort -u |
     while IFS= read -r chain; do
       iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true

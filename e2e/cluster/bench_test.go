@@ -129,15 +129,6 @@ func sharedCluster(b *testing.B) *benchCluster {
 // messages (the OOM killer, a process limit). Once per run: the benchmarks
 // after a broken cluster fail the same way.
 func (c *benchCluster) diagnose(b *testing.B) {
-	sh := func(timeout time.Duration, name string, args ...string) string {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Sprintf("%s(%v)", out, err)
-		}
-		return string(out)
-	}
 	for _, n := range c.nodes {
 		b.Logf("diagnosis: node %s: %s", n, sh(10*time.Second, "docker", "inspect", "-f",
 			"{{.State.Status}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}} started={{.State.StartedAt}} finished={{.State.FinishedAt}} error={{.State.Error}}", n))
@@ -156,15 +147,20 @@ func (c *benchCluster) diagnose(b *testing.B) {
 // logFailures logs idepool's lines about containers it failed (what each
 // was waiting for), from the stack's service log.
 func (c *benchCluster) logFailures(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	b.Logf("idepool's failures:\n%s", sh(30*time.Second, "docker", "exec", c.nodes[0], "sh", "-c",
+		"docker service logs --raw idepool_idepool 2>&1 | grep -E 'not ready within|warm claim failed|assignment not delivered' | tail -n 20"))
+}
+
+// sh runs a command for a diagnosis and returns its output, with how it
+// failed.
+func sh(timeout time.Duration, name string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "exec", c.nodes[0], "sh", "-c",
-		"docker service logs --raw idepool_idepool 2>&1 | grep -E 'not ready within|warm claim failed|assignment not delivered' | tail -n 20").CombinedOutput()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	if err != nil {
-		b.Logf("idepool's failures: %s(%v)", out, err)
-		return
+		return fmt.Sprintf("%s(%v)", out, err)
 	}
-	b.Logf("idepool's failures:\n%s", out)
+	return string(out)
 }
 
 // upBench makes (or finds) the cluster with the stack, then gives idepool
