@@ -412,6 +412,44 @@ func pollUntil(t testing.TB, timeout time.Duration, what string, cond func() (bo
 	}
 }
 
+// networkSubnets lists the subnets of the host's Docker networks. A network
+// removed between the listing and the inspection (another test's cluster
+// going down) fails `docker network inspect` for all of them: list again.
+func networkSubnets(t testing.TB) []*net.IPNet {
+	t.Helper()
+	var lastErr string
+	for range 5 {
+		ids, err := exec.Command("docker", "network", "ls", "-q").Output()
+		if err != nil {
+			t.Fatalf("docker network ls: %v", err)
+		}
+		fields := strings.Fields(string(ids))
+		if len(fields) == 0 {
+			return nil
+		}
+		var stderr strings.Builder
+		cmd := exec.Command("docker", append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, fields...)...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			lastErr = fmt.Sprintf("%v: %s", err, strings.TrimSpace(stderr.String()))
+			if strings.Contains(strings.ToLower(stderr.String()), "not found") || strings.Contains(stderr.String(), "No such network") {
+				continue
+			}
+			t.Fatalf("docker network inspect: %s", lastErr)
+		}
+		var nets []*net.IPNet
+		for _, f := range strings.Fields(string(out)) {
+			if _, n, err := net.ParseCIDR(f); err == nil {
+				nets = append(nets, n)
+			}
+		}
+		return nets
+	}
+	t.Fatalf("docker network inspect: networks kept going while listed; last: %s", lastErr)
+	return nil
+}
+
 func randomHex(t testing.TB, n int) string {
 	t.Helper()
 	b := make([]byte, n)
@@ -436,21 +474,7 @@ func freeSubnet(t testing.TB) string {
 			used = append(used, n)
 		}
 	}
-	ids, err := exec.Command("docker", "network", "ls", "-q").Output()
-	if err != nil {
-		t.Fatalf("docker network ls: %v", err)
-	}
-	if fields := strings.Fields(string(ids)); len(fields) > 0 {
-		out, err := exec.Command("docker", append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, fields...)...).Output()
-		if err != nil {
-			t.Fatalf("docker network inspect: %v", err)
-		}
-		for _, f := range strings.Fields(string(out)) {
-			if _, n, err := net.ParseCIDR(f); err == nil {
-				used = append(used, n)
-			}
-		}
-	}
+	used = append(used, networkSubnets(t)...)
 	b := make([]byte, 1)
 	for range 50 {
 		if _, err := rand.Read(b); err != nil {
