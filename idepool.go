@@ -128,6 +128,10 @@ var (
 	routeNameRE   = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 )
 
+// MinCPULimit is the smallest CPU limit, in cores, that a container can be
+// held to.
+const MinCPULimit = 0.01
+
 // Validate reports the first thing wrong with a profile.
 func (p Profile) Validate() error {
 	if !profileNameRE.MatchString(p.Name) {
@@ -135,6 +139,11 @@ func (p Profile) Validate() error {
 	}
 	if p.CPULimit < 0 || p.MemoryLimit < 0 || p.CPUReservation < 0 || p.MemoryReservation < 0 {
 		return Errorf(EInvalid, "profile %s: limits and reservations must not be negative", p.Name)
+	}
+	if p.CPULimit > 0 && p.CPULimit < MinCPULimit {
+		// The kernel refuses a smaller CFS quota ("invalid argument" from
+		// cpu.cfs_quota_us), and Docker and the kubelet round up to it.
+		return Errorf(EInvalid, "profile %s: cpu limit %g is below %g core, the least a runtime enforces (1 ms of CPU per 100 ms)", p.Name, p.CPULimit, MinCPULimit)
 	}
 	if p.CPUReservation > 0 && p.CPULimit > 0 && p.CPUReservation > p.CPULimit {
 		return Errorf(EInvalid, "profile %s: cpu reservation %.2f exceeds limit %.2f", p.Name, p.CPUReservation, p.CPULimit)

@@ -80,9 +80,11 @@ type Config struct {
 	ProcessNice int    // PROCESS_NICE
 	ProcessUser string // PROCESS_USER: "off" or uid[:gid]
 	GCPercent   int    // GC_PERCENT; 0 = the Go runtime's own
-	Deployment  string // DEPLOYMENT: value of idepool.LabelManaged
-	Router      string // ROUTER: RouterBuiltin, RouterTraefik
-	TraefikURL  string // TRAEFIK_URL; "" = no routing check
+	// GCMemoryLimit is GC_MEMORY_LIMIT in bytes; 0 = the Go runtime's own.
+	GCMemoryLimit int64
+	Deployment    string // DEPLOYMENT: value of idepool.LabelManaged
+	Router        string // ROUTER: RouterBuiltin, RouterTraefik
+	TraefikURL    string // TRAEFIK_URL; "" = no routing check
 	// TraefikIngressClass, TraefikAuthMiddleware, TraefikStripMiddleware:
 	// TRAEFIK_INGRESS_CLASS, TRAEFIK_AUTH_MIDDLEWARE and
 	// TRAEFIK_STRIP_MIDDLEWARE, the Kubernetes runtime's Ingresses.

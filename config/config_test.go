@@ -68,7 +68,7 @@ func TestDefaults(t *testing.T) {
 	wd, _ := os.Getwd()
 	want := Config{
 		Port: 3001, Domain: "localhost", PublicURL: "http://localhost:3001", AgentURL: "http://127.0.0.1:3001",
-		MaxBodyBytes: 1 << 20, CookieSameSite: "auto", GCPercent: 400, RateLimitRequests: 1200, QueueEnabled: true, QueueLimit: 1000, QueueTimeout: 10 * time.Minute, RateLimitWindow: 60 * time.Second,
+		MaxBodyBytes: 1 << 20, CookieSameSite: "auto", GCPercent: 400, GCMemoryLimit: 96 << 20, RateLimitRequests: 1200, QueueEnabled: true, QueueLimit: 1000, QueueTimeout: 10 * time.Minute, RateLimitWindow: 60 * time.Second,
 		BodyTimeout: 30 * time.Second, BodiesPerClient: 128,
 		Image: "idepool-ide:latest", PoolTarget: 10, CPULimit: 2, MemoryLimit: 4 << 30,
 		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, CreateConcurrency: 8, FlushTimeout: 30 * time.Second,
@@ -179,6 +179,9 @@ func TestKinds(t *testing.T) {
 		{map[string]string{}, func(c Config) any { return c.GCPercent }, 400, ""},
 		{map[string]string{"GC_PERCENT": "0"}, func(c Config) any { return c.GCPercent }, 0, ""},
 		{map[string]string{"GC_PERCENT": "off"}, nil, nil, "GC_PERCENT"},
+		{map[string]string{"GC_MEMORY_LIMIT": "0"}, func(c Config) any { return c.GCMemoryLimit }, int64(0), ""},
+		{map[string]string{"GC_MEMORY_LIMIT": "256MiB"}, func(c Config) any { return c.GCMemoryLimit }, int64(256 << 20), ""},
+		{map[string]string{"GC_MEMORY_LIMIT": "-1"}, nil, nil, "GC_MEMORY_LIMIT"},
 		{map[string]string{}, func(c Config) any { return c.DebugAddr }, "", ""},
 		{map[string]string{"DEBUG_ADDR": "127.0.0.1:6060"}, func(c Config) any { return c.DebugAddr }, "127.0.0.1:6060", ""},
 		{map[string]string{"DEBUG_ADDR": "[::1]:0"}, func(c Config) any { return c.DebugAddr }, "[::1]:0", ""},

@@ -93,6 +93,7 @@ func TestProfilesFileErrors(t *testing.T) {
 		{"no routes", `{"profiles": [{"name": "x", "routes": []}]}`, []string{"at least one route"}},
 		{"invalid default override", `{"profiles": [{"name": "default", "cpuReservation": 9}]}`, []string{"profile default", "exceeds limit"}},
 		{"bad name", `{"profiles": [{"name": "Bad Name"}]}`, []string{`profile name "Bad Name"`}},
+		{"cpu limit below what a runtime enforces", `{"profiles": [{"name": "x", "cpuLimit": 0.004}]}`, []string{"profile x: cpu limit 0.004 is below 0.01 core"}},
 		{"twice", `{"profiles": [{"name": "x"}, {"name": "x"}]}`, []string{`profile "x" listed twice`}},
 		{"bad size", `{"profiles": [{"name": "x", "memoryLimit": "lots"}]}`, []string{`size "lots"`}},
 		{"negative idle", `{"profiles": [{"name": "x", "idleTimeoutSeconds": -1}]}`, []string{"idleTimeoutSeconds -1"}},

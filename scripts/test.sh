@@ -231,7 +231,7 @@ fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then
   step "benchmarks (figures for the issues' goals)"
-  go test -run '^$' -bench 'BenchmarkClaimLatency' -benchtime 1x -timeout 15m ./server/
+  go test -run '^$' -bench 'BenchmarkClaimLatency|BenchmarkServeMemory' -benchtime 1x -timeout 20m ./server/
   go test -run '^$' -bench 'BenchmarkBurst' -benchtime 1x -timeout 10m ./pool/
   go test -run '^$' -bench 'BenchmarkClaim$|BenchmarkClaimParallel' -benchtime 2000x ./pool/
   go test -run '^$' -bench . -benchtime 1x -timeout 10m ./wsync/

@@ -33,6 +33,7 @@ import (
 	"github.com/idepool/idepool/health"
 	"github.com/idepool/idepool/httpapi"
 	"github.com/idepool/idepool/idle"
+	"github.com/idepool/idepool/internal/memlimit"
 	"github.com/idepool/idepool/internal/peerset"
 	"github.com/idepool/idepool/metrics"
 	"github.com/idepool/idepool/pool"
@@ -285,6 +286,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer wg.Done(); s.monitor.Run(ctx) }()
 	go func() { defer wg.Done(); s.reaper.Run(ctx) }()
 	go func() { defer wg.Done(); s.admitter.Run(ctx, s.pool) }()
+	if limit := s.cfg.GCMemoryLimit; limit > 0 {
+		// Process-wide, as GOMEMLIMIT (GC_PERCENT alone lets the heap
+		// grow to five times what is live): see internal/memlimit.
+		l := memlimit.Start(uint64(limit), s.log.With("part", "memory"))
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Run(ctx, 10*time.Second) }()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
 	if s.debug != nil {
