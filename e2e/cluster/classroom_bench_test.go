@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
 	"github.com/idepool/idepool/internal/modroot"
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 )
 
@@ -327,19 +329,11 @@ func (c *benchCluster) seedWorkspaces(ctx context.Context, b *testing.B, prefix 
 // /workspace of IDE container id's task (a tar of it from its node's
 // engine, as docker cp reads it).
 func (c *benchCluster) workspaceOnDisk(ctx context.Context, id string) (files int, size int64, err error) {
-	got, err := c.api.Get(ctx, id)
+	dc, cid, err := c.taskContainer(ctx, id)
 	if err != nil {
 		return 0, 0, err
 	}
-	dc := c.docker[got.Node]
-	if dc == nil {
-		return 0, 0, fmt.Errorf("container %s on unknown node %q", id, got.Node)
-	}
-	cl, err := dc.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("label", idepool.LabelID+"="+id)})
-	if err != nil || len(cl.Items) != 1 {
-		return 0, 0, fmt.Errorf("task of %s on %s: %d containers, %v", id, got.Node, len(cl.Items), err)
-	}
-	res, err := dc.CopyFromContainer(ctx, cl.Items[0].ID, client.CopyFromContainerOptions{SourcePath: "/workspace"})
+	res, err := dc.CopyFromContainer(ctx, cid, client.CopyFromContainerOptions{SourcePath: "/workspace"})
 	if err != nil {
 		return 0, 0, fmt.Errorf("copy /workspace of %s: %w", id, err)
 	}
@@ -357,6 +351,116 @@ func (c *benchCluster) workspaceOnDisk(ctx context.Context, id string) (files in
 			files++
 			size += h.Size
 		}
+	}
+}
+
+// taskContainer finds a container's task container and its node's engine.
+func (c *benchCluster) taskContainer(ctx context.Context, id string) (*client.Client, string, error) {
+	got, err := c.api.Get(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	dc := c.docker[got.Node]
+	if dc == nil {
+		return nil, "", fmt.Errorf("container %s on unknown node %q", id, got.Node)
+	}
+	cl, err := dc.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("label", idepool.LabelID+"="+id)})
+	if err != nil || len(cl.Items) != 1 {
+		return nil, "", fmt.Errorf("task of %s on %s: %d containers, %v", id, got.Node, len(cl.Items), err)
+	}
+	return dc, cl.Items[0].ID, nil
+}
+
+// pullTimes is what a claimed container's agent logged of its assignment:
+// when the assignment reached it, and when its initial pull ended and how
+// long it took (the engine's timestamps of the agent's lines).
+type pullTimes struct {
+	assigned, pulled time.Time
+	took             time.Duration
+}
+
+var (
+	tookRE = regexp.MustCompile(`took[=":]+([0-9.]+[a-zµ]*)`)
+	msgRE  = regexp.MustCompile(`msg=(?:"([^"]*)"|(\S+))|"msg":"([^"]*)"`)
+)
+
+// agentPull reads those lines from the agent's log through its node's
+// engine.
+func (c *benchCluster) agentPull(ctx context.Context, id string) (pullTimes, error) {
+	var pt pullTimes
+	dc, cid, err := c.taskContainer(ctx, id)
+	if err != nil {
+		return pt, err
+	}
+	rc, err := dc.ContainerLogs(ctx, cid, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Timestamps: true})
+	if err != nil {
+		return pt, fmt.Errorf("logs of %s: %w", id, err)
+	}
+	defer rc.Close()
+	var out strings.Builder
+	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
+		return pt, fmt.Errorf("logs of %s: %w", id, err)
+	}
+	pt, err = parsePullTimes(out.String())
+	if err != nil {
+		return pt, fmt.Errorf("agent of %s: %w", id, err)
+	}
+	return pt, nil
+}
+
+// parsePullTimes reads an agent's log, each line led by the engine's
+// timestamp (text or JSON lines).
+func parsePullTimes(log string) (pullTimes, error) {
+	var pt pullTimes
+	for line := range strings.Lines(log) {
+		ts, rest, _ := strings.Cut(line, " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		m := msgRE.FindStringSubmatch(rest)
+		if m == nil {
+			continue
+		}
+		switch m[1] + m[2] + m[3] { // one of them matched
+		case "assigned":
+			pt.assigned = at
+		case "initial pull done":
+			pt.pulled = at
+			if t := tookRE.FindStringSubmatch(rest); t != nil {
+				if ns, err := strconv.ParseInt(t[1], 10, 64); err == nil {
+					pt.took = time.Duration(ns) // JSON logs: nanoseconds
+				} else {
+					pt.took, _ = time.ParseDuration(t[1])
+				}
+			}
+		}
+	}
+	if pt.assigned.IsZero() || pt.pulled.IsZero() || pt.took == 0 {
+		return pt, fmt.Errorf("no assignment or initial pull with its time in its log:\n%s", log)
+	}
+	return pt, nil
+}
+
+func TestParsePullTimes(t *testing.T) {
+	const text = `2026-12-07T11:40:00.100000000Z time=2026-12-07T11:40:00.099Z level=INFO msg="connected to the orchestrator" ready=true generation=0
+2026-12-07T11:40:01.250000000Z time=2026-12-07T11:40:01.249Z level=INFO msg=assigned generation=3 bucket=b prefix=p/
+2026-12-07T11:40:01.900000000Z time=2026-12-07T11:40:01.899Z level=INFO msg="initial pull done" objects=200 bytes=10485760 took=612ms
+`
+	const jsonLines = `2026-12-07T11:40:01.250000000Z {"time":"2026-12-07T11:40:01.249Z","level":"INFO","msg":"assigned","generation":3}
+2026-12-07T11:40:01.900000000Z {"time":"2026-12-07T11:40:01.899Z","level":"INFO","msg":"initial pull done","objects":200,"took":612000000}
+`
+	for name, log := range map[string]string{"text": text, "json": jsonLines} {
+		pt, err := parsePullTimes(log)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := pt.pulled.Sub(pt.assigned); got != 650*time.Millisecond || pt.took != 612*time.Millisecond {
+			t.Errorf("%s: assigned → pulled %v, took %v; want 650ms, 612ms", name, got, pt.took)
+		}
+	}
+	if _, err := parsePullTimes("2026-12-07T11:40:01.250000000Z time=x level=INFO msg=assigned\n"); err == nil {
+		t.Error("a log without the pull: no error")
 	}
 }
 
@@ -381,6 +485,10 @@ func BenchmarkClusterUsable(b *testing.B) {
 		c.seedWorkspaces(ctx, b, prefix, n)
 		b.Logf("%d workspaces of %d files / %d MiB seeded in %.1f s (untimed)", n, usableFiles, usableBytes>>20, time.Since(t).Seconds())
 		var lat, ready []time.Duration
+		// Of every tenth claim, from the agent's log: the assignment's way
+		// to the agent, its initial pull, and from the pull's end to the
+		// ready answer (the agent's report and idepool's answer).
+		var delivery, pull, report []time.Duration
 		err := c.waves(ctx, b, n, func(i int) (string, error) {
 			start := time.Now()
 			res, err := c.api.Start(ctx, idepoolclient.StartRequest{Bucket: benchBucket, Prefix: fmt.Sprintf("%s%d/", prefix, i),
@@ -408,6 +516,13 @@ func BenchmarkClusterUsable(b *testing.B) {
 			if files != usableFiles || size != usableBytes {
 				return res.ID, fmt.Errorf("claim %d (%s): %d files, %d bytes on disk after ready, want %d, %d", i, res.ID, files, size, usableFiles, usableBytes)
 			}
+			pt, err := c.agentPull(ctx, res.ID)
+			if err != nil {
+				return res.ID, err
+			}
+			delivery = append(delivery, pt.assigned.Sub(start))
+			pull = append(pull, pt.took)
+			report = append(report, answered.Sub(pt.pulled))
 			return res.ID, nil
 		})
 		if err != nil {
@@ -417,6 +532,9 @@ func BenchmarkClusterUsable(b *testing.B) {
 		b.ReportMetric(ms(pct(lat, 0.99)), "p99-ms")
 		b.Logf("claim of a workspace of %d files / %d MiB → files on disk and the IDE's first byte: p50 %.0f ms, p99 %.0f ms, max %.0f ms (n=%d; the ready answer alone: p50 %.0f ms, p99 %.0f ms; goal p99 < 1 s)",
 			usableFiles, usableBytes>>20, ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), len(lat), ms(pct(ready, 0.5)), ms(pct(ready, 0.99)))
+		b.Logf("its parts, of every tenth claim (n=%d), p50 / max: POST → the assignment at the agent %.0f / %.0f ms; the agent's initial pull %.0f / %.0f ms; the pull's end → the ready answer %.0f / %.0f ms",
+			len(pull), ms(pct(delivery, 0.5)), ms(pct(delivery, 1)), ms(pct(pull, 0.5)), ms(pct(pull, 1)), ms(pct(report, 0.5)), ms(pct(report, 1)))
+		b.ReportMetric(ms(pct(pull, 0.5)), "pull-p50-ms")
 	}
 }
 
