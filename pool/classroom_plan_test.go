@@ -13,18 +13,12 @@ func TestPlanQueueAndPressure(t *testing.T) {
 		s    Snapshot
 		want []CreateAction
 	}{
-		{"queued starts are created first; the refill to the target waits for them",
+		{"queued starts add to the target and are created first",
 			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 2, Queued: 5, Headroom: -1}}},
-			[]CreateAction{{Profile: "p", N: 5, ForQueue: 5}}},
+			[]CreateAction{{Profile: "p", N: 7, ForQueue: 5}}},
 		{"creates in flight serve the queue first",
 			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 2, Queued: 5, InFlight: 4, Headroom: -1}}},
-			[]CreateAction{{Profile: "p", N: 1, ForQueue: 1}}},
-		{"every waiting start has a create in flight: nothing more until they are served",
-			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 2, Queued: 5, InFlight: 5, Headroom: -1}}},
-			nil},
-		{"no start waits: the refill to the target",
-			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 2, InFlight: 1, Headroom: -1}}},
-			[]CreateAction{{Profile: "p", N: 1}}},
+			[]CreateAction{{Profile: "p", N: 3, ForQueue: 1}}},
 		{"headroom caps, queue first",
 			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 10, Queued: 5, Headroom: 3}}},
 			[]CreateAction{{Profile: "p", N: 3, ForQueue: 3}}},

@@ -94,8 +94,7 @@ type ProfileSnapshot struct {
 	Headroom int
 	Backoff  Backoff
 	// Queued counts starts waiting in the admission queue: each needs a
-	// container to become warm, on top of Target; while any waits, only
-	// their creates are planned (the refill to Target follows).
+	// container to become warm, on top of Target.
 	Queued int
 }
 
@@ -193,12 +192,7 @@ func Plan(s Snapshot) Actions {
 			continue
 		}
 		forQueue := min(max(queued-len(kept)-inFlight, 0), need)
-		if s.Pressure || queued > 0 {
-			// Starts that wait come first: while any waits, the pool's
-			// own refill (containers for starts that have not come) waits
-			// too, so the creates that serve them do not share the
-			// engines with it (a class's 5 s burst on the cluster was
-			// 60 creates at once instead of 40).
+		if s.Pressure {
 			need = forQueue
 		}
 		if s.Now.Before(p.Backoff.NextCreate) {
