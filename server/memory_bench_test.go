@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	idepoolclient "github.com/idepool/idepool/client"
 )
 
 // BenchmarkServeMemory measures idepool's memory with a class in it (issue
@@ -70,19 +71,19 @@ func BenchmarkServeMemory(b *testing.B) {
 			_ = serve.Process.Kill()
 			<-exited
 		})
-		base := fmt.Sprintf("http://127.0.0.1:%d", port)
-		hc := &http.Client{Timeout: 30 * time.Second}
+		api, err := idepoolclient.New(fmt.Sprintf("http://127.0.0.1:%d", port), testKey, idepoolclient.Options{Timeout: 30 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
 		pool := func() (w, c int, err error) {
-			var p poolJSON
-			if err := apiCall(hc, base, "GET", "/api/pool", "", &p); err != nil {
-				return 0, 0, err
-			}
-			for _, x := range p.Pools {
-				if x.Profile == "default" {
-					return x.Warm, x.Claimed, nil
+			pools, err := api.Pools(ctx)
+			for _, p := range pools {
+				if p.Profile == "default" {
+					return p.Warm, p.Claimed, nil
 				}
 			}
-			return 0, 0, nil
+			return 0, 0, err
 		}
 		waitFor := func(what string, cond func(w, c int) bool) time.Duration {
 			start := time.Now()
@@ -119,8 +120,8 @@ func BenchmarkServeMemory(b *testing.B) {
 					if i > claims {
 						return
 					}
-					body := fmt.Sprintf(`{"s3Bucket":"mem-class","s3Prefix":"student-%03d/","userId":"student-%d"}`, i, i)
-					if err := apiCall(hc, base, "POST", "/api/containers/start", body, nil); err != nil {
+					req := idepoolclient.StartRequest{Bucket: "mem-class", Prefix: fmt.Sprintf("student-%03d/", i), UserID: fmt.Sprintf("student-%d", i)}
+					if _, err := api.Start(ctx, req); err != nil {
 						failed.Add(1)
 						b.Logf("start %d: %v", i, err)
 					}
@@ -139,7 +140,7 @@ func BenchmarkServeMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		hwm, rss := procKiB(b, status, "VmHWM"), procKiB(b, status, "VmRSS")
-		rt := runtimeFigures(b, hc, debugPort)
+		rt := runtimeFigures(b, debugPort)
 		b.ReportMetric(float64(hwm)/1024, "peak-rss-mib")
 		b.ReportMetric(float64(rss)/1024, "rss-mib")
 		b.ReportMetric(float64(rt["HeapInuse"])/(1<<20), "heap-inuse-mib")
@@ -152,38 +153,6 @@ func BenchmarkServeMemory(b *testing.B) {
 			float64(rt["HeapReleased"])/(1<<20), float64(rt["Stack"])/(1<<20), rt["NumGC"], warm, fill.Round(time.Millisecond),
 			claims, answered.Round(time.Millisecond), refill.Round(time.Millisecond))
 	}
-}
-
-// apiCall sends an authenticated request with a JSON body (or none) and
-// decodes a 2xx answer into out (nil: discarded).
-func apiCall(hc *http.Client, base, method, path, body string, out any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+testKey)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, res.Status, b)
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
 }
 
 // procKiB reads a "Name:   123 kB" line of /proc/<pid>/status.
@@ -199,9 +168,9 @@ func procKiB(b *testing.B, status []byte, name string) int64 {
 
 // runtimeFigures reads the "# Name = value" lines the heap profile's text
 // form (DEBUG_ADDR) ends with: Go's MemStats of the serving process.
-func runtimeFigures(b *testing.B, hc *http.Client, port int) map[string]int64 {
+func runtimeFigures(b *testing.B, port int) map[string]int64 {
 	b.Helper()
-	res, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?debug=1", port))
+	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?debug=1", port))
 	if err != nil {
 		b.Fatalf("heap profile: %v", err)
 	}

@@ -55,6 +55,7 @@ import (
 
 	idepoolclient "github.com/idepool/idepool/client"
 	"github.com/idepool/idepool/internal/modroot"
+	"github.com/moby/moby/client"
 )
 
 // cluster is one cluster made by deploy/cluster-local.sh. Its t is the
@@ -412,42 +413,32 @@ func pollUntil(t testing.TB, timeout time.Duration, what string, cond func() (bo
 	}
 }
 
-// networkSubnets lists the subnets of the host's Docker networks. A network
-// removed between the listing and the inspection (another test's cluster
-// going down) fails `docker network inspect` for all of them: list again.
+// networkSubnets lists the subnets of the host's Docker networks, in one
+// call to the engine's network list, which carries each network's IPAM: a
+// list then an inspection of every id failed whole when another test's
+// network went in between.
 func networkSubnets(t testing.TB) []*net.IPNet {
 	t.Helper()
-	var lastErr string
-	for range 5 {
-		ids, err := exec.Command("docker", "network", "ls", "-q").Output()
-		if err != nil {
-			t.Fatalf("docker network ls: %v", err)
-		}
-		fields := strings.Fields(string(ids))
-		if len(fields) == 0 {
-			return nil
-		}
-		var stderr strings.Builder
-		cmd := exec.Command("docker", append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, fields...)...)
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			lastErr = fmt.Sprintf("%v: %s", err, strings.TrimSpace(stderr.String()))
-			if strings.Contains(strings.ToLower(stderr.String()), "not found") || strings.Contains(stderr.String(), "No such network") {
-				continue
-			}
-			t.Fatalf("docker network inspect: %s", lastErr)
-		}
-		var nets []*net.IPNet
-		for _, f := range strings.Fields(string(out)) {
-			if _, n, err := net.ParseCIDR(f); err == nil {
-				nets = append(nets, n)
-			}
-		}
-		return nets
+	dc, err := client.New(client.FromEnv)
+	if err != nil {
+		t.Fatalf("docker client: %v", err)
 	}
-	t.Fatalf("docker network inspect: networks kept going while listed; last: %s", lastErr)
-	return nil
+	defer dc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := dc.NetworkList(ctx, client.NetworkListOptions{})
+	if err != nil {
+		t.Fatalf("docker network list: %v", err)
+	}
+	var nets []*net.IPNet
+	for _, n := range res.Items {
+		for _, c := range n.IPAM.Config {
+			if _, ipn, err := net.ParseCIDR(c.Subnet.String()); err == nil {
+				nets = append(nets, ipn)
+			}
+		}
+	}
+	return nets
 }
 
 func randomHex(t testing.TB, n int) string {
