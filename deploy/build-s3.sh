@@ -25,14 +25,14 @@ bin="$cache/versitygw-$version"
 if [ ! -x "$bin" ]; then
   echo "building versitygw $version into $bin (about 3 min, once)"
   mkdir -p "$cache"
-  gobin=$(mktemp -d)
-  trap 'rm -rf "$gobin"' EXIT
-  # Outside the main module: versitygw's command needs modules idepool's
-  # go.sum does not list.
-  (cd "$gobin" && CGO_ENABLED=0 GOBIN="$gobin" GOFLAGS=-mod=mod GOGC="${GOGC:-50}" \
-    go install -trimpath -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$version")
-  mv "$gobin/versitygw" "$bin"
-  rm -rf "$gobin"
+  tmp="$bin.tmp.$$"
+  trap 'rm -f "$tmp"' EXIT
+  # A tool of idepool's module (go.mod's tool line): built with idepool's
+  # versions of its dependencies and the same flags as the checks and the
+  # images, so a new machine compiles what it shares with idepool (the
+  # embedded S3 server, the AWS SDK, …) once for both.
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp" github.com/versity/versitygw/cmd/versitygw
+  mv "$tmp" "$bin"
   trap - EXIT
 fi
 

@@ -21,8 +21,9 @@ if [ ! -x "$bin" ]; then
   mkdir -p "$cache"
   echo "building traefik $version into $bin (3-5 min)"
   tmp="$bin.tmp.$$"
-  # -p 2: this machine is small and shared; GOGC keeps the peak memory down.
-  (cd tools/traefik && CGO_ENABLED=0 GOGC="${GOGC:-50}" go build -p "${GOMAXPROCS:-2}" -trimpath \
+  # No GOGC: one in the environment turns off the compiler's larger
+  # starting heap (deploy/kubernetes/build.sh says more).
+  (cd tools/traefik && CGO_ENABLED=0 go build -p "${GOMAXPROCS:-2}" -trimpath \
     -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$version" \
     -o "$tmp" github.com/traefik/traefik/v3/cmd/traefik)
   mv "$tmp" "$bin"

@@ -13,24 +13,24 @@ export PATH="$PATH:$(go env GOPATH)/bin"
 start=$(date +%s)
 step() { echo "==> [$(( $(date +%s) - start ))s] $*"; }
 logs=$(mktemp -d)
+# What each background build cost (its log's last line, and the summary at
+# the end): on a new machine the CPU is what is short.
+TIMEFORMAT='took %R s, CPU %U s user + %S s system'
+background() { # name command...: runs command in the background, timed
+  local name=$1
+  shift
+  { time "$@"; } >"$logs/$name.log" 2>&1 &
+}
 
 step "system packages, tools, Swarm mode"
-bash scripts/setup-deps.sh
+time bash scripts/setup-deps.sh
 
-# Traefik builds from the Go module proxy (minutes, cached afterwards): start
-# it now, beside the checks.
-traefik_pid=""
-if [ -f deploy/build-traefik.sh ]; then
-  step "building Traefik in the background (log: $logs/traefik.log)"
-  bash deploy/build-traefik.sh >"$logs/traefik.log" 2>&1 &
-  traefik_pid=$!
-fi
-
-# The local S3 store's image for deploy/setup-local.sh, likewise.
+# The local S3 store's image for deploy/setup-local.sh (versitygw, built by
+# setup-deps.sh) builds in the background, beside the checks.
 s3img_pid=""
 if [ -f deploy/build-s3.sh ]; then
   step "building the local S3 image in the background (log: $logs/s3img.log)"
-  bash deploy/build-s3.sh >"$logs/s3img.log" 2>&1 &
+  background s3img bash deploy/build-s3.sh
   s3img_pid=$!
 fi
 
@@ -40,7 +40,7 @@ fi
 node_pid=""
 if [ -f deploy/cluster/build-node.sh ]; then
   step "building the cluster node image in the background (log: $logs/node.log)"
-  bash deploy/cluster/build-node.sh >"$logs/node.log" 2>&1 &
+  background node bash deploy/cluster/build-node.sh
   node_pid=$!
 fi
 
@@ -49,19 +49,8 @@ fi
 debian_pid=""
 if [ -f deploy/ide/build-debian.sh ]; then
   step "building the Debian IDE image in the background (log: $logs/debian.log)"
-  bash deploy/ide/build-debian.sh >"$logs/debian.log" 2>&1 &
+  background debian bash deploy/ide/build-debian.sh
   debian_pid=$!
-fi
-
-# The Kubernetes test cluster's binaries (deploy/kubernetes/build.sh: one
-# multi-call Kubernetes from the module proxy, ~6+ min cold, cached by
-# version in ~/.cache/idepool) build beside the checks too, at a lower
-# priority.
-k8s_pid=""
-if [ -f deploy/kubernetes/build.sh ]; then
-  step "building the Kubernetes test cluster in the background (log: $logs/k8s.log)"
-  nice -n 10 bash deploy/kubernetes/build.sh >"$logs/k8s.log" 2>&1 &
-  k8s_pid=$!
 fi
 
 # One build configuration for everything built without -race (go vet,
@@ -80,13 +69,35 @@ step "shell scripts (bash -n)"
 for f in $(git ls-files '*.sh') .ci/run; do bash -n "$f"; done
 
 step "go vet"
-go vet ./...
+time go vet ./...
+
+# Traefik and then Kubernetes (deploy/kubernetes/build.sh: one multi-call
+# Kubernetes and Helm; cached by version in ~/.cache/idepool) build from the
+# module proxy in the background, one after the other and only now: their
+# modules require the versions idepool's go.mod does of every module they
+# share with it and with each other (tools/*/go.mod), so what go vet just
+# compiled (client-go, the Kubernetes API types, gRPC, …) is not compiled
+# again. Two builds at once would each compile what they share.
+traefik_pid=""
+if [ -f deploy/build-traefik.sh ]; then
+  step "building Traefik in the background (log: $logs/traefik.log)"
+  background traefik bash deploy/build-traefik.sh
+  traefik_pid=$!
+fi
+k8s_pid=""
+if [ -f deploy/kubernetes/build.sh ]; then
+  step "building the Kubernetes test cluster in the background, after Traefik (log: $logs/k8s.log)"
+  background k8s bash -c 'while [ "$1" != 0 ] && kill -0 "$1" 2>/dev/null; do sleep 2; done; exec nice -n 10 bash deploy/kubernetes/build.sh' _ "${traefik_pid:-0}"
+  k8s_pid=$!
+fi
 
 step "go mod tidy -diff (go.mod and go.sum as tidy leaves them)"
 go mod tidy -diff
+step "one version of each module idepool and its tools share"
+bash scripts/align-modules.sh
 
 step "staticcheck"
-staticcheck ./...
+time staticcheck ./...
 
 if [ -f deploy/build-images.sh ]; then
   step "images"
@@ -251,4 +262,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   trap - EXIT
   sweep_clusters
 fi
+for name in traefik s3img node debian k8s; do
+  [ -f "$logs/$name.log" ] && echo "background build $name: $(tail -1 "$logs/$name.log")"
+done
 step "done"

@@ -31,7 +31,12 @@ func e2eConfig(t testing.TB, dataDir string, poolTarget int, idle time.Duration)
 	t.Helper()
 	cfg := testConfig(t, dataDir, freePort(t), poolTarget)
 	cfg.HealthCheckInterval = 300 * time.Millisecond
-	cfg.HealthCheckTimeout = 300 * time.Millisecond
+	// Not shorter: on a machine compiling beside the tests (a new
+	// machine's CI, load average 15 on 2 cores) python's single-threaded
+	// http.server missed two 300 ms probes in a row, and the health
+	// monitor replaced a healthy container a test had just claimed. A
+	// frozen workload still fails every probe, 2 s later.
+	cfg.HealthCheckTimeout = 2 * time.Second
 	cfg.HealthCheckRetries = 2
 	cfg.InactivityTimeout = idle
 	// A port of its own for the embedded S3 store: PORT+1 (the default)

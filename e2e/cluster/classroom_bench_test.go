@@ -4,6 +4,7 @@ package cluster
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -471,7 +472,9 @@ func TestParsePullTimes(t *testing.T) {
 // opened through Traefik until the IDE's first byte; timed from the POST.
 // After every tenth measurement (untimed: a tar of 10 MiB through the
 // node's engine takes about a second here) the files on the container's
-// disk are counted: all of them, or the benchmark fails.
+// disk are counted: all of them, or the benchmark fails. After every
+// claim (untimed) its agent's log splits its time; the three slowest are
+// printed part by part.
 func BenchmarkClusterUsable(b *testing.B) {
 	n := envInt("IDEPOOL_BENCH_USABLE_N", 100)
 	c := sharedCluster(b)
@@ -485,10 +488,18 @@ func BenchmarkClusterUsable(b *testing.B) {
 		c.seedWorkspaces(ctx, b, prefix, n)
 		b.Logf("%d workspaces of %d files / %d MiB seeded in %.1f s (untimed)", n, usableFiles, usableBytes>>20, time.Since(t).Seconds())
 		var lat, ready []time.Duration
-		// Of every tenth claim, from the agent's log: the assignment's way
-		// to the agent, its initial pull, and from the pull's end to the
-		// ready answer (the agent's report and idepool's answer).
+		// Of every claim, from the agent's log (untimed, before the next
+		// claim): the assignment's way to the agent, its initial pull, and
+		// from the pull's end to the ready answer (the agent's report and
+		// idepool's answer); the slowest claims are printed whole, so a
+		// tail says where it came from.
 		var delivery, pull, report []time.Duration
+		type split struct {
+			i                                    int
+			id                                   string
+			total, delivery, pull, report, route time.Duration
+		}
+		var splits []split
 		err := c.waves(ctx, b, n, func(i int) (string, error) {
 			start := time.Now()
 			res, err := c.api.Start(ctx, idepoolclient.StartRequest{Bucket: benchBucket, Prefix: fmt.Sprintf("%s%d/", prefix, i),
@@ -506,16 +517,6 @@ func BenchmarkClusterUsable(b *testing.B) {
 			}
 			lat = append(lat, first.Sub(start))
 			ready = append(ready, answered.Sub(start))
-			if i%10 != 0 {
-				return res.ID, nil
-			}
-			files, size, err := c.workspaceOnDisk(ctx, res.ID)
-			if err != nil {
-				return res.ID, err
-			}
-			if files != usableFiles || size != usableBytes {
-				return res.ID, fmt.Errorf("claim %d (%s): %d files, %d bytes on disk after ready, want %d, %d", i, res.ID, files, size, usableFiles, usableBytes)
-			}
 			pt, err := c.agentPull(ctx, res.ID)
 			if err != nil {
 				return res.ID, err
@@ -523,6 +524,19 @@ func BenchmarkClusterUsable(b *testing.B) {
 			delivery = append(delivery, pt.assigned.Sub(start))
 			pull = append(pull, pt.took)
 			report = append(report, answered.Sub(pt.pulled))
+			splits = append(splits, split{i, res.ID, first.Sub(start), pt.assigned.Sub(start), pt.took, answered.Sub(pt.pulled), first.Sub(answered)})
+			if i%10 != 0 {
+				return res.ID, nil
+			}
+			// Every tenth (a tar of 10 MiB through the node's engine takes
+			// about a second here): the files on disk, all of them.
+			files, size, err := c.workspaceOnDisk(ctx, res.ID)
+			if err != nil {
+				return res.ID, err
+			}
+			if files != usableFiles || size != usableBytes {
+				return res.ID, fmt.Errorf("claim %d (%s): %d files, %d bytes on disk after ready, want %d, %d", i, res.ID, files, size, usableFiles, usableBytes)
+			}
 			return res.ID, nil
 		})
 		if err != nil {
@@ -532,8 +546,13 @@ func BenchmarkClusterUsable(b *testing.B) {
 		b.ReportMetric(ms(pct(lat, 0.99)), "p99-ms")
 		b.Logf("claim of a workspace of %d files / %d MiB → files on disk and the IDE's first byte: p50 %.0f ms, p99 %.0f ms, max %.0f ms (n=%d; the ready answer alone: p50 %.0f ms, p99 %.0f ms; goal p99 < 1 s)",
 			usableFiles, usableBytes>>20, ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), len(lat), ms(pct(ready, 0.5)), ms(pct(ready, 0.99)))
-		b.Logf("its parts, of every tenth claim (n=%d), p50 / max: POST → the assignment at the agent %.0f / %.0f ms; the agent's initial pull %.0f / %.0f ms; the pull's end → the ready answer %.0f / %.0f ms",
-			len(pull), ms(pct(delivery, 0.5)), ms(pct(delivery, 1)), ms(pct(pull, 0.5)), ms(pct(pull, 1)), ms(pct(report, 0.5)), ms(pct(report, 1)))
+		b.Logf("its parts (n=%d), p50 / p99: POST → the assignment at the agent %.0f / %.0f ms; the agent's initial pull %.0f / %.0f ms; the pull's end → the ready answer %.0f / %.0f ms",
+			len(pull), ms(pct(delivery, 0.5)), ms(pct(delivery, 0.99)), ms(pct(pull, 0.5)), ms(pct(pull, 0.99)), ms(pct(report, 0.5)), ms(pct(report, 0.99)))
+		slices.SortFunc(splits, func(a, b split) int { return cmp.Compare(b.total, a.total) })
+		for _, s := range splits[:min(3, len(splits))] {
+			b.Logf("slow claim %d (%s): %.0f ms = POST → assignment %.0f + the agent's pull %.0f + the rest of its work before the pull's end %.0f + pull's end → ready answer %.0f + answer → the IDE's first byte %.0f",
+				s.i, s.id, ms(s.total), ms(s.delivery), ms(s.pull), ms(s.total-s.delivery-s.pull-s.report-s.route), ms(s.report), ms(s.route))
+		}
 		b.ReportMetric(ms(pct(pull, 0.5)), "pull-p50-ms")
 	}
 }
