@@ -6,7 +6,9 @@ export PATH="$PATH:$(go env GOPATH)/bin"
 
 need_apt=()
 for pkg in chromium rclone debootstrap jupyter-notebook wrk; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+  # Installed, not merely known: a removed package keeps a dpkg status
+  # (its configuration files) that dpkg -s accepts.
+  [ "$(dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || need_apt+=("$pkg")
 done
 # apt waits on the network and the disk, the Go builds below on the CPU: on
 # a new machine they run side by side.
