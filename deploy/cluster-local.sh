@@ -209,7 +209,27 @@ deploy_stack() {
   docker exec -e SKIP_BUILD=1 -e PUBLIC_URL="${PUBLIC_URL:-http://$(node_ip 1)}" \
     -e IDEPOOL_IMAGE="${IDEPOOL_IMAGE:-idepool:dev}" -e IDEPOOL_IDE_IMAGE="${IDEPOOL_IDE_IMAGE:-idepool-ide:test}" -w /opt/idepool "$node" \
     bash deploy/setup-local.sh || die "setup-local.sh failed on $node"
+  managers_route "$node"
   log "stack deployed in $((SECONDS - t)) s; the API: http://<any manager's address>/api/health, e.g. http://$(node_ip 1)/api/health; the built-in router on port 8000 (key: docker exec $node cat /root/.config/idepool/local/api-key)"
+}
+
+# managers_route NODE: waits until every manager's Traefik routes to idepool
+# on ports 80 and 8000. setup-local.sh checked the node it ran on; the
+# address printed is any manager's, and a Traefik whose task started last
+# routes a moment later (seen: a node answering 404 right after the deploy).
+managers_route() {
+  local t=$SECONDS host port url
+  command -v curl >/dev/null || die "curl is needed"
+  for host in $(docker exec "$1" docker node ls --filter role=manager --format '{{.Hostname}}'); do
+    for port in 80 8000; do
+      url="http://$(node_ip "${host##*-}"):$port/api/health"
+      until curl -fsS -m 2 -o /dev/null "$url" 2>/dev/null; do
+        [ $((SECONDS - t)) -lt 60 ] || die "$host's Traefik does not route $url after 60 s"
+        sleep 0.5
+      done
+    done
+  done
+  log "every manager's Traefik routes to idepool (at $((SECONDS - t)) s)"
 }
 
 # copy_deploy NODE: a fresh copy of deploy/ in NODE's /opt/idepool.
