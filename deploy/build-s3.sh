@@ -2,7 +2,7 @@
 # Builds idepool-s3:local: versitygw (the S3-compatible server idepool embeds
 # for its zero-config run), static, FROM scratch, for the local stack of
 # deploy/setup-local.sh. Built from the Go module proxy (no registry), cached
-# in ~/.cache/idepool/versitygw-<version>; the first build takes about 3
+# in ~/.cache/idepool/versitygw-<version>; the first build takes about 2
 # minutes on a 2-core machine, later runs are instant (the image is rebuilt
 # only when the binary changed).
 #
@@ -23,7 +23,7 @@ cache="${IDEPOOL_CACHE:-$HOME/.cache/idepool}"
 bin="$cache/versitygw-$version"
 
 if [ ! -x "$bin" ]; then
-  echo "building versitygw $version into $bin (about 3 min, once)"
+  echo "building versitygw $version into $bin (about 2 min, once)"
   mkdir -p "$cache"
   tmp="$bin.tmp.$$"
   trap 'rm -f "$tmp"' EXIT

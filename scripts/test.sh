@@ -93,8 +93,6 @@ fi
 
 step "go mod tidy -diff (go.mod and go.sum as tidy leaves them)"
 go mod tidy -diff
-step "one version of each module idepool and its tools share"
-bash scripts/align-modules.sh
 
 step "staticcheck"
 time staticcheck ./...
@@ -103,6 +101,11 @@ if [ -f deploy/build-images.sh ]; then
   step "images"
   bash deploy/build-images.sh
 fi
+
+# After the images: it reads the tools' modules, which the Traefik build
+# downloads meanwhile (before, it waited on those downloads).
+step "one version of each module idepool and its tools share"
+bash scripts/align-modules.sh
 
 # go test -race runs in three parts so that the slow builds above stay off
 # the critical path on a new machine: first every package that needs none
