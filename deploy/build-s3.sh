@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-version=v1.8.0 # the version in go.mod
+version=$(go list -m -f '{{.Version}}' github.com/versity/versitygw) # idepool's go.mod requires it
 image="idepool-s3:local"
 bucket="workspaces"
 cache="${IDEPOOL_CACHE:-$HOME/.cache/idepool}"

@@ -13,13 +13,28 @@ export PATH="$PATH:$(go env GOPATH)/bin"
 start=$(date +%s)
 step() { echo "==> [$(( $(date +%s) - start ))s] $*"; }
 logs=$(mktemp -d)
-# What each background build cost (its log's last line, and the summary at
-# the end): on a new machine the CPU is what is short.
+# The builds beside the checks. Each prints what it cost (its log's last
+# line, and the summary at the end): on a new machine the CPU is what is
+# short.
 TIMEFORMAT='took %R s, CPU %U s user + %S s system'
-background() { # name command...: runs command in the background, timed
-  local name=$1
+# background name what script [prefix...]: runs `prefix... bash script` in
+# the background, timed, logged to $logs/name.log, its pid in ${name}_pid
+# (empty when there is no such script).
+background() {
+  local name=$1 what=$2 script=$3
+  shift 3
+  printf -v "${name}_pid" '%s' ""
+  [ -f "$script" ] || return 0
+  step "building $what in the background (log: $logs/$name.log)"
+  { time "$@" bash "$script"; } >"$logs/$name.log" 2>&1 &
+  printf -v "${name}_pid" '%s' "$!"
+}
+# after pid command...: runs command once process pid (if any) has ended.
+after() {
+  local pid=$1
   shift
-  { time "$@"; } >"$logs/$name.log" 2>&1 &
+  while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 2; done
+  "$@"
 }
 
 step "system packages, tools, Swarm mode"
@@ -27,31 +42,16 @@ time bash scripts/setup-deps.sh
 
 # The local S3 store's image for deploy/setup-local.sh (versitygw, built by
 # setup-deps.sh) builds in the background, beside the checks.
-s3img_pid=""
-if [ -f deploy/build-s3.sh ]; then
-  step "building the local S3 image in the background (log: $logs/s3img.log)"
-  background s3img bash deploy/build-s3.sh
-  s3img_pid=$!
-fi
+background s3img "the local S3 image" deploy/build-s3.sh
 
 # The cluster tests' node image (debootstrap + docker.io, docker import;
 # cached by its recipe's hash) builds beside the checks too. Its lock is the
 # Debian IDE image's (they share the minbase tarball), so the two take turns.
-node_pid=""
-if [ -f deploy/cluster/build-node.sh ]; then
-  step "building the cluster node image in the background (log: $logs/node.log)"
-  background node bash deploy/cluster/build-node.sh
-  node_pid=$!
-fi
+background node "the cluster node image" deploy/cluster/build-node.sh
 
 # The Debian IDE image (debootstrap + docker import; minutes the first time,
 # cached in ~/.cache/idepool) also builds beside the checks.
-debian_pid=""
-if [ -f deploy/ide/build-debian.sh ]; then
-  step "building the Debian IDE image in the background (log: $logs/debian.log)"
-  background debian bash deploy/ide/build-debian.sh
-  debian_pid=$!
-fi
+background debian "the Debian IDE image" deploy/ide/build-debian.sh
 
 # One build configuration for everything built without -race (go vet,
 # staticcheck, the images, the idepool binary the tests build for their
@@ -78,18 +78,8 @@ time go vet ./...
 # share with it and with each other (tools/*/go.mod), so what go vet just
 # compiled (client-go, the Kubernetes API types, gRPC, …) is not compiled
 # again. Two builds at once would each compile what they share.
-traefik_pid=""
-if [ -f deploy/build-traefik.sh ]; then
-  step "building Traefik in the background (log: $logs/traefik.log)"
-  background traefik bash deploy/build-traefik.sh
-  traefik_pid=$!
-fi
-k8s_pid=""
-if [ -f deploy/kubernetes/build.sh ]; then
-  step "building the Kubernetes test cluster in the background, after Traefik (log: $logs/k8s.log)"
-  background k8s bash -c 'while [ "$1" != 0 ] && kill -0 "$1" 2>/dev/null; do sleep 2; done; exec nice -n 10 bash deploy/kubernetes/build.sh' _ "${traefik_pid:-0}"
-  k8s_pid=$!
-fi
+background traefik Traefik deploy/build-traefik.sh
+background k8s "the Kubernetes test cluster, after Traefik" deploy/kubernetes/build.sh after "$traefik_pid" nice -n 10
 
 step "go mod tidy -diff (go.mod and go.sum as tidy leaves them)"
 go mod tidy -diff
