@@ -293,13 +293,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); l.Run(ctx, 10*time.Second) }()
 	}
+	// The summary comes before the first answer: whoever waits for the API
+	// to answer finds it in the log (the listener is bound already).
+	s.logStartup(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
 	if s.debug != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.debug.serve() }()
 	}
-	s.logStartup(ctx)
 	if s.opts.Ready != nil {
 		s.opts.Ready(s)
 	}
