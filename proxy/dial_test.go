@@ -13,6 +13,8 @@ import (
 func TestRetryDial(t *testing.T) {
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	unreachable := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}
+	unknown := &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "idepool-x", IsNotFound: true}}
+	dnsDown := &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "server misbehaving", Name: "idepool-x", IsTemporary: true}}
 	other := errors.New("tls: bad certificate")
 	for _, c := range []struct {
 		name      string
@@ -24,7 +26,9 @@ func TestRetryDial(t *testing.T) {
 		{"succeeds at once", nil, time.Second, 1, nil},
 		{"refused, then there", []error{refused, refused}, time.Second, 3, nil},
 		{"unreachable, then there", []error{unreachable}, time.Second, 2, nil},
+		{"name not known yet, then there", []error{unknown, unknown}, time.Second, 3, nil},
 		{"other errors are not retried", []error{other}, time.Second, 1, other},
+		{"a failing resolver is not retried", []error{dnsDown}, time.Second, 1, dnsDown},
 		{"gives up within the budget", []error{refused, refused, refused, refused, refused, refused, refused, refused}, 100 * time.Millisecond, 3, refused},
 	} {
 		t.Run(c.name, func(t *testing.T) {

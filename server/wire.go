@@ -339,7 +339,9 @@ func (b *builder) buildPool(context.Context) (func(), error) {
 		Process: true,
 	})
 	mgr, err := pool.New(pool.Options{
-		RouteGate:          traefikGate(cfg, b.profiles),
+		// idepool reaches the container itself (its router), then Traefik
+		// routes it (where Traefik routes).
+		RouteGate:          allGates(reachGate(b.profiles), traefikGate(cfg, b.profiles)),
 		Queue:              pool.QueueOptions{Enabled: cfg.QueueEnabled, Limit: cfg.QueueLimit, Timeout: cfg.QueueTimeout},
 		Policies:           b.policies,
 		Runtime:            s.rt,
