@@ -167,8 +167,9 @@ func (c *benchCluster) waves(ctx context.Context, b *testing.B, n int, claim fun
 // and returns when the first byte of the IDE's own answer (200) arrived.
 // A route that answers 404 or 502 (Traefik not routing it yet, the
 // overlay not reaching the task yet) is asked again every 10 ms, the wait
-// counted; tries says how many extra requests that took.
-func openIDE(ctx context.Context, tr http.RoundTripper, u string) (first time.Time, tries int, err error) {
+// counted; tries says how many extra requests that took, and why the
+// first answer that was asked again (its status and the start of its body).
+func openIDE(ctx context.Context, tr http.RoundTripper, u string) (first time.Time, tries int, why string, err error) {
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second}
 	var at time.Time
@@ -178,19 +179,23 @@ func openIDE(ctx context.Context, tr http.RoundTripper, u string) (first time.Ti
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
-			return time.Time{}, tries, err
+			return time.Time{}, tries, why, err
 		}
 		res, err := hc.Do(req)
 		if err != nil {
-			return time.Time{}, tries, err
+			return time.Time{}, tries, why, err
 		}
+		head, _ := io.ReadAll(io.LimitReader(res.Body, 160))
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		if res.StatusCode == http.StatusOK {
-			return at, tries, nil
+			return at, tries, why, nil
 		}
 		if (res.StatusCode != http.StatusNotFound && res.StatusCode != http.StatusBadGateway) || time.Now().After(deadline) {
-			return time.Time{}, tries, fmt.Errorf("GET %s: %s", res.Request.URL.Path, res.Status)
+			return time.Time{}, tries, why, fmt.Errorf("GET %s: %s", res.Request.URL.Path, res.Status)
+		}
+		if why == "" {
+			why = fmt.Sprintf("%d from %s: %s", res.StatusCode, res.Header.Get("Server"), strings.TrimSpace(string(head)))
 		}
 		// Again from where the redirects ended (the token is spent once
 		// redeemed; the cookie in the jar carries on).
@@ -241,7 +246,7 @@ func BenchmarkClusterClaimFirstByte(b *testing.B) {
 			if !res.IsPreWarmed {
 				return res.ID, fmt.Errorf("claim %d: not a warm claim: %+v", i, res.StartResponse)
 			}
-			first, tries, err := openIDE(ctx, tr[r.name], r.base+strings.TrimPrefix(res.URLs.CodeServer, c.apiURL))
+			first, tries, why, err := openIDE(ctx, tr[r.name], r.base+strings.TrimPrefix(res.URLs.CodeServer, c.apiURL))
 			if err != nil {
 				return res.ID, fmt.Errorf("claim %d (%s) through %s: %w", i, res.ID, r.name, err)
 			}
@@ -249,6 +254,7 @@ func BenchmarkClusterClaimFirstByte(b *testing.B) {
 			post[r.name] = append(post[r.name], answered.Sub(start))
 			if tries > 0 {
 				retried[r.name]++
+				b.Logf("claim %d (%s) through %s asked again %d times, first answer %s", i, res.ID, r.name, tries, why)
 			}
 			return res.ID, nil
 		})
@@ -517,7 +523,7 @@ func BenchmarkClusterUsable(b *testing.B) {
 			if !res.Ready || !res.IsPreWarmed {
 				return res.ID, fmt.Errorf("claim %d: not a ready warm claim: %+v", i, res.StartResponse)
 			}
-			first, _, err := openIDE(ctx, tr, res.URLs.CodeServer)
+			first, _, _, err := openIDE(ctx, tr, res.URLs.CodeServer)
 			if err != nil {
 				return res.ID, fmt.Errorf("claim %d (%s): %w", i, res.ID, err)
 			}
