@@ -20,13 +20,20 @@ TIMEFORMAT='took %R s, CPU %U s user + %S s system'
 # background name what script [prefix...]: runs `prefix... bash script` in
 # the background, timed, logged to $logs/name.log, its pid in ${name}_pid
 # (empty when there is no such script).
+# Its exit status goes to $logs/name.rc as well, for whoever is not the
+# shell that started it (and so cannot wait for it).
 background() {
   local name=$1 what=$2 script=$3
   shift 3
   printf -v "${name}_pid" '%s' ""
   [ -f "$script" ] || return 0
   step "building $what in the background (log: $logs/$name.log)"
-  { time "$@" bash "$script"; } >"$logs/$name.log" 2>&1 &
+  (
+    rc=0
+    { time "$@" bash "$script"; } >"$logs/$name.log" 2>&1 || rc=$?
+    echo "$rc" >"$logs/$name.rc"
+    exit "$rc"
+  ) &
   printf -v "${name}_pid" '%s' "$!"
 }
 # after pid command...: runs command once process pid (if any) has ended.
@@ -35,6 +42,12 @@ after() {
   shift
   while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 2; done
   "$@"
+}
+# killtree pid: ends a background step and every process it started.
+killtree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do killtree "$child"; done
+  kill "$1" 2>/dev/null || true
 }
 
 step "system packages, tools, Swarm mode"
@@ -148,19 +161,30 @@ fi
 step "go test -race: the packages that need Traefik or the Debian IDE image"
 gotest builds $(go list ./... | grep -E "$needs_builds")
 
-# The cluster tests: a real Swarm of 3 Docker-in-Docker nodes on this machine
-# (deploy/cluster-local.sh), deployed with the project's own scripts. As
-# root, with CI=true (a missing prerequisite fails). Whatever a killed or
-# timed-out run leaves (the tests' clusters are labelled idepool.cluster=
-# ipcl-t…, the benchmarks' ipcb-…) is removed afterwards, pass or fail.
-# -v: the tests print their figures (t.Logf).
-if [ -n "$node_pid" ]; then
-  step "waiting for the cluster node image"
-  if ! wait "$node_pid"; then
-    echo "cluster node image build failed:"; tail -40 "$logs/node.log"; exit 1
+# The Kubernetes tests (issue 19), beside the Swarm cluster's: each step
+# leaves the CPU about half idle. The test cluster (deploy/kubernetes/
+# cluster.sh: a real single-node Kubernetes) comes up once the Kubernetes
+# build is done; go test -race ./runtime/kubernetes/ runs the conformance
+# suite on it, then e2e/kubernetes deploys idepool into it with
+# deploy/kubernetes/chart (and its Traefik: the image idepool-traefik from
+# the build above) and manifests. As root, CI=true. Its output is printed
+# when the Swarm cluster's tests are done; the cluster stays up for its
+# benchmarks, and is taken down after them, pass or fail.
+k8s_tests() {
+  if [ -n "$k8s_pid" ]; then
+    step "waiting for the Kubernetes build"
+    after "$k8s_pid" true
+    if [ "$(cat "$logs/k8s.rc" 2>/dev/null)" != 0 ]; then
+      echo "Kubernetes build failed:"; tail -40 "$logs/k8s.log"; return 1
+    fi
   fi
-  tail -1 "$logs/node.log"
-fi
+  step "the Kubernetes test cluster up; go test -race ./runtime/kubernetes/ (the conformance suite on it)"
+  bash deploy/kubernetes/cluster.sh up
+  gotest kubernetes $(go list ./... | grep -E "$needs_k8s")
+  step "kubernetes tests (e2e/kubernetes: a real single-node cluster)"
+  CI=true go test -tags kubernetes -count=1 -v -timeout 15m ./e2e/kubernetes/ 2>&1 | grep -v 'level=INFO msg=http'
+  return "${PIPESTATUS[0]}"
+}
 sweep_clusters() {
   local kind ids
   for kind in container volume network; do
@@ -180,14 +204,41 @@ sweep_clusters() {
     echo "removed what a cluster test left: $(echo "$ids" | wc -l) ${kind}(s)"
   done
 }
+k8s_step_pid=""
+k8s_up=""
+cleanup() {
+  sweep_clusters
+  if [ -n "$k8s_step_pid" ]; then killtree "$k8s_step_pid"; fi
+  if [ -n "$k8s_up" ]; then bash deploy/kubernetes/cluster.sh down; fi
+}
+if [ -f deploy/kubernetes/cluster.sh ]; then
+  step "kubernetes tests in the background (log: $logs/k8s-tests.log)"
+  k8s_start=$(date +%s)
+  k8s_up=1
+  ( k8s_tests ) >"$logs/k8s-tests.log" 2>&1 &
+  k8s_step_pid=$!
+fi
+trap cleanup EXIT
+
+# The cluster tests: a real Swarm of 3 Docker-in-Docker nodes on this machine
+# (deploy/cluster-local.sh), deployed with the project's own scripts. As
+# root, with CI=true (a missing prerequisite fails). Whatever a killed or
+# timed-out run leaves (the tests' clusters are labelled idepool.cluster=
+# ipcl-t…, the benchmarks' ipcb-…) is removed afterwards, pass or fail.
+# -v: the tests print their figures (t.Logf).
+if [ -n "$node_pid" ]; then
+  step "waiting for the cluster node image"
+  if ! wait "$node_pid"; then
+    echo "cluster node image build failed:"; tail -40 "$logs/node.log"; exit 1
+  fi
+  tail -1 "$logs/node.log"
+fi
 step "cluster tests (e2e/cluster: 3 Docker-in-Docker nodes)"
 cluster_start=$(date +%s)
-trap sweep_clusters EXIT
 set +e
 CI=true go test -tags cluster -race=false -count=1 -v -timeout 20m ./e2e/cluster/ 2>&1 | tee "$logs/cluster.log"
 rc=${PIPESTATUS[0]}
 set -e
-trap - EXIT
 sweep_clusters
 step "cluster tests took $(( $(date +%s) - cluster_start ))s"
 if [ "$rc" -ne 0 ]; then
@@ -196,45 +247,29 @@ if [ "$rc" -ne 0 ]; then
   exit "$rc"
 fi
 
-# The Kubernetes end-to-end test (issue 19): idepool deployed into the test
-# cluster by deploy/kubernetes/chart (with its Traefik: the image
-# idepool-traefik from the build above) and manifests, and its figures. As
-# root, CI=true.
-# The cluster is taken down afterwards, pass or fail.
-if [ -f deploy/kubernetes/cluster.sh ]; then
-  if [ -n "$k8s_pid" ]; then
-    step "waiting for the Kubernetes build"
-    if ! wait "$k8s_pid"; then
-      echo "Kubernetes build failed:"; tail -40 "$logs/k8s.log"; exit 1
-    fi
-  fi
-  k8s_start=$(date +%s)
-  step "the Kubernetes test cluster up; go test -race ./runtime/kubernetes/ (the conformance suite on it)"
-  trap 'bash deploy/kubernetes/cluster.sh down' EXIT
-  bash deploy/kubernetes/cluster.sh up
-  gotest kubernetes $(go list ./... | grep -E "$needs_k8s")
-  step "kubernetes tests (e2e/kubernetes: a real single-node cluster)"
-  set +e
-  CI=true go test -tags kubernetes -count=1 -v -timeout 15m ./e2e/kubernetes/ 2>&1 | grep -v 'level=INFO msg=http' | tee "$logs/k8s-e2e.log"
-  rc=${PIPESTATUS[0]}
-  if [ "$rc" -eq 0 ] && [ -z "${SKIP_BENCH:-}" ]; then
-    CI=true go test -tags kubernetes -run '^$' -bench . -benchtime 1x -v -timeout 15m ./e2e/kubernetes/ 2>&1 |
-      grep -v 'level=INFO msg=http' | tee -a "$logs/k8s-e2e.log"
-    rc=${PIPESTATUS[0]}
-  fi
-  set -e
-  trap - EXIT
-  bash deploy/kubernetes/cluster.sh down
-  step "kubernetes tests took $(( $(date +%s) - k8s_start ))s"
+if [ -n "$k8s_step_pid" ]; then
+  step "waiting for the kubernetes tests"
+  rc=0
+  wait "$k8s_step_pid" || rc=$?
+  k8s_step_pid=""
+  sed 's/^/  k8s| /' "$logs/k8s-tests.log"
+  step "kubernetes tests took $(( $(date +%s) - k8s_start ))s in all (beside the cluster tests)"
   if [ "$rc" -ne 0 ]; then
     echo "kubernetes tests failed (exit $rc):"
-    grep -E -- '--- FAIL|^FAIL|panic:' "$logs/k8s-e2e.log" | head -50
+    grep -E -- '--- FAIL|^FAIL|panic:' "$logs/k8s-tests.log" | head -50
     exit "$rc"
   fi
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then
   step "benchmarks (figures for the issues' goals)"
+  if [ -n "$k8s_up" ]; then
+    # Kubernetes' first, on the test cluster still up; then it goes.
+    CI=true go test -tags kubernetes -run '^$' -bench . -benchtime 1x -v -timeout 15m ./e2e/kubernetes/ 2>&1 |
+      grep -v 'level=INFO msg=http'
+    bash deploy/kubernetes/cluster.sh down
+    k8s_up=""
+  fi
   go test -run '^$' -bench 'BenchmarkClaimLatency|BenchmarkServeMemory' -benchtime 1x -timeout 20m ./server/
   go test -run '^$' -bench 'BenchmarkBurst' -benchtime 1x -timeout 10m ./pool/
   go test -run '^$' -bench 'BenchmarkClaim$|BenchmarkClaimParallel' -benchtime 2000x ./pool/
@@ -248,13 +283,16 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   # benchmark's log. The burst at a fifth of the issue's class (60 starts
   # against 20 warm, the same shape): 300 against 100 overloads these 2
   # cores (docs/benchmarks.md says what it did).
-  trap sweep_clusters EXIT
   CI=true IDEPOOL_BENCH_BURST_N=60 IDEPOOL_BENCH_BURST_WARM=20 \
     go test -tags cluster -race=false -run '^$' -bench 'Cluster' -benchtime 1x -v -timeout 35m ./e2e/cluster/ 2>&1 |
     grep -v 'level=INFO msg=http'
-  trap - EXIT
   sweep_clusters
 fi
+if [ -n "$k8s_up" ]; then
+  bash deploy/kubernetes/cluster.sh down
+  k8s_up=""
+fi
+trap - EXIT
 for name in traefik s3img node debian k8s; do
   [ -f "$logs/$name.log" ] && echo "background build $name: $(tail -1 "$logs/$name.log")"
 done
