@@ -310,6 +310,23 @@ func mapErr(err error) error {
 	return err
 }
 
+// Transient reports whether a store error may pass on its own: no answer
+// from the store (unreachable, its name not known yet, a timeout) or an
+// answer of 5xx, 429 or 408. The store's refusals (credentials,
+// permissions, a missing bucket: other 4xx) are not.
+func Transient(err error) bool {
+	if errors.Is(err, ErrNoBucket) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		if c := re.HTTPStatusCode(); c != 0 {
+			return c >= 500 || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout
+		}
+	}
+	return true
+}
+
 // CreateBucket creates the store's bucket (the engine recreates a bucket
 // that vanished under a workspace it had synced). An existing bucket is
 // not an error.
