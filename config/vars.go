@@ -168,7 +168,7 @@ func vars() []VarSpec {
 			Description: "Who routes /<route>/<id>/ to containers: the built-in proxy, or Traefik with ForwardAuth to /_auth/forward (on Swarm: labels on the services; on Kubernetes: a headless Service and an Ingress per pod, owned by the pod). The built-in router keeps answering either way.",
 			bind:        func(c *Config) any { return &c.Router }},
 		{Name: "TRAEFIK_URL", Kind: KindURL, Topic: TopicRuntime,
-			Description: "With ROUTER=traefik: where idepool reaches Traefik's web entrypoint (http://traefik:80 on the overlay network). A ready container joins the pool only once Traefik routes it (its ForwardAuth answers through Traefik), so a claim never waits for Traefik's refresh. Unset: containers join at once.",
+			Description: "With ROUTER=traefik: where idepool reaches Traefik's web entrypoint (http://traefik:80 on the overlay network). A ready container joins the pool only once Traefik routes it (its ForwardAuth answers through Traefik), so a claim never waits for Traefik's refresh. Unset: containers join once idepool's own router reaches them.",
 			bind:        func(c *Config) any { return &c.TraefikURL }},
 		{Name: "TRAEFIK_INGRESS_CLASS", Kind: KindString, Pattern: `[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?`,
 			Accepts: "an ingress class name", Topic: TopicRuntime,
