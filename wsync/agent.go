@@ -86,7 +86,7 @@ func (s *AgentSyncer) Start(ctx context.Context, a idepool.Assignment, report fu
 	eng.Watch()
 	log.Info("initial pull")
 	t0 := time.Now()
-	if err := s.initialPull(ctx, eng, log); err != nil {
+	if err := initialPull(ctx, eng, log); err != nil {
 		if ctx.Err() != nil || errors.Is(err, ErrList) {
 			// Nothing could be pulled (bad credentials, no bucket,
 			// unreachable endpoint): "synced" would be a lie.
@@ -234,7 +234,7 @@ func DefaultStateDir(workspaceDir string) string {
 }
 
 // initialListPatience bounds how long the initial pull tries again a
-// listing that failed for a reason that may pass (Transient): on a cluster
+// listing that failed for a reason that may pass (transient): on a cluster
 // the store's name can be unknown to a node's DNS for a moment (a node
 // briefly out of the gossip), or the store be moving to another node.
 const initialListPatience = 30 * time.Second
@@ -244,12 +244,12 @@ const initialListPatience = 30 * time.Second
 // transiently is tried again, backing off, for up to initialListPatience,
 // so a claimed container is not failed (and its user sent away) for a
 // blip.
-func (s *AgentSyncer) initialPull(ctx context.Context, eng *Engine, log *slog.Logger) error {
+func initialPull(ctx context.Context, eng *Engine, log *slog.Logger) error {
 	deadline := time.Now().Add(initialListPatience)
 	wait := 250 * time.Millisecond
 	for {
 		_, err := eng.SyncOnce(ctx)
-		if err == nil || ctx.Err() != nil || !errors.Is(err, ErrList) || !Transient(err) || time.Now().Add(wait).After(deadline) {
+		if err == nil || ctx.Err() != nil || !errors.Is(err, ErrList) || !transient(err) || time.Now().Add(wait).After(deadline) {
 			return err
 		}
 		log.Warn("initial pull: listing the workspace failed; trying again", "err", err, "in", wait)

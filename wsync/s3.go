@@ -310,11 +310,11 @@ func mapErr(err error) error {
 	return err
 }
 
-// Transient reports whether a store error may pass on its own: no answer
+// transient reports whether a store error may pass on its own: no answer
 // from the store (unreachable, its name not known yet, a timeout) or an
 // answer of 5xx, 429 or 408. The store's refusals (credentials,
 // permissions, a missing bucket: other 4xx) are not.
-func Transient(err error) bool {
+func transient(err error) bool {
 	if errors.Is(err, ErrNoBucket) || errors.Is(err, context.Canceled) {
 		return false
 	}

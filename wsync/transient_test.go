@@ -38,8 +38,8 @@ func TestTransient(t *testing.T) {
 		{"no bucket", errors.Join(ErrNoBucket, statusErr(http.StatusNotFound)), false},
 		{"cancelled", context.Canceled, false},
 	} {
-		if got := Transient(c.err); got != c.want {
-			t.Errorf("%s: Transient = %v, want %v", c.name, got, c.want)
+		if got := transient(c.err); got != c.want {
+			t.Errorf("%s: transient = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
