@@ -123,6 +123,20 @@ func sharedCluster(b *testing.B) *benchCluster {
 	return shared.c
 }
 
+// fatal ends benchmark b with err once the diagnosis is logged, so that err
+// is the failure's last line: a CI's excerpt of a failure is its output's end.
+func (c *benchCluster) fatal(b *testing.B, err error) {
+	b.Helper()
+	shared.diagnosed.Do(func() { c.diagnose(b) })
+	b.Fatal(err)
+}
+
+// fatalf is fatal with a formatted message.
+func (c *benchCluster) fatalf(b *testing.B, format string, args ...any) {
+	b.Helper()
+	c.fatal(b, fmt.Errorf(format, args...))
+}
+
 // diagnose logs what a failed benchmark left to find out why: each node
 // container's state and engine's last lines (dockerd is the node's pid 1:
 // a node that stopped says how), the stack's tasks, and the host's kernel
@@ -141,7 +155,7 @@ func (c *benchCluster) diagnose(b *testing.B) {
 		b.Logf("diagnosis: %s's last lines:\n%s", svc, sh(30*time.Second, "docker", "exec", c.nodes[0], "docker", "service", "logs", "--tail", "30", "--timestamps", svc))
 	}
 	b.Logf("diagnosis: host threads %s", sh(10*time.Second, "sh", "-c", "ls -d /proc/[0-9]*/task/* | wc -l; cat /proc/sys/kernel/pid_max /proc/loadavg; free -m"))
-	b.Logf("diagnosis: host kernel's last lines:\n%s", sh(10*time.Second, "sh", "-c", "dmesg | tail -n 30"))
+	b.Logf("diagnosis: host kernel's last lines (but the network devices'):\n%s", sh(10*time.Second, "sh", "-c", "dmesg | grep -vE 'veth|br0|docker_gwbridge|vxlan|entered|left ' | tail -n 30"))
 }
 
 // logFailures logs idepool's lines about containers it failed (what each
@@ -840,19 +854,19 @@ func BenchmarkClusterColdStart(b *testing.B) {
 				defer cancel()
 				events, err := c.record(ctx)
 				if err != nil {
-					b.Fatal(err)
+					c.fatal(b, err)
 				}
 				start := time.Now()
 				res, err := c.api.Start(ctx, idepoolclient.StartRequest{Bucket: benchBucket, Prefix: fmt.Sprintf("bench-cold-%s-%d/", run, i),
 					Profile: profile, UserID: fmt.Sprintf("cold-%s-%d", run, i), Wait: true, WaitTimeout: 2 * time.Minute})
 				done := time.Now()
 				if err != nil || !res.Ready || res.IsPreWarmed || res.IsReused {
-					b.Fatalf("cold start %d on %s: %+v, %v", i, worker, res, err)
+					c.fatalf(b, "cold start %d on %s: %+v, %v", i, worker, res, err)
 				}
 				ours = append(ours, done.Sub(start))
 				tl, node, err := c.coldTimeline(ctx, res.ID, start, done)
 				if err != nil {
-					b.Fatal(err)
+					c.fatal(b, err)
 				}
 				pre, sw, post = append(pre, tl.preCreate), append(sw, tl.swarm), append(post, tl.postRun)
 				// After the task runs: the agent starts and dials home; its
@@ -865,13 +879,13 @@ func BenchmarkClusterColdStart(b *testing.B) {
 				b.Logf("cold start %2d on %s: %4.0f ms = idepool before the service %3.0f ms + Swarm to running %4.0f ms + %3.0f ms (agent up and dialled home %3.0f, assignment sent %3.0f, first pull and ready %3.0f, answer %3.0f)",
 					i, node, ms(done.Sub(start)), ms(tl.preCreate), ms(tl.swarm), ms(tl.postRun), ms(dial), ms(assign), ms(pull), ms(done.Sub(st[string(idepool.StateRunning)])))
 				if node != worker {
-					b.Fatalf("cold start %d ran on %s, want %s", i, node, worker)
+					c.fatalf(b, "cold start %d ran on %s, want %s", i, node, worker)
 				}
 				if _, err := c.api.Stop(ctx, res.ID); err != nil {
-					b.Fatalf("stop %s: %v", res.ID, err)
+					c.fatalf(b, "stop %s: %v", res.ID, err)
 				}
 				if err := c.emptyProfile(ctx, profile); err != nil {
-					b.Fatal(err)
+					c.fatal(b, err)
 				}
 			}
 			runRaw := func() {
@@ -880,11 +894,11 @@ func BenchmarkClusterColdStart(b *testing.B) {
 				start := time.Now()
 				id, err := c.rawCreate(ctx, worker)
 				if err != nil {
-					b.Fatal(err)
+					c.fatal(b, err)
 				}
 				run, err := c.waitRunning(ctx, []string{id})
 				if err != nil {
-					b.Fatal(err)
+					c.fatal(b, err)
 				}
 				d := time.Since(start)
 				raw = append(raw, d)
@@ -895,7 +909,7 @@ func BenchmarkClusterColdStart(b *testing.B) {
 				b.Logf("raw create %2d on %s: %4.0f ms = task running (the worker's time) %4.0f ms + until the manager shows it %3.0f ms",
 					i, worker, ms(d), ms(at), ms(d-at))
 				if err := c.removeRaw(ctx, []string{id}); err != nil {
-					b.Fatal(err)
+					c.fatal(b, err)
 				}
 			}
 			alternate(i, runOurs, runRaw)
@@ -984,20 +998,20 @@ func BenchmarkClusterRefill(b *testing.B) {
 			defer cancel()
 			events, err := c.record(ctx)
 			if err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			start := time.Now()
 			if _, err := c.api.SetPoolTarget(ctx, "small", n); err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			if err := c.waitWarm(ctx, "small", n); err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			d := time.Since(start)
 			ours = append(ours, d)
 			svcs, err := c.services(ctx, "small")
 			if err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			f := make(client.Filters)
 			var lastCreated time.Time
@@ -1009,7 +1023,7 @@ func BenchmarkClusterRefill(b *testing.B) {
 			}
 			run, err := c.running(ctx, f)
 			if err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			var lastRunning time.Time
 			for _, t := range run {
@@ -1035,12 +1049,12 @@ func BenchmarkClusterRefill(b *testing.B) {
 				len(toAgent), ms(pct(toAgent, 0.5)), ms(pct(toAgent, 1)), ms(pct(toWarm, 0.5)), ms(pct(toWarm, 1)))
 			sp, err := c.spread(ctx, run)
 			if err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			b.Logf("idepool refill of %d: all warm in %.2f s (last service created at %.2f s, last task running at %.2f s); per node %s",
 				n, d.Seconds(), lastCreated.Sub(start).Seconds(), lastRunning.Sub(start).Seconds(), c.spreadString(sp))
 			if err := c.emptyProfile(ctx, "small"); err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 		}
 		runRaw := func() {
@@ -1055,21 +1069,21 @@ func BenchmarkClusterRefill(b *testing.B) {
 			}
 			wg.Wait()
 			if err := errors.Join(errs...); err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			run, err := c.waitRunning(ctx, ids)
 			if err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			d := time.Since(start)
 			raw = append(raw, d)
 			sp, err := c.spread(ctx, run)
 			if err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 			b.Logf("raw: %d service creates at once, all running in %.2f s; per node %s", n, d.Seconds(), c.spreadString(sp))
 			if err := c.removeRaw(ctx, ids); err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 		}
 		alternate(i, runOurs, runRaw)
@@ -1181,10 +1195,10 @@ func BenchmarkClusterScale(b *testing.B) {
 		defer cancel()
 		start := time.Now()
 		if _, err := c.api.SetPoolTarget(ctx, "small", warm); err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		if err := c.waitWarm(ctx, "small", warm); err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		b.Logf("%d warm in %.1f s", warm, time.Since(start).Seconds())
 		t := time.Now()
@@ -1217,7 +1231,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		// (a claimed one still syncing its workspace counts as neither).
 		p, err := c.waitSettled(ctx, "small", warm, claimed, time.Minute)
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		// Seen in CI at a load average near 100: the pool stopped a few
 		// claimed containers whose agents were not ready again within its
@@ -1231,7 +1245,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		live := p.Warm + p.Claimed
 		svcs, err := c.services(ctx, "small")
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		f := make(client.Filters)
 		for _, s := range svcs {
@@ -1239,18 +1253,18 @@ func BenchmarkClusterScale(b *testing.B) {
 		}
 		run, err := c.running(ctx, f)
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		sp, err := c.spread(ctx, run)
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		b.Logf("%d live (%d warm, %d claimed; %d tasks running) %.1f s after the start; per node %s",
 			live, p.Warm, p.Claimed, len(run), time.Since(start).Seconds(), c.spreadString(sp))
 
 		node, pid, err := c.idepoolProc(ctx)
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		// Idle at that size (agents' heartbeats, health probes, the pool's
 		// reconcile), in two windows: the first still settles after the
@@ -1261,7 +1275,7 @@ func BenchmarkClusterScale(b *testing.B) {
 				time.Sleep(10 * time.Second) // the window CPU is averaged over, not a wait for a state
 			}
 			if win[k], err = sample(node, pid); err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 		}
 		cpuOver := func(a, b procSample) float64 { return 100 * float64(b.cpu-a.cpu) / float64(b.at.Sub(a.at)) }
@@ -1270,7 +1284,7 @@ func BenchmarkClusterScale(b *testing.B) {
 
 		hc, err := c.dashboardClient(ctx)
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		get := func(path string) (time.Duration, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL+path, nil)
@@ -1296,20 +1310,20 @@ func BenchmarkClusterScale(b *testing.B) {
 		lat := map[string][]time.Duration{}
 		s2, err := sample(node, pid)
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		for range 100 {
 			for _, path := range paths {
 				d, err := get(path)
 				if err != nil {
-					b.Fatal(err)
+					c.fatal(b, err)
 				}
 				lat[path] = append(lat[path], d)
 			}
 		}
 		s3, err := sample(node, pid)
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		busy := 100 * float64(s3.cpu-s2.cpu) / float64(s3.at.Sub(s2.at))
 		var apiP99 time.Duration
@@ -1333,7 +1347,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		}
 		if !c.own {
 			if err := c.emptyProfile(ctx, "small"); err != nil {
-				b.Fatal(err)
+				c.fatal(b, err)
 			}
 		}
 	}

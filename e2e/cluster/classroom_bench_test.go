@@ -93,7 +93,7 @@ func (c *benchCluster) quiet(ctx context.Context, b *testing.B, keep string) {
 	b.Helper()
 	ps, err := c.api.Pools(ctx)
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	for _, p := range ps {
 		if p.Warm+p.Starting+p.Claimed+p.Failed == 0 && p.Target == 0 {
@@ -104,7 +104,7 @@ func (c *benchCluster) quiet(ctx context.Context, b *testing.B, keep string) {
 		}
 		t := time.Now()
 		if err := c.emptyProfile(ctx, p.Profile); err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		b.Logf("emptied the pool %s (%d warm, %d claimed) in %v", p.Profile, p.Warm, p.Claimed, time.Since(t).Round(time.Millisecond))
 	}
@@ -259,7 +259,7 @@ func BenchmarkClusterClaimFirstByte(b *testing.B) {
 			return res.ID, nil
 		})
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		var posts []time.Duration
 		for _, r := range routers {
@@ -290,14 +290,14 @@ func (c *benchCluster) seedWorkspaces(ctx context.Context, b *testing.B, prefix 
 	b.Helper()
 	root, err := modroot.Dir()
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	bin := filepath.Join(b.TempDir(), "s3seed")
 	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./e2e/cluster/testdata/s3seed")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build testdata/s3seed: %v\n%s", err, out)
+		c.fatalf(b, "go build testdata/s3seed: %v\n%s", err, out)
 	}
 	// The store is pinned to the node labelled idepool.s3-store (node 1).
 	var node, ctr string
@@ -314,7 +314,7 @@ func (c *benchCluster) seedWorkspaces(ctx context.Context, b *testing.B, prefix 
 		}
 	}
 	if ctr == "" {
-		b.Fatalf("the S3 store's container runs on no node that answered: %v", errors.Join(errs...))
+		c.fatalf(b, "the S3 store's container runs on no node that answered: %v", errors.Join(errs...))
 	}
 	for _, args := range [][]string{
 		{"cp", bin, node + ":/tmp/s3seed"},
@@ -324,7 +324,7 @@ func (c *benchCluster) seedWorkspaces(ctx context.Context, b *testing.B, prefix 
 	} {
 		out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
 		if err != nil {
-			b.Fatalf("docker %s: %v\n%s", strings.Join(args[:3], " "), err, out)
+			c.fatalf(b, "docker %s: %v\n%s", strings.Join(args[:3], " "), err, out)
 		}
 		if args[0] == "exec" && args[3] == "exec" {
 			b.Logf("seeded on %s: %s", node, strings.TrimSpace(string(out)))
@@ -392,27 +392,39 @@ var (
 )
 
 // agentPull reads those lines from the agent's log through its node's
-// engine.
+// engine. The engine copies a container's output to its log behind the
+// process's writes, so a line written just before the ready answer may not
+// be in the log yet: it is read again for up to 10 s.
 func (c *benchCluster) agentPull(ctx context.Context, id string) (pullTimes, error) {
-	var pt pullTimes
 	dc, cid, err := c.taskContainer(ctx, id)
 	if err != nil {
-		return pt, err
+		return pullTimes{}, err
 	}
-	rc, err := dc.ContainerLogs(ctx, cid, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Timestamps: true})
-	if err != nil {
-		return pt, fmt.Errorf("logs of %s: %w", id, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rc, err := dc.ContainerLogs(ctx, cid, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Timestamps: true})
+		if err != nil {
+			return pullTimes{}, fmt.Errorf("logs of %s: %w", id, err)
+		}
+		var out strings.Builder
+		_, err = stdcopy.StdCopy(&out, &out, rc)
+		rc.Close()
+		if err != nil {
+			return pullTimes{}, fmt.Errorf("logs of %s: %w", id, err)
+		}
+		pt, err := parsePullTimes(out.String())
+		if err == nil {
+			return pt, nil
+		}
+		if time.Now().After(deadline) {
+			return pt, fmt.Errorf("agent of %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return pt, fmt.Errorf("agent of %s: %w (%w)", id, err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	defer rc.Close()
-	var out strings.Builder
-	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
-		return pt, fmt.Errorf("logs of %s: %w", id, err)
-	}
-	pt, err = parsePullTimes(out.String())
-	if err != nil {
-		return pt, fmt.Errorf("agent of %s: %w", id, err)
-	}
-	return pt, nil
 }
 
 // parsePullTimes reads an agent's log, each line led by the engine's
@@ -547,7 +559,7 @@ func BenchmarkClusterUsable(b *testing.B) {
 			return res.ID, nil
 		})
 		if err != nil {
-			b.Fatal(err)
+			c.fatal(b, err)
 		}
 		lat := of(func(s split) time.Duration { return s.total })
 		ready := of(func(s split) time.Duration { return s.total - s.route })
@@ -629,10 +641,10 @@ func (c *benchCluster) burst(b *testing.B, starts, warm int, over time.Duration,
 	run := idepool.NewID()[:6]
 	t := time.Now()
 	if _, err := c.api.SetPoolTarget(ctx, "small", warm); err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	if err := c.waitWarm(ctx, "small", warm); err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	b.Logf("%d warm in %.1f s (untimed)", warm, time.Since(t).Seconds())
 	at := arrivals(rng, starts, over)
@@ -682,7 +694,7 @@ func (c *benchCluster) burst(b *testing.B, starts, warm int, over time.Duration,
 	}
 	t = time.Now()
 	if err := c.emptyProfile(ctx, "small"); err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	b.Logf("%d containers removed in %.1f s (untimed)", starts+warm, time.Since(t).Seconds())
 	return all
@@ -695,15 +707,15 @@ func (c *benchCluster) burstRSS(ctx context.Context, b *testing.B, claimed, warm
 	t := time.Now()
 	p, err := c.waitRefilled(ctx, "small", warm, claimed)
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	node, pid, err := c.idepoolProc(ctx)
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	s, err := sample(node, pid)
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	rss := float64(s.rssKiB) / 1024
 	b.ReportMetric(rss, "rss-mib")
@@ -722,7 +734,7 @@ func (c *benchCluster) rawBurst(ctx context.Context, b *testing.B, n int) time.D
 	// create, unlike a read, is not sent twice.
 	dc, err := nodeDocker(c.nodes[0], 32)
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	defer dc.Close()
 	var wg sync.WaitGroup
@@ -751,21 +763,21 @@ func (c *benchCluster) rawBurst(ctx context.Context, b *testing.B, n int) time.D
 	wg.Wait()
 	created := time.Since(start)
 	if err := errors.Join(errs...); err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	run, err := c.waitRunning(ctx, ids)
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	d := time.Since(start)
 	sp, err := c.spread(ctx, run)
 	if err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	b.Logf("raw: %d service creates (32 at a time) sent in %.1f s, all running in %.1f s; per node %s", n, created.Seconds(), d.Seconds(), c.spreadString(sp))
 	t := time.Now()
 	if err := c.removeRaw(ctx, ids); err != nil {
-		b.Fatal(err)
+		c.fatal(b, err)
 	}
 	b.Logf("raw: %d removed in %.1f s (untimed)", n, time.Since(t).Seconds())
 	return d
