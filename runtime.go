@@ -158,6 +158,8 @@ const (
 	// EnvSyncMaxDeletePercent: the share of a workspace's files one sync
 	// pass may delete before the deletions wait for a confirmation.
 	EnvSyncMaxDeletePercent = "IDEPOOL_SYNC_MAX_DELETE_PERCENT"
+	// EnvSyncParallelism: how many transfers one agent's sync runs at once.
+	EnvSyncParallelism = "IDEPOOL_SYNC_PARALLELISM"
 	// EnvStartGate is the number of an inherited file descriptor (a pipe)
 	// that the agent reads to its end before it starts anything. A runtime
 	// that places the agent in its limits only after starting it (the

@@ -126,8 +126,10 @@ type Config struct {
 	S3Endpoint         string // S3_ENDPOINT; "" = AWS
 	// SyncMaxDeletePercent: SYNC_MAX_DELETE_PERCENT, passed to every agent.
 	SyncMaxDeletePercent int
-	S3EmbeddedAddr       string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
-	DebugAddr            string // DEBUG_ADDR; "" = no profiling listener
+	// SyncParallelism: SYNC_PARALLELISM, passed to every agent.
+	SyncParallelism int
+	S3EmbeddedAddr  string // S3_EMBEDDED_ADDR; "" = 127.0.0.1:PORT+1
+	DebugAddr       string // DEBUG_ADDR; "" = no profiling listener
 
 	// Logging.
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error

@@ -230,6 +230,9 @@ func vars() []VarSpec {
 		{Name: "SYNC_MAX_DELETE_PERCENT", Default: "50", Kind: KindPercent, Topic: TopicS3,
 			Description: "Mass-deletion guard: when one sync pass would delete more than this share of a container's files (and more than 3) because they vanished from S3, the deletions wait (event sync.deletions_held) until POST /api/containers/{id}/sync/confirm-deletions; 100 turns the guard off, 0 means the default.",
 			bind:        func(c *Config) any { return &c.SyncMaxDeletePercent }},
+		{Name: "SYNC_PARALLELISM", Default: "8", Kind: KindInt, NonZero: true, Max: 256, Topic: TopicS3,
+			Description: "Transfers (GETs, PUTs, deletes) one agent's sync runs at once, the initial pull of a claimed workspace among them.",
+			bind:        func(c *Config) any { return &c.SyncParallelism }},
 
 		// Logging.
 		{Name: "LOG_LEVEL", Default: "info", Kind: KindEnum, Values: []string{"debug", "info", "warn", "error"}, Topic: TopicLogging,

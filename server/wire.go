@@ -194,6 +194,9 @@ func (b *builder) settings(ctx context.Context) (func(), error) {
 	if cfg.SyncMaxDeletePercent > 0 {
 		b.agentEnv[idepool.EnvSyncMaxDeletePercent] = strconv.Itoa(cfg.SyncMaxDeletePercent)
 	}
+	if cfg.SyncParallelism > 0 {
+		b.agentEnv[idepool.EnvSyncParallelism] = strconv.Itoa(cfg.SyncParallelism)
+	}
 	return nil, nil
 }
 

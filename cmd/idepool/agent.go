@@ -34,6 +34,13 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		opts.MaxDeletePercent = p
 	}
+	if s := getenv(idepool.EnvSyncParallelism); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 256 {
+			return fmt.Errorf("agent configuration: %s=%q: want an integer 1-256", idepool.EnvSyncParallelism, s)
+		}
+		opts.Parallelism = n
+	}
 	cfg.NewSyncer = func(workspaceDir, stateDir string, logger *slog.Logger) agent.Syncer {
 		return wsync.NewAgentSyncer(workspaceDir, stateDir, logger, opts)
 	}
