@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
-	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool"
+	"github.com/idepool/idepool/internal/quantile"
 	"github.com/idepool/idepool/runtime/fake"
 )
 
@@ -45,14 +45,7 @@ type burstResult struct {
 	refusals int
 }
 
-func (r burstResult) pct(q float64) time.Duration {
-	if len(r.ready) == 0 {
-		return 0
-	}
-	d := slices.Clone(r.ready)
-	slices.Sort(d)
-	return d[min(int(q*float64(len(d)-1)+0.5), len(d)-1)]
-}
+func (r burstResult) pct(q float64) time.Duration { return quantile.Of(r.ready, q) }
 
 func (r burstResult) String() string {
 	return fmt.Sprintf("errors %d %v, kinds %v, queued %d, fifo violations %d, time to ready p50 %s p95 %s p99 %s max %s, all done in %s",

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/idepool/idepool/internal/quantile"
 )
 
 // BenchmarkClaimLatency measures what a classroom feels: 200 concurrent
@@ -137,7 +139,7 @@ type burstResult struct {
 	alloc uint64
 }
 
-func (r burstResult) pct(q float64) time.Duration { return r.lat[int(q*float64(len(r.lat)-1))] }
+func (r burstResult) pct(q float64) time.Duration { return quantile.Sorted(r.lat, q) }
 func (r burstResult) max() time.Duration          { return r.lat[len(r.lat)-1] }
 
 // httpBurst opens n keep-alive connections to base (the benchmark is about

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/idepool/idepool/internal/quantile"
 )
 
 // Benchmarks against Debian's rclone on the same versitygw. The routine
@@ -188,7 +190,7 @@ func BenchmarkSaveToS3Latency(b *testing.B) {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	p := func(q float64) time.Duration { return quantile.Sorted(lat, q) }
 	b.ReportMetric(p(0.50).Seconds()*1000, "p50-ms")
 	b.ReportMetric(p(0.99).Seconds()*1000, "p99-ms")
 	b.ReportMetric(float64(maxRSSKB(cmd.ProcessState))/1024, "peak-rss-MiB")

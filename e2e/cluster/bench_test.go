@@ -24,6 +24,7 @@ import (
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/quantile"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 )
@@ -769,15 +770,8 @@ func alternate(i int, ours, raw func()) {
 	}
 }
 
-func pct(d []time.Duration, p float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(float64(len(s))*p+0.5) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
+// pct is the p-quantile of d (nearest rank: of 100, p99 is the 99th).
+func pct(d []time.Duration, p float64) time.Duration { return quantile.Of(d, p) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 

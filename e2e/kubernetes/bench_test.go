@@ -20,6 +20,7 @@ import (
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
 	"github.com/idepool/idepool/internal/e2etest"
+	"github.com/idepool/idepool/internal/quantile"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,15 +33,8 @@ func benchN(def int) int {
 	return def
 }
 
-func pct(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	i := int(float64(len(s)-1)*p + 0.5)
-	return s[i]
-}
+// pct is the p-quantile of d (nearest rank: of 100, p99 is the 99th).
+func pct(d []time.Duration, p float64) time.Duration { return quantile.Of(d, p) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 

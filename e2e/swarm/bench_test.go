@@ -16,6 +16,7 @@ import (
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
 	"github.com/idepool/idepool/internal/e2etest"
+	"github.com/idepool/idepool/internal/quantile"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 )
@@ -317,11 +318,7 @@ func BenchmarkWarmClaim(b *testing.B) {
 			stops.Wait()
 			b.StartTimer()
 		}
-		q := func(d []time.Duration, p float64) time.Duration {
-			d = slices.Clone(d)
-			slices.Sort(d)
-			return d[min(len(d)-1, int(float64(len(d))*p))]
-		}
+		q := quantile.Of // nearest rank: of 100, p99 is the 99th
 		msOf := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		var all []time.Duration
 		for _, r := range routers {

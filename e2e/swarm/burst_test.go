@@ -11,6 +11,7 @@ import (
 
 	"github.com/idepool/idepool"
 	idepoolclient "github.com/idepool/idepool/client"
+	"github.com/idepool/idepool/internal/quantile"
 )
 
 // BenchmarkBurstSwarm is the smaller classroom minute on the real engine:
@@ -67,12 +68,7 @@ func BenchmarkBurstSwarm(b *testing.B) {
 					ok = append(ok, lat[i])
 				}
 				sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
-				q := func(f float64) time.Duration {
-					if len(ok) == 0 {
-						return 0
-					}
-					return ok[int(f*float64(len(ok)-1))]
-				}
+				q := func(f float64) time.Duration { return quantile.Sorted(ok, f) }
 				b.ReportMetric(float64(starts-len(ok)), "errors")
 				b.ReportMetric(q(0.5).Seconds(), "p50-s")
 				b.ReportMetric(q(0.95).Seconds(), "p95-s")
