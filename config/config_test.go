@@ -72,7 +72,7 @@ func TestDefaults(t *testing.T) {
 		BodyTimeout: 30 * time.Second, BodiesPerClient: 128,
 		Image: "idepool-ide:latest", PoolTarget: 10, CPULimit: 2, MemoryLimit: 4 << 30,
 		InactivityTimeout: 600 * time.Second, CreateTimeout: 120 * time.Second, CreateConcurrency: 8, FlushTimeout: 30 * time.Second,
-		AgentOrphanTimeout: 15 * time.Minute, SyncMaxDeletePercent: 50, SyncParallelism: 8,
+		AgentOrphanTimeout: 15 * time.Minute, SyncMaxDeletePercent: 50, SyncParallelism: 32,
 		MaxMemoryPercent: 90, MaxCPUPercent: 90, HealthCheckInterval: 10 * time.Second,
 		HealthCheckTimeout: 5 * time.Second, HealthCheckRetries: 3, Runtime: "process",
 		DataDir: filepath.Join(wd, "idepool-data"), ProcessNice: 10, ProcessUser: "65534", Deployment: "idepool", Router: "builtin",

@@ -27,7 +27,8 @@ type Options struct {
 	MaxFileSize int64
 	// MaxFiles: at most this many files are synced [100000].
 	MaxFiles int
-	// Parallelism: transfers at once [8].
+	// Parallelism: transfers at once [32]: a claimed workspace's initial
+	// pull is many small GETs, each mostly waiting on the store.
 	Parallelism int
 	// LargeFile: files at least this big are downloaded in parallel ranges
 	// of ChunkSize [16 MiB, 8 MiB].
@@ -70,7 +71,7 @@ func (o Options) withDefaults() Options {
 		o.MaxFiles = 100_000
 	}
 	if o.Parallelism <= 0 {
-		o.Parallelism = 8
+		o.Parallelism = 32
 	}
 	if o.LargeFile <= 0 {
 		o.LargeFile = 16 << 20

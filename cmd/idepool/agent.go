@@ -26,25 +26,35 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	logger := newLogger(stderr, getenv("LOG_LEVEL"), getenv("LOG_FORMAT")) // the agent adds the container id
 	cfg.Logger = logger
+	opts, err := syncOptionsFromEnv(getenv)
+	if err != nil {
+		return fmt.Errorf("agent configuration: %w", err)
+	}
+	cfg.NewSyncer = func(workspaceDir, stateDir string, logger *slog.Logger) agent.Syncer {
+		return wsync.NewAgentSyncer(workspaceDir, stateDir, logger, opts)
+	}
+	return agent.Run(ctx, cfg)
+}
+
+// syncOptionsFromEnv reads the workspace sync's settings idepool passes to
+// every agent (unset: wsync's defaults).
+func syncOptionsFromEnv(getenv func(string) string) (wsync.Options, error) {
 	var opts wsync.Options
 	if s := getenv(idepool.EnvSyncMaxDeletePercent); s != "" {
 		p, err := strconv.Atoi(s)
 		if err != nil || p < 0 || p > 100 {
-			return fmt.Errorf("agent configuration: %s=%q: want an integer 0-100", idepool.EnvSyncMaxDeletePercent, s)
+			return opts, fmt.Errorf("%s=%q: want an integer 0-100", idepool.EnvSyncMaxDeletePercent, s)
 		}
 		opts.MaxDeletePercent = p
 	}
 	if s := getenv(idepool.EnvSyncParallelism); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 256 {
-			return fmt.Errorf("agent configuration: %s=%q: want an integer 1-256", idepool.EnvSyncParallelism, s)
+			return opts, fmt.Errorf("%s=%q: want an integer 1-256", idepool.EnvSyncParallelism, s)
 		}
 		opts.Parallelism = n
 	}
-	cfg.NewSyncer = func(workspaceDir, stateDir string, logger *slog.Logger) agent.Syncer {
-		return wsync.NewAgentSyncer(workspaceDir, stateDir, logger, opts)
-	}
-	return agent.Run(ctx, cfg)
+	return opts, nil
 }
 
 // awaitStartGate waits until the runtime closes the start gate
