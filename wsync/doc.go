@@ -13,7 +13,8 @@
 // path: push, pull, delete-local, delete-remote, conflict, adopt (same
 // bytes on both sides) or forget. Cycles run after filesystem events
 // (fsnotify, recursive, debounced; an overflow forces a rescan), on a poll
-// interval, and on Flush.
+// interval (3 s, doubling while cycles find nothing to do, up to 15 s), and
+// on Flush.
 //
 // Rules the engine keeps:
 //

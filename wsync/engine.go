@@ -19,6 +19,13 @@ type Options struct {
 	// rescanned without a filesystem event [3s]. A rescan only stats files;
 	// it hashes those whose size or mtime moved.
 	PollInterval time.Duration
+	// MaxPollInterval: while cycles find nothing to do on either side, the
+	// interval doubles up to this [5 × PollInterval]; a cycle that moved
+	// anything, failed or must retry brings it back to PollInterval. Local
+	// edits do not wait for a poll (the watcher starts a cycle), so only a
+	// change made to the store by someone else is seen later in an idle
+	// workspace; a class of idle containers lists the store a fifth as often.
+	MaxPollInterval time.Duration
 	// Debounce: quiet time after the last local event before a cycle
 	// [250ms]; MaxDebounce caps the wait under a stream of events [2s].
 	Debounce    time.Duration
@@ -57,6 +64,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.PollInterval <= 0 {
 		o.PollInterval = 3 * time.Second
+	}
+	if o.MaxPollInterval < o.PollInterval {
+		o.MaxPollInterval = 5 * o.PollInterval
 	}
 	if o.Debounce <= 0 {
 		o.Debounce = 250 * time.Millisecond
@@ -513,7 +523,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		w = newWatcher(e, ctx)
 	}
 	defer w.close()
-	poll := time.NewTicker(e.opts.PollInterval)
+	interval := e.opts.PollInterval
+	poll := time.NewTimer(interval)
 	defer poll.Stop()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -546,6 +557,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		} else if !res.Retry {
 			retries = 0
 		}
+		// Every cycle restarts the poll: a cycle an edit or a kick started
+		// counts as the poll's.
+		interval = nextPoll(interval, e.opts.PollInterval, e.opts.MaxPollInterval, res, err)
+		poll.Reset(interval)
 	}
 	for {
 		select {
@@ -565,6 +580,21 @@ func (e *Engine) Run(ctx context.Context) error {
 			cycle()
 		}
 	}
+}
+
+// nextPoll is the wait before the next poll after a cycle that ran with
+// the interval cur: back to base after a cycle that did or tried anything
+// (or failed), else doubled up to most.
+func nextPoll(cur, base, most time.Duration, res CycleResult, err error) time.Duration {
+	if err != nil || res.Retry || res.Failed > 0 {
+		return base
+	}
+	for _, n := range res.Actions {
+		if n > 0 {
+			return base
+		}
+	}
+	return min(2*cur, most)
 }
 
 func (e *Engine) markDirty() {
