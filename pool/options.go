@@ -83,7 +83,7 @@ type Options struct {
 	// (default 5 min); then it is tried again (the image may be loaded).
 	ImageRetry time.Duration
 	// CreateConcurrency bounds parallel creates and removes of one
-	// reconcile (default 8).
+	// reconcile, per node that takes containers (default 8).
 	CreateConcurrency int
 	// History is how many stopped containers Get still answers for
 	// (default 1000).

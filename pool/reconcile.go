@@ -39,6 +39,8 @@ type work struct {
 	replaces []replaceJob
 	orphans  []string
 	acts     Actions
+	// inFlight bounds the creates and removes act runs at once.
+	inFlight int
 }
 
 // reconcile observes the runtime, judges each container and plans the
@@ -63,7 +65,9 @@ func (rc *reconciler) reconcile(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	w := rc.decide(insts, rc.observeNodes(ctx), listSeq, headroom)
+	nodes := rc.observeNodes(ctx)
+	w := rc.decide(insts, nodes, listSeq, headroom)
+	w.inFlight = inFlight(rc.opts.CreateConcurrency, nodes)
 	rc.act(ctx, w)
 	return w.acts.WakeAt, nil
 }
@@ -212,11 +216,28 @@ func (rc *reconciler) beginRemoves(removes []RemoveAction, evs *[]idepool.Event)
 	return stops
 }
 
+// inFlight is how many creates and removes one reconcile runs at once:
+// perNode for each node that takes containers (not down, not drained), or
+// perNode alone when the runtime tells of no nodes. Each engine starts its
+// own containers, so a cluster starts more at once than one node: on the
+// 3-node test cluster, 40 queued starts of a 5 s burst were all ready in
+// 18.3 s with 24 in flight against 26.5 s with 8 (raw creates, 32 in
+// flight: 18.7 s).
+func inFlight(perNode int, nodes []idepool.NodeState) int {
+	n := 0
+	for _, nd := range nodes {
+		if !nd.Down && !nd.Drained {
+			n++
+		}
+	}
+	return max(1, perNode) * max(1, n)
+}
+
 // act removes orphans, runs the stops and makes the plan's creates, in
-// parallel (CreateConcurrency at a time), and waits for all of them.
+// parallel (w.inFlight at a time), and waits for all of them.
 func (rc *reconciler) act(ctx context.Context, w work) {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, rc.opts.CreateConcurrency)
+	sem := make(chan struct{}, max(1, w.inFlight))
 	for _, id := range w.orphans {
 		wg.Add(1)
 		sem <- struct{}{}
