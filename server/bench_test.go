@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/idepool/idepool/internal/quantile"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkClaimLatency measures what a classroom feels: 200 concurrent
@@ -67,7 +68,9 @@ func BenchmarkClaimLatency(b *testing.B) {
 		if f := os.Getenv("BENCH_CLAIM_PERF"); f != "" {
 			// Linux perf sees what the Go profiler cannot in a burst of
 			// tens of ms: kernel time (file creation, TCP) included.
-			perf = exec.Command("perf", "record", "-F", "20000", "-g", "-o", f, "-p", fmt.Sprint(os.Getpid()))
+			// CLOCK_MONOTONIC: the burst's bounds, logged below on the
+			// same clock, select its samples (perf script --time).
+			perf = exec.Command("perf", "record", "-k", "CLOCK_MONOTONIC", "-F", "20000", "-g", "-o", f, "-p", fmt.Sprint(os.Getpid()))
 			perf.Stderr = os.Stderr
 			if err := perf.Start(); err != nil {
 				b.Fatalf("perf: %v", err)
@@ -80,6 +83,7 @@ func BenchmarkClaimLatency(b *testing.B) {
 		if perf != nil {
 			perf.Process.Signal(os.Interrupt)
 			perf.Wait()
+			b.Logf("the claims' burst in the perf record: perf script -i %s --time %.6f,%.6f", os.Getenv("BENCH_CLAIM_PERF"), res.mono[0], res.mono[1])
 		}
 		b.StopTimer()
 		for j, c := range res.codes {
@@ -137,6 +141,9 @@ type burstResult struct {
 	gcs uint32
 	// alloc is what the burst allocated (server and client), in bytes.
 	alloc uint64
+	// mono is the burst's start and end on CLOCK_MONOTONIC, in seconds:
+	// perf's clock with -k CLOCK_MONOTONIC.
+	mono [2]float64
 }
 
 func (r burstResult) pct(q float64) time.Duration { return quantile.Sorted(r.lat, q) }
@@ -219,10 +226,12 @@ func httpBurst(b *testing.B, base, method, path string, n int, body func(j int) 
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	cpu0 := cpuTime(b)
+	r.mono[0] = monotonic(b)
 	start := time.Now()
 	close(gate)
 	wg.Wait()
 	r.wall = time.Since(start)
+	r.mono[1] = monotonic(b)
 	r.cpu = cpuTime(b) - cpu0
 	runtime.ReadMemStats(&ms1)
 	r.gcs = ms1.NumGC - ms0.NumGC
@@ -289,6 +298,15 @@ func waitIdle(b *testing.B, want float64, limit time.Duration) time.Duration {
 		}
 	}
 	return time.Since(start)
+}
+
+// monotonic reads CLOCK_MONOTONIC, in seconds.
+func monotonic(b *testing.B) float64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		b.Fatal(err)
+	}
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
 }
 
 // cpuTime is this process's user+system CPU time so far.
