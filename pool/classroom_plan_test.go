@@ -13,12 +13,23 @@ func TestPlanQueueAndPressure(t *testing.T) {
 		s    Snapshot
 		want []CreateAction
 	}{
-		{"queued starts add to the target and are created first",
+		{"while starts wait only their creates are made: the refill follows",
 			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 2, Queued: 5, Headroom: -1}}},
-			[]CreateAction{{Profile: "p", N: 7, ForQueue: 5}}},
+			[]CreateAction{{Profile: "p", N: 5, ForQueue: 5}}},
 		{"creates in flight serve the queue first",
 			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 2, Queued: 5, InFlight: 4, Headroom: -1}}},
-			[]CreateAction{{Profile: "p", N: 3, ForQueue: 1}}},
+			[]CreateAction{{Profile: "p", N: 1, ForQueue: 1}}},
+		{"warm containers serve the queue; nothing is created while they cover it",
+			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 4, Queued: 2, InFlight: 2, Headroom: -1}}},
+			nil},
+		{"another pool's refill does not wait for this pool's queue",
+			Snapshot{Now: t0, Profiles: []ProfileSnapshot{
+				{Profile: "p", Target: 10, Queued: 5, Headroom: -1},
+				{Profile: "q", Target: 4, Headroom: -1}}},
+			[]CreateAction{{Profile: "p", N: 5, ForQueue: 5}, {Profile: "q", N: 4}}},
+		{"the queue served, the refill goes on",
+			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 3, Queued: 0, InFlight: 1, Headroom: -1}}},
+			[]CreateAction{{Profile: "p", N: 2}}},
 		{"headroom caps, queue first",
 			Snapshot{Now: t0, Profiles: []ProfileSnapshot{{Profile: "p", Target: 10, Queued: 5, Headroom: 3}}},
 			[]CreateAction{{Profile: "p", N: 3, ForQueue: 3}}},

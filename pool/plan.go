@@ -192,7 +192,11 @@ func Plan(s Snapshot) Actions {
 			continue
 		}
 		forQueue := min(max(queued-len(kept)-inFlight, 0), need)
-		if s.Pressure {
+		if s.Pressure || queued > 0 {
+			// While starts wait, every create serves one of them: the
+			// engines start containers at a bounded rate, and refills made
+			// beside the waiting starts' creates only delay those. The
+			// refill follows once the queue is served.
 			need = forQueue
 		}
 		if s.Now.Before(p.Backoff.NextCreate) {
