@@ -110,58 +110,6 @@ func (c *benchCluster) quiet(ctx context.Context, b *testing.B, keep string) {
 	}
 }
 
-// The settled state waves wait for before timing claims: the host's CPU
-// (the nodes are containers on it) at least settleIdle idle over a second,
-// for at most settleMax.
-const (
-	settleIdle = 0.6
-	settleMax  = 30 * time.Second
-)
-
-// settle waits until the host's CPU was at least want idle over one
-// second, or until limit passed; it returns how long it waited and the
-// last second's idle share.
-func settle(ctx context.Context, want float64, limit time.Duration) (time.Duration, float64) {
-	start := time.Now()
-	idle := 0.0
-	for time.Since(start) < limit && ctx.Err() == nil {
-		var err error
-		if idle, err = cpuIdle(time.Second); err != nil || idle >= want {
-			break
-		}
-	}
-	return time.Since(start), idle
-}
-
-// cpuIdle is the host's idle share of its CPU time over d (/proc/stat).
-func cpuIdle(d time.Duration) (float64, error) {
-	read := func() (idle, total uint64, err error) {
-		data, err := os.ReadFile("/proc/stat")
-		if err != nil {
-			return 0, 0, err
-		}
-		line, _, _ := strings.Cut(string(data), "\n")
-		for i, f := range strings.Fields(line)[1:] {
-			v, _ := strconv.ParseUint(f, 10, 64)
-			total += v
-			if i == 3 || i == 4 { // idle, iowait
-				idle += v
-			}
-		}
-		return idle, total, nil
-	}
-	i0, t0, err := read()
-	if err != nil {
-		return 0, err
-	}
-	time.Sleep(d)
-	i1, t1, err := read()
-	if err != nil || t1 == t0 {
-		return 0, err
-	}
-	return float64(i1-i0) / float64(t1-t0), nil
-}
-
 // stopAll stops containers, 8 at a time.
 func (c *benchCluster) stopAll(ctx context.Context, ids []string) error {
 	errs := make([]error, len(ids))
@@ -197,12 +145,6 @@ func (c *benchCluster) waves(ctx context.Context, b *testing.B, n int, claim fun
 			return err
 		}
 		b.Logf("wave %d: %d warm in %.1f s", done/waveSize+1, waveSize, time.Since(t).Seconds())
-		// A pool counts warm once each agent said ready, while the last
-		// containers' IDEs and the engines' task bookkeeping still use the
-		// CPU for seconds; a class claims from a pool filled well before
-		// it. The claims are timed once that has passed.
-		waited, idle := settle(ctx, settleIdle, settleMax)
-		b.Logf("wave %d: the host's CPU %.0f %% idle after %.1f s (untimed)", done/waveSize+1, idle*100, waited.Seconds())
 		var ids []string
 		var err error
 		for k := 0; k < min(waveSize, n-done) && err == nil; k++ {
