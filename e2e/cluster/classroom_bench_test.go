@@ -170,29 +170,41 @@ func (c *benchCluster) waves(ctx context.Context, b *testing.B, n int, claim fun
 // counted; tries says how many extra requests that took, and why the
 // first answer that was asked again (its status and the start of its body).
 func openIDE(ctx context.Context, tr http.RoundTripper, u string) (first time.Time, tries int, why string, err error) {
+	first, _, tries, why, err = openIDETimed(ctx, tr, u)
+	return first, tries, why, err
+}
+
+// openIDETimed is openIDE that also returns when the first answer (the
+// token's redirect) began to arrive.
+func openIDETimed(ctx context.Context, tr http.RoundTripper, u string) (first, redirected time.Time, tries int, why string, err error) {
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second}
 	var at time.Time
-	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { at = time.Now() }}
+	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() {
+		at = time.Now()
+		if redirected.IsZero() {
+			redirected = at
+		}
+	}}
 	ctx = httptrace.WithClientTrace(ctx, trace)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
-			return time.Time{}, tries, why, err
+			return time.Time{}, redirected, tries, why, err
 		}
 		res, err := hc.Do(req)
 		if err != nil {
-			return time.Time{}, tries, why, err
+			return time.Time{}, redirected, tries, why, err
 		}
 		head, _ := io.ReadAll(io.LimitReader(res.Body, 160))
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		if res.StatusCode == http.StatusOK {
-			return at, tries, why, nil
+			return at, redirected, tries, why, nil
 		}
 		if (res.StatusCode != http.StatusNotFound && res.StatusCode != http.StatusBadGateway) || time.Now().After(deadline) {
-			return time.Time{}, tries, why, fmt.Errorf("GET %s: %s", res.Request.URL.Path, res.Status)
+			return time.Time{}, redirected, tries, why, fmt.Errorf("GET %s: %s", res.Request.URL.Path, res.Status)
 		}
 		if why == "" {
 			why = fmt.Sprintf("%d from %s: %s", res.StatusCode, res.Header.Get("Server"), strings.TrimSpace(string(head)))
@@ -234,6 +246,8 @@ func BenchmarkClusterClaimFirstByte(b *testing.B) {
 		lat := map[string][]time.Duration{}
 		post := map[string][]time.Duration{}
 		retried := map[string]int{}
+		parts := map[string][]claimParts{}
+		t0 := time.Now()
 		err := c.waves(ctx, b, n, func(i int) (string, error) {
 			r := routers[i%2]
 			start := time.Now()
@@ -246,12 +260,14 @@ func BenchmarkClusterClaimFirstByte(b *testing.B) {
 			if !res.IsPreWarmed {
 				return res.ID, fmt.Errorf("claim %d: not a warm claim: %+v", i, res.StartResponse)
 			}
-			first, tries, why, err := openIDE(ctx, tr[r.name], r.base+strings.TrimPrefix(res.URLs.CodeServer, c.apiURL))
+			first, redirected, tries, why, err := openIDETimed(ctx, tr[r.name], r.base+strings.TrimPrefix(res.URLs.CodeServer, c.apiURL))
 			if err != nil {
 				return res.ID, fmt.Errorf("claim %d (%s) through %s: %w", i, res.ID, r.name, err)
 			}
 			lat[r.name] = append(lat[r.name], first.Sub(start))
 			post[r.name] = append(post[r.name], answered.Sub(start))
+			parts[r.name] = append(parts[r.name], claimParts{i: i, at: start.Sub(t0), total: first.Sub(start), post: answered.Sub(start),
+				token: redirected.Sub(answered), ide: first.Sub(redirected)})
 			if tries > 0 {
 				retried[r.name]++
 				b.Logf("claim %d (%s) through %s asked again %d times, first answer %s", i, res.ID, r.name, tries, why)
@@ -269,12 +285,28 @@ func BenchmarkClusterClaimFirstByte(b *testing.B) {
 			b.ReportMetric(ms(pct(l, 0.99)), "p99-ms-"+r.name)
 			b.Logf("warm claim → first byte through %s: p50 %.1f ms, p99 %.1f ms, max %.1f ms (n=%d; %d asked again: route not ready); its POSTs: p50 %.1f ms, p99 %.1f ms",
 				r.name, ms(pct(l, 0.5)), ms(pct(l, 0.99)), ms(pct(l, 1)), len(l), retried[r.name], ms(pct(p, 0.5)), ms(pct(p, 0.99)))
+			// Where the tail's time went, and when (a pause of idepool's
+			// shows in the POST, and through the built-in router in the
+			// token's and the IDE's parts too).
+			slow := slices.Clone(parts[r.name])
+			slices.SortFunc(slow, func(x, y claimParts) int { return cmp.Compare(y.total, x.total) })
+			for _, s := range slow[:min(3, len(slow))] {
+				b.Logf("  slow claim %d through %s, %.1f s into the benchmark: %.1f ms = POST %.1f + token → redirect %.1f + redirect → the IDE's first byte %.1f",
+					s.i, r.name, s.at.Seconds(), ms(s.total), ms(s.post), ms(s.token), ms(s.ide))
+			}
 		}
 		b.ReportMetric(ms(pct(posts, 0.5)), "p50-ms-post")
 		b.ReportMetric(ms(pct(posts, 0.99)), "p99-ms-post")
 		b.Logf("the POST alone (both routers' claims): p50 %.1f ms, p99 %.1f ms, max %.1f ms (n=%d; goal for claim → first byte: p99 < 100 ms on both routers)",
 			ms(pct(posts, 0.5)), ms(pct(posts, 0.99)), ms(pct(posts, 1)), len(posts))
 	}
+}
+
+// claimParts is one timed claim of BenchmarkClusterClaimFirstByte.
+type claimParts struct {
+	i                       int
+	at                      time.Duration // from the benchmark's start
+	total, post, token, ide time.Duration
 }
 
 // usableFiles and usableBytes are a usable-benchmark workspace in S3.
