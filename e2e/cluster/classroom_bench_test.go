@@ -169,14 +169,9 @@ func (c *benchCluster) waves(ctx context.Context, b *testing.B, n int, claim fun
 // overlay not reaching the task yet) is asked again every 10 ms, the wait
 // counted; tries says how many extra requests that took, and why the
 // first answer that was asked again (its status and the start of its body).
-func openIDE(ctx context.Context, tr http.RoundTripper, u string) (first time.Time, tries int, why string, err error) {
-	first, _, tries, why, err = openIDETimed(ctx, tr, u)
-	return first, tries, why, err
-}
-
-// openIDETimed is openIDE that also returns when the first answer (the
-// token's redirect) began to arrive.
-func openIDETimed(ctx context.Context, tr http.RoundTripper, u string) (first, redirected time.Time, tries int, why string, err error) {
+// redirected is when the first answer (the token's redirect) began to
+// arrive.
+func openIDE(ctx context.Context, tr http.RoundTripper, u string) (first, redirected time.Time, tries int, why string, err error) {
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second}
 	var at time.Time
@@ -260,7 +255,7 @@ func BenchmarkClusterClaimFirstByte(b *testing.B) {
 			if !res.IsPreWarmed {
 				return res.ID, fmt.Errorf("claim %d: not a warm claim: %+v", i, res.StartResponse)
 			}
-			first, redirected, tries, why, err := openIDETimed(ctx, tr[r.name], r.base+strings.TrimPrefix(res.URLs.CodeServer, c.apiURL))
+			first, redirected, tries, why, err := openIDE(ctx, tr[r.name], r.base+strings.TrimPrefix(res.URLs.CodeServer, c.apiURL))
 			if err != nil {
 				return res.ID, fmt.Errorf("claim %d (%s) through %s: %w", i, res.ID, r.name, err)
 			}
@@ -567,7 +562,7 @@ func BenchmarkClusterUsable(b *testing.B) {
 			if !res.Ready || !res.IsPreWarmed {
 				return res.ID, fmt.Errorf("claim %d: not a ready warm claim: %+v", i, res.StartResponse)
 			}
-			first, _, _, err := openIDE(ctx, tr, res.URLs.CodeServer)
+			first, _, _, _, err := openIDE(ctx, tr, res.URLs.CodeServer)
 			if err != nil {
 				return res.ID, fmt.Errorf("claim %d (%s): %w", i, res.ID, err)
 			}
